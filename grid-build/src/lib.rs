@@ -1,0 +1,1 @@
+//! grid-build: the build-script companion of grid (work in progress).

@@ -1,0 +1,1 @@
+//! The `#[grid::handler]` proc macro (work in progress).
