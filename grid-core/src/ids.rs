@@ -83,8 +83,14 @@ mod tests {
         // Changing these values breaks every deployed cluster: see the doc of `from_wire_name`.
         assert_eq!(HandlerId::from_wire_name(""), HandlerId(0x811c_9dc5));
         assert_eq!(HandlerId::from_wire_name("a"), HandlerId(0xe40c_292c));
-        assert_eq!(HandlerId::from_wire_name("Locker.lock"), HandlerId::from_wire_name("Locker.lock"));
-        assert_ne!(HandlerId::from_wire_name("Locker.lock"), HandlerId::from_wire_name("Locker.unlock"));
+        assert_eq!(
+            HandlerId::from_wire_name("Locker.lock"),
+            HandlerId::from_wire_name("Locker.lock")
+        );
+        assert_ne!(
+            HandlerId::from_wire_name("Locker.lock"),
+            HandlerId::from_wire_name("Locker.unlock")
+        );
     }
 
     #[test]

@@ -1,1 +1,34 @@
-//! The grid runtime.
+//! The grid runtime: the frame codec, the per-call mux state machines, the connection driver and
+//! the [`Manager`](crate::manager) that keeps one WebSocket per peer.
+//!
+//! Layers, bottom up (see `ARCHITECTURE.md`):
+//! - [`frame`]: pure encode/decode of the wire protocol (`PROTOCOL.md`);
+//! - [`mux`]: sans-IO state machines of unary calls and streams (time is an argument);
+//! - the connection driver and manager, which put those on a real socket.
+
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod error;
+pub mod frame;
+pub mod handler;
+pub mod handshake;
+pub mod ids;
+pub mod manager;
+pub mod mux;
+pub mod stream;
+
+pub use auth::{Authenticator, HmacAuth};
+pub use config::Config;
+pub use conn::{
+    BoxedTransport, CallOptions, ClientStream, ConnState, Connection, ConnectionStats, InFlight,
+    StreamOptions, Transport,
+};
+pub use error::{Error, RemoteError};
+pub use frame::ErrorCode;
+pub use handler::{Context, HandlerSpec};
+pub use manager::{DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
+pub use mux::CancelCause;
+pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
+
+pub use ids::{HandlerId, MuxId};

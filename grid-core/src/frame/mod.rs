@@ -9,7 +9,9 @@
 
 mod codec;
 
-pub use codec::{decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder};
+pub use codec::{
+    decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder,
+};
 
 use bytes::Bytes;
 
@@ -134,12 +136,21 @@ impl Op {
             _ => return None,
         })
     }
+
+    /// True for the handshake ops (`Hello` ..= `Reject`), the only ops a [`Frame::Handshake`]
+    /// carries.
+    pub const fn is_handshake(self) -> bool {
+        matches!(
+            self,
+            Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject
+        )
+    }
 }
 
 /// Frame flag bits. Bits not listed here must be zero.
 pub mod flags {
-    /// Last message of the sender's direction (on `Data`), or "the caller has no input stream" (on
-    /// `Open`).
+    /// On `Open` only: the caller has no input stream (and `in_cap` is 0). A stream direction
+    /// ends with an `End` frame, not a flag.
     pub const END: u8 = 0x01;
     /// The payload is an error record (`Response`, `End`).
     pub const ERROR: u8 = 0x02;
@@ -430,14 +441,18 @@ pub enum FrameError {
     /// Fewer bytes than a header or a declared length needs.
     #[error("truncated: needed {needed} bytes, {available} available")]
     Truncated {
-        /// Bytes required.
+        /// Bytes required, counted from the start of the batch (for the batch header) or of the
+        /// frame (for a frame header, or a frame's body and checksum trailer).
         needed: usize,
-        /// Bytes present.
+        /// Bytes present from that same start to the end of the message.
         available: usize,
     },
     /// A batch header with a version we do not speak.
     #[error("unsupported protocol version {0}")]
     Version(u8),
+    /// A batch header whose reserved flags byte is not zero.
+    #[error("reserved batch flags {0:#04x} set")]
+    BatchFlags(u8),
     /// A batch with zero frames or more than the limit.
     #[error("bad frame count {count} (limit {limit})")]
     FrameCount {

@@ -1,0 +1,3 @@
+//! Codec benchmark (being written).
+
+fn main() {}

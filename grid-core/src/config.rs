@@ -1,0 +1,93 @@
+//! Runtime configuration: one plain struct, every field with its default and what it protects.
+
+use std::time::Duration;
+
+use crate::frame::{Limits, DEFAULT_MAX_PAYLOAD};
+
+/// How a [`Manager`](crate::Manager) and its connections behave.
+///
+/// Every node of a cluster should use the same values for the liveness settings; the limits may
+/// differ (each side enforces its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// URL path the WebSocket upgrade is served on. Default `/grid/v1`.
+    pub route: String,
+    /// Largest payload of one request, response or stream message. Default 64 MiB. Protects
+    /// memory: a larger frame is refused before it is buffered, and a local call with a larger
+    /// payload fails with [`Error::PayloadTooLarge`](crate::Error::PayloadTooLarge).
+    pub max_payload: usize,
+    /// Timeout of a unary call that sets none. Default 60 s.
+    pub default_timeout: Duration,
+    /// Timeout of the whole handshake. Default 5 s. Protects against peers that connect and stall.
+    pub handshake_timeout: Duration,
+    /// Largest accepted difference between the peer's clock and ours. Default 5 min. Limits how
+    /// long a captured handshake could be useful, with the nonces.
+    pub max_clock_skew: Duration,
+    /// Interval of connection-level pings. Default 5 s.
+    pub ping_interval: Duration,
+    /// A connection with no inbound traffic for this long is declared dead. Default 20 s.
+    pub idle_timeout: Duration,
+    /// One WebSocket write (a batch) that takes longer than this kills the connection: the peer
+    /// stopped reading. Default 15 s.
+    pub write_timeout: Duration,
+    /// First reconnect delay; doubles per failure, with jitter. Default 50 ms.
+    pub reconnect_min: Duration,
+    /// Cap of the reconnect delay. Default 2 s.
+    pub reconnect_max: Duration,
+    /// Timeout of one TCP/TLS dial. Default 2 s.
+    pub dial_timeout: Duration,
+    /// Interval of stream-level pings sent by callers of long-lived streams. Default 15 s.
+    pub stream_ping_interval: Duration,
+    /// Silence on a stream after which either side gives up. Default 60 s.
+    pub stream_liveness_timeout: Duration,
+    /// Largest input capacity a caller may ask this node to buffer per stream. Default 4096.
+    pub max_stream_capacity: u32,
+    /// Bytes of data frames queued for one socket before senders wait. Default 8 MiB. Bounds
+    /// memory when the peer reads slowly; control frames (credits, pongs, cancels) bypass it.
+    pub max_queued_bytes: usize,
+    /// Control frames queued for one socket before the connection is declared stuck. Default
+    /// 65 536. A peer that floods pings but never reads cannot grow our memory without bound.
+    pub max_queued_control: usize,
+    /// Bytes packed into one WebSocket message by the writer (a single larger frame still goes
+    /// alone). Default 256 KiB.
+    pub max_batch_bytes: usize,
+    /// Most unary calls and streams served at once per connection. Default 100 000. Beyond it a
+    /// call is refused with `Overloaded`.
+    pub max_incoming_calls: usize,
+    /// Add a CRC-32 to every frame. Default: on for `http://` names, off for `https://` (TLS
+    /// already protects integrity). Agreed per connection: on if either side wants it.
+    pub checksum: Option<bool>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            route: "/grid/v1".into(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            default_timeout: Duration::from_secs(60),
+            handshake_timeout: Duration::from_secs(5),
+            max_clock_skew: Duration::from_secs(300),
+            ping_interval: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(15),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
+            dial_timeout: Duration::from_secs(2),
+            stream_ping_interval: Duration::from_secs(15),
+            stream_liveness_timeout: Duration::from_secs(60),
+            max_stream_capacity: 4096,
+            max_queued_bytes: 8 << 20,
+            max_queued_control: 65_536,
+            max_batch_bytes: 256 << 10,
+            max_incoming_calls: 100_000,
+            checksum: None,
+        }
+    }
+}
+
+impl Config {
+    /// The frame decoder's limits derived from this configuration.
+    pub fn limits(&self) -> Limits {
+        Limits::for_payload(self.max_payload)
+    }
+}

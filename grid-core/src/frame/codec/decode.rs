@@ -1,0 +1,480 @@
+//! Decoding: one received message to [`Frame`]s, checking every rule of `PROTOCOL.md` in the
+//! order its "Decoding order" lists them.
+
+use std::iter::FusedIterator;
+
+use bytes::Bytes;
+
+use super::ERROR_CODE_LEN;
+use crate::frame::{
+    flags, CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Op, Payload, Route,
+    BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+};
+use crate::ids::{HandlerId, MuxId};
+
+/// Flags an op may carry; `CHECKSUM` is allowed on every op.
+const fn allowed_flags(op: Op) -> u8 {
+    let specific = match op {
+        Op::Request => flags::SUBROUTE | flags::PAYLOAD,
+        Op::Response => flags::PAYLOAD | flags::ERROR,
+        Op::Open => flags::END | flags::SUBROUTE | flags::PAYLOAD,
+        Op::Data => flags::PAYLOAD,
+        Op::End => flags::ERROR,
+        _ => 0,
+    };
+    specific | flags::CHECKSUM
+}
+
+/// Which mux ids an op may carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MuxRule {
+    /// A call or stream: never the connection.
+    Call,
+    /// The connection itself: always 0.
+    Connection,
+    /// Either (pings and pongs).
+    Any,
+}
+
+const fn mux_rule(op: Op) -> MuxRule {
+    match op {
+        Op::Request
+        | Op::Response
+        | Op::Open
+        | Op::Ack
+        | Op::Data
+        | Op::Credit
+        | Op::End
+        | Op::Error
+        | Op::Cancel => MuxRule::Call,
+        Op::Ping | Op::Pong => MuxRule::Any,
+        Op::GoAway | Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => {
+            MuxRule::Connection
+        }
+    }
+}
+
+/// The body length an op requires, known from the header alone: `(minimum, exact)`. When `exact`
+/// the body must be exactly `minimum` bytes; otherwise a variable tail (subroute, payload, error
+/// message) follows. Request and Open without `PAYLOAD` but with `SUBROUTE` are not exact here;
+/// their end is checked once the subroute length is read.
+const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
+    let payload = fl & flags::PAYLOAD != 0;
+    let subroute = fl & flags::SUBROUTE != 0;
+    let error = fl & flags::ERROR != 0;
+    // With SUBROUTE, at least its length byte follows; its value is checked while parsing, so that
+    // a zero length is reported as the bad field it is.
+    let sub_min = if subroute { 1 } else { 0 };
+    match op {
+        Op::Request => (8 + sub_min, !payload && !subroute),
+        Op::Open => (16 + sub_min, !payload && !subroute),
+        Op::Response if error => (ERROR_CODE_LEN, false),
+        Op::Response => (0, !payload),
+        Op::Ack => (0, true),
+        Op::Data => (4, !payload),
+        Op::Credit => (4, true),
+        Op::End if error => (4 + ERROR_CODE_LEN, false),
+        Op::End => (4, true),
+        Op::Error | Op::GoAway => (ERROR_CODE_LEN, false),
+        Op::Cancel => (1, true),
+        Op::Ping | Op::Pong => (8, true),
+        Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => (0, false),
+    }
+}
+
+/// Decodes one received batch frame by frame.
+///
+/// [`new`](Self::new) checks the batch header; iterating yields each frame in order. Payloads are
+/// [`Bytes::slice`]s of the message. After the declared frames, leftover bytes yield one
+/// [`FrameError::TrailingBytes`]. After the first error the iterator yields `None`: a batch is not
+/// resynchronised, since nothing after a bad frame can be trusted.
+#[derive(Debug, Clone)]
+pub struct BatchDecoder {
+    msg: Bytes,
+    limits: Limits,
+    /// Offset of the next frame in `msg`.
+    pos: usize,
+    /// Frames declared but not yet decoded.
+    remaining: usize,
+    /// Set after an error or after the end was checked: nothing more is yielded.
+    done: bool,
+}
+
+impl BatchDecoder {
+    /// Checks the batch header of `msg`: length at most `limits.max_batch`, version, reserved flags,
+    /// and a frame count in `1..=limits.max_frames`.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::BatchTooLarge`], [`FrameError::Truncated`] (under 4 bytes),
+    /// [`FrameError::Version`], [`FrameError::BatchFlags`] or [`FrameError::FrameCount`], checked in
+    /// that order.
+    pub fn new(msg: Bytes, limits: &Limits) -> Result<BatchDecoder, FrameError> {
+        if msg.len() > limits.max_batch {
+            return Err(FrameError::BatchTooLarge {
+                len: msg.len(),
+                limit: limits.max_batch,
+            });
+        }
+        let Some(&[version, batch_flags, c0, c1]) = msg.first_chunk::<BATCH_HEADER_LEN>() else {
+            return Err(FrameError::Truncated {
+                needed: BATCH_HEADER_LEN,
+                available: msg.len(),
+            });
+        };
+        if version != PROTOCOL_VERSION {
+            return Err(FrameError::Version(version));
+        }
+        if batch_flags != 0 {
+            return Err(FrameError::BatchFlags(batch_flags));
+        }
+        let count = usize::from(u16::from_be_bytes([c0, c1]));
+        if count == 0 || count > limits.max_frames {
+            return Err(FrameError::FrameCount {
+                count,
+                limit: limits.max_frames,
+            });
+        }
+        Ok(BatchDecoder {
+            msg,
+            limits: *limits,
+            pos: BATCH_HEADER_LEN,
+            remaining: count,
+            done: false,
+        })
+    }
+
+    /// Frames declared by the header and not yet decoded.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    /// Byte offset in the message of the next frame (after the last one: the message length, or
+    /// where the trailing bytes start). Lets a caller point at the frame an error came from.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+impl Iterator for BatchDecoder {
+    type Item = Result<Frame, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if self.remaining == 0 {
+            self.done = true;
+            let trailing = self.msg.len().saturating_sub(self.pos);
+            return (trailing > 0).then_some(Err(FrameError::TrailingBytes(trailing)));
+        }
+        match decode_frame(&self.msg, self.pos, &self.limits) {
+            Ok((frame, len)) => {
+                self.pos += len;
+                self.remaining -= 1;
+                Some(Ok(frame))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            // Each declared frame, plus possibly one TrailingBytes error; any error ends it early.
+            (0, Some(self.remaining + 1))
+        }
+    }
+}
+
+impl FusedIterator for BatchDecoder {}
+
+/// Decodes a whole batch into its frames; fails on the first error.
+///
+/// # Errors
+///
+/// The first [`FrameError`] of [`BatchDecoder::new`] or of its iteration.
+pub fn decode_batch(msg: Bytes, limits: &Limits) -> Result<Vec<Frame>, FrameError> {
+    // Bound the Vec by what the message can physically hold, not only by the declared count.
+    let room = msg.len().saturating_sub(BATCH_HEADER_LEN) / FRAME_HEADER_LEN;
+    let decoder = BatchDecoder::new(msg, limits)?;
+    let mut frames = Vec::with_capacity(decoder.remaining().min(room));
+    for frame in decoder {
+        frames.push(frame?);
+    }
+    Ok(frames)
+}
+
+/// Decodes the frame at `msg[pos..]`, returning it and its length on the wire.
+fn decode_frame(msg: &Bytes, pos: usize, limits: &Limits) -> Result<(Frame, usize), FrameError> {
+    let input = msg.get(pos..).unwrap_or_default();
+    let Some(header) = input.first_chunk::<FRAME_HEADER_LEN>() else {
+        return Err(FrameError::Truncated {
+            needed: FRAME_HEADER_LEN,
+            available: input.len(),
+        });
+    };
+    let [op_byte, fl, m0, m1, m2, m3, l0, l1, l2, l3] = *header;
+    let mux = u32::from_be_bytes([m0, m1, m2, m3]);
+    let body_len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).unwrap_or(usize::MAX);
+
+    let op = Op::from_u8(op_byte).ok_or(FrameError::UnknownOp(op_byte))?;
+
+    let both = flags::PAYLOAD | flags::ERROR;
+    if fl & !allowed_flags(op) != 0 || (op == Op::Response && fl & both == both) {
+        return Err(FrameError::BadFlags { op, flags: fl });
+    }
+
+    let mux_ok = match mux_rule(op) {
+        MuxRule::Call => mux != 0,
+        MuxRule::Connection => mux == 0,
+        MuxRule::Any => true,
+    };
+    if !mux_ok {
+        return Err(FrameError::BadMux { op, mux });
+    }
+
+    let (min, exact) = body_shape(op, fl);
+    if body_len < min || (exact && body_len != min) {
+        return Err(FrameError::BadLength { op, len: body_len });
+    }
+
+    let checksum = fl & flags::CHECKSUM != 0;
+    let trailer = if checksum { CHECKSUM_LEN } else { 0 };
+    let frame_len = FRAME_HEADER_LEN
+        .saturating_add(body_len)
+        .saturating_add(trailer);
+    if input.len() < frame_len {
+        return Err(FrameError::Truncated {
+            needed: frame_len,
+            available: input.len(),
+        });
+    }
+    let body_end = FRAME_HEADER_LEN + body_len;
+
+    if checksum {
+        let covered = input.get(..body_end).unwrap_or_default();
+        let expected = input
+            .get(body_end..frame_len)
+            .and_then(|t| t.first_chunk::<4>())
+            .map_or(0, |t| u32::from_be_bytes(*t));
+        let actual = crc32fast::hash(covered);
+        if expected != actual {
+            return Err(FrameError::Checksum { expected, actual });
+        }
+    }
+
+    let mut body = Body {
+        msg,
+        op,
+        len: body_len,
+        pos: pos + FRAME_HEADER_LEN,
+        end: pos + body_end,
+        limits,
+    };
+    let frame = decode_body(op, fl, MuxId(mux), &mut body)?;
+    body.finish()?;
+    Ok((frame, frame_len))
+}
+
+/// A cursor over one frame's body inside the message. Reads past the body's end are errors, never
+/// panics, although the shape check before parsing already rules most of them out.
+struct Body<'a> {
+    msg: &'a Bytes,
+    op: Op,
+    /// Declared body length, for errors.
+    len: usize,
+    pos: usize,
+    end: usize,
+    limits: &'a Limits,
+}
+
+impl Body<'_> {
+    fn bad_length(&self) -> FrameError {
+        FrameError::BadLength {
+            op: self.op,
+            len: self.len,
+        }
+    }
+
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
+        let next = self.pos.checked_add(N).filter(|&n| n <= self.end);
+        let bytes = next
+            .and_then(|n| self.msg.get(self.pos..n))
+            .and_then(|b| b.first_chunk::<N>())
+            .copied()
+            .ok_or_else(|| self.bad_length())?;
+        self.pos += N;
+        Ok(bytes)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        self.take::<1>().map(|[b]| b)
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        self.take().map(u16::from_be_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        self.take().map(u32::from_be_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        self.take().map(u64::from_be_bytes)
+    }
+
+    /// The rest of the body, as a slice of the message, within the payload limit.
+    fn rest(&mut self) -> Result<Bytes, FrameError> {
+        let len = self.end - self.pos;
+        if len > self.limits.max_payload {
+            return Err(FrameError::PayloadTooLarge {
+                len,
+                limit: self.limits.max_payload,
+            });
+        }
+        let bytes = self.msg.slice(self.pos..self.end);
+        self.pos = self.end;
+        Ok(bytes)
+    }
+
+    /// The payload when `PAYLOAD` is set; otherwise absent (and the body must end here).
+    fn payload(&mut self, fl: u8) -> Result<Payload, FrameError> {
+        if fl & flags::PAYLOAD != 0 {
+            self.rest().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn record(&mut self) -> Result<ErrorRecord, FrameError> {
+        let code = ErrorCode::from_u16(self.u16()?);
+        let message = self.rest()?;
+        Ok(ErrorRecord { code, message })
+    }
+
+    fn handler(&mut self) -> Result<HandlerId, FrameError> {
+        match self.u32()? {
+            0 => Err(self.bad_field("handler")),
+            id => Ok(HandlerId(id)),
+        }
+    }
+
+    /// The subroute when `SUBROUTE` is set: a length byte in 1..=255, then that many bytes.
+    fn subroute(&mut self, fl: u8) -> Result<Option<Bytes>, FrameError> {
+        if fl & flags::SUBROUTE == 0 {
+            return Ok(None);
+        }
+        let len = usize::from(self.u8()?);
+        if len == 0 {
+            return Err(self.bad_field("subroute"));
+        }
+        if self.end - self.pos < len {
+            return Err(self.bad_length());
+        }
+        let name = self.msg.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Ok(Some(name))
+    }
+
+    fn bad_field(&self, field: &'static str) -> FrameError {
+        FrameError::BadField { op: self.op, field }
+    }
+
+    /// Every body byte must have been read.
+    fn finish(&self) -> Result<(), FrameError> {
+        if self.pos == self.end {
+            Ok(())
+        } else {
+            Err(self.bad_length())
+        }
+    }
+}
+
+fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, FrameError> {
+    Ok(match op {
+        Op::Request => {
+            let handler = b.handler()?;
+            let deadline_ms = b.u32()?;
+            let subroute = b.subroute(fl)?;
+            Frame::Request {
+                mux,
+                route: Route { handler, subroute },
+                deadline_ms,
+                payload: b.payload(fl)?,
+            }
+        }
+        Op::Response => {
+            let result = if fl & flags::ERROR != 0 {
+                Err(b.record()?)
+            } else {
+                Ok(b.payload(fl)?)
+            };
+            Frame::Response { mux, result }
+        }
+        Op::Open => {
+            let handler = b.handler()?;
+            let deadline_ms = b.u32()?;
+            let in_cap = b.u32()?;
+            let out_cap = b.u32()?;
+            let input = fl & flags::END == 0;
+            if !input && in_cap != 0 {
+                return Err(b.bad_field("in_cap"));
+            }
+            let subroute = b.subroute(fl)?;
+            Frame::Open {
+                mux,
+                route: Route { handler, subroute },
+                deadline_ms,
+                in_cap,
+                out_cap,
+                input,
+                payload: b.payload(fl)?,
+            }
+        }
+        Op::Ack => Frame::Ack { mux },
+        Op::Data => Frame::Data {
+            mux,
+            seq: b.u32()?,
+            payload: b.payload(fl)?,
+        },
+        Op::Credit => match b.u32()? {
+            0 => return Err(b.bad_field("credits")),
+            credits => Frame::Credit { mux, credits },
+        },
+        Op::End => {
+            let seq = b.u32()?;
+            let error = if fl & flags::ERROR != 0 {
+                Some(b.record()?)
+            } else {
+                None
+            };
+            Frame::End { mux, seq, error }
+        }
+        Op::Error => Frame::Error {
+            mux,
+            error: b.record()?,
+        },
+        Op::Cancel => match CancelReason::from_u8(b.u8()?) {
+            Some(reason) => Frame::Cancel { mux, reason },
+            None => return Err(b.bad_field("reason")),
+        },
+        Op::Ping => Frame::Ping {
+            mux,
+            nonce: b.u64()?,
+        },
+        Op::Pong => Frame::Pong {
+            mux,
+            nonce: b.u64()?,
+        },
+        Op::GoAway => Frame::GoAway { error: b.record()? },
+        Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => Frame::Handshake {
+            op,
+            payload: b.rest()?,
+        },
+    })
+}

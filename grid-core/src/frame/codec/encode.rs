@@ -1,0 +1,342 @@
+//! Encoding: [`Frame`]s to bytes, one frame ([`encode_frame`]) or one batch ([`BatchEncoder`]).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::ERROR_CODE_LEN;
+use crate::frame::{
+    flags, ErrorRecord, Frame, Payload, Route, BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN,
+    MAX_FRAMES_PER_BATCH, MAX_SUBROUTE_LEN, PROTOCOL_VERSION,
+};
+
+/// The subroute bytes as written. A name the one-byte length cannot carry (over
+/// [`MAX_SUBROUTE_LEN`]) is written as length 0 with no bytes, which every receiver rejects;
+/// truncating it instead could route the call to another subroute.
+fn wire_subroute(route: &Route) -> Option<&[u8]> {
+    route.subroute.as_ref().map(|s| {
+        debug_assert!(
+            s.len() <= MAX_SUBROUTE_LEN,
+            "subroute of {} bytes exceeds {MAX_SUBROUTE_LEN}",
+            s.len()
+        );
+        if s.len() <= MAX_SUBROUTE_LEN {
+            &s[..]
+        } else {
+            &[][..]
+        }
+    })
+}
+
+fn subroute_len(route: &Route) -> usize {
+    wire_subroute(route).map_or(0, |s| 1 + s.len())
+}
+
+fn payload_len(payload: &Payload) -> usize {
+    payload.as_ref().map_or(0, Bytes::len)
+}
+
+fn record_len(record: &ErrorRecord) -> usize {
+    ERROR_CODE_LEN + record.message.len()
+}
+
+/// The op byte as written. A [`Frame::Handshake`] whose op is not a handshake op is written with
+/// op 0, which every receiver rejects, rather than as the frame its op names.
+fn wire_op(frame: &Frame) -> u8 {
+    match frame {
+        Frame::Handshake { op, .. } => {
+            debug_assert!(
+                op.is_handshake(),
+                "Frame::Handshake with non-handshake op {op:?}"
+            );
+            if op.is_handshake() {
+                *op as u8
+            } else {
+                0
+            }
+        }
+        other => other.op() as u8,
+    }
+}
+
+/// The flags a frame's typed fields imply (without `CHECKSUM`).
+fn frame_flags(frame: &Frame) -> u8 {
+    fn payload_flag(p: &Payload) -> u8 {
+        if p.is_some() {
+            flags::PAYLOAD
+        } else {
+            0
+        }
+    }
+    fn subroute_flag(r: &Route) -> u8 {
+        if r.subroute.is_some() {
+            flags::SUBROUTE
+        } else {
+            0
+        }
+    }
+    match frame {
+        Frame::Request { route, payload, .. } => subroute_flag(route) | payload_flag(payload),
+        Frame::Response { result: Ok(p), .. } => payload_flag(p),
+        Frame::Response { result: Err(_), .. } => flags::ERROR,
+        Frame::Open {
+            route,
+            input,
+            payload,
+            ..
+        } => {
+            let end = if *input { 0 } else { flags::END };
+            end | subroute_flag(route) | payload_flag(payload)
+        }
+        Frame::Data { payload, .. } => payload_flag(payload),
+        Frame::End { error, .. } => {
+            if error.is_some() {
+                flags::ERROR
+            } else {
+                0
+            }
+        }
+        Frame::Ack { .. }
+        | Frame::Credit { .. }
+        | Frame::Error { .. }
+        | Frame::Cancel { .. }
+        | Frame::Ping { .. }
+        | Frame::Pong { .. }
+        | Frame::GoAway { .. }
+        | Frame::Handshake { .. } => 0,
+    }
+}
+
+fn body_len(frame: &Frame) -> usize {
+    match frame {
+        Frame::Request { route, payload, .. } => 8 + subroute_len(route) + payload_len(payload),
+        Frame::Response { result: Ok(p), .. } => payload_len(p),
+        Frame::Response { result: Err(e), .. } => record_len(e),
+        Frame::Open { route, payload, .. } => 16 + subroute_len(route) + payload_len(payload),
+        Frame::Ack { .. } => 0,
+        Frame::Data { payload, .. } => 4 + payload_len(payload),
+        Frame::Credit { .. } => 4,
+        Frame::End { error, .. } => 4 + error.as_ref().map_or(0, record_len),
+        Frame::Error { error, .. } | Frame::GoAway { error } => record_len(error),
+        Frame::Cancel { .. } => 1,
+        Frame::Ping { .. } | Frame::Pong { .. } => 8,
+        Frame::Handshake { payload, .. } => payload.len(),
+    }
+}
+
+/// Bytes [`encode_frame`] appends for `frame`: header, body and, with `checksum`, the trailer.
+pub fn encoded_len(frame: &Frame, checksum: bool) -> usize {
+    FRAME_HEADER_LEN + body_len(frame) + if checksum { CHECKSUM_LEN } else { 0 }
+}
+
+/// Appends one frame to `dst`: the 10-byte header, the body and, with `checksum`, a CRC-32 of both.
+///
+/// Exactly [`encoded_len`]`(frame, checksum)` bytes are appended (reserved up front).
+///
+/// The frame is written as given, even one the decoder rejects, so tests can play a misbehaving
+/// peer. Three things the wire cannot represent are caller bugs, asserted in debug builds; release
+/// builds write them so that every receiver rejects the frame instead of misreading it:
+/// - a subroute over 255 bytes is written as subroute length 0 (rejected as a bad field);
+/// - a [`Frame::Handshake`] with a non-handshake op is written with op 0 (rejected as unknown);
+/// - a body over `u32::MAX` bytes is written with body length `u32::MAX` (no receiver admits it).
+pub fn encode_frame(frame: &Frame, checksum: bool, dst: &mut BytesMut) {
+    let body = body_len(frame);
+    let checksum_len = if checksum { CHECKSUM_LEN } else { 0 };
+    dst.reserve(FRAME_HEADER_LEN + body + checksum_len);
+    let start = dst.len();
+
+    dst.put_u8(wire_op(frame));
+    let checksum_flag = if checksum { flags::CHECKSUM } else { 0 };
+    dst.put_u8(frame_flags(frame) | checksum_flag);
+    dst.put_u32(frame.mux().0);
+    debug_assert!(u32::try_from(body).is_ok(), "frame body of {body} bytes");
+    dst.put_u32(u32::try_from(body).unwrap_or(u32::MAX));
+    encode_body(frame, dst);
+    debug_assert_eq!(dst.len() - start, FRAME_HEADER_LEN + body);
+
+    if checksum {
+        let crc = crc32fast::hash(&dst[start..]);
+        dst.put_u32(crc);
+    }
+}
+
+fn put_payload(payload: &Payload, dst: &mut BytesMut) {
+    if let Some(p) = payload {
+        dst.put_slice(p);
+    }
+}
+
+fn put_subroute(route: &Route, dst: &mut BytesMut) {
+    if let Some(s) = wire_subroute(route) {
+        // `wire_subroute` never returns more than MAX_SUBROUTE_LEN (255) bytes.
+        dst.put_u8(u8::try_from(s.len()).unwrap_or(0));
+        dst.put_slice(s);
+    }
+}
+
+fn put_record(record: &ErrorRecord, dst: &mut BytesMut) {
+    dst.put_u16(record.code.to_u16());
+    dst.put_slice(&record.message);
+}
+
+fn encode_body(frame: &Frame, dst: &mut BytesMut) {
+    match frame {
+        Frame::Request {
+            route,
+            deadline_ms,
+            payload,
+            ..
+        } => {
+            dst.put_u32(route.handler.0);
+            dst.put_u32(*deadline_ms);
+            put_subroute(route, dst);
+            put_payload(payload, dst);
+        }
+        Frame::Response { result, .. } => match result {
+            Ok(payload) => put_payload(payload, dst),
+            Err(record) => put_record(record, dst),
+        },
+        Frame::Open {
+            route,
+            deadline_ms,
+            in_cap,
+            out_cap,
+            payload,
+            ..
+        } => {
+            dst.put_u32(route.handler.0);
+            dst.put_u32(*deadline_ms);
+            dst.put_u32(*in_cap);
+            dst.put_u32(*out_cap);
+            put_subroute(route, dst);
+            put_payload(payload, dst);
+        }
+        Frame::Ack { .. } => {}
+        Frame::Data { seq, payload, .. } => {
+            dst.put_u32(*seq);
+            put_payload(payload, dst);
+        }
+        Frame::Credit { credits, .. } => dst.put_u32(*credits),
+        Frame::End { seq, error, .. } => {
+            dst.put_u32(*seq);
+            if let Some(record) = error {
+                put_record(record, dst);
+            }
+        }
+        Frame::Error { error, .. } | Frame::GoAway { error } => put_record(error, dst),
+        Frame::Cancel { reason, .. } => dst.put_u8(*reason as u8),
+        Frame::Ping { nonce, .. } | Frame::Pong { nonce, .. } => dst.put_u64(*nonce),
+        Frame::Handshake { payload, .. } => dst.put_slice(payload),
+    }
+}
+
+/// Builds one batch, i.e. one WebSocket message: the 4-byte batch header, then frames back to back.
+///
+/// The connection writer packs frames that producers already encoded with [`encode_frame`] using
+/// [`push_encoded`](Self::push_encoded); [`push`](Self::push) encodes in place.
+///
+/// The caller keeps the batch within the peer's limits: at most [`MAX_FRAMES_PER_BATCH`] frames
+/// (asserted in debug builds) and at most `max_batch` bytes ([`len`](Self::len) tells). A batch of
+/// more than 65535 frames, which the `u16` count cannot carry, is finished with count 0, and an
+/// empty batch also has count 0: every receiver rejects both.
+#[derive(Debug, Clone)]
+pub struct BatchEncoder {
+    buf: BytesMut,
+    count: usize,
+}
+
+impl Default for BatchEncoder {
+    fn default() -> Self {
+        BatchEncoder::new()
+    }
+}
+
+impl BatchEncoder {
+    /// An empty batch.
+    pub fn new() -> BatchEncoder {
+        BatchEncoder::with_capacity(0)
+    }
+
+    /// An empty batch with room for `bytes` bytes of frames (beyond the batch header).
+    pub fn with_capacity(bytes: usize) -> BatchEncoder {
+        let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + bytes);
+        buf.put_u8(PROTOCOL_VERSION);
+        buf.put_u8(0); // batch flags: reserved
+        buf.put_u16(0); // count: patched by `finish`
+        BatchEncoder { buf, count: 0 }
+    }
+
+    /// Encodes `frame` into the batch (see [`encode_frame`]).
+    pub fn push(&mut self, frame: &Frame, checksum: bool) {
+        self.note_frame();
+        encode_frame(frame, checksum, &mut self.buf);
+    }
+
+    /// Appends one frame already encoded by [`encode_frame`]. `frame_bytes` must be exactly one
+    /// frame (checked in debug builds); the bytes are copied as they are.
+    pub fn push_encoded(&mut self, frame_bytes: &[u8]) {
+        debug_assert!(
+            is_one_frame(frame_bytes),
+            "push_encoded: {} bytes are not exactly one encoded frame",
+            frame_bytes.len()
+        );
+        self.note_frame();
+        self.buf.extend_from_slice(frame_bytes);
+    }
+
+    fn note_frame(&mut self) {
+        self.count += 1;
+        debug_assert!(
+            self.count <= MAX_FRAMES_PER_BATCH,
+            "batch exceeds {MAX_FRAMES_PER_BATCH} frames"
+        );
+    }
+
+    /// Frames pushed so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Bytes of the batch so far, including its 4-byte header: the length of the message
+    /// [`finish`](Self::finish) would return, to compare with the peer's `max_batch`.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no frame has been pushed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The finished message. The batch should hold at least one frame (asserted in debug builds).
+    pub fn finish(mut self) -> Bytes {
+        debug_assert!(self.count > 0, "finishing an empty batch");
+        let count = u16::try_from(self.count).unwrap_or(0).to_be_bytes();
+        if let Some(slot) = self.buf.get_mut(2..BATCH_HEADER_LEN) {
+            slot.copy_from_slice(&count);
+        }
+        self.buf.freeze()
+    }
+}
+
+/// True when `bytes` hold exactly one frame according to its header's body length and flags.
+fn is_one_frame(bytes: &[u8]) -> bool {
+    let Some(h) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
+        return false;
+    };
+    let body = u32::from_be_bytes([h[6], h[7], h[8], h[9]]) as usize;
+    let trailer = if h[1] & flags::CHECKSUM != 0 {
+        CHECKSUM_LEN
+    } else {
+        0
+    };
+    bytes.len() == FRAME_HEADER_LEN + body + trailer
+}
+
+/// Encodes `frames` as one batch. See [`BatchEncoder`] for the caller's limits.
+pub fn encode_batch(frames: &[Frame], checksum: bool) -> Bytes {
+    let bytes = frames.iter().map(|f| encoded_len(f, checksum)).sum();
+    let mut batch = BatchEncoder::with_capacity(bytes);
+    for frame in frames {
+        batch.push(frame, checksum);
+    }
+    batch.finish()
+}

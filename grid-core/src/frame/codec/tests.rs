@@ -1,0 +1,584 @@
+//! One small test per decode error path, plus the encoder's bookkeeping. Round trips over
+//! arbitrary frames live in `tests/codec_props.rs`, byte-exact vectors in
+//! `tests/protocol_vectors.rs`.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::{Bytes, BytesMut};
+
+use super::{decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder};
+use crate::frame::{
+    flags, ErrorCode, Frame, FrameError, Limits, Op, Route, BATCH_HEADER_LEN, PROTOCOL_VERSION,
+};
+use crate::ids::{HandlerId, MuxId};
+
+const LIMITS: Limits = Limits::for_payload(64);
+
+/// One raw frame: header fields as given, then `body`, no checksum.
+fn raw(op: u8, fl: u8, mux: u32, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![op, fl];
+    v.extend_from_slice(&mux.to_be_bytes());
+    v.extend_from_slice(&u32::try_from(body.len()).unwrap().to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A batch header declaring `count` frames, then `bytes`.
+fn batch_of(count: u16, bytes: &[u8]) -> Bytes {
+    let mut v = vec![PROTOCOL_VERSION, 0];
+    v.extend_from_slice(&count.to_be_bytes());
+    v.extend_from_slice(bytes);
+    Bytes::from(v)
+}
+
+/// Decodes `frame` as the only frame of a batch.
+fn decode_one(frame: &[u8]) -> Result<Frame, FrameError> {
+    let mut frames = decode_batch(batch_of(1, frame), &LIMITS)?;
+    assert_eq!(frames.len(), 1);
+    Ok(frames.remove(0))
+}
+
+fn bad_field(op: Op, field: &'static str) -> Result<Frame, FrameError> {
+    Err(FrameError::BadField { op, field })
+}
+
+fn bad_length(op: Op, len: usize) -> Result<Frame, FrameError> {
+    Err(FrameError::BadLength { op, len })
+}
+
+fn ping(mux: u32) -> Vec<u8> {
+    raw(Op::Ping as u8, 0, mux, &7u64.to_be_bytes())
+}
+
+/// handler 7, deadline 0
+const CALL: [u8; 8] = [0, 0, 0, 7, 0, 0, 0, 0];
+
+#[test]
+fn valid_raw_frame_decodes() {
+    assert_eq!(
+        decode_one(&ping(0)),
+        Ok(Frame::Ping {
+            mux: MuxId(0),
+            nonce: 7
+        })
+    );
+}
+
+// --- batch header ---------------------------------------------------------------------------
+
+#[test]
+fn batch_over_limit_is_rejected_before_parsing() {
+    let msg = Bytes::from(vec![0xff; LIMITS.max_batch + 1]);
+    assert_eq!(
+        BatchDecoder::new(msg, &LIMITS).err(),
+        Some(FrameError::BatchTooLarge {
+            len: LIMITS.max_batch + 1,
+            limit: LIMITS.max_batch
+        })
+    );
+}
+
+#[test]
+fn batch_header_truncated() {
+    let err = BatchDecoder::new(Bytes::from_static(&[1, 0, 0]), &LIMITS).err();
+    assert_eq!(
+        err,
+        Some(FrameError::Truncated {
+            needed: 4,
+            available: 3
+        })
+    );
+}
+
+#[test]
+fn batch_version_other_than_1() {
+    let err = BatchDecoder::new(Bytes::from_static(&[2, 0, 0, 1]), &LIMITS).err();
+    assert_eq!(err, Some(FrameError::Version(2)));
+}
+
+#[test]
+fn batch_flags_reserved() {
+    let err = BatchDecoder::new(Bytes::from_static(&[1, 0x80, 0, 1]), &LIMITS).err();
+    assert_eq!(err, Some(FrameError::BatchFlags(0x80)));
+}
+
+#[test]
+fn batch_count_zero() {
+    let err = BatchDecoder::new(batch_of(0, &[]), &LIMITS).err();
+    assert_eq!(
+        err,
+        Some(FrameError::FrameCount {
+            count: 0,
+            limit: 1024
+        })
+    );
+}
+
+#[test]
+fn batch_count_over_limit() {
+    let limits = Limits {
+        max_frames: 2,
+        ..LIMITS
+    };
+    let err = BatchDecoder::new(batch_of(3, &[]), &limits).err();
+    assert_eq!(err, Some(FrameError::FrameCount { count: 3, limit: 2 }));
+}
+
+#[test]
+fn batch_trailing_bytes_then_none() {
+    let mut bytes = ping(0);
+    bytes.extend_from_slice(&[9, 9]);
+    let mut dec = BatchDecoder::new(batch_of(1, &bytes), &LIMITS).unwrap();
+    assert!(matches!(dec.next(), Some(Ok(Frame::Ping { .. }))));
+    assert_eq!(dec.next(), Some(Err(FrameError::TrailingBytes(2))));
+    assert_eq!(dec.next(), None);
+    assert_eq!(
+        decode_batch(batch_of(1, &bytes), &LIMITS),
+        Err(FrameError::TrailingBytes(2))
+    );
+}
+
+#[test]
+fn batch_missing_frame_is_truncated_and_ends_iteration() {
+    let mut dec = BatchDecoder::new(batch_of(3, &ping(0)), &LIMITS).unwrap();
+    assert!(matches!(dec.next(), Some(Ok(_))));
+    assert_eq!(
+        dec.next(),
+        Some(Err(FrameError::Truncated {
+            needed: 10,
+            available: 0
+        }))
+    );
+    assert_eq!(dec.next(), None);
+    assert_eq!(dec.next(), None);
+}
+
+// --- frame header -------------------------------------------------------------------------
+
+#[test]
+fn frame_header_truncated() {
+    assert_eq!(
+        decode_one(&ping(0)[..9]),
+        Err(FrameError::Truncated {
+            needed: 10,
+            available: 9
+        })
+    );
+}
+
+#[test]
+fn frame_body_truncated() {
+    let mut frame = ping(0);
+    frame.pop();
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::Truncated {
+            needed: 18,
+            available: 17
+        })
+    );
+}
+
+#[test]
+fn frame_huge_declared_body_is_truncated_not_allocated() {
+    let mut frame = raw(Op::Hello as u8, 0, 0, &[]);
+    frame[6..10].copy_from_slice(&u32::MAX.to_be_bytes());
+    assert!(matches!(
+        decode_one(&frame),
+        Err(FrameError::Truncated { available: 10, .. })
+    ));
+}
+
+#[test]
+fn unknown_op() {
+    assert_eq!(
+        decode_one(&raw(0, 0, 0, &[])),
+        Err(FrameError::UnknownOp(0))
+    );
+    assert_eq!(
+        decode_one(&raw(18, 0, 0, &[])),
+        Err(FrameError::UnknownOp(18))
+    );
+}
+
+#[test]
+fn undefined_flag_bit() {
+    let frame = raw(Op::Ping as u8, 0x20, 0, &[0; 8]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadFlags {
+            op: Op::Ping,
+            flags: 0x20
+        })
+    );
+}
+
+#[test]
+fn flag_not_allowed_on_op() {
+    let frame = raw(Op::Data as u8, flags::SUBROUTE, 1, &[0; 4]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadFlags {
+            op: Op::Data,
+            flags: flags::SUBROUTE
+        })
+    );
+}
+
+#[test]
+fn response_with_payload_and_error() {
+    let fl = flags::PAYLOAD | flags::ERROR;
+    let frame = raw(Op::Response as u8, fl, 1, &[0, 1]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadFlags {
+            op: Op::Response,
+            flags: fl
+        })
+    );
+}
+
+#[test]
+fn mux_zero_on_call_op() {
+    let frame = raw(Op::Ack as u8, 0, 0, &[]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadMux {
+            op: Op::Ack,
+            mux: 0
+        })
+    );
+}
+
+#[test]
+fn mux_non_zero_on_goaway() {
+    let frame = raw(Op::GoAway as u8, 0, 3, &[0, 10]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadMux {
+            op: Op::GoAway,
+            mux: 3
+        })
+    );
+}
+
+#[test]
+fn mux_non_zero_on_handshake() {
+    let frame = raw(Op::Hello as u8, 0, 1, &[0x80]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadMux {
+            op: Op::Hello,
+            mux: 1
+        })
+    );
+}
+
+#[test]
+fn ping_on_a_stream_is_allowed() {
+    assert!(matches!(
+        decode_one(&ping(5)),
+        Ok(Frame::Ping { mux: MuxId(5), .. })
+    ));
+}
+
+// --- body length --------------------------------------------------------------------------
+
+#[test]
+fn fixed_body_too_short() {
+    let frame = raw(Op::Ping as u8, 0, 0, &[0; 7]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Ping, 7));
+}
+
+#[test]
+fn fixed_body_too_long() {
+    let frame = raw(Op::Ack as u8, 0, 1, &[0]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Ack, 1));
+}
+
+#[test]
+fn bytes_after_fields_without_payload_flag() {
+    let frame = raw(Op::Data as u8, 0, 1, &[0; 5]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Data, 5));
+}
+
+#[test]
+fn response_without_flags_has_empty_body() {
+    let frame = raw(Op::Response as u8, 0, 1, &[0]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Response, 1));
+}
+
+#[test]
+fn error_record_without_code() {
+    let frame = raw(Op::Error as u8, 0, 1, &[0]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Error, 1));
+}
+
+#[test]
+fn end_error_record_without_code() {
+    let frame = raw(Op::End as u8, flags::ERROR, 1, &[0, 0, 0, 0, 0]);
+    assert_eq!(decode_one(&frame), bad_length(Op::End, 5));
+}
+
+#[test]
+fn subroute_overruns_body() {
+    let mut body = CALL.to_vec();
+    body.extend_from_slice(&[3, b'a', b'b']);
+    let frame = raw(Op::Request as u8, flags::SUBROUTE, 1, &body);
+    assert_eq!(decode_one(&frame), bad_length(Op::Request, 11));
+}
+
+#[test]
+fn bytes_after_subroute_without_payload_flag() {
+    let mut body = CALL.to_vec();
+    body.extend_from_slice(&[1, b'a', b'x']);
+    let frame = raw(Op::Request as u8, flags::SUBROUTE, 1, &body);
+    assert_eq!(decode_one(&frame), bad_length(Op::Request, 11));
+}
+
+// --- limits -------------------------------------------------------------------------------
+
+#[test]
+fn payload_over_limit() {
+    let mut body = 0u32.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0; 65]);
+    let frame = raw(Op::Data as u8, flags::PAYLOAD, 1, &body);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::PayloadTooLarge { len: 65, limit: 64 })
+    );
+}
+
+#[test]
+fn payload_at_limit() {
+    let frame = raw(Op::Response as u8, flags::PAYLOAD, 1, &[0; 64]);
+    assert!(decode_one(&frame).is_ok());
+}
+
+#[test]
+fn error_message_over_limit() {
+    let mut body = vec![0, 11];
+    body.extend_from_slice(&[b'x'; 65]);
+    let frame = raw(Op::GoAway as u8, 0, 0, &body);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::PayloadTooLarge { len: 65, limit: 64 })
+    );
+}
+
+#[test]
+fn handshake_body_over_limit() {
+    let frame = raw(Op::Reject as u8, 0, 0, &[0; 65]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::PayloadTooLarge { len: 65, limit: 64 })
+    );
+}
+
+// --- field values -------------------------------------------------------------------------
+
+#[test]
+fn subroute_of_length_zero() {
+    let mut body = CALL.to_vec();
+    body.push(0);
+    let frame = raw(Op::Request as u8, flags::SUBROUTE, 1, &body);
+    assert_eq!(decode_one(&frame), bad_field(Op::Request, "subroute"));
+}
+
+#[test]
+fn subroute_bytes_are_not_utf8_checked() {
+    let mut body = CALL.to_vec();
+    body.extend_from_slice(&[2, 0xff, 0xfe]);
+    let frame = raw(Op::Request as u8, flags::SUBROUTE, 1, &body);
+    let Ok(Frame::Request { route, .. }) = decode_one(&frame) else {
+        panic!("expected a request");
+    };
+    assert_eq!(route.subroute.as_deref(), Some(&[0xff, 0xfe][..]));
+}
+
+#[test]
+fn handler_zero() {
+    let frame = raw(Op::Request as u8, 0, 1, &[0; 8]);
+    assert_eq!(decode_one(&frame), bad_field(Op::Request, "handler"));
+}
+
+#[test]
+fn open_handler_zero() {
+    let frame = raw(Op::Open as u8, 0, 1, &[0; 16]);
+    assert_eq!(decode_one(&frame), bad_field(Op::Open, "handler"));
+}
+
+#[test]
+fn unknown_cancel_reason() {
+    for reason in [0, 4, 255] {
+        let frame = raw(Op::Cancel as u8, 0, 1, &[reason]);
+        assert_eq!(decode_one(&frame), bad_field(Op::Cancel, "reason"));
+    }
+}
+
+#[test]
+fn credit_of_zero() {
+    let frame = raw(Op::Credit as u8, 0, 1, &[0; 4]);
+    assert_eq!(decode_one(&frame), bad_field(Op::Credit, "credits"));
+}
+
+#[test]
+fn open_without_input_but_in_cap() {
+    let mut body = CALL.to_vec();
+    body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+    let frame = raw(Op::Open as u8, flags::END, 1, &body);
+    assert_eq!(decode_one(&frame), bad_field(Op::Open, "in_cap"));
+}
+
+#[test]
+fn unknown_error_code_is_kept() {
+    let frame = raw(Op::Error as u8, 0, 1, &[0xab, 0xcd, b'?']);
+    let Ok(Frame::Error { error, .. }) = decode_one(&frame) else {
+        panic!("expected an error frame");
+    };
+    assert_eq!(error.code, ErrorCode::Other(0xabcd));
+}
+
+// --- checksum -----------------------------------------------------------------------------
+
+#[test]
+fn checksum_mismatch() {
+    let mut frame = BytesMut::new();
+    encode_frame(&Frame::Ack { mux: MuxId(1) }, true, &mut frame);
+    let good = crc32fast::hash(&frame[..10]);
+    frame[13] ^= 1;
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::Checksum {
+            expected: good ^ 1,
+            actual: good
+        })
+    );
+}
+
+#[test]
+fn checksum_trailer_missing() {
+    let mut frame = BytesMut::new();
+    encode_frame(&Frame::Ack { mux: MuxId(1) }, true, &mut frame);
+    assert_eq!(
+        decode_one(&frame[..12]),
+        Err(FrameError::Truncated {
+            needed: 14,
+            available: 12
+        })
+    );
+}
+
+// --- encoding -----------------------------------------------------------------------------
+
+fn sample() -> Frame {
+    Frame::Request {
+        mux: MuxId(9),
+        route: Route {
+            handler: HandlerId(3),
+            subroute: Some(Bytes::from_static(b"disk1")),
+        },
+        deadline_ms: 250,
+        payload: Some(Bytes::from_static(b"hello")),
+    }
+}
+
+#[test]
+fn encoded_len_matches_encoding() {
+    for checksum in [false, true] {
+        let mut dst = BytesMut::from(&b"prefix"[..]);
+        encode_frame(&sample(), checksum, &mut dst);
+        assert_eq!(dst.len() - 6, encoded_len(&sample(), checksum));
+    }
+}
+
+#[test]
+fn payload_is_a_slice_of_the_message() {
+    let msg = encode_batch(&[sample()], false);
+    let frames = decode_batch(msg.clone(), &LIMITS).unwrap();
+    let Frame::Request {
+        payload: Some(p), ..
+    } = &frames[0]
+    else {
+        panic!("expected a request with payload");
+    };
+    let range = msg.as_ptr_range();
+    assert!(range.contains(&p.as_ptr()), "payload was copied");
+}
+
+#[test]
+fn batch_encoder_bookkeeping() {
+    let mut enc = BatchEncoder::new();
+    assert!(enc.is_empty());
+    assert_eq!(enc.len(), BATCH_HEADER_LEN);
+    enc.push(&sample(), false);
+    let mut one = BytesMut::new();
+    encode_frame(&Frame::Ack { mux: MuxId(2) }, true, &mut one);
+    enc.push_encoded(&one);
+    assert_eq!(enc.count(), 2);
+    assert!(!enc.is_empty());
+    let expected_len = BATCH_HEADER_LEN + encoded_len(&sample(), false) + one.len();
+    assert_eq!(enc.len(), expected_len);
+    let msg = enc.finish();
+    assert_eq!(msg.len(), expected_len);
+    assert_eq!(&msg[..4], &[1, 0, 0, 2]);
+    let frames = decode_batch(msg, &LIMITS).unwrap();
+    assert_eq!(frames, vec![sample(), Frame::Ack { mux: MuxId(2) }]);
+}
+
+#[test]
+fn decoder_reports_position_and_remaining() {
+    let msg = encode_batch(&[sample(), sample()], false);
+    let mut dec = BatchDecoder::new(msg.clone(), &LIMITS).unwrap();
+    assert_eq!((dec.position(), dec.remaining()), (4, 2));
+    dec.next();
+    let one = encoded_len(&sample(), false);
+    assert_eq!((dec.position(), dec.remaining()), (4 + one, 1));
+    dec.next();
+    assert_eq!((dec.position(), dec.remaining()), (msg.len(), 0));
+    assert_eq!(dec.next(), None);
+}
+
+#[test]
+fn invalid_frames_are_encoded_as_given() {
+    // Scripted-peer tests rely on this to send protocol violations.
+    let frame = Frame::Credit {
+        mux: MuxId(0),
+        credits: 0,
+    };
+    let msg = encode_batch(&[frame], false);
+    assert_eq!(
+        decode_batch(msg, &LIMITS),
+        Err(FrameError::BadMux {
+            op: Op::Credit,
+            mux: 0
+        })
+    );
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "non-handshake op")]
+fn handshake_frame_with_other_op_is_a_caller_bug() {
+    let frame = Frame::Handshake {
+        op: Op::Ping,
+        payload: Bytes::new(),
+    };
+    encode_frame(&frame, false, &mut BytesMut::new());
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "exceeds 255")]
+fn subroute_over_255_bytes_is_a_caller_bug() {
+    let frame = Frame::Request {
+        mux: MuxId(1),
+        route: Route {
+            handler: HandlerId(1),
+            subroute: Some(Bytes::from(vec![b'a'; 256])),
+        },
+        deadline_ms: 0,
+        payload: None,
+    };
+    encode_frame(&frame, false, &mut BytesMut::new());
+}

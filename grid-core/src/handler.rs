@@ -1,0 +1,350 @@
+//! Registered handlers and the context each invocation gets.
+//!
+//! A handler is registered under a [`HandlerId`] and optionally a static subroute name (one per
+//! disk, say). Lookups happen on the socket reader for every request, so the registry is a
+//! read-mostly map behind an `RwLock` that registration takes only briefly.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, RemoteError};
+use crate::frame::{ErrorCode, ErrorRecord};
+use crate::ids::HandlerId;
+use crate::mux::CancelCause;
+use crate::stream::{HandlerInput, HandlerOutput};
+
+/// A unary handler: request bytes in, response bytes or an error out.
+pub type UnaryHandler =
+    Arc<dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, RemoteError>> + Send + Sync>;
+
+/// A stream handler: the initial payload, the input stream if the caller sends one, and the
+/// output stream. Returning ends the output stream (with the error, if any).
+pub type StreamHandler = Arc<
+    dyn Fn(
+            Context,
+            Bytes,
+            Option<HandlerInput>,
+            HandlerOutput,
+        ) -> BoxFuture<'static, Result<(), RemoteError>>
+        + Send
+        + Sync,
+>;
+
+/// What a registration names: the id and the wire name it was derived from (for messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct HandlerSpec {
+    /// The id on the wire.
+    pub id: HandlerId,
+    /// The wire name, e.g. `Locker.lock`.
+    pub name: &'static str,
+}
+
+impl HandlerSpec {
+    /// A spec whose id is derived from its wire name.
+    pub const fn named(name: &'static str) -> HandlerSpec {
+        HandlerSpec {
+            id: HandlerId::from_wire_name(name),
+            name,
+        }
+    }
+}
+
+/// A registration key: the handler and its subroute, if any.
+type Key = (HandlerId, Option<Box<str>>);
+
+#[derive(Clone)]
+pub(crate) enum Registered {
+    Unary(UnaryHandler),
+    Stream(StreamHandler),
+}
+
+/// The handlers of one manager.
+#[derive(Default)]
+pub(crate) struct Registry {
+    names: RwLock<HashMap<HandlerId, &'static str>>,
+    handlers: RwLock<HashMap<Key, Registered>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("handlers", &self.handlers.read().len())
+            .finish()
+    }
+}
+
+impl Registry {
+    pub(crate) fn insert(
+        &self,
+        spec: HandlerSpec,
+        subroute: Option<&str>,
+        handler: Registered,
+    ) -> Result<(), Error> {
+        if spec.id.0 == 0 {
+            return Err(Error::Registration(format!(
+                "{}: handler id 0 is reserved",
+                spec.name
+            )));
+        }
+        if let Some(s) = subroute {
+            if s.is_empty() || s.len() > crate::frame::MAX_SUBROUTE_LEN {
+                return Err(Error::Registration(format!(
+                    "{}: subroute must be 1..=255 bytes, got {}",
+                    spec.name,
+                    s.len()
+                )));
+            }
+        }
+        let mut names = self.names.write();
+        if let Some(existing) = names.get(&spec.id) {
+            if *existing != spec.name {
+                return Err(Error::Registration(format!(
+                    "handler id {} of {} collides with {}: give one of them another wire name or an explicit id",
+                    spec.id, spec.name, existing
+                )));
+            }
+        }
+        let mut handlers = self.handlers.write();
+        let key = (spec.id, subroute.map(Box::from));
+        if handlers.contains_key(&key) {
+            return Err(Error::Registration(format!(
+                "{} is already registered{}",
+                spec.name,
+                subroute.map_or(String::new(), |s| format!(" under subroute {s:?}"))
+            )));
+        }
+        names.insert(spec.id, spec.name);
+        handlers.insert(key, handler);
+        Ok(())
+    }
+
+    /// The handler for a call, or the error record refusing it.
+    pub(crate) fn lookup(
+        &self,
+        id: HandlerId,
+        subroute: Option<&[u8]>,
+    ) -> Result<Registered, ErrorRecord> {
+        let sub = match subroute.map(std::str::from_utf8) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(_)) => {
+                return Err(ErrorRecord::text(
+                    ErrorCode::UnknownSubroute,
+                    "subroute is not UTF-8",
+                ))
+            }
+            None => None,
+        };
+        let handlers = self.handlers.read();
+        let key = (id, sub.map(Box::from));
+        if let Some(h) = handlers.get(&key) {
+            return Ok(h.clone());
+        }
+        drop(handlers);
+        match (sub, self.names.read().get(&id)) {
+            (Some(s), Some(name)) => Err(ErrorRecord::text(
+                ErrorCode::UnknownSubroute,
+                format!("{name} has no subroute {s:?}"),
+            )),
+            _ => Err(ErrorRecord::text(
+                ErrorCode::UnknownHandler,
+                format!("no handler {id}"),
+            )),
+        }
+    }
+}
+
+/// The cancellation signal of one handler invocation, with its cause.
+#[derive(Clone, Default)]
+pub(crate) struct CancelSignal(Arc<CancelInner>);
+
+#[derive(Default)]
+struct CancelInner {
+    token: CancellationToken,
+    cause: Mutex<Option<CancelCause>>,
+}
+
+impl fmt::Debug for CancelSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CancelSignal({:?})", self.cause())
+    }
+}
+
+impl CancelSignal {
+    /// Cancels with `cause`; the first cause wins.
+    pub(crate) fn cancel(&self, cause: CancelCause) {
+        let mut c = self.0.cause.lock();
+        if c.is_none() {
+            *c = Some(cause);
+            drop(c);
+            self.0.token.cancel();
+        }
+    }
+
+    pub(crate) fn cause(&self) -> Option<CancelCause> {
+        *self.0.cause.lock()
+    }
+
+    pub(crate) async fn cancelled(&self) -> CancelCause {
+        self.0.token.cancelled().await;
+        self.cause().unwrap_or(CancelCause::Disconnected)
+    }
+}
+
+/// What a handler knows about the call it serves: who called, through which subroute, until when,
+/// and whether the call has been cancelled (and why).
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    caller: Arc<str>,
+    handler: HandlerId,
+    subroute: Option<Box<str>>,
+    deadline: Option<Instant>,
+    cancel: CancelSignal,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("caller", &self.caller())
+            .field("handler", &self.inner.handler)
+            .field("subroute", &self.subroute())
+            .field("deadline", &self.inner.deadline)
+            .field("cancelled", &self.cancel_cause())
+            .finish()
+    }
+}
+
+impl Context {
+    pub(crate) fn new(
+        caller: Arc<str>,
+        handler: HandlerId,
+        subroute: Option<&[u8]>,
+        deadline: Option<Instant>,
+        cancel: CancelSignal,
+    ) -> Context {
+        Context {
+            inner: Arc::new(ContextInner {
+                caller,
+                handler,
+                subroute: subroute.map(|s| String::from_utf8_lossy(s).into()),
+                deadline,
+                cancel,
+            }),
+        }
+    }
+
+    /// The calling node's name.
+    pub fn caller(&self) -> &str {
+        &self.inner.caller
+    }
+
+    /// The handler id that was called.
+    pub fn handler(&self) -> HandlerId {
+        self.inner.handler
+    }
+
+    /// The subroute the call was addressed to, if any.
+    pub fn subroute(&self) -> Option<&str> {
+        self.inner.subroute.as_deref()
+    }
+
+    /// When the caller stops waiting: the time the call arrived plus the caller's remaining time.
+    /// Transit time is not subtracted, so this is slightly later than the caller's own deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.inner.deadline
+    }
+
+    /// Why the call was cancelled, if it was.
+    pub fn cancel_cause(&self) -> Option<CancelCause> {
+        self.inner.cancel.cause()
+    }
+
+    /// True once the call is cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel_cause().is_some()
+    }
+
+    /// Waits until the call is cancelled and says why. A handler that returns first never sees it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn cancelled(&self) -> CancelCause {
+        self.inner.cancel.cancelled().await
+    }
+}
+
+/// Turns a caught panic into the error record the caller receives.
+pub(crate) fn panic_record(panic: Box<dyn std::any::Any + Send>) -> ErrorRecord {
+    let msg = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_owned());
+    ErrorRecord::text(ErrorCode::Panic, format!("handler panicked: {msg}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unary() -> Registered {
+        Registered::Unary(Arc::new(|_, b| Box::pin(async move { Ok(b) })))
+    }
+
+    #[test]
+    fn lookup_tells_unknown_handler_from_unknown_subroute() {
+        let r = Registry::default();
+        let spec = HandlerSpec::named("Disk.read");
+        r.insert(spec, Some("disk1"), unary()).expect("fresh");
+        assert!(r.lookup(spec.id, Some(b"disk1")).is_ok());
+        let e = r
+            .lookup(spec.id, Some(b"disk2"))
+            .err()
+            .expect("no such subroute");
+        assert_eq!(e.code, ErrorCode::UnknownSubroute);
+        let e = r
+            .lookup(HandlerId(42), None)
+            .err()
+            .expect("no such handler");
+        assert_eq!(e.code, ErrorCode::UnknownHandler);
+    }
+
+    #[test]
+    fn duplicates_and_collisions_are_refused_with_both_names() {
+        let r = Registry::default();
+        let a = HandlerSpec {
+            id: HandlerId(5),
+            name: "A.a",
+        };
+        let b = HandlerSpec {
+            id: HandlerId(5),
+            name: "B.b",
+        };
+        r.insert(a, None, unary()).expect("fresh");
+        let dup = r.insert(a, None, unary()).expect_err("duplicate");
+        assert!(dup.to_string().contains("already registered"), "{dup}");
+        let col = r.insert(b, None, unary()).expect_err("collision");
+        let msg = col.to_string();
+        assert!(msg.contains("A.a") && msg.contains("B.b"), "{msg}");
+        r.insert(a, Some("x"), unary())
+            .expect("same handler, new subroute");
+    }
+
+    #[tokio::test]
+    async fn first_cancel_cause_wins() {
+        let s = CancelSignal::default();
+        s.cancel(CancelCause::Deadline);
+        s.cancel(CancelCause::Disconnected);
+        assert_eq!(s.cancelled().await, CancelCause::Deadline);
+    }
+}

@@ -1,0 +1,804 @@
+//! The [`Manager`]: one per node. It knows the node's name and every peer's, keeps exactly one
+//! WebSocket per peer, serves registered handlers, and hands out [`Connection`]s.
+//!
+//! Which side of a pair dials is fixed by [`should_dial`]; the dialing side runs a supervisor
+//! loop that connects, runs the session until it ends, and redials with jittered exponential
+//! backoff. The accepting side serves the WebSocket upgrade on its listener (or on sockets handed
+//! to [`Manager::accept`]) and installs each authenticated session on the peer it proved to be.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::auth::{Authenticator, HmacAuth};
+use crate::config::Config;
+use crate::conn::session::Session;
+use crate::conn::{
+    run_session, BoxedTransport, ConnState, Connection, ConnectionStats, PeerConn, Ws,
+};
+use crate::error::{Error, RemoteError};
+use crate::frame::{decode_batch, encode_batch, Frame};
+use crate::handler::{Context, HandlerSpec, Registered, Registry};
+use crate::handshake::{
+    random_instance, random_nonce, should_dial, AcceptorHandshake, AcceptorParams, DialerHandshake,
+    DialerParams, HandshakeError, InstanceId, PeerInfo, Rejection, HANDSHAKE_LIMITS,
+};
+use crate::mux::Role;
+use crate::stream::{HandlerInput, HandlerOutput};
+
+/// Where a dial should go: the peer's name and the address to reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialTarget {
+    /// The peer's name (its identity).
+    pub peer: String,
+    /// `host:port` to connect to.
+    pub address: String,
+}
+
+/// A custom dialer: service discovery, a proxy, or a test harness that injects faults.
+pub type DialFn =
+    Arc<dyn Fn(DialTarget) -> BoxFuture<'static, std::io::Result<BoxedTransport>> + Send + Sync>;
+
+#[derive(Debug, Clone)]
+enum Listen {
+    FromName,
+    Addr(String),
+    None,
+}
+
+/// Builds a [`Manager`]. See [`Manager::builder`].
+pub struct ManagerBuilder {
+    local: String,
+    peers: Vec<String>,
+    auth: Option<Arc<dyn Authenticator>>,
+    config: Config,
+    listen: Listen,
+    addresses: HashMap<String, String>,
+    dialer: Option<DialFn>,
+}
+
+impl fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("local", &self.local)
+            .field("peers", &self.peers)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerBuilder {
+    /// Adds peers by name (URL-like, e.g. `http://10.0.0.2:9000`). The local name is skipped, so
+    /// every node can be given the same full list.
+    pub fn peers<I, S>(mut self, peers: I) -> ManagerBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.peers.extend(peers.into_iter().map(Into::into));
+        self
+    }
+
+    /// Authenticates handshakes with an HMAC over a shared cluster secret (the default scheme).
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> ManagerBuilder {
+        self.auth = Some(Arc::new(HmacAuth::new(secret)));
+        self
+    }
+
+    /// Authenticates handshakes with a custom scheme.
+    pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> ManagerBuilder {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> ManagerBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Binds the embedded listener to `addr` (e.g. `127.0.0.1:0`) instead of the address in the
+    /// local name.
+    pub fn listen(mut self, addr: impl Into<String>) -> ManagerBuilder {
+        self.listen = Listen::Addr(addr.into());
+        self
+    }
+
+    /// Binds no listener: incoming sockets are handed over with [`Manager::accept`] or
+    /// [`Manager::accept_websocket`].
+    pub fn no_listener(mut self) -> ManagerBuilder {
+        self.listen = Listen::None;
+        self
+    }
+
+    /// Reaches `peer` at `address` (`host:port`) instead of the address in its name.
+    pub fn peer_address(
+        mut self,
+        peer: impl Into<String>,
+        address: impl Into<String>,
+    ) -> ManagerBuilder {
+        self.addresses.insert(peer.into(), address.into());
+        self
+    }
+
+    /// Dials peers through `dialer` instead of plain TCP.
+    pub fn dialer(mut self, dialer: DialFn) -> ManagerBuilder {
+        self.dialer = Some(dialer);
+        self
+    }
+
+    /// Validates the configuration, binds the listener and starts dialing.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for bad names or settings, [`Error::Io`] when the listener cannot bind.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: nothing is started until the listener is bound.
+    pub async fn start(self) -> Result<Manager, Error> {
+        let auth = self
+            .auth
+            .ok_or_else(|| Error::Config("no secret or authenticator given".into()))?;
+        address_of(&self.local)?;
+        let local: Arc<str> = self.local.clone().into();
+        let config = Arc::new(self.config);
+        let mut peers = HashMap::new();
+        for p in self.peers {
+            if p == self.local {
+                continue;
+            }
+            address_of(&p)?;
+            let pc = Arc::new(PeerConn::new(
+                local.clone(),
+                p.clone().into(),
+                config.clone(),
+            ));
+            peers.insert(p, pc);
+        }
+        let listener = match &self.listen {
+            Listen::None => None,
+            Listen::FromName => Some(TcpListener::bind(address_of(&self.local)?).await?),
+            Listen::Addr(a) => Some(TcpListener::bind(a.as_str()).await?),
+        };
+        let inner = Arc::new(ManagerInner {
+            local,
+            config,
+            peers,
+            registry: Arc::new(Registry::default()),
+            auth,
+            instance: random_instance()?,
+            local_addr: listener.as_ref().and_then(|l| l.local_addr().ok()),
+            shutdown: CancellationToken::new(),
+            addresses: self.addresses,
+            dialer: self.dialer,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = Vec::new();
+        if let Some(l) = listener {
+            tasks.push(tokio::spawn(accept_loop(inner.clone(), l)));
+        }
+        for pc in inner.peers.values() {
+            if should_dial(&inner.local, &pc.peer) {
+                tasks.push(tokio::spawn(dial_loop(inner.clone(), pc.clone())));
+            }
+        }
+        inner.tasks.lock().extend(tasks);
+        Ok(Manager { inner })
+    }
+}
+
+struct ManagerInner {
+    local: Arc<str>,
+    config: Arc<Config>,
+    peers: HashMap<String, Arc<PeerConn>>,
+    registry: Arc<Registry>,
+    auth: Arc<dyn Authenticator>,
+    instance: InstanceId,
+    local_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    addresses: HashMap<String, String>,
+    dialer: Option<DialFn>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// One node's view of the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<ManagerInner>,
+}
+
+impl fmt::Debug for Manager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manager")
+            .field("local", &self.inner.local)
+            .field("peers", &self.inner.peers.len())
+            .field("local_addr", &self.inner.local_addr)
+            .finish()
+    }
+}
+
+/// Counters of a whole manager: each connection, and their sum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ManagerStats {
+    /// Every peer connection.
+    pub connections: Vec<ConnectionStats>,
+    /// Calls in flight over all connections.
+    pub in_flight: crate::conn::InFlight,
+    /// Connections currently up.
+    pub connected: usize,
+}
+
+impl Manager {
+    /// Starts building a manager for the node named `local` (e.g. `http://10.0.0.1:9000`).
+    pub fn builder(local: impl Into<String>) -> ManagerBuilder {
+        ManagerBuilder {
+            local: local.into(),
+            peers: Vec::new(),
+            auth: None,
+            config: Config::default(),
+            listen: Listen::FromName,
+            addresses: HashMap::new(),
+            dialer: None,
+        }
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.local
+    }
+
+    /// The embedded listener's address, if one is bound.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Every peer's name.
+    pub fn peers(&self) -> impl Iterator<Item = &str> {
+        self.inner.peers.keys().map(String::as_str)
+    }
+
+    /// A handle to the connection with `peer`.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`] if `peer` is not one of this manager's peers.
+    pub fn connection(&self, peer: &str) -> Result<Connection, Error> {
+        self.inner
+            .peers
+            .get(peer)
+            .map(|pc| Connection {
+                inner: pc.clone(),
+                subroute: None,
+            })
+            .ok_or_else(|| Error::UnknownPeer(peer.to_owned()))
+    }
+
+    /// Registers a unary handler.
+    ///
+    /// # Errors
+    /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers).
+    pub fn register_unary<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        self.register_unary_at(spec, None, handler)
+    }
+
+    /// Registers a unary handler under a subroute (or none).
+    ///
+    /// # Errors
+    /// As [`register_unary`](Self::register_unary), and for an invalid subroute.
+    pub fn register_unary_at<F, Fut>(
+        &self,
+        spec: HandlerSpec,
+        subroute: Option<&str>,
+        handler: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
+        let h: crate::handler::UnaryHandler = Arc::new(move |ctx, b| Box::pin(handler(ctx, b)));
+        self.inner
+            .registry
+            .insert(spec, subroute, Registered::Unary(h))
+    }
+
+    /// Registers a stream handler.
+    ///
+    /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    pub fn register_stream<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
+    where
+        F: Fn(Context, Bytes, Option<HandlerInput>, HandlerOutput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        self.register_stream_at(spec, None, handler)
+    }
+
+    /// Registers a stream handler under a subroute (or none).
+    ///
+    /// # Errors
+    /// As [`register_unary`](Self::register_unary).
+    pub fn register_stream_at<F, Fut>(
+        &self,
+        spec: HandlerSpec,
+        subroute: Option<&str>,
+        handler: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Context, Bytes, Option<HandlerInput>, HandlerOutput) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
+        let h: crate::handler::StreamHandler =
+            Arc::new(move |ctx, b, i, o| Box::pin(handler(ctx, b, i, o)));
+        self.inner
+            .registry
+            .insert(spec, subroute, Registered::Stream(h))
+    }
+
+    /// Serves an already-accepted byte stream (a TCP stream from your own listener): performs the
+    /// WebSocket upgrade and the handshake, then runs the connection until it ends.
+    ///
+    /// # Errors
+    /// The upgrade or handshake failure; the connection's later end is not an error.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the connection.
+    pub async fn accept(&self, io: BoxedTransport) -> Result<(), Error> {
+        serve_socket(self.inner.clone(), io).await
+    }
+
+    /// Serves a WebSocket that another server (hyper, axum) already upgraded on this manager's
+    /// route. Runs the handshake, then the connection until it ends.
+    ///
+    /// # Errors
+    /// The handshake failure.
+    ///
+    /// # Cancel safety
+    /// Dropping the future drops the connection.
+    pub async fn accept_websocket(&self, ws: Ws) -> Result<(), Error> {
+        serve_upgraded(self.inner.clone(), ws).await
+    }
+
+    /// Counters of every connection.
+    pub fn stats(&self) -> ManagerStats {
+        let mut connections: Vec<ConnectionStats> = self
+            .inner
+            .peers
+            .values()
+            .map(|pc| {
+                Connection {
+                    inner: pc.clone(),
+                    subroute: None,
+                }
+                .stats()
+            })
+            .collect();
+        connections.sort_by(|a, b| a.peer.cmp(&b.peer));
+        let mut in_flight = crate::conn::InFlight::default();
+        for c in &connections {
+            in_flight.unary_out += c.in_flight.unary_out;
+            in_flight.streams_out += c.in_flight.streams_out;
+            in_flight.unary_in += c.in_flight.unary_in;
+            in_flight.streams_in += c.in_flight.streams_in;
+        }
+        let connected = connections
+            .iter()
+            .filter(|c| c.state == ConnState::Connected)
+            .count();
+        ManagerStats {
+            connections,
+            in_flight,
+            connected,
+        }
+    }
+
+    /// Waits until every peer is connected, at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::NotConnected`] naming the first peer still down when time runs out.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_for_peers(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for peer in self.inner.peers.keys() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.connection(peer)?.wait_for_connect(left).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the manager: tells every peer it is going away, fails every call in flight, cancels
+    /// every handler with [`CancelCause::ShuttingDown`](crate::mux::CancelCause::ShuttingDown) and
+    /// stops listening and dialing.
+    ///
+    /// # Cancel safety
+    /// Cancel safe; shutdown has begun once the future is first polled.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        for pc in self.inner.peers.values() {
+            let session = pc.current.read().clone();
+            if let Some(s) = session {
+                s.send_control(&Frame::GoAway {
+                    error: crate::frame::ErrorRecord::text(
+                        crate::frame::ErrorCode::ShuttingDown,
+                        "shutting down",
+                    ),
+                });
+                // Let the writer flush the go-away; bounded so shutdown never hangs.
+                for _ in 0..20 {
+                    if s.out.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                s.close_as(
+                    "shutting down".into(),
+                    crate::mux::CancelCause::ShuttingDown,
+                );
+            }
+            pc.state.send_replace(ConnState::Shutdown);
+        }
+        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        for t in tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `host:port` from a name like `http://host:port`.
+fn address_of(name: &str) -> Result<String, Error> {
+    let rest = if let Some(r) = name.strip_prefix("http://") {
+        r
+    } else if name.starts_with("https://") {
+        return Err(Error::Config(format!(
+            "{name}: TLS (https://) names are not supported yet; use http:// names on a trusted network"
+        )));
+    } else {
+        return Err(Error::Config(format!(
+            "{name}: a node name must look like http://host:port"
+        )));
+    };
+    let host_port = rest.split('/').next().unwrap_or_default();
+    if host_port.is_empty() || !host_port.contains(':') {
+        return Err(Error::Config(format!(
+            "{name}: a node name must include host and port"
+        )));
+    }
+    Ok(host_port.to_owned())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn ws_config(config: &Config) -> WebSocketConfig {
+    let limits = config.limits();
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_batch))
+        .max_frame_size(Some(limits.max_batch))
+}
+
+fn wants_checksum(config: &Config, local: &str) -> bool {
+    config.checksum.unwrap_or(!local.starts_with("https://"))
+}
+
+async fn send_handshake(ws: &mut Ws, frame: &Frame) -> Result<(), Error> {
+    ws.send(Message::Binary(encode_batch(
+        std::slice::from_ref(frame),
+        false,
+    )))
+    .await
+    .map_err(|e| Error::Io(std::io::Error::other(e)))
+}
+
+async fn recv_handshake(ws: &mut Ws) -> Result<Frame, Error> {
+    loop {
+        let msg = ws
+            .next()
+            .await
+            .ok_or_else(|| Error::Io(std::io::ErrorKind::UnexpectedEof.into()))?
+            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        match msg {
+            Message::Binary(b) => {
+                let mut frames = decode_batch(b, &HANDSHAKE_LIMITS)
+                    .map_err(|e| Error::Protocol(format!("handshake: {e}")))?;
+                if frames.len() != 1 {
+                    return Err(Error::Protocol(format!(
+                        "handshake: {} frames in one message",
+                        frames.len()
+                    )));
+                }
+                return frames
+                    .pop()
+                    .ok_or_else(|| Error::Protocol("handshake: empty message".into()));
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Text(_) | Message::Close(_) => {
+                return Err(Error::Protocol("handshake: socket closed".into()))
+            }
+        }
+    }
+}
+
+async fn reject(ws: &mut Ws, rejection: Rejection) -> Error {
+    if let Some(frame) = rejection.frame {
+        let _ = send_handshake(ws, &frame).await;
+        let _ = ws.close(None).await;
+    }
+    Error::Handshake(rejection.error)
+}
+
+async fn accept_loop(inner: Arc<ManagerInner>, listener: TcpListener) {
+    loop {
+        let (tcp, from) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(local = %inner.local, "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = inner.shutdown.cancelled() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_socket(inner.clone(), Box::new(tcp)).await {
+                warn!(local = %inner.local, %from, "incoming connection refused: {e}");
+            }
+        });
+    }
+}
+
+async fn serve_socket(inner: Arc<ManagerInner>, io: BoxedTransport) -> Result<(), Error> {
+    let route = inner.config.route.clone();
+    // The callback's signature is tungstenite's; its large error type is not ours to shrink.
+    #[allow(clippy::result_large_err)]
+    let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if req.uri().path() == route {
+            Ok(resp)
+        } else {
+            let mut err =
+                ErrorResponse::new(Some(format!("no grid route at {}", req.uri().path())));
+            *err.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
+            Err(err)
+        }
+    };
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
+        io,
+        check_path,
+        Some(ws_config(&inner.config)),
+    );
+    let ws = tokio::time::timeout(inner.config.handshake_timeout, upgrade)
+        .await
+        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+    serve_upgraded(inner, ws).await
+}
+
+async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Error> {
+    let info = match tokio::time::timeout(
+        inner.config.handshake_timeout,
+        accept_handshake(&inner, &mut ws),
+    )
+    .await
+    {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(Error::Handshake(HandshakeError::Timeout {
+                peer: String::new(),
+                after_ms: millis(inner.config.handshake_timeout),
+            }))
+        }
+    };
+    let Some(pc) = inner.peers.get(&info.name).cloned() else {
+        return Err(Error::UnknownPeer(info.name));
+    };
+    if inner.shutdown.is_cancelled() {
+        return Err(Error::Shutdown);
+    }
+    info!(local = %inner.local, peer = %pc.peer, "accepted connection");
+    let session = Session::new(
+        pc.peer.clone(),
+        Role::Acceptor,
+        info.checksum,
+        inner.config.clone(),
+        inner.registry.clone(),
+        pc.stats.clone(),
+    );
+    pc.install(session.clone());
+    run_session(session.clone(), ws).await;
+    pc.uninstall(&session);
+    debug!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "connection ended");
+    Ok(())
+}
+
+async fn accept_handshake(inner: &ManagerInner, ws: &mut Ws) -> Result<PeerInfo, Error> {
+    let hs = AcceptorHandshake::new(AcceptorParams {
+        local: inner.local.to_string(),
+        instance: inner.instance,
+        nonce: random_nonce()?,
+        checksum: wants_checksum(&inner.config, &inner.local),
+        max_payload: inner.config.max_payload as u64,
+        max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
+    });
+    let hello = recv_handshake(ws).await?;
+    let known = |name: &str| inner.peers.contains_key(name);
+    let (welcome, next) = match hs.on_hello(hello, now_ms(), &known, inner.auth.as_ref()) {
+        Ok(ok) => ok,
+        Err(rej) => return Err(reject(ws, rej).await),
+    };
+    send_handshake(ws, &welcome).await?;
+    let confirm = recv_handshake(ws).await?;
+    let (ready, info) = match next.on_confirm(confirm, inner.auth.as_ref()) {
+        Ok(ok) => ok,
+        Err(rej) => return Err(reject(ws, rej).await),
+    };
+    send_handshake(ws, &ready).await?;
+    Ok(info)
+}
+
+async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
+    let cfg = inner.config.clone();
+    let mut backoff = cfg.reconnect_min;
+    let mut last_error = String::new();
+    loop {
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        match dial_once(&inner, &pc).await {
+            Ok((session, ws)) => {
+                backoff = cfg.reconnect_min;
+                last_error.clear();
+                info!(local = %inner.local, peer = %pc.peer, "connected");
+                pc.install(session.clone());
+                tokio::select! {
+                    () = run_session(session.clone(), ws) => {}
+                    () = inner.shutdown.cancelled() => {}
+                }
+                pc.uninstall(&session);
+                info!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "disconnected");
+            }
+            Err(e) => {
+                // Log each distinct failure once, not every retry.
+                let msg = e.to_string();
+                if msg != last_error {
+                    warn!(local = %inner.local, peer = %pc.peer, "cannot connect: {msg}");
+                    last_error = msg;
+                }
+            }
+        }
+        let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
+        tokio::select! {
+            () = tokio::time::sleep(jittered) => {}
+            () = inner.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(cfg.reconnect_max);
+    }
+}
+
+async fn dial_once(inner: &ManagerInner, pc: &PeerConn) -> Result<(Arc<Session>, Ws), Error> {
+    let cfg = &inner.config;
+    let address = match inner.addresses.get(pc.peer.as_ref()) {
+        Some(a) => a.clone(),
+        None => address_of(&pc.peer)?,
+    };
+    let target = DialTarget {
+        peer: pc.peer.to_string(),
+        address: address.clone(),
+    };
+    let connect = async {
+        match &inner.dialer {
+            Some(d) => d(target).await,
+            None => {
+                let tcp = TcpStream::connect(address.as_str()).await?;
+                tcp.set_nodelay(true)?;
+                Ok(Box::new(tcp) as BoxedTransport)
+            }
+        }
+    };
+    let io = tokio::time::timeout(cfg.dial_timeout, connect)
+        .await
+        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let url = format!("ws://{address}{}", cfg.route);
+    let handshake = async {
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(ws_config(cfg)))
+                .await
+                .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        let info = dial_handshake(inner, &pc.peer, &mut ws).await?;
+        Ok::<_, Error>((ws, info))
+    };
+    let (ws, info) = tokio::time::timeout(cfg.handshake_timeout, handshake)
+        .await
+        .map_err(|_| {
+            Error::Handshake(HandshakeError::Timeout {
+                peer: pc.peer.to_string(),
+                after_ms: millis(cfg.handshake_timeout),
+            })
+        })??;
+    let session = Session::new(
+        pc.peer.clone(),
+        Role::Dialer,
+        info.checksum,
+        cfg.clone(),
+        inner.registry.clone(),
+        pc.stats.clone(),
+    );
+    Ok((session, ws))
+}
+
+async fn dial_handshake(inner: &ManagerInner, peer: &str, ws: &mut Ws) -> Result<PeerInfo, Error> {
+    let (hs, hello) = DialerHandshake::start(DialerParams {
+        local: inner.local.to_string(),
+        remote: peer.to_owned(),
+        instance: inner.instance,
+        nonce: random_nonce()?,
+        now_ms: now_ms(),
+        checksum: wants_checksum(&inner.config, &inner.local),
+        max_payload: inner.config.max_payload as u64,
+        max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
+    });
+    send_handshake(ws, &hello).await?;
+    let welcome = recv_handshake(ws).await?;
+    let (confirm, next) = match hs.on_welcome(welcome, now_ms(), inner.auth.as_ref()) {
+        Ok(ok) => ok,
+        Err(rej) => return Err(reject(ws, rej).await),
+    };
+    send_handshake(ws, &confirm).await?;
+    let ready = recv_handshake(ws).await?;
+    next.on_ready(ready).map_err(|r| Error::Handshake(r.error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_addresses() {
+        assert_eq!(
+            address_of("http://10.0.0.1:9000").ok().as_deref(),
+            Some("10.0.0.1:9000")
+        );
+        assert_eq!(
+            address_of("http://node1:9000/").ok().as_deref(),
+            Some("node1:9000")
+        );
+        assert!(matches!(address_of("10.0.0.1:9000"), Err(Error::Config(_))));
+        assert!(matches!(address_of("http://node1"), Err(Error::Config(_))));
+        assert!(matches!(
+            address_of("https://node1:1"),
+            Err(Error::Config(_))
+        ));
+    }
+}

@@ -1,0 +1,608 @@
+//! The test vectors of `PROTOCOL.md` section 8, checked against the codec.
+//!
+//! The document is the source of truth. This test reads it, finds every `V<n> <name>` line and the
+//! hex block after it, and checks that encoding the typed frames registered here under that name
+//! gives exactly those bytes, and that decoding the bytes gives exactly those frames. A vector in the
+//! document without frames here, or frames here without a vector in the document, fails the test:
+//! the two cannot drift apart.
+//!
+//! The hex blocks were written by [`spec_lines`], an encoder transcribed field by field from the
+//! tables of `PROTOCOL.md` sections 2-5 and sharing no code with the codec, so each vector is
+//! checked by two independent encoders. To print the section again after adding a vector:
+//! `cargo test -p grid-core --test protocol_vectors -- --ignored --nocapture print_vectors`.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use grid_core::frame::{
+    decode_batch, encode_batch, CancelReason, ErrorCode, ErrorRecord, Frame, Limits, Op, Route,
+};
+use grid_core::{HandlerId, MuxId};
+
+const DOC: &str = include_str!("../../PROTOCOL.md");
+const SECTION: &str = "## 8. Test vectors";
+
+/// One vector: a whole batch (one WebSocket message).
+struct Vector {
+    name: &'static str,
+    about: &'static str,
+    checksum: bool,
+    frames: Vec<Frame>,
+}
+
+fn b(s: &'static [u8]) -> Bytes {
+    Bytes::from_static(s)
+}
+
+fn route(handler: u32, subroute: Option<&'static [u8]>) -> Route {
+    Route {
+        handler: HandlerId(handler),
+        subroute: subroute.map(b),
+    }
+}
+
+fn record(code: ErrorCode, message: &'static [u8]) -> ErrorRecord {
+    ErrorRecord {
+        code,
+        message: b(message),
+    }
+}
+
+fn vector(name: &'static str, about: &'static str, frames: Vec<Frame>) -> Vector {
+    Vector {
+        name,
+        about,
+        checksum: false,
+        frames,
+    }
+}
+
+/// Every vector, in the order of the document.
+fn vectors() -> Vec<Vector> {
+    vec![
+        vector(
+            "request-subroute-payload",
+            "Unary call from the dialer (odd mux) to a handler under a subroute, with a payload.",
+            vec![Frame::Request {
+                mux: MuxId(1),
+                route: route(0x0a0b_0c0d, Some(b"disk1")),
+                deadline_ms: 5000,
+                payload: Some(b(b"ping")),
+            }],
+        ),
+        vector(
+            "request-absent-payload",
+            "Unary call from the acceptor (even mux): no deadline, no subroute, no payload.",
+            vec![Frame::Request {
+                mux: MuxId(2),
+                route: route(0x0000_0002, None),
+                deadline_ms: 0,
+                payload: None,
+            }],
+        ),
+        vector(
+            "response-empty-payload",
+            "Successful reply whose payload is present but empty (not the same as absent).",
+            vec![Frame::Response {
+                mux: MuxId(1),
+                result: Ok(Some(Bytes::new())),
+            }],
+        ),
+        vector(
+            "response-error",
+            "Failed reply: an error record, code 2 (unknown handler).",
+            vec![Frame::Response {
+                mux: MuxId(2),
+                result: Err(record(ErrorCode::UnknownHandler, b"no handler")),
+            }],
+        ),
+        vector(
+            "open-two-way",
+            "Open a stream with input: 8 messages caller to callee, 16 back, initial payload.",
+            vec![Frame::Open {
+                mux: MuxId(5),
+                route: route(0x1122_3344, None),
+                deadline_ms: 30_000,
+                in_cap: 8,
+                out_cap: 16,
+                input: true,
+                payload: Some(b(b"hi")),
+            }],
+        ),
+        vector(
+            "open-no-input",
+            "Open a stream without input (END, so in_cap 0), under subroute \"a\", no payload.",
+            vec![Frame::Open {
+                mux: MuxId(7),
+                route: route(0x1122_3344, Some(b"a")),
+                deadline_ms: 0,
+                in_cap: 0,
+                out_cap: 4,
+                input: false,
+                payload: None,
+            }],
+        ),
+        vector(
+            "ack",
+            "The callee accepts stream 5.",
+            vec![Frame::Ack { mux: MuxId(5) }],
+        ),
+        vector(
+            "data",
+            "Message number 3 of one direction of stream 5.",
+            vec![Frame::Data {
+                mux: MuxId(5),
+                seq: 3,
+                payload: Some(b(b"abc")),
+            }],
+        ),
+        vector(
+            "credit",
+            "32 more send credits on stream 6.",
+            vec![Frame::Credit {
+                mux: MuxId(6),
+                credits: 32,
+            }],
+        ),
+        vector(
+            "end-error",
+            "One direction of stream 5 ends after 4 messages with an application error.",
+            vec![Frame::End {
+                mux: MuxId(5),
+                seq: 4,
+                error: Some(record(ErrorCode::Application, b"boom")),
+            }],
+        ),
+        vector(
+            "error-unknown-code",
+            "A mux failed with a code this version does not know (kept as Other(300)).",
+            vec![Frame::Error {
+                mux: MuxId(3),
+                error: record(ErrorCode::Other(300), b"?"),
+            }],
+        ),
+        vector(
+            "cancel",
+            "The caller of mux 9 gave up because its deadline passed.",
+            vec![Frame::Cancel {
+                mux: MuxId(9),
+                reason: CancelReason::Deadline,
+            }],
+        ),
+        vector(
+            "ping-connection",
+            "Connection-level liveness probe (mux 0).",
+            vec![Frame::Ping {
+                mux: MuxId(0),
+                nonce: 0x0102_0304_0506_0708,
+            }],
+        ),
+        vector(
+            "pong-stream",
+            "Stream-level reply to a ping on stream 5, echoing the nonce.",
+            vec![Frame::Pong {
+                mux: MuxId(5),
+                nonce: 42,
+            }],
+        ),
+        vector(
+            "goaway",
+            "Graceful close of the connection: code 10 (shutting down).",
+            vec![Frame::GoAway {
+                error: record(ErrorCode::ShuttingDown, b"bye"),
+            }],
+        ),
+        vector(
+            "handshake-hello",
+            "A handshake message; here the body is an empty msgpack map (0x80).",
+            vec![Frame::Handshake {
+                op: Op::Hello,
+                payload: b(&[0x80]),
+            }],
+        ),
+        Vector {
+            checksum: true,
+            ..vector(
+                "data-checksum",
+                "Message 0 of stream 5 with a CRC-32 trailer over header and body.",
+                vec![Frame::Data {
+                    mux: MuxId(5),
+                    seq: 0,
+                    payload: Some(b(b"abc")),
+                }],
+            )
+        },
+        vector(
+            "batch-of-two",
+            "Two frames in one message: the last message of stream 5 and its End.",
+            vec![
+                Frame::Data {
+                    mux: MuxId(5),
+                    seq: 7,
+                    payload: None,
+                },
+                Frame::End {
+                    mux: MuxId(5),
+                    seq: 8,
+                    error: None,
+                },
+            ],
+        ),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// An independent encoder, transcribed from PROTOCOL.md, that also writes the annotations.
+// ---------------------------------------------------------------------------------------------
+
+/// One annotated line of a hex block: fields (each printed as one hex group) and a comment.
+type Line = (Vec<Vec<u8>>, String);
+
+fn be32(v: u32) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn show(bytes: &[u8]) -> String {
+    format!("\"{}\"", bytes.escape_ascii())
+}
+
+fn flag_names(fl: u8) -> String {
+    let names = [
+        (0x01, "END"),
+        (0x02, "ERROR"),
+        (0x04, "PAYLOAD"),
+        (0x08, "SUBROUTE"),
+        (0x10, "CHECKSUM"),
+    ];
+    let set: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| fl & bit != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if set.is_empty() {
+        "no flags".to_owned()
+    } else {
+        set.join("|")
+    }
+}
+
+fn payload_line(payload: &[u8], what: &str) -> Option<Line> {
+    // An empty payload has no bytes; its presence is in the flags.
+    (!payload.is_empty()).then(|| {
+        let comment = format!(
+            "{what} {} ({})",
+            show(payload),
+            count(payload.len(), "byte")
+        );
+        (vec![payload.to_vec()], comment)
+    })
+}
+
+fn record_lines(r: &ErrorRecord) -> Vec<Line> {
+    let code = r.code.to_u16();
+    let mut lines = vec![(
+        vec![code.to_be_bytes().to_vec()],
+        format!("error code {code} ({:?})", r.code),
+    )];
+    lines.extend(payload_line(&r.message, "message"));
+    lines
+}
+
+fn subroute_lines(route: &Route) -> Vec<Line> {
+    route
+        .subroute
+        .iter()
+        .map(|s| {
+            let len = u8::try_from(s.len()).unwrap();
+            let comment = format!("subroute: length {len}, {}", show(s));
+            (vec![vec![len], s.to_vec()], comment)
+        })
+        .collect()
+}
+
+/// `(op, flags, mux, body lines)` of a frame, straight from the tables of sections 3-5.
+fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
+    const END: u8 = 0x01;
+    const ERROR: u8 = 0x02;
+    const PAYLOAD: u8 = 0x04;
+    const SUBROUTE: u8 = 0x08;
+    let call = |handler: HandlerId, deadline: u32| {
+        (
+            vec![be32(handler.0), be32(deadline)],
+            format!("handler {:#010x}, deadline_ms {deadline}", handler.0),
+        )
+    };
+    let mut body = Vec::new();
+    let (op, fl, mux) = match frame {
+        Frame::Request {
+            mux,
+            route,
+            deadline_ms,
+            payload,
+        } => {
+            body.push(call(route.handler, *deadline_ms));
+            body.extend(subroute_lines(route));
+            body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
+            let fl = if route.subroute.is_some() {
+                SUBROUTE
+            } else {
+                0
+            } | if payload.is_some() { PAYLOAD } else { 0 };
+            (1, fl, mux.0)
+        }
+        Frame::Response { mux, result } => match result {
+            Ok(payload) => {
+                body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
+                (2, if payload.is_some() { PAYLOAD } else { 0 }, mux.0)
+            }
+            Err(r) => {
+                body.extend(record_lines(r));
+                (2, ERROR, mux.0)
+            }
+        },
+        Frame::Open {
+            mux,
+            route,
+            deadline_ms,
+            in_cap,
+            out_cap,
+            input,
+            payload,
+        } => {
+            body.push(call(route.handler, *deadline_ms));
+            body.push((
+                vec![be32(*in_cap), be32(*out_cap)],
+                format!("in_cap {in_cap}, out_cap {out_cap}"),
+            ));
+            body.extend(subroute_lines(route));
+            body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
+            let fl = if *input { 0 } else { END }
+                | if route.subroute.is_some() {
+                    SUBROUTE
+                } else {
+                    0
+                }
+                | if payload.is_some() { PAYLOAD } else { 0 };
+            (3, fl, mux.0)
+        }
+        Frame::Ack { mux } => (4, 0, mux.0),
+        Frame::Data { mux, seq, payload } => {
+            body.push((vec![be32(*seq)], format!("seq {seq}")));
+            body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
+            (5, if payload.is_some() { PAYLOAD } else { 0 }, mux.0)
+        }
+        Frame::Credit { mux, credits } => {
+            body.push((vec![be32(*credits)], format!("credits {credits}")));
+            (6, 0, mux.0)
+        }
+        Frame::End { mux, seq, error } => {
+            body.push((vec![be32(*seq)], format!("seq {seq}")));
+            body.extend(error.iter().flat_map(record_lines));
+            (7, if error.is_some() { ERROR } else { 0 }, mux.0)
+        }
+        Frame::Error { mux, error } => {
+            body.extend(record_lines(error));
+            (8, 0, mux.0)
+        }
+        Frame::Cancel { mux, reason } => {
+            let r = *reason as u8;
+            body.push((vec![vec![r]], format!("reason {r} ({reason:?})")));
+            (9, 0, mux.0)
+        }
+        Frame::Ping { mux, nonce } | Frame::Pong { mux, nonce } => {
+            let op = if matches!(frame, Frame::Ping { .. }) {
+                10
+            } else {
+                11
+            };
+            body.push((
+                vec![nonce.to_be_bytes().to_vec()],
+                format!("nonce {nonce:#018x}"),
+            ));
+            (op, 0, mux.0)
+        }
+        Frame::GoAway { error } => {
+            body.extend(record_lines(error));
+            (12, 0, 0)
+        }
+        Frame::Handshake { op, payload } => {
+            body.push((vec![payload.to_vec()], "msgpack record".to_owned()));
+            (*op as u8, 0, 0)
+        }
+    };
+    (op, fl, mux, body)
+}
+
+/// The annotated lines of a whole batch.
+fn spec_lines(frames: &[Frame], checksum: bool) -> Vec<Line> {
+    const CHECKSUM: u8 = 0x10;
+    let n = u16::try_from(frames.len()).unwrap();
+    let mut lines: Vec<Line> = vec![(
+        vec![vec![1], vec![0], n.to_be_bytes().to_vec()],
+        format!(
+            "batch: version 1, flags 0, {}",
+            count(frames.len(), "frame")
+        ),
+    )];
+    for frame in frames {
+        let (op, fl, mux, body) = spec_frame(frame);
+        let fl = fl | if checksum { CHECKSUM } else { 0 };
+        let body_len: usize = body.iter().flat_map(|(f, _)| f).map(Vec::len).sum();
+        let body_len = u32::try_from(body_len).unwrap();
+        let header: Line = (
+            vec![vec![op], vec![fl], be32(mux), be32(body_len)],
+            format!(
+                "{:?}, {}, mux {mux}, body {}",
+                Op::from_u8(op).unwrap(),
+                flag_names(fl),
+                count(body_len as usize, "byte")
+            ),
+        );
+        let mut covered: Vec<u8> = header.0.concat();
+        covered.extend(body.iter().flat_map(|(f, _)| f.concat()));
+        lines.push(header);
+        lines.extend(body);
+        if checksum {
+            let crc = crc32fast::hash(&covered);
+            lines.push((
+                vec![be32(crc)],
+                format!("CRC-32 of the {} bytes above", covered.len()),
+            ));
+        }
+    }
+    lines
+}
+
+fn line_bytes(lines: &[Line]) -> Vec<u8> {
+    lines.iter().flat_map(|(f, _)| f.concat()).collect()
+}
+
+/// The vector as it appears in the document.
+fn render(n: usize, v: &Vector) -> String {
+    let lines = spec_lines(&v.frames, v.checksum);
+    let mut out = format!("V{n} {}\n\n```hex\n# {}\n", v.name, v.about);
+    for (fields, comment) in &lines {
+        let hex: Vec<String> = fields.iter().map(hex::encode).collect();
+        out.push_str(&format!("{:<40}# {comment}\n", hex.join(" ")));
+    }
+    out.push_str("```\n");
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading the document
+// ---------------------------------------------------------------------------------------------
+
+struct DocVector {
+    number: usize,
+    name: String,
+    bytes: Vec<u8>,
+}
+
+/// Every `V<n> <name>` line of section 8 and the hex block that follows it. In a hex block, `#`
+/// starts a comment and whitespace separates groups of hex digits.
+fn doc_vectors() -> Vec<DocVector> {
+    let (_, section) = DOC.split_once(SECTION).expect("PROTOCOL.md has section 8");
+    let mut lines = section.lines();
+    let mut found = Vec::new();
+    while let Some(line) = lines.next() {
+        let mut words = line.split_whitespace();
+        let Some(number) = words
+            .next()
+            .and_then(|w| w.strip_prefix('V'))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let name = words.next().expect("a vector line names the vector");
+        let mut block = lines
+            .by_ref()
+            .skip_while(|l| l.trim().is_empty())
+            .take_while(|l| l.trim() != "```");
+        let fence = block.next().unwrap_or_default();
+        assert_eq!(
+            fence.trim(),
+            "```hex",
+            "V{number} {name}: a ```hex block must follow"
+        );
+        let hex: String = block
+            .map(|l| l.split('#').next().unwrap_or_default())
+            .flat_map(str::split_whitespace)
+            .collect();
+        let bytes = hex::decode(&hex).unwrap_or_else(|e| panic!("V{number} {name}: bad hex: {e}"));
+        found.push(DocVector {
+            number,
+            name: name.to_owned(),
+            bytes,
+        });
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn document_and_frames_list_the_same_vectors_in_order() {
+    let doc: Vec<(usize, String)> = doc_vectors()
+        .into_iter()
+        .map(|v| (v.number, v.name))
+        .collect();
+    let here: Vec<(usize, String)> = vectors()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i + 1, v.name.to_owned()))
+        .collect();
+    assert_eq!(
+        doc, here,
+        "PROTOCOL.md section 8 and this test disagree on the vectors"
+    );
+    assert!(here.len() >= 10);
+}
+
+#[test]
+fn every_vector_encodes_to_the_documented_bytes() {
+    let frames = vectors();
+    for doc in doc_vectors() {
+        let v = frames.iter().find(|v| v.name == doc.name).unwrap();
+        let encoded = encode_batch(&v.frames, v.checksum);
+        assert_eq!(
+            hex::encode(&encoded),
+            hex::encode(&doc.bytes),
+            "V{} {}: the codec's encoding differs from PROTOCOL.md",
+            doc.number,
+            doc.name
+        );
+    }
+}
+
+#[test]
+fn every_vector_decodes_to_its_frames() {
+    let frames = vectors();
+    for doc in doc_vectors() {
+        let v = frames.iter().find(|v| v.name == doc.name).unwrap();
+        let decoded = decode_batch(Bytes::from(doc.bytes), &Limits::default());
+        assert_eq!(
+            decoded.as_ref(),
+            Ok(&v.frames),
+            "V{} {}",
+            doc.number,
+            doc.name
+        );
+    }
+}
+
+#[test]
+fn the_independent_spec_encoder_agrees_with_the_codec() {
+    for v in vectors() {
+        let spec = line_bytes(&spec_lines(&v.frames, v.checksum));
+        let codec = encode_batch(&v.frames, v.checksum);
+        assert_eq!(hex::encode(spec), hex::encode(codec), "{}", v.name);
+    }
+}
+
+#[test]
+fn the_document_shows_the_annotated_vectors_verbatim() {
+    // The comments in the document are generated too; a hand edit to a block must be redone with
+    // `print_vectors`, not patched.
+    for (i, v) in vectors().iter().enumerate() {
+        let text = render(i + 1, v);
+        assert!(
+            DOC.contains(&text),
+            "PROTOCOL.md lacks this exact block (regenerate with print_vectors):\n{text}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "prints PROTOCOL.md section 8's vectors; run with --ignored --nocapture"]
+fn print_vectors() {
+    for (i, v) in vectors().iter().enumerate() {
+        println!("{}", render(i + 1, v));
+    }
+}
