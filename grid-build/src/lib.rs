@@ -16,12 +16,11 @@
 //! step: `GRID_UPDATE_LOCK=1 cargo build` (or [`Builder::update`]), which rewrites the lock and
 //! turns removed handlers into `retired` lines that keep their ids reserved.
 //!
+//! In `build.rs`:
+//!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     if let Err(e) = grid_build::Builder::new().emit_table(true).run() {
-//!         panic!("{e}");
-//!     }
+//! if let Err(e) = grid_build::Builder::new().emit_table(true).run() {
+//!     panic!("{e}");
 //! }
 //! ```
 
