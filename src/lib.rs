@@ -1,7 +1,103 @@
 //! grid: typed, multiplexed, two-way RPC between the servers of one cluster, over one WebSocket per
 //! pair of nodes.
 //!
-//! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`)
-//! and, once it lands, the `#[grid::handler]` macro.
+//! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`),
+//! the typed layer ([`Sender`], [`Receiver`], [`RequestSink`], [`ResponseStream`], [`CallError`])
+//! and the [`handler`] macro.
 
 pub use grid_core::*;
+
+/// Turns a trait of `async fn(&self, …)` methods into typed handlers.
+///
+/// The four shapes are told apart by argument types: unary (`args -> Result<T, E>`), server
+/// stream (a last [`Sender<T>`] argument, returns `Result<(), E>`), client stream (a
+/// [`Receiver<T>`] argument, returns `Result<T, E>`) and two-way (a `Receiver` then a `Sender`).
+/// An optional first `&grid::Context` argument gives the caller, subroute, deadline and
+/// cancellation. Request arguments, items, `T` and `E` must implement the serde traits; they
+/// travel as msgpack with field names.
+///
+/// For `trait Locker` the macro generates (with the trait's visibility):
+/// - `LockerClient`: `new(conn)`, `connection()`, a [`HandlerSpec`] constant per method
+///   (`LockerClient::LOCK`, wire name `"Locker.lock"`, id derived at compile time) and
+///   `LockerClient::HANDLERS`, and per method:
+///   - unary: `async fn lock(&self, args…) -> Result<T, CallError<E>>`;
+///   - server stream: `async fn watch(&self, args…) -> Result<ResponseStream<Item, E>, CallError<E>>`;
+///   - client stream: `async fn f(&self, args…) -> Result<(RequestSink<In>, ResponseStream<T, E>), CallError<E>>`
+///     (await [`ResponseStream::response`] for the result);
+///   - two-way: `async fn f(&self, args…) -> Result<(RequestSink<In>, ResponseStream<Out, E>), CallError<E>>`.
+/// - `LockerServer<S>`: `new(impl)`, `from_arc`, `register(&manager)`,
+///   `register_subroute(&manager, "disk1")`, `register_at(&manager, Option<&str>)`.
+/// - The trait itself, with each `async fn` declared as returning a `Send` future, so
+///   implementations write plain `async fn`s.
+///
+/// Per-method options: `#[grid(name = "Locker.lock.v2")]` (wire name), `#[grid(id = 7)]`
+/// (explicit id), `#[grid(in_capacity = 8, out_capacity = 64, timeout_ms = 2000)]`.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// pub struct LockArgs {
+///     pub resource: String,
+/// }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// pub enum LockError {
+///     Busy,
+/// }
+///
+/// #[grid::handler]
+/// pub trait Locker {
+///     /// Takes a lock.
+///     async fn lock(&self, args: LockArgs) -> Result<bool, LockError>;
+///     /// Streams the names of held locks.
+///     #[grid(out_capacity = 16)]
+///     async fn held(&self, out: grid::Sender<String>) -> Result<(), LockError>;
+/// }
+///
+/// struct Local;
+///
+/// impl Locker for Local {
+///     async fn lock(&self, args: LockArgs) -> Result<bool, LockError> {
+///         Ok(!args.resource.is_empty())
+///     }
+///     async fn held(&self, mut out: grid::Sender<String>) -> Result<(), LockError> {
+///         out.send("a".to_owned()).await.map_err(|_| LockError::Busy)
+///     }
+/// }
+///
+/// assert_eq!(LockerClient::LOCK.name, "Locker.lock");
+/// assert_eq!(LockerClient::LOCK.id, grid::HandlerId::from_wire_name("Locker.lock"));
+/// let _server = LockerServer::new(Local);
+/// // With a running `grid::Manager` `m` and a peer `p`:
+/// //   LockerServer::new(Local).register(&m)?;
+/// //   let ok = LockerClient::new(m.connection(p)?).lock(LockArgs { .. }).await?;
+/// ```
+pub use grid_macros::handler;
+
+mod typed;
+
+pub use typed::{CallError, Receiver, RequestSink, ResponseStream, Sender};
+
+/// Paths used by code that `#[grid::handler]` generates. Not a public API: it changes without
+/// notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::typed::support::*;
+    pub use crate::typed::{CallError, Receiver, RequestSink, ResponseStream, Sender};
+    pub use bytes::Bytes;
+    pub use futures;
+    pub use grid_core::{
+        CallOptions, Connection, Context, Error, HandlerId, HandlerInput, HandlerOutput,
+        HandlerSpec, Manager, RemoteError, StreamOptions,
+    };
+    pub use rmp_serde;
+    pub use serde;
+    pub use std::boxed::Box;
+    pub use std::clone::Clone;
+    pub use std::fmt;
+    pub use std::future::Future;
+    pub use std::marker::{Send, Sync};
+    pub use std::option::Option::{self, None, Some};
+    pub use std::result::Result::{self, Err, Ok};
+}

@@ -33,7 +33,11 @@ fuzz_target!(|data: &[u8]| {
         let checksum = raw[1] & flags::CHECKSUM != 0;
         let mut again = BytesMut::new();
         encode_frame(&frame, checksum, &mut again);
-        assert_eq!(&again[..], raw, "non-canonical encoding accepted for {frame:?}");
+        assert_eq!(
+            &again[..],
+            raw,
+            "non-canonical encoding accepted for {frame:?}"
+        );
         repacked.push_encoded(&again);
         frames.push(frame);
         start = decoder.position();
@@ -41,6 +45,10 @@ fuzz_target!(|data: &[u8]| {
 
     if !frames.is_empty() {
         let decoded = decode_batch(repacked.finish(), &limits);
-        assert_eq!(decoded.as_ref(), Ok(&frames), "re-encoded frames decode differently");
+        assert_eq!(
+            decoded.as_ref(),
+            Ok(&frames),
+            "re-encoded frames decode differently"
+        );
     }
 });

@@ -440,6 +440,8 @@ impl Manager {
         for pc in self.inner.peers.values() {
             let session = pc.current.read().clone();
             if let Some(s) = session {
+                // Whichever side notices the closed socket first, handlers see `ShuttingDown`.
+                s.mark_going_away();
                 s.send_control(&Frame::GoAway {
                     error: crate::frame::ErrorRecord::text(
                         crate::frame::ErrorCode::ShuttingDown,
@@ -682,10 +684,11 @@ async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
                 last_error.clear();
                 info!(local = %inner.local, peer = %pc.peer, "connected");
                 pc.install(session.clone());
-                tokio::select! {
-                    () = run_session(session.clone(), ws) => {}
-                    () = inner.shutdown.cancelled() => {}
-                }
+                // Not raced against shutdown: `Manager::shutdown` finds the installed session,
+                // sends its go-away and closes it, which ends `run_session`. (Racing here used
+                // to uninstall the session first, so shutdown never closed it and its socket
+                // lived on, kept alive by its own pings.)
+                run_session(session.clone(), ws).await;
                 pc.uninstall(&session);
                 info!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "disconnected");
             }

@@ -79,3 +79,133 @@ pub async fn assert_drained(managers: &[Manager]) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Starts `n` managers with `config`, registers nothing, and waits for the full mesh.
+pub async fn connected(n: usize, config: Config) -> Vec<Manager> {
+    let nodes = cluster_with(n, config).await;
+    wait_mesh(&nodes).await;
+    nodes
+}
+
+/// A deterministic pseudo-random payload of `len` bytes.
+pub fn pattern(len: usize, seed: u8) -> bytes::Bytes {
+    let mut x: u32 = 0x9E37_79B9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Waits (bounded) for a value from a channel fed by a handler.
+pub async fn recv_within<T>(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    limit: Duration,
+) -> T {
+    tokio::time::timeout(limit, rx.recv())
+        .await
+        .expect("timed out waiting for a handler report")
+        .expect("report channel closed")
+}
+
+/// A fault-injecting transport for [`grid::ManagerBuilder::dialer`]: every dial goes through an
+/// in-process proxy (a duplex pipe copied to a real TCP socket) whose client-to-server direction
+/// can be paused, so the remote peer looks as if it stopped reading.
+#[derive(Clone, Default)]
+pub struct Proxy {
+    pauses: std::sync::Arc<std::sync::Mutex<Vec<tokio::sync::watch::Sender<bool>>>>,
+}
+
+impl Proxy {
+    /// Dials made so far.
+    pub fn dials(&self) -> usize {
+        self.pauses.lock().unwrap().len()
+    }
+
+    /// Stops forwarding what the local node writes on the newest connection.
+    pub fn pause_current(&self) {
+        if let Some(tx) = self.pauses.lock().unwrap().last() {
+            tx.send_replace(true);
+        }
+    }
+
+    /// Resumes forwarding on every connection.
+    pub fn resume_all(&self) {
+        for tx in self.pauses.lock().unwrap().iter() {
+            tx.send_replace(false);
+        }
+    }
+
+    /// The dial function to hand to the manager builder.
+    pub fn dialer(&self) -> grid::DialFn {
+        let this = self.clone();
+        std::sync::Arc::new(move |target: grid::DialTarget| {
+            let this = this.clone();
+            Box::pin(async move {
+                let tcp = tokio::net::TcpStream::connect(target.address.as_str()).await?;
+                tcp.set_nodelay(true)?;
+                let (client, proxy_end) = tokio::io::duplex(64 << 10);
+                let (pause_tx, pause_rx) = tokio::sync::watch::channel(false);
+                this.pauses.lock().unwrap().push(pause_tx);
+                tokio::spawn(run_proxy(proxy_end, tcp, pause_rx));
+                Ok(Box::new(client) as grid::BoxedTransport)
+            })
+        })
+    }
+}
+
+async fn run_proxy(
+    local: tokio::io::DuplexStream,
+    remote: tokio::net::TcpStream,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut lr, mut lw) = tokio::io::split(local);
+    let (mut rr, mut rw) = remote.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 16 << 10];
+        loop {
+            if paused.wait_for(|p| !*p).await.is_err() {
+                return;
+            }
+            match lr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if rw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut rr, &mut lw).await;
+    };
+    // Either direction ending tears down both, so the remote side sees the close promptly.
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
+}
+
+/// Waits (bounded) until `conn` has connected `n` times and is connected now.
+pub async fn wait_connects(conn: &grid::Connection, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if conn.stats().connects >= n && conn.state() == grid::ConnState::Connected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} -> {}: not reconnected: {:?}",
+            conn.local(),
+            conn.peer(),
+            conn.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -129,15 +129,25 @@ impl PeerConn {
 /// Runs one authenticated socket until it ends, then closes its session.
 pub(crate) async fn run_session(session: Arc<Session>, ws: Ws) {
     let (sink, stream) = ws.split();
-    let tasks = [
+    // Aborted on return *and* when this future is dropped (a supervisor that stops waiting must
+    // not leave a detached reader, writer and keepalive running an orphan socket).
+    let _tasks = AbortOnDrop([
         tokio::spawn(write_loop(session.clone(), sink)),
         tokio::spawn(read_loop(session.clone(), stream)),
         tokio::spawn(timer_loop(session.clone())),
         tokio::spawn(keepalive_loop(session.clone())),
-    ];
+    ]);
     session.closed().await;
-    for t in tasks {
-        t.abort();
+}
+
+/// Aborts the tasks of one session when dropped.
+struct AbortOnDrop([tokio::task::JoinHandle<()>; 4]);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 

@@ -86,6 +86,16 @@ impl OutQueue {
     /// # Cancel safety
     /// Cancel safe: it changes nothing.
     pub(crate) async fn wait_room(&self) -> Result<(), QueueError> {
+        // Fast path: room now. Registering a waiter costs a lock on the notifier's list.
+        {
+            let lanes = self.lanes.lock();
+            if lanes.closed {
+                return Err(QueueError::Closed);
+            }
+            if lanes.data_bytes < self.max_data_bytes {
+                return Ok(());
+            }
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

@@ -113,6 +113,9 @@ pub(crate) struct Session {
     pub(crate) timers: Timers,
     next_mux: AtomicU32,
     closing: AtomicBool,
+    /// Set when this node or the peer is shutting down: the session's end is then reported to
+    /// served handlers as `ShuttingDown`, whichever side notices the closed socket first.
+    going_away: AtomicBool,
     closed: CancellationToken,
     close_reason: Mutex<Option<String>>,
     kill: CancellationToken,
@@ -142,6 +145,7 @@ impl Session {
             timers: Timers::default(),
             next_mux: AtomicU32::new(role.first_id()),
             closing: AtomicBool::new(false),
+            going_away: AtomicBool::new(false),
             closed: CancellationToken::new(),
             close_reason: Mutex::new(None),
             kill: CancellationToken::new(),
@@ -238,7 +242,17 @@ impl Session {
     /// Ends the session: fails every call it started, cancels every handler it serves, drops its
     /// queue. Idempotent; the first reason is kept.
     pub(crate) fn close(&self, reason: String) {
-        self.close_as(reason, CancelCause::Disconnected);
+        let cause = if self.going_away.load(Ordering::Acquire) {
+            CancelCause::ShuttingDown
+        } else {
+            CancelCause::Disconnected
+        };
+        self.close_as(reason, cause);
+    }
+
+    /// Marks the session as ending because a node is shutting down (see [`close`](Self::close)).
+    pub(crate) fn mark_going_away(&self) {
+        self.going_away.store(true, Ordering::Release);
     }
 
     /// Ends the session, telling served handlers `cause`.
@@ -366,10 +380,13 @@ impl Session {
                 self.stats.record_pong(nonce);
                 Ok(())
             }
-            Frame::GoAway { error } => Err(format!(
-                "peer is going away: {}",
-                String::from_utf8_lossy(&error.message)
-            )),
+            Frame::GoAway { error } => {
+                self.mark_going_away();
+                Err(format!(
+                    "peer is going away: {}",
+                    String::from_utf8_lossy(&error.message)
+                ))
+            }
             other => Err(format!("unexpected {:?} after the handshake", other.op())),
         }
     }
@@ -560,6 +577,7 @@ impl Session {
             let deadline = machine.deadline();
             let mut machine = machine;
             let run = AssertUnwindSafe(handler(ctx, payload.unwrap_or_default())).catch_unwind();
+            let mut run = std::pin::pin!(run);
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d.into()).await,
@@ -567,10 +585,12 @@ impl Session {
                 }
             };
             let result = tokio::select! {
-                r = run => r,
+                r = &mut run => r,
                 cause = signal.cancelled() => {
                     machine.abort(cause);
                     session.served.lock().remove(&mux);
+                    drop(session);
+                    cancel_grace(run).await;
                     return;
                 }
                 () = sleep => {
@@ -579,6 +599,8 @@ impl Session {
                         session.send_control(&f);
                     }
                     session.served.lock().remove(&mux);
+                    drop(session);
+                    cancel_grace(run).await;
                     return;
                 }
             };
@@ -683,10 +705,13 @@ impl Session {
         tokio::spawn(async move {
             let run = AssertUnwindSafe(handler(ctx, payload.unwrap_or_default(), input, output))
                 .catch_unwind();
+            let mut run = std::pin::pin!(run);
             let result = tokio::select! {
-                r = run => r,
+                r = &mut run => r,
                 _ = signal.cancelled() => {
                     session.served.lock().remove(&mux);
+                    drop(session);
+                    cancel_grace(run).await;
                     return;
                 }
             };
@@ -751,4 +776,15 @@ impl Session {
             }
         }
     }
+}
+
+/// How long a cancelled handler keeps running so it can observe
+/// [`Context::cancelled`](crate::handler::Context::cancelled) and clean up; after that its future
+/// is dropped (a handler that ignores its context cannot outlive its call by more than this).
+const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Polls a cancelled handler for at most [`CANCEL_GRACE`], then drops it. Its result is discarded:
+/// the call is already over for the caller.
+async fn cancel_grace<F: std::future::Future>(run: F) {
+    let _ = tokio::time::timeout(CANCEL_GRACE, run).await;
 }

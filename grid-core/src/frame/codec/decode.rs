@@ -159,6 +159,7 @@ impl BatchDecoder {
 impl Iterator for BatchDecoder {
     type Item = Result<Frame, FrameError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
@@ -210,6 +211,7 @@ pub fn decode_batch(msg: Bytes, limits: &Limits) -> Result<Vec<Frame>, FrameErro
 }
 
 /// Decodes the frame at `msg[pos..]`, returning it and its length on the wire.
+#[inline]
 fn decode_frame(msg: &Bytes, pos: usize, limits: &Limits) -> Result<(Frame, usize), FrameError> {
     let input = msg.get(pos..).unwrap_or_default();
     let Some(header) = input.first_chunk::<FRAME_HEADER_LEN>() else {
@@ -395,6 +397,7 @@ impl Body<'_> {
     }
 }
 
+#[inline]
 fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, FrameError> {
     Ok(match op {
         Op::Request => {

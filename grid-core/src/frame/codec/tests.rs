@@ -582,3 +582,33 @@ fn subroute_over_255_bytes_is_a_caller_bug() {
     };
     encode_frame(&frame, false, &mut BytesMut::new());
 }
+
+/// Release builds write what the wire cannot carry so that the receiver rejects it.
+#[test]
+#[cfg(not(debug_assertions))]
+fn release_writes_unrepresentable_frames_as_rejected_ones() {
+    let bad_op = Frame::Handshake {
+        op: Op::Ping,
+        payload: Bytes::from_static(&[0; 8]),
+    };
+    assert_eq!(
+        decode_batch(encode_batch(&[bad_op], false), &LIMITS),
+        Err(FrameError::UnknownOp(0))
+    );
+    let long_subroute = Frame::Request {
+        mux: MuxId(1),
+        route: Route {
+            handler: HandlerId(1),
+            subroute: Some(Bytes::from(vec![b'a'; 256])),
+        },
+        deadline_ms: 0,
+        payload: None,
+    };
+    assert_eq!(
+        decode_batch(encode_batch(&[long_subroute], false), &LIMITS),
+        Err(FrameError::BadField {
+            op: Op::Request,
+            field: "subroute"
+        })
+    );
+}

@@ -1,0 +1,15 @@
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct Req;
+#[derive(Serialize, Deserialize)]
+pub struct Oops;
+
+#[grid::handler]
+pub trait Svc {
+    #[grid(id = 7)]
+    async fn get(&self, req: Req) -> Result<Req, Oops>;
+    #[grid(id = 7)]
+    async fn put(&self, req: Req) -> Result<Req, Oops>;
+}
+fn main() {}

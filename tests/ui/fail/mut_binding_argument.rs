@@ -1,0 +1,13 @@
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct Req;
+#[derive(Serialize, Deserialize)]
+pub struct Oops;
+
+#[grid::handler]
+pub trait Svc {
+    async fn get(&self, mut req: Req) -> Result<Req, Oops>;
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct Req;
+#[derive(Serialize, Deserialize)]
+pub struct Oops;
+
+#[grid::handler]
+pub trait Svc {
+    #[grid(timeout = 5)]
+    async fn get(&self, req: Req) -> Result<Req, Oops>;
+}
+fn main() {}
