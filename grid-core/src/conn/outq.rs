@@ -135,16 +135,32 @@ impl OutQueue {
     /// # Cancel safety
     /// Cancel safe: frames are only taken in the same poll that returns them.
     pub(crate) async fn drain(&self, max_bytes: usize, max_frames: usize) -> Option<Drained> {
+        // Fast path: frames are waiting (a busy connection), no need to register a waiter.
+        if let Some(out) = self.take(max_bytes, max_frames) {
+            return out;
+        }
         loop {
             let wake = self.writer.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
+            if let Some(out) = self.take(max_bytes, max_frames) {
+                return out;
+            }
+            wake.await;
+        }
+    }
+
+    /// Takes a batch if there is one: `Some(None)` when closed, `None` when empty.
+    fn take(&self, max_bytes: usize, max_frames: usize) -> Option<Option<Drained>> {
+        {
             {
                 let mut lanes = self.lanes.lock();
                 if lanes.closed {
-                    return None;
+                    return Some(None);
                 }
                 if !lanes.control.is_empty() || !lanes.data.is_empty() {
+                    // Producers wait only while the lane is full: wake them only then.
+                    let was_full = lanes.data_bytes >= self.max_data_bytes;
                     let mut out = Drained::default();
                     while out.frames.len() < max_frames {
                         let Some(f) = lanes.control.pop_front() else {
@@ -170,14 +186,14 @@ impl OutQueue {
                         took_data = true;
                     }
                     drop(lanes);
-                    if took_data {
+                    if took_data && was_full {
                         self.room.notify_waiters();
                     }
-                    return Some(out);
+                    return Some(Some(out));
                 }
             }
-            wake.await;
         }
+        None
     }
 
     /// Closes the queue: drops everything queued and wakes every waiter.

@@ -584,7 +584,10 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
+            // Biased, handler first: a handler that finishes on its first poll never registers
+            // the deadline timer or the cancellation waiter.
             let result = tokio::select! {
+                biased;
                 r = &mut run => r,
                 cause = signal.cancelled() => {
                     machine.abort(cause);
@@ -707,6 +710,7 @@ impl Session {
                 .catch_unwind();
             let mut run = std::pin::pin!(run);
             let result = tokio::select! {
+                biased;
                 r = &mut run => r,
                 _ = signal.cancelled() => {
                     session.served.lock().remove(&mux);

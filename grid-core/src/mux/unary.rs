@@ -41,12 +41,7 @@ impl UnaryCaller {
         timeout: Option<Duration>,
         now: Instant,
     ) -> (UnaryCaller, Frame) {
-        let frame = Frame::Request {
-            mux,
-            route,
-            deadline_ms: timeout.map_or(0, deadline_ms),
-            payload,
-        };
+        let frame = UnaryCaller::request(mux, route, payload, timeout);
         let call = UnaryCaller {
             mux,
             deadline: timeout.map(|t| now + t),
@@ -54,6 +49,17 @@ impl UnaryCaller {
             done: false,
         };
         (call, frame)
+    }
+
+    /// The `Request` frame alone, for a driver that keeps the call's deadline itself (the
+    /// connection driver waits with `tokio::time::timeout` and needs no machine for that).
+    pub fn request(mux: MuxId, route: Route, payload: Payload, timeout: Option<Duration>) -> Frame {
+        Frame::Request {
+            mux,
+            route,
+            deadline_ms: timeout.map_or(0, deadline_ms),
+            payload,
+        }
     }
 
     /// The call's id.
