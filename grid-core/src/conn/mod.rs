@@ -32,9 +32,7 @@ use tracing::debug;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::frame::{
-    BatchDecoder, BatchEncoder, Frame, Route, MAX_FRAMES_PER_BATCH,
-};
+use crate::frame::{BatchDecoder, BatchEncoder, Frame, Route, MAX_FRAMES_PER_BATCH};
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{StreamReceiver, StreamSender};

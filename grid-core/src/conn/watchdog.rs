@@ -49,9 +49,12 @@ impl Watchdog {
     /// Why the socket must be declared dead, if it must.
     pub(crate) fn check(&self, idle_timeout: Duration, write_timeout: Duration) -> Option<String> {
         let now = self.now_us();
-        let silent = Duration::from_micros(now.saturating_sub(self.last_inbound_us.load(Ordering::Relaxed)));
+        let silent =
+            Duration::from_micros(now.saturating_sub(self.last_inbound_us.load(Ordering::Relaxed)));
         if silent >= idle_timeout {
-            return Some(format!("no traffic from the peer for {silent:.1?} (limit {idle_timeout:?})"));
+            return Some(format!(
+                "no traffic from the peer for {silent:.1?} (limit {idle_timeout:?})"
+            ));
         }
         let since = self.write_since_us.load(Ordering::Relaxed);
         if since != IDLE {
@@ -81,11 +84,18 @@ mod tests {
     fn silence_and_stuck_writes_are_reported() {
         let w = Watchdog::new();
         w.inbound();
-        assert_eq!(w.check(Duration::from_secs(5), Duration::from_secs(5)), None);
-        let reason = w.check(Duration::ZERO, Duration::from_secs(5)).expect("idle");
+        assert_eq!(
+            w.check(Duration::from_secs(5), Duration::from_secs(5)),
+            None
+        );
+        let reason = w
+            .check(Duration::ZERO, Duration::from_secs(5))
+            .expect("idle");
         assert!(reason.contains("no traffic"), "{reason}");
         w.write_begin();
-        let reason = w.check(Duration::from_secs(5), Duration::ZERO).expect("stuck");
+        let reason = w
+            .check(Duration::from_secs(5), Duration::ZERO)
+            .expect("stuck");
         assert!(reason.contains("stopped reading"), "{reason}");
         w.write_end();
         assert_eq!(w.check(Duration::from_secs(5), Duration::ZERO), None);
