@@ -19,7 +19,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_tungstenite::tungstenite::Message;
 
-const CONCURRENCY: usize = 64;
+/// Concurrent callers; `SMOKE_C` overrides.
+fn concurrency() -> usize {
+    std::env::var("SMOKE_C")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
 const PAYLOAD: usize = 512;
 const ECHO: HandlerSpec = HandlerSpec::named("Smoke.echo");
 
@@ -132,17 +138,26 @@ async fn grid(seconds: u64) -> f64 {
         .await
         .expect("connected");
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
-    run_load(seconds, move || {
+    let stats_conn = conn.clone();
+    let rate = run_load(seconds, move || {
         let (conn, payload) = (conn.clone(), payload.clone());
         async move {
             let resp = conn.request(ECHO.id, payload).await.expect("echo");
             assert_eq!(resp.len(), PAYLOAD);
         }
     })
-    .await
+    .await;
+    let s = stats_conn.stats();
+    println!(
+        "  grid client: {} frames in {} WebSocket messages ({:.1} frames per message)",
+        s.frames_out,
+        s.messages_out,
+        s.frames_out as f64 / s.messages_out.max(1) as f64
+    );
+    rate
 }
 
-/// Runs `CONCURRENCY` loops of `call` for `seconds`; returns completed calls per second.
+/// Runs `concurrency()` loops of `call` for `seconds`; returns completed calls per second.
 async fn run_load<F, Fut>(seconds: u64, call: F) -> f64
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -152,7 +167,7 @@ where
     let done = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..CONCURRENCY)
+    let tasks: Vec<_> = (0..concurrency())
         .map(|_| {
             let (call, done) = (call.clone(), done.clone());
             tokio::spawn(async move {
@@ -193,7 +208,8 @@ fn main() {
             grid(seconds).await
         };
         println!(
-            "unary {PAYLOAD} B echo, concurrency {CONCURRENCY}, one connection, {seconds} s each"
+            "unary {PAYLOAD} B echo, concurrency {}, one connection, {seconds} s each",
+            concurrency()
         );
         println!("  raw tokio-tungstenite mux : {raw:>10.0} req/s");
         println!("  grid (raw byte API)       : {g:>10.0} req/s");

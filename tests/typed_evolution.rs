@@ -12,27 +12,27 @@ mod v1 {
     use super::*;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Put {
-        pub key: String,
-        pub value: u64,
+    pub(crate) struct Put {
+        pub(crate) key: String,
+        pub(crate) value: u64,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Stored {
-        pub key: String,
+    pub(crate) struct Stored {
+        pub(crate) key: String,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
-    pub enum Error {
+    pub(crate) enum Error {
         Full,
     }
 
     #[grid::handler]
-    pub trait Kv {
+    pub(crate) trait Kv {
         async fn put(&self, req: Put) -> Result<Stored, Error>;
     }
 
-    pub struct Server;
+    pub(crate) struct Server;
 
     impl Kv for Server {
         async fn put(&self, req: Put) -> Result<Stored, Error> {
@@ -46,31 +46,31 @@ mod v2 {
     use super::*;
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Put {
-        pub key: String,
-        pub value: u64,
+    pub(crate) struct Put {
+        pub(crate) key: String,
+        pub(crate) value: u64,
         #[serde(default)]
-        pub ttl_secs: Option<u32>,
+        pub(crate) ttl_secs: Option<u32>,
     }
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    pub struct Stored {
-        pub key: String,
+    pub(crate) struct Stored {
+        pub(crate) key: String,
         #[serde(default)]
-        pub version: u64,
+        pub(crate) version: u64,
     }
 
     #[derive(Debug, Serialize, Deserialize)]
-    pub enum Error {
+    pub(crate) enum Error {
         Full,
     }
 
     #[grid::handler]
-    pub trait Kv {
+    pub(crate) trait Kv {
         async fn put(&self, req: Put) -> Result<Stored, Error>;
     }
 
-    pub struct Server;
+    pub(crate) struct Server;
 
     impl Kv for Server {
         async fn put(&self, req: Put) -> Result<Stored, Error> {

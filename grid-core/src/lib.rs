@@ -9,6 +9,8 @@
 pub mod auth;
 pub mod config;
 pub mod conn;
+#[cfg(feature = "hyper")]
+pub mod embed;
 pub mod error;
 pub mod frame;
 pub mod handler;

@@ -502,7 +502,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn ws_config(config: &Config) -> WebSocketConfig {
+pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
     let limits = config.limits();
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_batch))

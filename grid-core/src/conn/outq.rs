@@ -150,6 +150,21 @@ impl OutQueue {
         }
     }
 
+    /// Appends to `batch` whatever is queued now, within the bounds; never waits.
+    pub(crate) fn top_up(&self, batch: &mut Drained, max_bytes: usize, max_frames: usize) {
+        let bytes = max_bytes.saturating_sub(batch.bytes);
+        let frames = max_frames.saturating_sub(batch.frames.len());
+        if bytes == 0 || frames == 0 {
+            return;
+        }
+        if let Some(Some(more)) = self.take(bytes, frames) {
+            // `take` admits one frame past the byte bound when the batch is empty; here the batch
+            // is not, so the bound only loosens by that one frame.
+            batch.bytes += more.bytes;
+            batch.frames.extend(more.frames);
+        }
+    }
+
     /// Takes a batch if there is one: `Some(None)` when closed, `None` when empty.
     fn take(&self, max_bytes: usize, max_frames: usize) -> Option<Option<Drained>> {
         {

@@ -239,6 +239,11 @@ impl Session {
         n
     }
 
+    /// Calls in flight in both directions: a cheap hint of how busy the socket is.
+    pub(crate) fn activity(&self) -> usize {
+        self.calls.lock().len() + self.served.lock().len()
+    }
+
     /// Ends the session: fails every call it started, cancels every handler it serves, drops its
     /// queue. Idempotent; the first reason is kept.
     pub(crate) fn close(&self, reason: String) {
