@@ -3,7 +3,7 @@
 //!
 //! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`),
 //! the typed layer ([`Sender`], [`Receiver`], [`RequestSink`], [`ResponseStream`], [`CallError`])
-//! and the [`handler`] macro.
+//! and the [`handler`](macro@handler) macro.
 
 pub use grid_core::*;
 

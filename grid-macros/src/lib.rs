@@ -1,8 +1,8 @@
 //! The `#[grid::handler]` attribute macro. Use it through the `grid` crate, which documents it;
 //! generated code reaches everything through `::grid::__private`.
 //!
-//! The crate is split like serde_derive: [`ast`] parses the trait into a per-method IR (collecting
-//! every error it meets), [`check`] validates cross-cutting rules, and [`expand`] turns a valid IR
+//! The crate is split like serde_derive: `ast` parses the trait into a per-method IR (collecting
+//! every error it meets), `check` validates cross-cutting rules, and `expand` turns a valid IR
 //! into tokens without validating anything.
 
 mod ast;

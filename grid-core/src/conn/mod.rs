@@ -1,6 +1,6 @@
 //! Connections: the socket tasks of one live session, and the [`Connection`] handle callers use.
 //!
-//! Each live socket runs four tasks, all owned by its [`Session`](session::Session):
+//! Each live socket runs four tasks, all owned by its `Session`:
 //! - the **writer** owns the socket's sink and is the only task that writes; it packs whatever is
 //!   queued into one WebSocket message, control frames first;
 //! - the **reader** owns the socket's stream, decodes each batch and dispatches every frame without
