@@ -19,6 +19,7 @@ pub mod ids;
 pub mod manager;
 pub mod mux;
 pub mod stream;
+pub mod tls;
 
 pub use auth::{Authenticator, HmacAuth};
 pub use config::Config;
@@ -32,5 +33,6 @@ pub use handler::{Context, HandlerSpec};
 pub use manager::{DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
 pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
+pub use tls::TlsConfig;
 
 pub use ids::{HandlerId, MuxId};

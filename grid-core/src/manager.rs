@@ -5,6 +5,9 @@
 //! loop that connects, runs the session until it ends, and redials with jittered exponential
 //! backoff. The accepting side serves the WebSocket upgrade on its listener (or on sockets handed
 //! to [`Manager::accept`]) and installs each authenticated session on the peer it proved to be.
+//!
+//! TLS follows the names' schemes (see [`crate::tls`]): the listener serves TLS when the local
+//! name is `https://`, and a peer is dialed over TLS (`wss://`) when its name is `https://`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,6 +42,7 @@ use crate::handshake::{
 };
 use crate::mux::Role;
 use crate::stream::{HandlerInput, HandlerOutput};
+use crate::tls::{self, TlsConfig};
 
 /// Where a dial should go: the peer's name and the address to reach it at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +73,7 @@ pub struct ManagerBuilder {
     listen: Listen,
     addresses: HashMap<String, String>,
     dialer: Option<DialFn>,
+    tls: Option<TlsConfig>,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -135,16 +140,26 @@ impl ManagerBuilder {
         self
     }
 
-    /// Dials peers through `dialer` instead of plain TCP.
+    /// Dials peers through `dialer` instead of plain TCP. For a peer with an `https://` name,
+    /// TLS still runs on top of the byte stream the dialer returns.
     pub fn dialer(mut self, dialer: DialFn) -> ManagerBuilder {
         self.dialer = Some(dialer);
+        self
+    }
+
+    /// Sets the TLS configuration, required when the local name or any peer's is `https://`.
+    /// The listener serves TLS when the local name is `https://`; peers whose names are
+    /// `https://` are dialed over TLS, whatever the local name. See [`crate::tls`].
+    pub fn tls(mut self, tls: TlsConfig) -> ManagerBuilder {
+        self.tls = Some(tls);
         self
     }
 
     /// Validates the configuration, binds the listener and starts dialing.
     ///
     /// # Errors
-    /// [`Error::Config`] for bad names or settings, [`Error::Io`] when the listener cannot bind.
+    /// [`Error::Config`] for bad names or settings (an `https://` name without
+    /// [`tls`](Self::tls)), [`Error::Io`] when the listener cannot bind.
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is started until the listener is bound.
@@ -153,6 +168,9 @@ impl ManagerBuilder {
             .auth
             .ok_or_else(|| Error::Config("no secret or authenticator given".into()))?;
         address_of(&self.local)?;
+        if is_tls(&self.local) && self.tls.is_none() {
+            return Err(needs_tls(&self.local));
+        }
         let local: Arc<str> = self.local.clone().into();
         let config = Arc::new(self.config);
         let mut peers = HashMap::new();
@@ -161,6 +179,13 @@ impl ManagerBuilder {
                 continue;
             }
             address_of(&p)?;
+            if is_tls(&p) {
+                if self.tls.is_none() {
+                    return Err(needs_tls(&p));
+                }
+                // Its certificate is checked against the host in its name: refuse a bad one now.
+                tls::server_name(&p, &address_of(&p)?)?;
+            }
             let pc = Arc::new(PeerConn::new(
                 local.clone(),
                 p.clone().into(),
@@ -184,6 +209,7 @@ impl ManagerBuilder {
             shutdown: CancellationToken::new(),
             addresses: self.addresses,
             dialer: self.dialer,
+            tls: self.tls,
             tasks: Mutex::new(Vec::new()),
         });
         let mut tasks = Vec::new();
@@ -211,6 +237,7 @@ struct ManagerInner {
     shutdown: CancellationToken,
     addresses: HashMap<String, String>,
     dialer: Option<DialFn>,
+    tls: Option<TlsConfig>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -253,6 +280,7 @@ impl Manager {
             listen: Listen::FromName,
             addresses: HashMap::new(),
             dialer: None,
+            tls: None,
         }
     }
 
@@ -357,7 +385,8 @@ impl Manager {
     }
 
     /// Serves an already-accepted byte stream (a TCP stream from your own listener): performs the
-    /// WebSocket upgrade and the handshake, then runs the connection until it ends.
+    /// WebSocket upgrade and the handshake, then runs the connection until it ends. When the
+    /// local name is `https://`, the TLS handshake comes first (hand over the raw socket).
     ///
     /// # Errors
     /// The upgrade or handshake failure; the connection's later end is not an error.
@@ -369,7 +398,8 @@ impl Manager {
     }
 
     /// Serves a WebSocket that another server (hyper, axum) already upgraded on this manager's
-    /// route. Runs the handshake, then the connection until it ends.
+    /// route. Runs the handshake, then the connection until it ends. TLS, if any, is that
+    /// server's business.
     ///
     /// # Errors
     /// The handshake failure.
@@ -469,17 +499,14 @@ impl Manager {
     }
 }
 
-/// `host:port` from a name like `http://host:port`.
+/// `host:port` from a name like `http://host:port` or `https://host:port`.
 fn address_of(name: &str) -> Result<String, Error> {
-    let rest = if let Some(r) = name.strip_prefix("http://") {
-        r
-    } else if name.starts_with("https://") {
+    let Some(rest) = name
+        .strip_prefix("http://")
+        .or_else(|| name.strip_prefix("https://"))
+    else {
         return Err(Error::Config(format!(
-            "{name}: TLS (https://) names are not supported yet; use http:// names on a trusted network"
-        )));
-    } else {
-        return Err(Error::Config(format!(
-            "{name}: a node name must look like http://host:port"
+            "{name}: a node name must look like http://host:port or https://host:port"
         )));
     };
     let host_port = rest.split('/').next().unwrap_or_default();
@@ -489,6 +516,21 @@ fn address_of(name: &str) -> Result<String, Error> {
         )));
     }
     Ok(host_port.to_owned())
+}
+
+/// True for an `https://` name: its node accepts TLS only.
+fn is_tls(name: &str) -> bool {
+    name.starts_with("https://")
+}
+
+fn needs_tls(name: &str) -> Error {
+    Error::Config(format!(
+        "{name}: https:// names need .tls(...) on the ManagerBuilder"
+    ))
+}
+
+fn tls_failed(what: &str, e: &std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(e.kind(), format!("TLS {what}: {e}")))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -509,8 +551,10 @@ pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_batch))
 }
 
-fn wants_checksum(config: &Config, local: &str) -> bool {
-    config.checksum.unwrap_or(!local.starts_with("https://"))
+/// Whether this side asks for frame checksums on a link; `tls_link` is true when the accepting
+/// node's name is `https://` (TLS already protects integrity).
+fn wants_checksum(config: &Config, tls_link: bool) -> bool {
+    config.checksum.unwrap_or(!tls_link)
 }
 
 async fn send_handshake(ws: &mut Ws, frame: &Frame) -> Result<(), Error> {
@@ -596,15 +640,33 @@ async fn serve_socket(inner: Arc<ManagerInner>, io: BoxedTransport) -> Result<()
             Err(err)
         }
     };
-    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
-        io,
-        check_path,
-        Some(ws_config(&inner.config)),
-    );
+    let tls = match &inner.tls {
+        Some(t) if is_tls(&inner.local) => Some(t.acceptor()),
+        _ => None,
+    };
+    let upgrade = async {
+        let io = match tls {
+            Some(acceptor) => Box::new(
+                acceptor
+                    .accept(io)
+                    .await
+                    .map_err(|e| tls_failed("accept failed", &e))?,
+            ) as BoxedTransport,
+            None => io,
+        };
+        tokio_tungstenite::accept_hdr_async_with_config(
+            io,
+            check_path,
+            Some(ws_config(&inner.config)),
+        )
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))
+    };
+    // One deadline for the TLS handshake and the upgrade: a peer that connects and stalls in
+    // either costs a task for at most this long.
     let ws = tokio::time::timeout(inner.config.handshake_timeout, upgrade)
         .await
-        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
     serve_upgraded(inner, ws).await
 }
 
@@ -650,7 +712,7 @@ async fn accept_handshake(inner: &ManagerInner, ws: &mut Ws) -> Result<PeerInfo,
         local: inner.local.to_string(),
         instance: inner.instance,
         nonce: random_nonce()?,
-        checksum: wants_checksum(&inner.config, &inner.local),
+        checksum: wants_checksum(&inner.config, is_tls(&inner.local)),
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
@@ -716,24 +778,46 @@ async fn dial_once(inner: &ManagerInner, pc: &PeerConn) -> Result<(Arc<Session>,
         Some(a) => a.clone(),
         None => address_of(&pc.peer)?,
     };
+    // TLS when the peer's name says https://; its certificate must be valid for the host in that
+    // name, wherever `address` points.
+    let tls = if is_tls(&pc.peer) {
+        let tls = inner.tls.as_ref().ok_or_else(|| needs_tls(&pc.peer))?;
+        Some((
+            tls.connector(),
+            tls::server_name(&pc.peer, &address_of(&pc.peer)?)?,
+        ))
+    } else {
+        None
+    };
     let target = DialTarget {
         peer: pc.peer.to_string(),
         address: address.clone(),
     };
     let connect = async {
-        match &inner.dialer {
-            Some(d) => d(target).await,
+        let io = match &inner.dialer {
+            Some(d) => d(target).await?,
             None => {
                 let tcp = TcpStream::connect(address.as_str()).await?;
                 tcp.set_nodelay(true)?;
-                Ok(Box::new(tcp) as BoxedTransport)
+                Box::new(tcp) as BoxedTransport
             }
+        };
+        match tls {
+            Some((connector, name)) => {
+                let io = connector
+                    .connect(name, io)
+                    .await
+                    .map_err(|e| tls_failed("handshake failed", &e))?;
+                Ok::<_, Error>(Box::new(io) as BoxedTransport)
+            }
+            None => Ok(io),
         }
     };
     let io = tokio::time::timeout(cfg.dial_timeout, connect)
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    let url = format!("ws://{address}{}", cfg.route);
+    let scheme = if is_tls(&pc.peer) { "wss" } else { "ws" };
+    let url = format!("{scheme}://{address}{}", cfg.route);
     let handshake = async {
         let (mut ws, _) =
             tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(ws_config(cfg)))
@@ -768,7 +852,7 @@ async fn dial_handshake(inner: &ManagerInner, peer: &str, ws: &mut Ws) -> Result
         instance: inner.instance,
         nonce: random_nonce()?,
         now_ms: now_ms(),
-        checksum: wants_checksum(&inner.config, &inner.local),
+        checksum: wants_checksum(&inner.config, is_tls(peer)),
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
@@ -799,9 +883,47 @@ mod tests {
         );
         assert!(matches!(address_of("10.0.0.1:9000"), Err(Error::Config(_))));
         assert!(matches!(address_of("http://node1"), Err(Error::Config(_))));
-        assert!(matches!(
-            address_of("https://node1:1"),
-            Err(Error::Config(_))
-        ));
+        assert_eq!(
+            address_of("https://node1:1").ok().as_deref(),
+            Some("node1:1")
+        );
+        assert!(matches!(address_of("https://node1"), Err(Error::Config(_))));
+        assert!(matches!(address_of("ftp://node1:1"), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn checksums_follow_the_link() {
+        let mut config = Config::default();
+        assert!(wants_checksum(&config, false));
+        assert!(!wants_checksum(&config, true));
+        config.checksum = Some(true);
+        assert!(wants_checksum(&config, true));
+        config.checksum = Some(false);
+        assert!(!wants_checksum(&config, false));
+    }
+
+    #[tokio::test]
+    async fn https_names_need_tls() {
+        let err = Manager::builder("https://127.0.0.1:1")
+            .secret("s")
+            .no_listener()
+            .start()
+            .await
+            .err();
+        assert!(
+            matches!(&err, Some(Error::Config(m)) if m.contains(".tls(")),
+            "{err:?}"
+        );
+        let err = Manager::builder("http://127.0.0.1:1")
+            .peers(["https://127.0.0.1:2"])
+            .secret("s")
+            .no_listener()
+            .start()
+            .await
+            .err();
+        assert!(
+            matches!(&err, Some(Error::Config(m)) if m.contains(".tls(")),
+            "{err:?}"
+        );
     }
 }

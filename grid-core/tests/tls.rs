@@ -1,0 +1,530 @@
+//! TLS (`https://` names) over real loopback sockets, with certificates made at test time.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use grid_core::{
+    BoxedTransport, Config, DialFn, DialTarget, Error, HandlerSpec, Manager, RemoteError, TlsConfig,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+const ECHO: HandlerSpec = HandlerSpec::named("Tls.echo");
+
+/// A bounded wait that fails loudly.
+const WAIT: Duration = Duration::from_secs(10);
+
+// --- certificates ---------------------------------------------------------------------------
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A node certificate signed by `ca`, valid for `hosts`: (certificate PEM, private key PEM).
+fn leaf(ca: &Ca, hosts: &[&str]) -> (String, String) {
+    let mut params =
+        CertificateParams::new(hosts.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, hosts[0]);
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// TLS for a node on loopback: a leaf from `signer`, trusting `trusted`.
+fn node_tls(signer: &Ca, trusted: &Ca, mutual: bool) -> TlsConfig {
+    let (cert, key) = leaf(signer, &["localhost", "127.0.0.1"]);
+    if mutual {
+        TlsConfig::from_pem_mutual(cert.as_bytes(), key.as_bytes(), trusted.pem.as_bytes())
+    } else {
+        TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), trusted.pem.as_bytes())
+    }
+    .unwrap()
+}
+
+// --- nodes ----------------------------------------------------------------------------------
+
+fn test_config() -> Config {
+    Config {
+        ping_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(3),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+/// Free loopback ports (bound, read, released).
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+async fn start(
+    name: &str,
+    peers: &[String],
+    tls: Option<TlsConfig>,
+    config: Config,
+) -> Result<Manager, Error> {
+    let mut b = Manager::builder(name)
+        .peers(peers.iter().cloned())
+        .secret("test-secret")
+        .config(config);
+    if let Some(t) = tls {
+        b = b.tls(t);
+    }
+    let m = b.start().await?;
+    m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })?;
+    Ok(m)
+}
+
+/// Starts two nodes named `names`, with TLS settings `tls_a` and `tls_b`.
+async fn pair(
+    names: &[String],
+    tls_a: TlsConfig,
+    tls_b: TlsConfig,
+    config: Config,
+) -> (Manager, Manager) {
+    let a = start(&names[0], names, Some(tls_a), config.clone())
+        .await
+        .unwrap();
+    let b = start(&names[1], names, Some(tls_b), config).await.unwrap();
+    (a, b)
+}
+
+async fn echo_both_ways(a: &Manager, b: &Manager) {
+    for (from, to) in [(a, b), (b, a)] {
+        let conn = from.connection(to.name()).unwrap();
+        let payload = Bytes::from(format!("hello from {}", from.name()));
+        let resp = tokio::time::timeout(WAIT, conn.request(ECHO.id, payload.clone()))
+            .await
+            .expect("echo timed out")
+            .unwrap();
+        assert_eq!(resp, payload);
+        // Several TLS records' worth.
+        let big = Bytes::from((0..300_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let resp = tokio::time::timeout(WAIT, conn.request(ECHO.id, big.clone()))
+            .await
+            .expect("large echo timed out")
+            .unwrap();
+        assert_eq!(resp, big);
+    }
+}
+
+// --- captured logs --------------------------------------------------------------------------
+
+#[derive(Clone)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every log line of this test binary so far (a global subscriber, installed once).
+fn logs() -> String {
+    static LOGS: OnceLock<Logs> = OnceLock::new();
+    let logs = LOGS.get_or_init(|| {
+        let logs = Logs(Arc::new(Mutex::new(Vec::new())));
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .init();
+        logs
+    });
+    String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned()
+}
+
+/// Waits (bounded) until a log line holds every one of `needles`; fails loudly with the logs.
+async fn wait_for_log(needles: &[&str]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let all = logs();
+        if all
+            .lines()
+            .any(|line| needles.iter().all(|n| line.contains(n)))
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line with {needles:?}; logs:\n{all}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// --- tests ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_nodes_call_each_other() {
+    let ca = ca("grid test CA");
+    let names: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let (a, b) = pair(
+        &names,
+        node_tls(&ca, &ca, false),
+        node_tls(&ca, &ca, false),
+        test_config(),
+    )
+    .await;
+    a.wait_for_peers(WAIT).await.unwrap();
+    b.wait_for_peers(WAIT).await.unwrap();
+    echo_both_ways(&a, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_nodes_call_each_other() {
+    let ca = ca("grid test CA");
+    let names: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let (a, b) = pair(
+        &names,
+        node_tls(&ca, &ca, true),
+        node_tls(&ca, &ca, true),
+        test_config(),
+    )
+    .await;
+    a.wait_for_peers(WAIT).await.unwrap();
+    b.wait_for_peers(WAIT).await.unwrap();
+    echo_both_ways(&a, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// The certificate is checked against the host in the peer's name (`localhost`), not against
+/// the address it is reached at (`127.0.0.1`, which the certificate does not cover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_name_comes_from_the_peer_name() {
+    let ca = ca("grid test CA");
+    let ports = free_ports(2);
+    let names: Vec<String> = ports
+        .iter()
+        .map(|p| format!("https://localhost:{p}"))
+        .collect();
+    let mut nodes = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let (cert, key) = leaf(&ca, &["localhost"]);
+        let tls = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), ca.pem.as_bytes()).unwrap();
+        let other = 1 - i;
+        let m = Manager::builder(name.clone())
+            .peers(names.clone())
+            .secret("test-secret")
+            .config(test_config())
+            .listen(format!("127.0.0.1:{}", ports[i]))
+            .peer_address(names[other].clone(), format!("127.0.0.1:{}", ports[other]))
+            .tls(tls)
+            .start()
+            .await
+            .unwrap();
+        m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
+            .unwrap();
+        nodes.push(m);
+    }
+    for m in &nodes {
+        m.wait_for_peers(WAIT).await.unwrap();
+    }
+    echo_both_ways(&nodes[0], &nodes[1]).await;
+    for m in &nodes {
+        m.shutdown().await;
+    }
+}
+
+/// TLS runs on top of whatever byte stream a custom dialer returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_runs_over_a_custom_dialer() {
+    let ca = ca("grid test CA");
+    let names: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let mut nodes = Vec::new();
+    for name in &names {
+        let counter = dials.clone();
+        let dialer: DialFn = Arc::new(move |target: DialTarget| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                let tcp = tokio::net::TcpStream::connect(target.address).await?;
+                Ok(Box::new(tcp) as BoxedTransport)
+            })
+        });
+        let m = Manager::builder(name.clone())
+            .peers(names.clone())
+            .secret("test-secret")
+            .config(test_config())
+            .dialer(dialer)
+            .tls(node_tls(&ca, &ca, false))
+            .start()
+            .await
+            .unwrap();
+        m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
+            .unwrap();
+        nodes.push(m);
+    }
+    for m in &nodes {
+        m.wait_for_peers(WAIT).await.unwrap();
+    }
+    assert!(dials.load(Ordering::SeqCst) >= 1);
+    echo_both_ways(&nodes[0], &nodes[1]).await;
+    for m in &nodes {
+        m.shutdown().await;
+    }
+}
+
+/// An `http://` node and an `https://` node: each link follows the accepting node's scheme.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_http_and_https_nodes() {
+    let ca = ca("grid test CA");
+    let ports = free_ports(2);
+    let names = vec![
+        format!("http://127.0.0.1:{}", ports[0]),
+        format!("https://127.0.0.1:{}", ports[1]),
+    ];
+    let (a, b) = pair(
+        &names,
+        node_tls(&ca, &ca, false),
+        node_tls(&ca, &ca, false),
+        test_config(),
+    )
+    .await;
+    a.wait_for_peers(WAIT).await.unwrap();
+    b.wait_for_peers(WAIT).await.unwrap();
+    echo_both_ways(&a, &b).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Bytes the caller writes for one small unary call on a fresh two-node cluster.
+async fn request_bytes(scheme: &str, checksum: Option<bool>) -> u64 {
+    let ca = ca("grid test CA");
+    let names: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("{scheme}://127.0.0.1:{p}"))
+        .collect();
+    // No pings during the measurement.
+    let config = Config {
+        ping_interval: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(240),
+        checksum,
+        ..test_config()
+    };
+    let (a, b) = pair(
+        &names,
+        node_tls(&ca, &ca, false),
+        node_tls(&ca, &ca, false),
+        config,
+    )
+    .await;
+    a.wait_for_peers(WAIT).await.unwrap();
+    b.wait_for_peers(WAIT).await.unwrap();
+    let conn = a.connection(b.name()).unwrap();
+    // Settle anything sent on connect.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = conn.stats();
+    let resp = tokio::time::timeout(WAIT, conn.request(ECHO.id, Bytes::from_static(b"x")))
+        .await
+        .expect("echo timed out")
+        .unwrap();
+    assert_eq!(&resp[..], b"x");
+    let after = conn.stats();
+    assert_eq!(
+        after.frames_out - before.frames_out,
+        1,
+        "one request frame expected: {before:?} -> {after:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    after.bytes_out - before.bytes_out
+}
+
+/// Checksums are off by default on TLS links: the request frame carries no 4-byte CRC trailer,
+/// unlike the same frame with checksums forced on, and like the same frame with them forced off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_are_off_on_tls_links() {
+    let tls_default = request_bytes("https", None).await;
+    let tls_forced_on = request_bytes("https", Some(true)).await;
+    let tls_forced_off = request_bytes("https", Some(false)).await;
+    let plain_default = request_bytes("http", None).await;
+    assert_eq!(tls_forced_on, tls_default + 4, "TLS link sent a checksum");
+    assert_eq!(tls_forced_off, tls_default);
+    // And on by default on a plain link, so the measurement sees what it claims to.
+    assert_eq!(plain_default, tls_default + 4);
+}
+
+/// A node whose certificate is signed by another CA never connects, and both sides log why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    let _ = logs();
+    let ca1 = ca("grid test CA");
+    let ca2 = ca("some other CA");
+    let names: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    // The intruder trusts nothing but its own CA: whichever side dials rejects the other.
+    let (a, b) = pair(
+        &names,
+        node_tls(&ca1, &ca1, false),
+        node_tls(&ca2, &ca2, false),
+        test_config(),
+    )
+    .await;
+    for (m, peer) in [(&a, &b), (&b, &a)] {
+        let err = m
+            .connection(peer.name())
+            .unwrap()
+            .wait_for_connect(Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(err, Err(Error::NotConnected { .. })),
+            "{} connected to {}: {err:?}",
+            m.name(),
+            peer.name()
+        );
+    }
+    let calls = a
+        .connection(b.name())
+        .unwrap()
+        .request(ECHO.id, Bytes::from_static(b"x"))
+        .await;
+    assert!(
+        matches!(calls, Err(Error::NotConnected { .. })),
+        "{calls:?}"
+    );
+    // The dialer says the TLS handshake failed on the certificate; the acceptor refused it too.
+    wait_for_log(&["cannot connect", "TLS handshake failed", "UnknownIssuer"]).await;
+    wait_for_log(&["incoming connection refused", "TLS accept failed"]).await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// With mutual TLS the dialer must present a certificate from the cluster CA too: a node that
+/// trusts the cluster CA but holds a certificate from another one is refused whichever side
+/// dials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_a_client_from_another_ca() {
+    let ca1 = ca("grid test CA");
+    let ca2 = ca("some other CA");
+    let names: Vec<String> = free_ports(2)
+        .iter()
+        .map(|p| format!("https://127.0.0.1:{p}"))
+        .collect();
+    let (a, b) = pair(
+        &names,
+        node_tls(&ca1, &ca1, true),
+        node_tls(&ca2, &ca1, true),
+        test_config(),
+    )
+    .await;
+    for (m, peer) in [(&a, &b), (&b, &a)] {
+        let err = m
+            .connection(peer.name())
+            .unwrap()
+            .wait_for_connect(Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(err, Err(Error::NotConnected { .. })),
+            "{} connected to {}: {err:?}",
+            m.name(),
+            peer.name()
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn https_names_without_tls_are_a_config_error() {
+    let ports = free_ports(2);
+    let https = format!("https://127.0.0.1:{}", ports[0]);
+    let http = format!("http://127.0.0.1:{}", ports[1]);
+    // Local name https://.
+    let err = start(&https, std::slice::from_ref(&http), None, test_config()).await;
+    assert!(
+        matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
+        "{err:?}"
+    );
+    // A peer's name https://.
+    let err = start(&http, std::slice::from_ref(&https), None, test_config()).await;
+    assert!(
+        matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_host_in_an_https_name_is_a_config_error() {
+    let ca = ca("grid test CA");
+    let port = free_ports(1)[0];
+    let err = start(
+        &format!("https://127.0.0.1:{port}"),
+        &["https://bad_host!:1".to_owned()],
+        Some(node_tls(&ca, &ca, false)),
+        test_config(),
+    )
+    .await;
+    assert!(
+        matches!(&err, Err(Error::Config(m)) if m.contains("not a valid TLS server name")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn bad_pem_is_a_config_error() {
+    let ca = ca("grid test CA");
+    let (cert, key) = leaf(&ca, &["localhost"]);
+    for (c, k, r) in [
+        ("", key.as_str(), ca.pem.as_str()),
+        (cert.as_str(), "", ca.pem.as_str()),
+        (cert.as_str(), key.as_str(), ""),
+        (cert.as_str(), cert.as_str(), ca.pem.as_str()),
+    ] {
+        let err = TlsConfig::from_pem(c.as_bytes(), k.as_bytes(), r.as_bytes());
+        assert!(matches!(err, Err(Error::Config(_))), "{err:?}");
+    }
+    // A key that does not match the certificate.
+    let (_, other_key) = leaf(&ca, &["localhost"]);
+    let err = TlsConfig::from_pem(cert.as_bytes(), other_key.as_bytes(), ca.pem.as_bytes());
+    assert!(matches!(err, Err(Error::Config(_))), "{err:?}");
+}
