@@ -699,8 +699,11 @@ async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Erro
         inner.config.clone(),
         inner.registry.clone(),
         pc.stats.clone(),
+        info.max_payload,
     );
-    pc.install(session.clone());
+    if !pc.install(session.clone()) {
+        return Err(Error::Shutdown);
+    }
     run_session(session.clone(), ws).await;
     pc.uninstall(&session);
     debug!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "connection ended");
@@ -745,7 +748,9 @@ async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
                 backoff = cfg.reconnect_min;
                 last_error.clear();
                 info!(local = %inner.local, peer = %pc.peer, "connected");
-                pc.install(session.clone());
+                if !pc.install(session.clone()) {
+                    return;
+                }
                 // Not raced against shutdown: `Manager::shutdown` finds the installed session,
                 // sends its go-away and closes it, which ends `run_session`. (Racing here used
                 // to uninstall the session first, so shutdown never closed it and its socket
@@ -841,6 +846,7 @@ async fn dial_once(inner: &ManagerInner, pc: &PeerConn) -> Result<(Arc<Session>,
         cfg.clone(),
         inner.registry.clone(),
         pc.stats.clone(),
+        info.max_payload,
     );
     Ok((session, ws))
 }

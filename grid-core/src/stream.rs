@@ -117,7 +117,7 @@ async fn send_item<M: Machine>(
 }
 
 fn too_large(session: &Session, len: usize) -> Result<(), Error> {
-    let limit = session.config.max_payload;
+    let limit = session.max_payload();
     if len > limit {
         return Err(Error::PayloadTooLarge { len, limit });
     }
@@ -178,7 +178,7 @@ impl StreamReceiver {
     pub fn cancel(&mut self) {
         let mut slot = self.shared.lock();
         if let Some(f) = slot.machine.cancel() {
-            self.session.send_control(&f);
+            self.session.cancel_call(&f);
         }
         slot.wake();
         drop(slot);
@@ -222,7 +222,7 @@ impl Drop for StreamReceiver {
     fn drop(&mut self) {
         let mut slot = self.shared.lock();
         if let Some(f) = slot.machine.cancel() {
-            self.session.send_control(&f);
+            self.session.cancel_call(&f);
         }
         let mux = slot.machine.mux();
         slot.wake();

@@ -70,6 +70,8 @@ pub(crate) struct PeerConn {
     pub(crate) config: Arc<Config>,
     pub(crate) current: RwLock<Option<Arc<Session>>>,
     pub(crate) state: watch::Sender<ConnState>,
+    /// Why the last session ended.
+    last_reason: parking_lot::Mutex<Option<String>>,
     pub(crate) stats: Arc<ConnStats>,
 }
 
@@ -90,6 +92,7 @@ impl PeerConn {
             config,
             current: RwLock::new(None),
             state: watch::channel(ConnState::Disconnected).0,
+            last_reason: parking_lot::Mutex::new(None),
             stats: Arc::new(ConnStats::default()),
         }
     }
@@ -98,18 +101,33 @@ impl PeerConn {
         self.current.read().clone().filter(|s| !s.is_closed())
     }
 
-    /// Makes `session` the live one, closing any previous session first.
-    pub(crate) fn install(&self, session: Arc<Session>) {
-        let old = self.current.write().replace(session);
+    /// Makes `session` the live one, closing any previous session first. Refuses (and closes
+    /// `session`) once the manager shut down, so a dial that finishes late cannot revive it.
+    pub(crate) fn install(&self, session: Arc<Session>) -> bool {
+        let mut cur = self.current.write();
+        if *self.state.borrow() == ConnState::Shutdown {
+            drop(cur);
+            session.close_as(
+                "the manager shut down".into(),
+                crate::mux::CancelCause::ShuttingDown,
+            );
+            return false;
+        }
+        let old = cur.replace(session);
+        drop(cur);
         if let Some(old) = old {
             old.close("replaced by a new connection".into());
         }
         ConnStats::add(&self.stats.connects, 1);
         self.state.send_replace(ConnState::Connected);
+        true
     }
 
     /// Clears `session` if it is still the live one.
     pub(crate) fn uninstall(&self, session: &Arc<Session>) {
+        if let Some(reason) = session.close_reason() {
+            *self.last_reason.lock() = Some(reason);
+        }
         let mut cur = self.current.write();
         if cur.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
             *cur = None;
@@ -133,23 +151,28 @@ pub(crate) async fn run_session(session: Arc<Session>, ws: Ws) {
     watchdog.inbound();
     // Aborted on return *and* when this future is dropped (a supervisor that stops waiting must
     // not leave a detached reader, writer and keepalive running an orphan socket).
-    let _tasks = AbortOnDrop([
-        tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
-        tokio::spawn(read_loop(session.clone(), stream, watchdog.clone())),
-        tokio::spawn(timer_loop(session.clone())),
-        tokio::spawn(keepalive_loop(session.clone(), watchdog)),
-    ]);
+    let _tasks = AbortOnDrop(
+        [
+            tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
+            tokio::spawn(read_loop(session.clone(), stream, watchdog.clone())),
+            tokio::spawn(timer_loop(session.clone())),
+            tokio::spawn(keepalive_loop(session.clone(), watchdog)),
+        ],
+        session.clone(),
+    );
     session.closed().await;
 }
 
-/// Aborts the tasks of one session when dropped.
-struct AbortOnDrop([tokio::task::JoinHandle<()>; 4]);
+/// Aborts the tasks of one session when dropped, and closes the session: a session whose tasks
+/// are gone must not look usable (its calls would wait for a writer that no longer exists).
+struct AbortOnDrop([tokio::task::JoinHandle<()>; 4], Arc<Session>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         for t in &self.0 {
             t.abort();
         }
+        self.1.close("the session's driver stopped".into());
     }
 }
 
@@ -228,6 +251,9 @@ async fn read_loop(
         };
         let now = Instant::now();
         for frame in decoder {
+            if session.is_closed() {
+                return;
+            }
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => return session.close(format!("protocol violation: {e}")),
@@ -418,13 +444,21 @@ impl Connection {
     pub async fn wait_for_connect(&self, timeout: Duration) -> Result<(), Error> {
         let mut rx = self.inner.state.subscribe();
         let wait = async {
-            rx.wait_for(|s| *s != ConnState::Disconnected)
-                .await
-                .map(|s| *s)
+            loop {
+                // The state says Connected a moment longer than the session lives (until its
+                // supervisor notices the close), so the live session is what counts.
+                if self.inner.session().is_some() {
+                    return Ok(());
+                }
+                if *rx.borrow_and_update() == ConnState::Shutdown {
+                    return Err(Error::Shutdown);
+                }
+                // Wake on the next state change, or re-check shortly for a session closing.
+                let _ = tokio::time::timeout(Duration::from_millis(5), rx.changed()).await;
+            }
         };
         match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(ConnState::Connected)) => Ok(()),
-            Ok(_) => Err(Error::Shutdown),
+            Ok(r) => r,
             Err(_) => Err(Error::NotConnected {
                 peer: self.peer().to_owned(),
             }),
@@ -458,8 +492,9 @@ impl Connection {
         }
     }
 
-    fn check_size(&self, len: usize) -> Result<(), Error> {
-        let limit = self.inner.config.max_payload;
+    /// Refuses a payload over our limit, or (once a session is known) over the peer's.
+    fn check_size(&self, len: usize, session: Option<&Session>) -> Result<(), Error> {
+        let limit = session.map_or(self.inner.config.max_payload, Session::max_payload);
         if len > limit {
             return Err(Error::PayloadTooLarge { len, limit });
         }
@@ -493,7 +528,7 @@ impl Connection {
         payload: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
-        self.check_size(payload.len())?;
+        self.check_size(payload.len(), None)?;
         let timeout = opts.timeout.unwrap_or(self.inner.config.default_timeout);
         // Reading the clock costs a syscall on some VMs: only when the call had to wait.
         let (session, remaining) = match self.inner.session() {
@@ -509,6 +544,7 @@ impl Connection {
         if remaining.is_zero() {
             return Err(Error::Deadline);
         }
+        self.check_size(payload.len(), Some(&session))?;
         let (mux, rx) = session.register_unary().map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
         })?;
@@ -519,11 +555,13 @@ impl Connection {
         };
         let frame = UnaryCaller::request(mux, self.route(handler), Some(payload), Some(remaining));
         let result = tokio::time::timeout(remaining, async {
-            session
-                .send_data(&frame)
-                .await
-                .map_err(|_| MuxError::Disconnected)?;
-            rx.await.unwrap_or(Err(MuxError::Disconnected))
+            if session.send_data(&frame).await.is_err() {
+                // Nothing was sent: the link went down before the request could be queued.
+                return Err(None);
+            }
+            rx.await
+                .unwrap_or(Err(MuxError::Disconnected))
+                .map_err(Some)
         })
         .await;
         let result = match result {
@@ -534,17 +572,29 @@ impl Connection {
             Err(_) => {
                 guard.armed = false;
                 if session.forget_unary(mux) {
-                    session.send_control(&Frame::Cancel {
+                    session.cancel_call(&Frame::Cancel {
                         mux,
                         reason: crate::frame::CancelReason::Deadline,
                     });
                 }
-                Err(MuxError::Deadline)
+                Err(Some(MuxError::Deadline))
             }
         };
-        result
-            .map(Option::unwrap_or_default)
-            .map_err(|e| Error::from_mux(e, self.peer(), handler, self.subroute_str().as_deref()))
+        match result {
+            Ok(p) => Ok(p.unwrap_or_default()),
+            Err(None) => {
+                session.forget_unary(mux);
+                Err(Error::NotConnected {
+                    peer: self.peer().to_owned(),
+                })
+            }
+            Err(Some(e)) => Err(Error::from_mux(
+                e,
+                self.peer(),
+                handler,
+                self.subroute_str().as_deref(),
+            )),
+        }
     }
 
     /// Opens a stream to `handler` with an initial payload.
@@ -561,11 +611,12 @@ impl Connection {
         payload: Bytes,
         opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
-        self.check_size(payload.len())?;
+        self.check_size(payload.len(), None)?;
         let wait = opts
             .wait_for_connect
             .then(|| opts.timeout.unwrap_or(self.inner.config.default_timeout));
         let session = self.live_session(wait).await?;
+        self.check_size(payload.len(), Some(&session))?;
         session.data_room().await.map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
         })?;
@@ -619,11 +670,13 @@ impl Connection {
 
     /// Why the last session ended, if one did.
     pub fn last_close_reason(&self) -> Option<String> {
-        self.inner
+        let live = self
+            .inner
             .current
             .read()
             .as_ref()
-            .and_then(|s| s.close_reason())
+            .and_then(|s| s.close_reason());
+        live.or_else(|| self.inner.last_reason.lock().clone())
     }
 
     /// Closes the live socket (for tests and fault injection); the dialing side reconnects.
@@ -645,7 +698,7 @@ impl Drop for UnaryGuard<'_> {
     fn drop(&mut self) {
         if self.armed && self.session.forget_unary(self.mux) {
             debug!(mux = ?self.mux, "unary call dropped: cancelling on the callee");
-            self.session.send_control(&Frame::Cancel {
+            self.session.cancel_call(&Frame::Cancel {
                 mux: self.mux,
                 reason: crate::frame::CancelReason::CallerGaveUp,
             });

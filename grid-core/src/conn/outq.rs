@@ -33,7 +33,9 @@ pub(crate) enum QueueError {
 #[derive(Debug, Default)]
 struct Lanes {
     control: VecDeque<Bytes>,
-    data: VecDeque<Bytes>,
+    /// Data frames, each tagged with the mux id of a `Request`/`Open` (0 for any other frame) so
+    /// that a call given up before it was sent can be taken back.
+    data: VecDeque<(u32, Bytes)>,
     data_bytes: usize,
     closed: bool,
 }
@@ -117,16 +119,43 @@ impl OutQueue {
     /// then build and push the frame in one synchronous step, so a frame whose sequence number is
     /// taken is never lost to a dropped future; the lane may overshoot its bound by one frame per
     /// producer.
-    pub(crate) fn push_data_unbounded(&self, frame: Bytes) -> Result<(), QueueError> {
+    pub(crate) fn push_data_unbounded(&self, frame: Bytes, tag: u32) -> Result<(), QueueError> {
         let mut lanes = self.lanes.lock();
         if lanes.closed {
             return Err(QueueError::Closed);
         }
         lanes.data_bytes += frame.len();
-        lanes.data.push_back(frame);
+        lanes.data.push_back((tag, frame));
         drop(lanes);
         self.writer.notify_one();
         Ok(())
+    }
+
+    /// Queues a frame in the data lane from a task that must not wait (the reader, a timer): it
+    /// goes after the frames already queued for its mux. Refused with `Stuck` once the lane holds
+    /// twice its bound, so a peer that makes us answer but never reads cannot grow it forever.
+    pub(crate) fn push_data_nowait(&self, frame: Bytes) -> Result<(), QueueError> {
+        {
+            let lanes = self.lanes.lock();
+            if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) {
+                return Err(QueueError::Stuck);
+            }
+        }
+        self.push_data_unbounded(frame, 0)
+    }
+
+    /// Takes back the queued `Request`/`Open` of `mux`, if the writer has not taken it yet. When
+    /// this returns false the frame was written (or never queued), so a `Cancel` queued now can
+    /// only travel after it.
+    pub(crate) fn retract(&self, mux: u32) -> bool {
+        let mut lanes = self.lanes.lock();
+        let Some(pos) = lanes.data.iter().position(|(tag, _)| *tag == mux) else {
+            return false;
+        };
+        if let Some((_, f)) = lanes.data.remove(pos) {
+            lanes.data_bytes -= f.len();
+        }
+        true
     }
 
     /// Waits until there is something to write, then takes control frames first and data frames
@@ -186,13 +215,13 @@ impl OutQueue {
                     }
                     let mut took_data = false;
                     while out.frames.len() < max_frames {
-                        let Some(next) = lanes.data.front() else {
+                        let Some((_, next)) = lanes.data.front() else {
                             break;
                         };
                         if !out.frames.is_empty() && out.bytes + next.len() > max_bytes {
                             break;
                         }
-                        let Some(f) = lanes.data.pop_front() else {
+                        let Some((_, f)) = lanes.data.pop_front() else {
                             break;
                         };
                         lanes.data_bytes -= f.len();
@@ -248,8 +277,8 @@ mod tests {
     #[tokio::test]
     async fn control_goes_first_and_data_is_packed() {
         let q = OutQueue::new(1000, 10);
-        q.push_data_unbounded(b(10)).expect("open");
-        q.push_data_unbounded(b(20)).expect("open");
+        q.push_data_unbounded(b(10), 0).expect("open");
+        q.push_data_unbounded(b(20), 0).expect("open");
         q.push_control(b(1)).expect("room");
         let d = q.drain(1 << 20, 1024).await.expect("open");
         let lens: Vec<usize> = d.frames.iter().map(Bytes::len).collect();
@@ -259,7 +288,7 @@ mod tests {
     #[tokio::test]
     async fn producers_wait_for_room_until_the_writer_drains() {
         let q = std::sync::Arc::new(OutQueue::new(100, 10));
-        q.push_data_unbounded(b(500))
+        q.push_data_unbounded(b(500), 0)
             .expect("a large frame goes alone");
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.wait_room().await });
@@ -274,6 +303,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_queued_call_can_be_taken_back_until_the_writer_takes_it() {
+        let q = OutQueue::new(1000, 10);
+        q.push_data_unbounded(b(10), 3).expect("open");
+        q.push_data_unbounded(b(20), 5).expect("open");
+        assert!(q.retract(3), "still queued");
+        assert!(!q.retract(3), "already taken back");
+        let d = q.drain(1 << 20, 1024).await.expect("open");
+        assert_eq!(
+            d.frames.iter().map(Bytes::len).collect::<Vec<_>>(),
+            vec![20]
+        );
+        assert!(!q.retract(5), "written: a cancel must follow instead");
+    }
+
+    #[tokio::test]
     async fn control_lane_overflow_reports_stuck() {
         let q = OutQueue::new(100, 2);
         q.push_control(b(1)).expect("room");
@@ -284,7 +328,7 @@ mod tests {
     #[tokio::test]
     async fn close_drops_everything_and_wakes_waiters() {
         let q = std::sync::Arc::new(OutQueue::new(10, 10));
-        q.push_data_unbounded(b(10)).expect("open");
+        q.push_data_unbounded(b(10), 0).expect("open");
         let q2 = q.clone();
         let waiter = tokio::spawn(async move { q2.wait_room().await });
         tokio::task::yield_now().await;
@@ -302,7 +346,7 @@ mod tests {
     async fn batches_respect_byte_and_frame_bounds() {
         let q = OutQueue::new(1 << 20, 10);
         for _ in 0..10 {
-            q.push_data_unbounded(b(100)).expect("open");
+            q.push_data_unbounded(b(100), 0).expect("open");
         }
         assert_eq!(q.drain(250, 1024).await.expect("open").frames.len(), 2);
         assert_eq!(q.drain(1 << 20, 3).await.expect("open").frames.len(), 3);

@@ -106,6 +106,7 @@ pub(crate) struct Session {
     pub(crate) peer: Arc<str>,
     pub(crate) role: Role,
     checksum: bool,
+    max_payload: usize,
     pub(crate) config: Arc<Config>,
     pub(crate) out: OutQueue,
     registry: Arc<Registry>,
@@ -132,12 +133,18 @@ impl Session {
         config: Arc<Config>,
         registry: Arc<Registry>,
         stats: Arc<ConnStats>,
+        peer_max_payload: u64,
     ) -> Arc<Session> {
+        // Sending more than the peer accepts would make it drop the whole connection.
+        let max_payload = usize::try_from(peer_max_payload)
+            .unwrap_or(usize::MAX)
+            .min(config.max_payload);
         Arc::new(Session {
             id: fastrand::u32(..),
             peer,
             role,
             checksum,
+            max_payload,
             out: OutQueue::new(config.max_queued_bytes, config.max_queued_control),
             config,
             registry,
@@ -162,9 +169,19 @@ impl Session {
         buf.freeze()
     }
 
-    /// Queues a control frame; a stuck peer closes the session.
+    /// Queues a frame without waiting; a stuck peer closes the session.
+    ///
+    /// Frames that *end* a mux on the callee's side (`End`, `Error`) go in the data lane, behind
+    /// the messages already queued for that mux, so a clean end or an error can never overtake
+    /// the data before it (MinIO lost stream tails exactly that way, 40fb337 / 02a67cb). Everything
+    /// else (credits, pings, pongs, acks, cancels) goes in the control lane, ahead of bulk data.
     pub(crate) fn send_control(&self, frame: &Frame) {
-        match self.out.push_control(self.encode(frame)) {
+        let bytes = self.encode(frame);
+        let queued = match frame {
+            Frame::End { .. } | Frame::Error { .. } => self.out.push_data_nowait(bytes),
+            _ => self.out.push_control(bytes),
+        };
+        match queued {
             Ok(()) => {}
             Err(QueueError::Closed) => {}
             Err(QueueError::Stuck) => {
@@ -198,9 +215,29 @@ impl Session {
         self.out.wait_room().await
     }
 
-    /// Queues a data frame now, even past the byte bound (callers wait for room first).
+    /// Queues a data frame now, even past the byte bound (callers wait for room first). A
+    /// `Request` or `Open` is tagged with its mux so [`cancel_call`](Self::cancel_call) can take it
+    /// back while it is still queued.
     pub(crate) fn push_data_now(&self, frame: &Frame) -> Result<(), QueueError> {
-        self.out.push_data_unbounded(self.encode(frame))
+        let tag = match frame {
+            Frame::Request { mux, .. } | Frame::Open { mux, .. } => mux.0,
+            _ => 0,
+        };
+        self.out.push_data_unbounded(self.encode(frame), tag)
+    }
+
+    /// Tells the callee that a call this side started is given up: takes back its `Request` /
+    /// `Open` if the writer has not sent it yet (then the callee never hears of the call), else
+    /// queues the `Cancel`, which then necessarily travels after it.
+    pub(crate) fn cancel_call(&self, cancel: &Frame) {
+        if !self.out.retract(cancel.mux().0) {
+            self.send_control(cancel);
+        }
+    }
+
+    /// The largest payload this link carries: the smaller of our limit and the peer's.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.max_payload
     }
 
     /// Queues a data frame, waiting for room.
@@ -267,9 +304,9 @@ impl Session {
         }
         debug!(conn = %format_args!("{:08x}", self.id), peer = %self.peer, %reason, "session closed");
         *self.close_reason.lock() = Some(reason);
-        self.out.close();
         // Take the tables under their locks, then act without them: waking a task must never
-        // happen while holding a table lock the task might take.
+        // happen while holding a table lock the task might take. Handlers learn the cause before
+        // the queue closes, so a handler blocked on sending reports why, not just "closed".
         let calls = std::mem::take(&mut *self.calls.lock());
         let served = std::mem::take(&mut *self.served.lock());
         for (_, call) in calls {
@@ -288,13 +325,18 @@ impl Session {
             match call {
                 Incoming::Unary(signal) => signal.cancel(cause),
                 Incoming::Stream(shared, signal) => {
-                    signal.cancel(cause);
+                    // The machine first: once it is aborted, a handler that returns because of
+                    // the cancellation can no longer queue a clean end (which would turn a
+                    // disconnect into a clean end of stream for the caller).
                     let mut slot = shared.lock();
                     slot.machine.abort(cause);
                     slot.wake();
+                    drop(slot);
+                    signal.cancel(cause);
                 }
             }
         }
+        self.out.close();
         self.closed.cancel();
         self.timers.wake();
     }
@@ -386,11 +428,13 @@ impl Session {
                 Ok(())
             }
             Frame::GoAway { error } => {
+                // A clean close, not a violation: the peer is shutting down (or refusing us).
                 self.mark_going_away();
-                Err(format!(
-                    "peer is going away: {}",
+                self.close(format!(
+                    "the peer is going away: {}",
                     String::from_utf8_lossy(&error.message)
-                ))
+                ));
+                Ok(())
             }
             other => Err(format!("unexpected {:?} after the handshake", other.op())),
         }
@@ -581,7 +625,10 @@ impl Session {
         tokio::spawn(async move {
             let deadline = machine.deadline();
             let mut machine = machine;
-            let run = AssertUnwindSafe(handler(ctx, payload.unwrap_or_default())).catch_unwind();
+            // The handler is called inside the guarded future: a closure that panics before it
+            // returns its future is caught like one that panics while running.
+            let payload = payload.unwrap_or_default();
+            let run = AssertUnwindSafe(async move { handler(ctx, payload).await }).catch_unwind();
             let mut run = std::pin::pin!(run);
             let sleep = async {
                 match deadline {
@@ -711,7 +758,8 @@ impl Session {
         let output = HandlerOutput::new(self.clone(), shared.clone(), signal.clone());
         let session = self.clone();
         tokio::spawn(async move {
-            let run = AssertUnwindSafe(handler(ctx, payload.unwrap_or_default(), input, output))
+            let payload = payload.unwrap_or_default();
+            let run = AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
                 .catch_unwind();
             let mut run = std::pin::pin!(run);
             let result = tokio::select! {

@@ -123,8 +123,10 @@ impl StreamCaller {
             input: params.input,
             send,
             recv: RecvHalf::new(out_cap),
-            deadline: params.timeout.map(|t| now + t),
-            ping: params.ping_interval.map(|i| (i, now + i)),
+            deadline: params.timeout.and_then(|t| now.checked_add(t)),
+            ping: params
+                .ping_interval
+                .and_then(|i| now.checked_add(i).map(|next| (i, next))),
             liveness_timeout: params.liveness_timeout,
             last_heard: now,
             nonce: 0,

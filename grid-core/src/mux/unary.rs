@@ -44,7 +44,7 @@ impl UnaryCaller {
         let frame = UnaryCaller::request(mux, route, payload, timeout);
         let call = UnaryCaller {
             mux,
-            deadline: timeout.map(|t| now + t),
+            deadline: timeout.and_then(|t| now.checked_add(t)),
             result: None,
             done: false,
         };
