@@ -196,7 +196,7 @@ async fn write_loop(
         // (callers woken by the last responses, handlers spawned by the last requests) queue
         // their frames first, then send them all in one message (MinIO's Gosched merge). An idle
         // connection sends a lone frame at once, without the yield's cost.
-        if busy && batch.frames.len() < 8 && batch.bytes < cfg.max_batch_bytes / 4 {
+        if busy && batch.frames.len() < 4 && batch.bytes < cfg.max_batch_bytes / 4 {
             tokio::task::yield_now().await;
             session
                 .out
