@@ -546,9 +546,13 @@ fn now_ms() -> i64 {
 
 pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
     let limits = config.limits();
+    // tungstenite's default 128 KiB read buffer is zero-filled on the first read, so it is
+    // resident for every idle connection; 32 KiB (MinIO's size) keeps an idle link cheap and
+    // still takes a whole batch of small frames per read.
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_batch))
         .max_frame_size(Some(limits.max_batch))
+        .read_buffer_size(32 << 10)
 }
 
 /// Whether this side asks for frame checksums on a link; `tls_link` is true when the accepting

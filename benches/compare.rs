@@ -1,0 +1,278 @@
+//! grid side by side with its peers (issue 5), in one process, in one run.
+//!
+//! `cargo bench --bench compare` (full run, a few minutes) or
+//! `cargo bench --bench compare -- --quick` (about a second per workload; checks that every
+//! system completed every workload with correct responses and exits non-zero if not; asserts no
+//! speed).
+//!
+//! Every system runs over loopback through one connection, server and client in this process,
+//! on a 2-worker tokio runtime: raw-ws (a minimal mux over one tokio-tungstenite socket), tarpc,
+//! tonic, jsonrpsee and grid (raw byte API). Workloads: unary echo of 512 random bytes at
+//! concurrency 1, 16, 64, 256; server streaming of 64-byte messages; two-way streaming echo;
+//! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape.
+//! The output is Markdown, one table per workload, with grid's ratio to each system.
+//!
+//! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
+//! selects workloads (unary, stream, bidi, memory, mesh), `--concurrency 256` the unary points.
+
+use std::time::Duration;
+
+use grid::Config;
+
+#[path = "compare/common.rs"]
+mod common;
+#[path = "compare/grid_sys.rs"]
+mod grid_sys;
+#[path = "compare/jsonrpsee_sys.rs"]
+mod jsonrpsee_sys;
+#[path = "compare/raw_ws.rs"]
+mod raw_ws;
+#[path = "compare/report.rs"]
+mod report;
+#[path = "compare/tarpc_sys.rs"]
+mod tarpc_sys;
+#[path = "compare/tonic_sys.rs"]
+mod tonic_sys;
+
+use common::{run_count, run_unary, EchoFn, Failures, Opts, System};
+use report::{Cell, Results};
+
+fn main() {
+    let opts = Opts::from_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let failures = Failures::default();
+    let results = rt.block_on(run(&opts, &failures));
+    println!("{}", report::render(&results, opts.mesh_concurrency));
+    let failed = failures.take();
+    if failed.is_empty() {
+        eprintln!("compare: every system completed every workload with correct responses");
+        std::process::exit(0);
+    }
+    eprintln!("compare: {} failure(s):", failed.len());
+    for f in &failed {
+        eprintln!("  - {f}");
+    }
+    std::process::exit(1);
+}
+
+async fn start_systems(opts: &Opts, failures: &Failures) -> Vec<System> {
+    type Start = futures::future::BoxFuture<'static, Result<System, String>>;
+    let n = opts.stream_n;
+    let no_crc = Config {
+        checksum: Some(false),
+        ..Config::default()
+    };
+    let starts: Vec<(&str, Start)> = vec![
+        ("raw-ws", Box::pin(raw_ws::start())),
+        ("tarpc", Box::pin(tarpc_sys::start())),
+        ("tonic", Box::pin(tonic_sys::start())),
+        ("jsonrpsee", Box::pin(jsonrpsee_sys::start(n))),
+        (
+            report::GRID,
+            Box::pin(grid_sys::start(report::GRID, Config::default())),
+        ),
+        (
+            "grid, CRC off",
+            Box::pin(grid_sys::start("grid, CRC off", no_crc)),
+        ),
+        // GRID-TYPED: ("grid-typed", Box::pin(grid_typed_sys::start())), once the typed client
+        // exists (see the note in compare/grid_sys.rs).
+    ];
+    let mut systems = Vec::new();
+    for (name, start) in starts {
+        if !opts.system(name) {
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(30), start).await {
+            Ok(Ok(s)) => systems.push(s),
+            Ok(Err(e)) => failures.add(format!("{name}: start: {e}")),
+            Err(_) => failures.add(format!("{name}: start timed out")),
+        }
+    }
+    systems
+}
+
+async fn run(opts: &Opts, failures: &Failures) -> Results {
+    let mut r = Results::default();
+    eprintln!(
+        "compare: {} mode, {:?} per unary point",
+        if opts.quick { "quick" } else { "full" },
+        opts.unary_time
+    );
+
+    // Memory first, while the heap is still small and unfragmented.
+    let grid = opts.system(report::GRID);
+    if grid && opts.workload("memory") {
+        eprintln!(
+            "grid memory: {} idle streams, {} nodes",
+            opts.idle_streams, opts.idle_nodes
+        );
+        r.memory = Some(match grid_sys::memory(opts).await {
+            Ok(mut m) => {
+                use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+                let k = m.connections;
+                let small = WebSocketConfig::default().read_buffer_size(16 << 10);
+                for (slot, config) in [
+                    (&mut m.ws_default, WebSocketConfig::default()),
+                    (&mut m.ws_small_read, small),
+                ] {
+                    match raw_ws::idle_connection_bytes(k, config).await {
+                        Ok(b) => *slot = b,
+                        Err(e) => failures.add(format!("raw-ws idle connections: {e}")),
+                    }
+                }
+                Cell::Done(m)
+            }
+            Err(e) => {
+                failures.add(format!("grid memory: {e}"));
+                Cell::Failed(e)
+            }
+        });
+    }
+
+    let systems = start_systems(opts, failures).await;
+    for s in &systems {
+        if !s.note.is_empty() {
+            r.notes.push((s.name, s.note));
+        }
+    }
+
+    // Unary: concurrency outermost, so each point compares systems measured minutes apart at most.
+    let concurrency = if opts.workload("unary") {
+        opts.concurrency.clone()
+    } else {
+        Vec::new()
+    };
+    for &c in &concurrency {
+        let mut rows = Vec::new();
+        for s in &systems {
+            let echo = s.echo.clone();
+            let pick: std::sync::Arc<dyn Fn(u64) -> EchoFn + Send + Sync> =
+                std::sync::Arc::new(move |_| echo.clone());
+            let w0 = s.wire.as_ref().map(|w| w());
+            let outcome =
+                tokio::time::timeout(opts.limit, run_unary(pick, c, opts.warmup, opts.unary_time))
+                    .await;
+            if let (Some(w), Some(w0)) = (&s.wire, w0) {
+                r.wire.push((
+                    format!("unary c={c} (incl. warm-up)"),
+                    s.name,
+                    w().since(w0),
+                ));
+            }
+            let cell = match outcome {
+                Ok(stat) if stat.errors == 0 && stat.calls > 0 => Cell::Done(stat),
+                Ok(stat) => {
+                    let e = format!(
+                        "{} errors in {} calls, first: {}",
+                        stat.errors,
+                        stat.calls + stat.errors,
+                        stat.first_error.as_deref().unwrap_or("none completed")
+                    );
+                    failures.add(format!("{} unary c={c}: {e}", s.name));
+                    Cell::Failed(e)
+                }
+                Err(_) => {
+                    failures.add(format!("{} unary c={c}: timed out", s.name));
+                    Cell::Failed("timed out".into())
+                }
+            };
+            if let Cell::Done(st) = &cell {
+                eprintln!(
+                    "unary c={c:<3} {:<14} {:>9} req/s  p50 {:>9}  p99 {:>9}  cpu/call {:>8}",
+                    s.name,
+                    report::rate(st.per_sec),
+                    report::dur(st.p50),
+                    report::dur(st.p99),
+                    report::dur(st.cpu_per_call)
+                );
+            }
+            rows.push((s.name, cell));
+        }
+        r.unary.push((c, rows));
+    }
+
+    for (kind, n) in [("stream", opts.stream_n), ("two-way", opts.bidi_n)] {
+        let w = if kind == "stream" { "stream" } else { "bidi" };
+        if !opts.workload(w) {
+            continue;
+        }
+        for s in &systems {
+            let f = if kind == "stream" { &s.stream } else { &s.bidi };
+            let Some(f) = f else {
+                let rows = if kind == "stream" {
+                    &mut r.stream
+                } else {
+                    &mut r.bidi
+                };
+                rows.push((s.name, Cell::Unsupported));
+                continue;
+            };
+            let w0 = s.wire.as_ref().map(|w| w());
+            let res = run_count(f, n, opts.limit).await;
+            if let (Some(w), Some(w0)) = (&s.wire, w0) {
+                r.wire
+                    .push((format!("{kind} of {n}"), s.name, w().since(w0)));
+            }
+            let cell = match res {
+                Ok(st) => {
+                    eprintln!(
+                        "{kind:<8} {:<14} {:>9} msgs/s  {:>6.1} MB/s  cpu/msg {:>8}",
+                        s.name,
+                        report::rate(st.per_sec),
+                        st.mb_per_sec,
+                        report::dur(st.cpu_per_msg)
+                    );
+                    Cell::Done(st)
+                }
+                Err(e) => {
+                    failures.add(format!("{} {kind} of {n}: {e}", s.name));
+                    Cell::Failed(e)
+                }
+            };
+            if kind == "stream" {
+                r.stream.push((s.name, cell));
+            } else {
+                r.bidi.push((s.name, cell));
+            }
+        }
+    }
+
+    let mesh = if grid && opts.workload("mesh") {
+        opts.mesh.clone()
+    } else {
+        Vec::new()
+    };
+    for &n in &mesh {
+        let cell = match grid_sys::mesh(opts, n).await {
+            Ok(st) if st.errors == 0 && st.calls > 0 => {
+                eprintln!(
+                    "mesh {n:<3} {:>9} req/s  p50 {:>9}  p99 {:>9}",
+                    report::rate(st.per_sec),
+                    report::dur(st.p50),
+                    report::dur(st.p99)
+                );
+                Cell::Done(st)
+            }
+            Ok(st) => {
+                let e = format!(
+                    "{} errors, first: {}",
+                    st.errors,
+                    st.first_error.as_deref().unwrap_or("none completed")
+                );
+                failures.add(format!("grid mesh of {n}: {e}"));
+                Cell::Failed(e)
+            }
+            Err(e) => {
+                failures.add(format!("grid mesh of {n}: {e}"));
+                Cell::Failed(e)
+            }
+        };
+        r.mesh.push((n, cell));
+    }
+    r
+}

@@ -1,0 +1,406 @@
+//! What every system shares: the call shapes, the load runner, latency samples, CPU and memory
+//! readings from `/proc`, and the checks of correctness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+/// Size of the unary echo payload.
+pub(crate) const PAYLOAD: usize = 512;
+/// Size of one stream message.
+pub(crate) const STREAM_MSG: usize = 64;
+
+/// One unary echo: send the bytes, get the peer's answer back.
+pub(crate) type EchoFn =
+    Arc<dyn Fn(Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
+
+/// Open a stream of `n` messages (server streaming) or send and receive `n` messages (two-way);
+/// checks every message's size and sequence number and returns how many arrived.
+pub(crate) type CountFn = Arc<dyn Fn(u64) -> BoxFuture<'static, Result<u64, String>> + Send + Sync>;
+
+/// One system under test, set up and connected.
+pub(crate) struct System {
+    /// Name in the tables.
+    pub(crate) name: &'static str,
+    /// Unary echo through the system's one connection.
+    pub(crate) echo: EchoFn,
+    /// Server streaming, if the system has it.
+    pub(crate) stream: Option<CountFn>,
+    /// Two-way streaming echo, if the system has it.
+    pub(crate) bidi: Option<CountFn>,
+    /// How the numbers were obtained, when something about it needs saying.
+    pub(crate) note: &'static str,
+    /// Wire counters, where the system exposes them (grid).
+    pub(crate) wire: Option<WireFn>,
+}
+
+/// Frames and WebSocket messages sent so far by the caller's end and the callee's end.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wire {
+    pub(crate) caller_frames: u64,
+    pub(crate) caller_messages: u64,
+    pub(crate) callee_frames: u64,
+    pub(crate) callee_messages: u64,
+}
+
+impl Wire {
+    /// Counters since `before`.
+    pub(crate) fn since(self, before: Wire) -> Wire {
+        Wire {
+            caller_frames: self.caller_frames - before.caller_frames,
+            caller_messages: self.caller_messages - before.caller_messages,
+            callee_frames: self.callee_frames - before.callee_frames,
+            callee_messages: self.callee_messages - before.callee_messages,
+        }
+    }
+}
+
+/// Reads a system's wire counters.
+pub(crate) type WireFn = Arc<dyn Fn() -> Wire + Send + Sync>;
+
+/// Run settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Opts {
+    pub(crate) quick: bool,
+    /// Measured time of one unary point.
+    pub(crate) unary_time: Duration,
+    /// Unmeasured warm-up before each unary point.
+    pub(crate) warmup: Duration,
+    pub(crate) concurrency: Vec<usize>,
+    /// Messages of the server-streaming workload.
+    pub(crate) stream_n: u64,
+    /// Messages each way of the two-way workload.
+    pub(crate) bidi_n: u64,
+    /// Idle streams opened on one grid connection.
+    pub(crate) idle_streams: usize,
+    /// Managers in the idle-connection memory workload.
+    pub(crate) idle_nodes: usize,
+    pub(crate) mesh: Vec<usize>,
+    /// Concurrency of the mesh workload (spread over all nodes).
+    pub(crate) mesh_concurrency: usize,
+    /// Longest any one workload of one system may take before it counts as failed.
+    pub(crate) limit: Duration,
+    /// Systems to run (`--only a,b`); empty: all.
+    pub(crate) only: Vec<String>,
+    /// Workloads to run (`--workloads unary,stream,bidi,memory,mesh`); empty: all.
+    pub(crate) workloads: Vec<String>,
+}
+
+impl Opts {
+    /// Whether system `name` is selected.
+    pub(crate) fn system(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == name)
+    }
+
+    /// Whether workload `name` is selected.
+    pub(crate) fn workload(&self, name: &str) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|w| w == name)
+    }
+
+    /// Settings from the command line: `--quick`, `--only a,b`, `--workloads a,b`,
+    /// `--concurrency 64,256`. Anything
+    /// else (cargo bench passes `--bench`) is ignored.
+    pub(crate) fn from_args() -> Opts {
+        let args: Vec<String> = std::env::args().collect();
+        let mut o = Opts::new(args.iter().any(|a| a == "--quick"));
+        let list = |flag: &str| -> Vec<String> {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|i| args.get(i + 1))
+                .map(|v| v.split(',').map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        o.only = list("--only");
+        o.workloads = list("--workloads");
+        let c: Vec<usize> = list("--concurrency")
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        if !c.is_empty() {
+            o.concurrency = c;
+        }
+        o
+    }
+
+    pub(crate) fn new(quick: bool) -> Opts {
+        if quick {
+            Opts {
+                quick,
+                unary_time: Duration::from_millis(150),
+                warmup: Duration::from_millis(30),
+                concurrency: vec![1, 16, 64, 256],
+                stream_n: 100_000,
+                bidi_n: 20_000,
+                idle_streams: 1_000,
+                idle_nodes: 8,
+                mesh: vec![2, 4],
+                mesh_concurrency: 64,
+                limit: Duration::from_secs(30),
+                only: Vec::new(),
+                workloads: Vec::new(),
+            }
+        } else {
+            Opts {
+                quick,
+                unary_time: Duration::from_secs(3),
+                warmup: Duration::from_millis(300),
+                concurrency: vec![1, 16, 64, 256],
+                stream_n: 1_000_000,
+                bidi_n: 200_000,
+                idle_streams: 10_000,
+                idle_nodes: 16,
+                mesh: vec![2, 4, 8, 16],
+                mesh_concurrency: 256,
+                limit: Duration::from_secs(120),
+                only: Vec::new(),
+                workloads: Vec::new(),
+            }
+        }
+    }
+}
+
+/// Failures of correctness, reported at the end (and in `--quick` mode, the exit status).
+#[derive(Debug, Default)]
+pub(crate) struct Failures(Mutex<Vec<String>>);
+
+impl Failures {
+    pub(crate) fn add(&self, what: String) {
+        eprintln!("FAILED: {what}");
+        self.0.lock().expect("failures lock").push(what);
+    }
+
+    pub(crate) fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("failures lock"))
+    }
+}
+
+/// Process CPU time (user + system, all threads, exited ones included) from `/proc/self/stat`.
+pub(crate) fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12th and 13th after the name.
+    let ticks = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let total = ticks(11) + ticks(12);
+    // USER_HZ is 100 on Linux for every architecture we run on.
+    Duration::from_millis(total * 10)
+}
+
+/// Resident set size of this process, in bytes, from `/proc/self/status`.
+pub(crate) fn rss_bytes() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Random payloads for the unary echo: each call sends one of them and expects it back.
+pub(crate) fn payloads(n: usize) -> Arc<Vec<Bytes>> {
+    let mut rng = fastrand::Rng::with_seed(0x6772_6964);
+    Arc::new(
+        (0..n)
+            .map(|_| {
+                let mut v = vec![0u8; PAYLOAD];
+                rng.fill(&mut v);
+                Bytes::from(v)
+            })
+            .collect(),
+    )
+}
+
+/// The `i`th message of a stream: its sequence number, then a fixed filler.
+pub(crate) fn stream_msg(i: u64) -> Bytes {
+    let mut v = Vec::with_capacity(STREAM_MSG);
+    v.extend_from_slice(&i.to_le_bytes());
+    v.resize(STREAM_MSG, 0x5a);
+    Bytes::from(v)
+}
+
+/// Checks that `msg` is message `i` of a stream.
+pub(crate) fn check_msg(msg: &[u8], i: u64) -> Result<(), String> {
+    if msg.len() != STREAM_MSG {
+        return Err(format!(
+            "message {i}: {} bytes, want {STREAM_MSG}",
+            msg.len()
+        ));
+    }
+    let got = u64::from_le_bytes(msg[..8].try_into().map_err(|_| "short message")?);
+    if got != i {
+        return Err(format!("message {i}: sequence number {got}"));
+    }
+    if msg[8..].iter().any(|&b| b != 0x5a) {
+        return Err(format!("message {i}: filler corrupted"));
+    }
+    Ok(())
+}
+
+/// Result of one unary point.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UnaryStat {
+    pub(crate) calls: u64,
+    pub(crate) per_sec: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    /// Process CPU time per completed call (client and server: both live in this process).
+    pub(crate) cpu_per_call: Duration,
+    /// Calls that failed or returned wrong bytes.
+    pub(crate) errors: u64,
+    pub(crate) first_error: Option<String>,
+}
+
+/// Runs `concurrency` loops of `echo` for `time` (after `warmup`); every answer must equal the
+/// request. `pick` chooses the echo function per call (the mesh uses it to choose nodes).
+pub(crate) async fn run_unary(
+    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
+    concurrency: usize,
+    warmup: Duration,
+    time: Duration,
+) -> UnaryStat {
+    let data = payloads(64);
+    if !warmup.is_zero() {
+        let _ = load(pick.clone(), data.clone(), concurrency, warmup).await;
+    }
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    let (mut lat, errors, first_error) = load(pick, data, concurrency, time).await;
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let calls = lat.len() as u64;
+    lat.sort_unstable();
+    let q = |p: f64| -> Duration {
+        if lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+        Duration::from_nanos(lat[i])
+    };
+    UnaryStat {
+        calls,
+        per_sec: calls as f64 / elapsed.as_secs_f64(),
+        p50: q(0.50),
+        p99: q(0.99),
+        cpu_per_call: Duration::from_secs_f64(cpu.as_secs_f64() / calls.max(1) as f64),
+        errors,
+        first_error,
+    }
+}
+
+type LoadOut = (Vec<u64>, u64, Option<String>);
+
+async fn load(
+    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
+    data: Arc<Vec<Bytes>>,
+    concurrency: usize,
+    time: Duration,
+) -> LoadOut {
+    let end = Instant::now() + time;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let (pick, data, stop) = (pick.clone(), data.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(4096);
+                let mut errors = 0u64;
+                let mut first_error = None;
+                let mut k = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    let p = &data[(k as usize) % data.len()];
+                    let echo = pick(k);
+                    k = k.wrapping_add(0x9e37_79b9);
+                    match echo(p.clone()).await {
+                        Ok(r) if r == *p => lat.push(now.elapsed().as_nanos() as u64),
+                        Ok(r) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| {
+                                format!("echo returned {} wrong bytes", r.len())
+                            });
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                            if errors > 100 {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }
+                (lat, errors, first_error)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok((lat, e, f)) => {
+                all.extend(lat);
+                errors += e;
+                if first_error.is_none() {
+                    first_error = f;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(format!("load task panicked: {e}"));
+            }
+        }
+    }
+    (all, errors, first_error)
+}
+
+/// Result of one streaming workload.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamStat {
+    pub(crate) per_sec: f64,
+    pub(crate) mb_per_sec: f64,
+    pub(crate) cpu_per_msg: Duration,
+}
+
+/// Runs one streaming workload of `n` messages and checks the count.
+pub(crate) async fn run_count(f: &CountFn, n: u64, limit: Duration) -> Result<StreamStat, String> {
+    let cpu0 = cpu_time();
+    let started = Instant::now();
+    // Spawned, so the consumer runs on the 2 workers like everything else (not on the thread
+    // that blocks on the whole benchmark).
+    let got = tokio::time::timeout(limit, tokio::spawn(f(n)))
+        .await
+        .map_err(|_| format!("did not finish within {limit:?}"))?
+        .map_err(|e| format!("workload task failed: {e}"))??;
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    if got != n {
+        return Err(format!("received {got} messages, want {n}"));
+    }
+    let per_sec = n as f64 / elapsed.as_secs_f64();
+    Ok(StreamStat {
+        per_sec,
+        mb_per_sec: per_sec * STREAM_MSG as f64 / 1e6,
+        cpu_per_msg: Duration::from_secs_f64(cpu.as_secs_f64() / n.max(1) as f64),
+    })
+}
+
+/// Reserves `n` loopback names with free ports (bound, read, released), as grid's tests do.
+pub(crate) fn free_names(n: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| format!("http://{}", l.local_addr().expect("local addr")))
+        .collect()
+}

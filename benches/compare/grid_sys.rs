@@ -1,0 +1,297 @@
+//! grid through its raw byte API (`Connection::request`, `open_stream`, `register_unary`,
+//! `register_stream`): two managers in this process, one WebSocket between them. Also the
+//! grid-only workloads: memory per idle connection and per idle stream, and MinIO's mesh.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use grid::{Config, Connection, HandlerSpec, Manager, RemoteError, StreamOptions};
+
+use crate::common::{
+    check_msg, free_names, rss_bytes, run_unary, stream_msg, CountFn, EchoFn, Opts, System,
+    UnaryStat, Wire, WireFn,
+};
+
+const ECHO: HandlerSpec = HandlerSpec::named("Bench.echo");
+const STREAM: HandlerSpec = HandlerSpec::named("Bench.stream");
+const BIDI: HandlerSpec = HandlerSpec::named("Bench.bidi");
+const IDLE: HandlerSpec = HandlerSpec::named("Bench.idle");
+
+/// Output credits the caller grants a server stream: 1024 × 64 B = 64 KiB, tonic's (h2's)
+/// default stream window.
+const OUT_CAPACITY: u32 = 1024;
+/// Input credits of the two-way stream.
+const IN_CAPACITY: u32 = 1024;
+
+const SECRET: &str = "bench-secret";
+
+fn gone(e: grid::Error) -> RemoteError {
+    RemoteError::application(e.to_string())
+}
+
+fn register(m: &Manager) -> Result<(), String> {
+    m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
+        .map_err(|e| e.to_string())?;
+    m.register_stream(STREAM, |_ctx, payload, _input, mut out| async move {
+        let n = u64::from_be_bytes(
+            payload[..]
+                .try_into()
+                .map_err(|_| RemoteError::application("bad count"))?,
+        );
+        for i in 0..n {
+            out.send(stream_msg(i)).await.map_err(gone)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    m.register_stream(BIDI, |_ctx, _payload, input, mut out| async move {
+        let Some(mut input) = input else {
+            return Err(RemoteError::application("no input"));
+        };
+        while let Some(m) = input.recv().await {
+            out.send(m.map_err(gone)?).await.map_err(gone)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    m.register_stream(IDLE, |ctx, _payload, _input, _out| async move {
+        ctx.cancelled().await;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Starts `n` managers that know each other, with the bench handlers, and waits for the mesh.
+async fn cluster(n: usize, config: &Config) -> Result<Vec<Manager>, String> {
+    let names = free_names(n);
+    let mut managers = Vec::new();
+    for name in &names {
+        let m = Manager::builder(name.clone())
+            .peers(names.clone())
+            .secret(SECRET)
+            .config(config.clone())
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        register(&m)?;
+        managers.push(m);
+    }
+    for m in &managers {
+        m.wait_for_peers(Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("mesh of {n} did not connect: {e}"))?;
+    }
+    Ok(managers)
+}
+
+fn echo_fn(conn: Connection) -> EchoFn {
+    Arc::new(move |b| {
+        let c = conn.clone();
+        async move { c.request(ECHO.id, b).await.map_err(|e| e.to_string()) }.boxed()
+    })
+}
+
+async fn server_stream(conn: Connection, n: u64) -> Result<u64, String> {
+    let opts = StreamOptions {
+        out_capacity: OUT_CAPACITY,
+        ..StreamOptions::default()
+    };
+    let mut s = conn
+        .open_stream(STREAM.id, Bytes::copy_from_slice(&n.to_be_bytes()), opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut got = 0;
+    while let Some(m) = s.receiver.recv().await {
+        check_msg(&m.map_err(|e| e.to_string())?, got)?;
+        got += 1;
+    }
+    Ok(got)
+}
+
+async fn bidi(conn: Connection, n: u64) -> Result<u64, String> {
+    let opts = StreamOptions {
+        in_capacity: IN_CAPACITY,
+        out_capacity: OUT_CAPACITY,
+        ..StreamOptions::default()
+    };
+    let s = conn
+        .open_stream(BIDI.id, Bytes::new(), opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut sender = s.sender.ok_or("no sender")?;
+    let mut receiver = s.receiver;
+    let feeder = tokio::spawn(async move {
+        for i in 0..n {
+            sender
+                .send(stream_msg(i))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        sender.finish();
+        Ok::<_, String>(())
+    });
+    let mut got = 0;
+    while let Some(m) = receiver.recv().await {
+        check_msg(&m.map_err(|e| e.to_string())?, got)?;
+        got += 1;
+    }
+    feeder.await.map_err(|e| e.to_string())??;
+    Ok(got)
+}
+
+/// Starts two grid managers with `config` and returns the system as seen from the first.
+pub(crate) async fn start(name: &'static str, config: Config) -> Result<System, String> {
+    let managers = cluster(2, &config).await?;
+    let peer = managers[1].name().to_owned();
+    let conn = managers[0].connection(&peer).map_err(|e| e.to_string())?;
+    let back = managers[1]
+        .connection(managers[0].name())
+        .map_err(|e| e.to_string())?;
+    let (a, b) = (conn.clone(), back);
+    let wire: WireFn = Arc::new(move || {
+        let (a, b) = (a.stats(), b.stats());
+        Wire {
+            caller_frames: a.frames_out,
+            caller_messages: a.messages_out,
+            callee_frames: b.frames_out,
+            callee_messages: b.messages_out,
+        }
+    });
+    // The managers live as long as the process.
+    std::mem::forget(managers);
+    let c = conn.clone();
+    let stream: CountFn = Arc::new(move |n| server_stream(c.clone(), n).boxed());
+    let c = conn.clone();
+    let bidi: CountFn = Arc::new(move |n| bidi(c.clone(), n).boxed());
+    Ok(System {
+        name,
+        echo: echo_fn(conn),
+        stream: Some(stream),
+        bidi: Some(bidi),
+        note: "",
+        wire: Some(wire),
+    })
+}
+
+// GRID-TYPED: when the `#[grid::handler]` macro and its generated client land, add
+// `benches/compare/grid_typed_sys.rs` with a `start()` that defines the same echo / stream /
+// two-way handlers through the macro, calls them through the generated client, and returns a
+// `System` named "grid-typed"; then push it in `compare.rs` where the other systems start.
+
+/// Memory of grid's idle state.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MemStat {
+    pub(crate) streams: usize,
+    pub(crate) per_stream: f64,
+    pub(crate) connections: usize,
+    pub(crate) per_connection: f64,
+    pub(crate) per_manager: f64,
+    /// A bare tokio-tungstenite connection (both ends), default `WebSocketConfig`.
+    pub(crate) ws_default: f64,
+    /// The same with a 16 KiB read buffer instead of the default 128 KiB.
+    pub(crate) ws_small_read: f64,
+}
+
+/// Opens `opts.idle_streams` idle streams on one connection and reads the RSS; starts isolated
+/// managers, then a full mesh, and reads the RSS after each to price one idle connection.
+pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
+    let config = Config::default();
+    let mut out = MemStat::default();
+
+    // Idle connections: k isolated managers price a manager; a mesh of k adds the connections.
+    let k = opts.idle_nodes;
+    let base = rss_bytes();
+    let mut isolated = Vec::new();
+    for name in free_names(k) {
+        let m = Manager::builder(name.clone())
+            .peers([name])
+            .secret(SECRET)
+            .config(config.clone())
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        register(&m)?;
+        isolated.push(m);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_isolated = rss_bytes();
+    let mesh = cluster(k, &config).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after_mesh = rss_bytes();
+    let per_manager = after_isolated.saturating_sub(base) as f64 / k as f64;
+    let pairs = k * (k - 1) / 2;
+    let mesh_delta = after_mesh.saturating_sub(after_isolated) as f64;
+    out.per_manager = per_manager;
+    out.connections = pairs;
+    out.per_connection = (mesh_delta - per_manager * k as f64).max(0.0) / pairs as f64;
+
+    // Idle streams on one connection of that mesh.
+    let conn = mesh[0]
+        .connection(mesh[1].name())
+        .map_err(|e| e.to_string())?;
+    let n = opts.idle_streams;
+    let before = rss_bytes();
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = conn
+            .open_stream(IDLE.id, Bytes::new(), StreamOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        streams.push(s);
+    }
+    let deadline = Instant::now() + opts.limit;
+    while mesh[1].stats().in_flight.streams_in < n {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {n} idle streams reached the handler",
+                mesh[1].stats().in_flight.streams_in
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = rss_bytes();
+    out.streams = n;
+    out.per_stream = after.saturating_sub(before) as f64 / n as f64;
+    drop(streams);
+    let deadline = Instant::now() + opts.limit;
+    while mesh[1].stats().in_flight.streams_in > 0 {
+        if Instant::now() > deadline {
+            return Err("idle streams were not released after the caller dropped them".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for m in mesh.iter().chain(&isolated) {
+        m.shutdown().await;
+    }
+    Ok(out)
+}
+
+/// MinIO's shape: `n` managers in one process, each call from a random node to a different
+/// random node.
+pub(crate) async fn mesh(opts: &Opts, n: usize) -> Result<UnaryStat, String> {
+    let managers = cluster(n, &Config::default()).await?;
+    let mut pairs: Vec<EchoFn> = Vec::new();
+    for a in &managers {
+        for b in &managers {
+            if a.name() != b.name() {
+                pairs.push(echo_fn(a.connection(b.name()).map_err(|e| e.to_string())?));
+            }
+        }
+    }
+    let pairs = Arc::new(pairs);
+    let pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync> =
+        Arc::new(move |_| pairs[fastrand::usize(..pairs.len())].clone());
+    let stat = tokio::time::timeout(
+        opts.limit,
+        run_unary(pick, opts.mesh_concurrency, opts.warmup, opts.unary_time),
+    )
+    .await
+    .map_err(|_| format!("mesh of {n} did not finish within {:?}", opts.limit))?;
+    for m in &managers {
+        m.shutdown().await;
+    }
+    Ok(stat)
+}

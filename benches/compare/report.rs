@@ -1,0 +1,419 @@
+//! The tables: Markdown, one per workload, every system's figure and grid's ratio to each.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::common::{StreamStat, UnaryStat, Wire};
+use crate::grid_sys::MemStat;
+
+/// The system every ratio is taken for.
+pub(crate) const GRID: &str = "grid";
+
+/// Outcome of one system in one workload.
+#[derive(Debug, Clone)]
+pub(crate) enum Cell<T> {
+    Done(T),
+    /// The system has no such call kind.
+    Unsupported,
+    Failed(String),
+}
+
+impl<T> Cell<T> {
+    fn get(&self) -> Option<&T> {
+        match self {
+            Cell::Done(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+/// One workload's row per system.
+pub(crate) type Rows<T> = Vec<(&'static str, Cell<T>)>;
+
+/// Everything measured in one run.
+#[derive(Debug, Default)]
+pub(crate) struct Results {
+    /// Per concurrency, per system.
+    pub(crate) unary: Vec<(usize, Rows<UnaryStat>)>,
+    pub(crate) stream: Rows<StreamStat>,
+    pub(crate) bidi: Rows<StreamStat>,
+    pub(crate) memory: Option<Cell<MemStat>>,
+    pub(crate) mesh: Vec<(usize, Cell<UnaryStat>)>,
+    pub(crate) notes: Vec<(&'static str, &'static str)>,
+    /// Wire counters per workload, for systems that have them.
+    pub(crate) wire: Vec<(String, &'static str, Wire)>,
+}
+
+pub(crate) fn rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+pub(crate) fn dur(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn bytes(b: f64) -> String {
+    if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.2} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+fn ratio(x: f64) -> String {
+    if x.is_finite() && x > 0.0 {
+        format!("{x:.2}×")
+    } else {
+        "—".into()
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn unary_table(out: &mut String, c: usize, rows: &[(&'static str, Cell<UnaryStat>)]) {
+    let grid = rows
+        .iter()
+        .find(|(n, _)| *n == GRID)
+        .and_then(|(_, c)| c.get());
+    let _ = writeln!(out, "\n### Unary echo, 512 B, concurrency {c}\n");
+    let _ = writeln!(
+        out,
+        "| system | req/s | p50 | p99 | CPU/call | grid req/s ÷ this | grid p50 ÷ this | grid CPU ÷ this |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, cell) in rows {
+        match cell {
+            Cell::Done(s) => {
+                let (r, l, u) = match grid {
+                    Some(g) => (
+                        ratio(g.per_sec / s.per_sec),
+                        ratio(secs(g.p50) / secs(s.p50)),
+                        ratio(secs(g.cpu_per_call) / secs(s.cpu_per_call)),
+                    ),
+                    None => ("—".into(), "—".into(), "—".into()),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} | {} | {} | {r} | {l} | {u} |",
+                    rate(s.per_sec),
+                    dur(s.p50),
+                    dur(s.p99),
+                    dur(s.cpu_per_call)
+                );
+            }
+            Cell::Unsupported => {
+                let _ = writeln!(out, "| {name} | — | — | — | — | — | — | — |");
+            }
+            Cell::Failed(e) => {
+                let _ = writeln!(out, "| {name} | FAILED: {e} | | | | | | |");
+            }
+        }
+    }
+}
+
+fn stream_table(out: &mut String, title: &str, rows: &[(&'static str, Cell<StreamStat>)]) {
+    let grid = rows
+        .iter()
+        .find(|(n, _)| *n == GRID)
+        .and_then(|(_, c)| c.get());
+    let _ = writeln!(out, "\n### {title}\n");
+    let _ = writeln!(
+        out,
+        "| system | msgs/s | MB/s | CPU/msg | grid msgs/s ÷ this | grid CPU ÷ this |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    for (name, cell) in rows {
+        match cell {
+            Cell::Done(s) => {
+                let (r, u) = match grid {
+                    Some(g) => (
+                        ratio(g.per_sec / s.per_sec),
+                        ratio(secs(g.cpu_per_msg) / secs(s.cpu_per_msg)),
+                    ),
+                    None => ("—".into(), "—".into()),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {:.1} | {} | {r} | {u} |",
+                    rate(s.per_sec),
+                    s.mb_per_sec,
+                    dur(s.cpu_per_msg)
+                );
+            }
+            Cell::Unsupported => {
+                let _ = writeln!(out, "| {name} | — | — | — | — | — |");
+            }
+            Cell::Failed(e) => {
+                let _ = writeln!(out, "| {name} | FAILED: {e} | | | | |");
+            }
+        }
+    }
+}
+
+fn cpu_table(out: &mut String, r: &Results) {
+    let _ = writeln!(
+        out,
+        "\n### CPU time per unary call (process user+sys, client and server together)\n"
+    );
+    let mut head = String::from("| system |");
+    let mut rule = String::from("|---|");
+    for (c, _) in &r.unary {
+        let _ = write!(head, " c={c} |");
+        rule.push_str("---:|");
+    }
+    head.push_str(" grid ÷ this, c=256 |");
+    rule.push_str("---:|");
+    let _ = writeln!(out, "{head}\n{rule}");
+    let names: Vec<&'static str> = r
+        .unary
+        .first()
+        .map(|(_, rows)| rows.iter().map(|(n, _)| *n).collect())
+        .unwrap_or_default();
+    let at = |c: usize, name: &str| -> Option<Duration> {
+        r.unary
+            .iter()
+            .find(|(cc, _)| *cc == c)
+            .and_then(|(_, rows)| rows.iter().find(|(n, _)| *n == name))
+            .and_then(|(_, cell)| cell.get())
+            .map(|s| s.cpu_per_call)
+    };
+    for name in names {
+        let mut line = format!("| {name} |");
+        for (c, _) in &r.unary {
+            let _ = write!(line, " {} |", at(*c, name).map_or("—".into(), dur));
+        }
+        let rr = match (at(256, GRID), at(256, name)) {
+            (Some(g), Some(s)) => ratio(secs(g) / secs(s)),
+            _ => "—".into(),
+        };
+        let _ = writeln!(out, "{line} {rr} |");
+    }
+}
+
+fn memory_table(out: &mut String, m: &Cell<MemStat>) {
+    let _ = writeln!(
+        out,
+        "\n### grid memory (VmRSS deltas; both ends live in this process)\n"
+    );
+    match m {
+        Cell::Done(m) => {
+            let _ = writeln!(out, "| what | count | RSS per item |");
+            let _ = writeln!(out, "|---|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| idle stream on one connection (caller + callee state, handler task) | {} | {} |",
+                m.streams,
+                bytes(m.per_stream)
+            );
+            let _ = writeln!(
+                out,
+                "| idle connection (both ends, manager cost subtracted) | {} | {} |",
+                m.connections,
+                bytes(m.per_connection)
+            );
+            let _ = writeln!(
+                out,
+                "| manager with no peers (listener, registry, tasks) | — | {} |",
+                bytes(m.per_manager)
+            );
+            let _ = writeln!(
+                out,
+                "| for scale: bare tokio-tungstenite connection, default config (128 KiB read buffer), both ends | {} | {} |",
+                m.connections,
+                bytes(m.ws_default)
+            );
+            let _ = writeln!(
+                out,
+                "| for scale: the same with `read_buffer_size` 16 KiB | {} | {} |",
+                m.connections,
+                bytes(m.ws_small_read)
+            );
+        }
+        Cell::Unsupported => {}
+        Cell::Failed(e) => {
+            let _ = writeln!(out, "FAILED: {e}");
+        }
+    }
+}
+
+fn mesh_table(out: &mut String, rows: &[(usize, Cell<UnaryStat>)], concurrency: usize) {
+    let _ = writeln!(
+        out,
+        "\n### grid mesh (MinIO's shape): N managers in one process, {concurrency} callers, each call \
+         from a random node to a different random node, 512 B echo\n"
+    );
+    let _ = writeln!(out, "| nodes | req/s | p50 | p99 | CPU/call |");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+    for (n, cell) in rows {
+        match cell {
+            Cell::Done(s) => {
+                let _ = writeln!(
+                    out,
+                    "| {n} | {} | {} | {} | {} |",
+                    rate(s.per_sec),
+                    dur(s.p50),
+                    dur(s.p99),
+                    dur(s.cpu_per_call)
+                );
+            }
+            Cell::Unsupported => {}
+            Cell::Failed(e) => {
+                let _ = writeln!(out, "| {n} | FAILED: {e} | | | |");
+            }
+        }
+    }
+}
+
+fn wire_table(out: &mut String, rows: &[(String, &'static str, Wire)]) {
+    let _ = writeln!(
+        out,
+        "\n### On the wire: frames per socket write (batching), per workload\n\n\
+         grid: frames per WebSocket message (each message is one write and flush); raw-ws: \
+         messages fed per flush. Caller = the side that calls, callee = the side that serves.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| workload | system | caller frames | caller writes | frames/write | callee frames | callee writes | frames/write |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let per = |f: u64, m: u64| if m == 0 { 0.0 } else { f as f64 / m as f64 };
+    for (w, name, d) in rows {
+        let _ = writeln!(
+            out,
+            "| {w} | {name} | {} | {} | {:.1} | {} | {} | {:.1} |",
+            d.caller_frames,
+            d.caller_messages,
+            per(d.caller_frames, d.caller_messages),
+            d.callee_frames,
+            d.callee_messages,
+            per(d.callee_frames, d.callee_messages)
+        );
+    }
+}
+
+fn unary_of(r: &Results, c: usize, name: &str) -> Option<UnaryStat> {
+    r.unary
+        .iter()
+        .find(|(cc, _)| *cc == c)
+        .and_then(|(_, rows)| rows.iter().find(|(n, _)| *n == name))
+        .and_then(|(_, cell)| cell.get().cloned())
+}
+
+fn targets_table(out: &mut String, r: &Results) {
+    let _ = writeln!(out, "\n### Targets of issue 5\n");
+    let _ = writeln!(out, "| target | measured | met |");
+    let _ = writeln!(out, "|---|---:|:---:|");
+    let mut row = |what: &str, measured: Option<f64>, ok: &dyn Fn(f64) -> bool, unit: &str| {
+        let (m, met) = match measured {
+            Some(x) if x.is_finite() => (format!("{x:.2}{unit}"), if ok(x) { "yes" } else { "no" }),
+            _ => ("—".into(), "—"),
+        };
+        let _ = writeln!(out, "| {what} | {m} | {met} |");
+    };
+    let rps = |c: usize, a: &str, b: &str| -> Option<f64> {
+        Some(unary_of(r, c, a)?.per_sec / unary_of(r, c, b)?.per_sec)
+    };
+    row(
+        "unary c=64: grid ≥ 1.5× tarpc",
+        rps(64, GRID, "tarpc"),
+        &|x| x >= 1.5,
+        "×",
+    );
+    row(
+        "unary c=64: grid ≥ 1.0× raw-ws",
+        rps(64, GRID, "raw-ws"),
+        &|x| x >= 1.0,
+        "×",
+    );
+    row(
+        "unary c=256: grid ≥ 2× tarpc",
+        rps(256, GRID, "tarpc"),
+        &|x| x >= 2.0,
+        "×",
+    );
+    let p50 = (|| Some(secs(unary_of(r, 1, GRID)?.p50) / secs(unary_of(r, 1, "raw-ws")?.p50)))();
+    row("unary c=1: grid p50 ≤ 1.1× raw-ws", p50, &|x| x <= 1.1, "×");
+    let st = |name: &str| {
+        r.stream
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, c)| c.get())
+            .map(|s| s.per_sec)
+    };
+    let s = (|| Some(st(GRID)? / st("tonic")?))();
+    row(
+        "server streaming 64 B: grid ≥ 1.0× tonic",
+        s,
+        &|x| x >= 1.0,
+        "×",
+    );
+    let mem = match &r.memory {
+        Some(Cell::Done(m)) => Some(m.per_stream / 1024.0),
+        _ => None,
+    };
+    row(
+        "open idle streams on one connection: ≤ 2 KiB each",
+        mem,
+        &|x| x <= 2.0,
+        " KiB",
+    );
+}
+
+/// Renders every table.
+pub(crate) fn render(r: &Results, mesh_concurrency: usize) -> String {
+    let mut out = String::new();
+    for (c, rows) in &r.unary {
+        unary_table(&mut out, *c, rows);
+    }
+    if !r.unary.is_empty() {
+        cpu_table(&mut out, r);
+    }
+    if !r.stream.is_empty() {
+        stream_table(
+            &mut out,
+            "Server streaming, 64 B messages (one stream)",
+            &r.stream,
+        );
+    }
+    if !r.bidi.is_empty() {
+        stream_table(
+            &mut out,
+            "Two-way streaming echo, 64 B messages (one stream; msgs/s = messages echoed back)",
+            &r.bidi,
+        );
+    }
+    if let Some(m) = &r.memory {
+        memory_table(&mut out, m);
+    }
+    if !r.mesh.is_empty() {
+        mesh_table(&mut out, &r.mesh, mesh_concurrency);
+    }
+    if !r.wire.is_empty() {
+        wire_table(&mut out, &r.wire);
+    }
+    targets_table(&mut out, r);
+    if !r.notes.is_empty() {
+        let _ = writeln!(out, "\nNotes:");
+        for (name, note) in &r.notes {
+            let _ = writeln!(out, "- {name}: {note}");
+        }
+    }
+    out
+}
