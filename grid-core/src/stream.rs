@@ -89,7 +89,23 @@ async fn send_item<M: Machine>(
     shared: &Shared<M>,
     item: Bytes,
 ) -> Result<(), SendRefusal> {
+    let mut item = Some(item);
     loop {
+        // Fast path, the common case on a flowing stream: a credit and room in the queue right
+        // now. One lock on the stream, one on the queue; the payload is moved, never copied.
+        if session.out.has_room() {
+            let mut slot = shared.lock();
+            match slot.machine.send(item.take()) {
+                Ok(frame) => {
+                    return session
+                        .push_data_now(&frame)
+                        .map_err(|_| SendRefusal::Closed);
+                }
+                Err(rej) if rej.reason == SendRefusal::NoCredit => item = rej.payload,
+                Err(rej) => return Err(rej.reason),
+            }
+        }
+        // Slow path: wait for a credit (or the end), then for room, and try again.
         futures::future::poll_fn(|cx| {
             let mut slot = shared.lock();
             if slot.machine.credits() > 0 || slot.machine.send_closed() {
@@ -102,16 +118,6 @@ async fn send_item<M: Machine>(
         .await;
         if session.data_room().await.is_err() {
             return Err(SendRefusal::Closed);
-        }
-        let mut slot = shared.lock();
-        match slot.machine.send(Some(item.clone())) {
-            Ok(frame) => {
-                return session
-                    .push_data_now(&frame)
-                    .map_err(|_| SendRefusal::Closed);
-            }
-            Err(rej) if rej.reason == SendRefusal::NoCredit => continue,
-            Err(rej) => return Err(rej.reason),
         }
     }
 }

@@ -252,6 +252,13 @@ impl OutQueue {
         self.room.notify_waiters();
     }
 
+    /// True when the data lane takes another frame without waiting (or the queue is closed,
+    /// which the push will report).
+    pub(crate) fn has_room(&self) -> bool {
+        let lanes = self.lanes.lock();
+        lanes.closed || lanes.data_bytes < self.max_data_bytes
+    }
+
     /// True when nothing is queued.
     pub(crate) fn is_empty(&self) -> bool {
         let lanes = self.lanes.lock();
