@@ -61,21 +61,33 @@ macro_rules! impl_machine {
 impl_machine!(StreamCaller);
 impl_machine!(StreamCallee);
 
-/// Polls the next message out of a machine; `Ok(None)` is a clean end.
-fn poll_next<M: Machine>(
+/// Polls the next message out of a machine for a `Stream` impl: `None` after a clean end, one
+/// `Err` (mapped by `map_err`) when the direction failed, then `None`. `done` remembers the end.
+fn poll_stream<M: Machine>(
     session: &Session,
     shared: &Shared<M>,
+    done: &mut bool,
     cx: &mut TaskContext<'_>,
-) -> Poll<Result<Option<Bytes>, MuxError>> {
+    map_err: impl FnOnce(MuxError) -> Error,
+) -> Poll<Option<Result<Bytes, Error>>> {
+    if *done {
+        return Poll::Ready(None);
+    }
     let mut slot = shared.lock();
     let item = slot.machine.poll_recv();
     while let Some(f) = slot.machine.poll_transmit() {
         session.send_control(&f);
     }
     match item {
-        RecvItem::Item(p) => Poll::Ready(Ok(Some(p.unwrap_or_default()))),
-        RecvItem::End(Ok(())) => Poll::Ready(Ok(None)),
-        RecvItem::End(Err(e)) => Poll::Ready(Err(e)),
+        RecvItem::Item(p) => Poll::Ready(Some(Ok(p.unwrap_or_default()))),
+        RecvItem::End(Ok(())) => {
+            *done = true;
+            Poll::Ready(None)
+        }
+        RecvItem::End(Err(e)) => {
+            *done = true;
+            Poll::Ready(Some(Err(map_err(e))))
+        }
         RecvItem::Empty => {
             slot.recv_waker = Some(cx.waker().clone());
             Poll::Pending
@@ -201,26 +213,10 @@ impl Stream for StreamReceiver {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match poll_next(&this.session, &this.shared, cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(b))) => Poll::Ready(Some(Ok(b))),
-            Poll::Ready(Ok(None)) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(e)) => {
-                this.done = true;
-                Poll::Ready(Some(Err(Error::from_mux(
-                    e,
-                    &this.session.peer,
-                    this.handler,
-                    this.subroute.as_deref(),
-                ))))
-            }
-        }
+        let (session, handler, subroute) = (&this.session, this.handler, &this.subroute);
+        poll_stream(session, &this.shared, &mut this.done, cx, |e| {
+            Error::from_mux(e, &session.peer, handler, subroute.as_deref())
+        })
     }
 }
 
@@ -328,25 +324,16 @@ impl Stream for HandlerInput {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        match poll_next(&this.session, &this.shared, cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Some(b))) => Poll::Ready(Some(Ok(b))),
-            Poll::Ready(Ok(None)) => {
-                this.done = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(Err(e)) => {
-                this.done = true;
-                let err = match e {
-                    MuxError::Remote(rec) => Error::Remote(rec.into()),
-                    _ => Error::Cancelled,
-                };
-                Poll::Ready(Some(Err(err)))
-            }
-        }
+        poll_stream(
+            &this.session,
+            &this.shared,
+            &mut this.done,
+            cx,
+            |e| match e {
+                MuxError::Remote(rec) => Error::Remote(rec.into()),
+                _ => Error::Cancelled,
+            },
+        )
     }
 }
 

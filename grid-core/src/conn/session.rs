@@ -577,6 +577,29 @@ impl Session {
         self.served.lock().len() >= self.config.max_incoming_calls
     }
 
+    /// Finds the handler for a new call of the given kind, or answers the refusal (unknown
+    /// handler or subroute, wrong kind, overloaded) and returns `None`.
+    fn route_call(&self, mux: MuxId, route: &frame::Route, stream: bool) -> Option<Registered> {
+        let refusal = match self
+            .registry
+            .lookup(route.handler, route.subroute.as_deref())
+        {
+            Ok(Registered::Unary(_)) if stream => {
+                ErrorRecord::text(ErrorCode::UnknownHandler, "handler is a unary handler")
+            }
+            Ok(Registered::Stream(_)) if !stream => {
+                ErrorRecord::text(ErrorCode::UnknownHandler, "handler is a stream handler")
+            }
+            Ok(_) if self.overloaded() => {
+                ErrorRecord::text(ErrorCode::Overloaded, "too many calls in flight")
+            }
+            Ok(h) => return Some(h),
+            Err(rec) => rec,
+        };
+        self.refuse(mux, refusal);
+        None
+    }
+
     fn start_unary(
         self: &Arc<Self>,
         mux: MuxId,
@@ -585,30 +608,9 @@ impl Session {
         payload: Payload,
         now: Instant,
     ) -> Result<(), String> {
-        let handler = match self
-            .registry
-            .lookup(route.handler, route.subroute.as_deref())
-        {
-            Ok(Registered::Unary(h)) => h,
-            Ok(Registered::Stream(_)) => {
-                self.refuse(
-                    mux,
-                    ErrorRecord::text(ErrorCode::UnknownHandler, "handler is a stream handler"),
-                );
-                return Ok(());
-            }
-            Err(rec) => {
-                self.refuse(mux, rec);
-                return Ok(());
-            }
-        };
-        if self.overloaded() {
-            self.refuse(
-                mux,
-                ErrorRecord::text(ErrorCode::Overloaded, "too many calls in flight"),
-            );
+        let Some(Registered::Unary(handler)) = self.route_call(mux, &route, false) else {
             return Ok(());
-        }
+        };
         let machine = UnaryCallee::accept(mux, deadline_ms, now);
         let signal = CancelSignal::default();
         if !self.admit(mux, Incoming::Unary(signal.clone()))? {
@@ -696,30 +698,9 @@ impl Session {
         now: Instant,
     ) -> Result<(), String> {
         let mux = open.mux;
-        let handler = match self
-            .registry
-            .lookup(route.handler, route.subroute.as_deref())
-        {
-            Ok(Registered::Stream(h)) => h,
-            Ok(Registered::Unary(_)) => {
-                self.refuse(
-                    mux,
-                    ErrorRecord::text(ErrorCode::UnknownHandler, "handler is a unary handler"),
-                );
-                return Ok(());
-            }
-            Err(rec) => {
-                self.refuse(mux, rec);
-                return Ok(());
-            }
-        };
-        if self.overloaded() {
-            self.refuse(
-                mux,
-                ErrorRecord::text(ErrorCode::Overloaded, "too many calls in flight"),
-            );
+        let Some(Registered::Stream(handler)) = self.route_call(mux, &route, true) else {
             return Ok(());
-        }
+        };
         // Long or endless streams are watched for liveness; short ones rely on their deadline.
         let liveness = self.config.stream_liveness_timeout;
         let watch = open.deadline_ms == 0 || u128::from(open.deadline_ms) > liveness.as_millis();
