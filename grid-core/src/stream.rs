@@ -75,9 +75,7 @@ fn poll_stream<M: Machine>(
     }
     let mut slot = shared.lock();
     let item = slot.machine.poll_recv();
-    while let Some(f) = slot.machine.poll_transmit() {
-        session.send_control(&f);
-    }
+    session.transmit(&mut slot.machine);
     match item {
         RecvItem::Item(p) => Poll::Ready(Some(Ok(p.unwrap_or_default()))),
         RecvItem::End(Ok(())) => {

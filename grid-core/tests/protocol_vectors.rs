@@ -599,6 +599,9 @@ fn the_document_shows_the_annotated_vectors_verbatim() {
     }
 }
 
+// Not a check but a generator: it prints section 8 of PROTOCOL.md from the typed frames, for
+// regenerating the document after a deliberate format change. The checks are the tests above,
+// which compare the document with the codec; this one is ignored because it asserts nothing.
 #[test]
 #[ignore = "prints PROTOCOL.md section 8's vectors; run with --ignored --nocapture"]
 fn print_vectors() {

@@ -34,7 +34,7 @@ use crate::mux::{
     unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
     StreamCallee, StreamCaller, UnaryCallee,
 };
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::stream::{HandlerInput, HandlerOutput, Machine};
 
 /// A stream machine and the wakers of the tasks waiting on it.
 #[derive(Debug)]
@@ -187,6 +187,13 @@ impl Session {
             Err(QueueError::Stuck) => {
                 self.request_close("peer stopped reading: control queue full".into());
             }
+        }
+    }
+
+    /// Queues every frame a stream machine has to send (credits, pings, pongs, ends, errors).
+    pub(crate) fn transmit<M: Machine>(&self, machine: &mut M) {
+        while let Some(f) = machine.poll_transmit() {
+            self.send_control(&f);
         }
     }
 
@@ -468,9 +475,7 @@ impl Session {
                 drop(calls);
                 let mut slot = shared.lock();
                 slot.machine.handle_frame(frame, now);
-                while let Some(f) = slot.machine.poll_transmit() {
-                    self.send_control(&f);
-                }
+                self.transmit(&mut slot.machine);
                 let terminal = slot.machine.is_terminal();
                 slot.wake();
                 drop(slot);
@@ -535,9 +540,7 @@ impl Session {
                         drop(served);
                         let mut slot = shared.lock();
                         slot.machine.handle_frame(frame, now);
-                        while let Some(f) = slot.machine.poll_transmit() {
-                            self.send_control(&f);
-                        }
+                        self.transmit(&mut slot.machine);
                         let cancelled = slot.machine.cancelled();
                         let terminal = slot.machine.is_terminal();
                         slot.wake();
@@ -780,9 +783,7 @@ impl Session {
             };
             let mut slot = shared.lock();
             slot.machine.handle_timeout(now);
-            while let Some(f) = slot.machine.poll_transmit() {
-                self.send_control(&f);
-            }
+            self.transmit(&mut slot.machine);
             let next = slot.machine.poll_timeout();
             let terminal = slot.machine.is_terminal();
             slot.wake();
@@ -799,9 +800,7 @@ impl Session {
             };
             let mut slot = shared.lock();
             slot.machine.handle_timeout(now);
-            while let Some(f) = slot.machine.poll_transmit() {
-                self.send_control(&f);
-            }
+            self.transmit(&mut slot.machine);
             let next = slot.machine.poll_timeout();
             let cancelled = slot.machine.cancelled();
             slot.wake();
