@@ -48,11 +48,26 @@ pub struct Config {
     /// Control frames queued for one socket before the connection is declared stuck. Default
     /// 65 536. A peer that floods pings but never reads cannot grow our memory without bound.
     pub max_queued_control: usize,
+    /// Bytes one connection holds for its peer's requests and streams: request payloads of calls
+    /// still running, plus stream messages received and not yet consumed. Default 64 MiB. While
+    /// full, new calls are refused with `Overloaded` and stream credit is held back
+    /// (back-pressure); a stream whose peer keeps sending past twice this bound (with credit it
+    /// had before the budget filled) fails with `BudgetExceeded`. Stops a member that opens many
+    /// streams of large items it never lets the handler catch up with, or floods large requests
+    /// to slow handlers, from growing this node's memory.
+    pub max_inbound_bytes: usize,
+    /// Bytes of responses one connection's finished handlers may hold while they wait for room
+    /// in the data lane. Default 32 MiB. While full, new calls are refused with `Overloaded`.
+    /// Stops a member that floods requests but reads its socket slowly (never slowly enough to
+    /// trip `write_timeout`) from making this node hold every response it cannot write.
+    pub max_pending_response_bytes: usize,
     /// Bytes packed into one WebSocket message by the writer (a single larger frame still goes
     /// alone). Default 256 KiB.
     pub max_batch_bytes: usize,
     /// Most unary calls and streams served at once per connection. Default 100 000. Beyond it a
-    /// call is refused with `Overloaded`.
+    /// call is refused with `Overloaded`. A call holds its place until its handler task has
+    /// completely ended: cancel grace, panic and writing its last frame included, so a member
+    /// looping request/cancel cannot run more handlers than this.
     pub max_incoming_calls: usize,
     /// Add a CRC-32 to every frame. Default: on for `http://` names, off for `https://` (TLS
     /// already protects integrity). Agreed per connection: on if either side wants it.
@@ -78,6 +93,8 @@ impl Default for Config {
             max_stream_capacity: 4096,
             max_queued_bytes: 8 << 20,
             max_queued_control: 65_536,
+            max_inbound_bytes: 64 << 20,
+            max_pending_response_bytes: 32 << 20,
             max_batch_bytes: 256 << 10,
             max_incoming_calls: 100_000,
             checksum: None,

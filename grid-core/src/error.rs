@@ -115,6 +115,10 @@ pub enum Error {
     /// The peer stopped answering a long-lived stream's pings.
     #[error("the peer stopped answering stream pings")]
     Unresponsive,
+    /// The peer kept sending into this node's full inbound byte budget for the connection
+    /// (`Config::max_inbound_bytes`), so the stream was failed; the connection is unaffected.
+    #[error("the inbound byte budget for the connection is full")]
+    BudgetExceeded,
     /// A payload larger than the configured limit.
     #[error("payload of {len} bytes exceeds the limit of {limit}")]
     PayloadTooLarge {
@@ -180,6 +184,7 @@ impl Error {
             },
             MuxError::Unresponsive => Error::Unresponsive,
             MuxError::Protocol(v) => Error::Protocol(v.to_string()),
+            MuxError::BudgetExceeded => Error::BudgetExceeded,
         }
     }
 }

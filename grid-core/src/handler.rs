@@ -11,10 +11,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use parking_lot::{Mutex, RwLock};
-use tokio_util::sync::CancellationToken;
+use parking_lot::RwLock;
 
+use crate::cancel::CancelSignal;
+use crate::conn::core::{CallKind, Router};
 use crate::error::{Error, RemoteError};
+use crate::frame::Route;
 use crate::frame::{ErrorCode, ErrorRecord};
 use crate::ids::HandlerId;
 use crate::mux::CancelCause;
@@ -125,6 +127,14 @@ impl Registry {
         Ok(())
     }
 
+    /// The wire name registered for `id`, or the id in hex.
+    pub(crate) fn name_of(&self, id: HandlerId) -> String {
+        self.names
+            .read()
+            .get(&id)
+            .map_or_else(|| id.to_string(), |n| (*n).to_owned())
+    }
+
     /// The handler for a call, or the error record refusing it.
     pub(crate) fn lookup(
         &self,
@@ -160,40 +170,21 @@ impl Registry {
     }
 }
 
-/// The cancellation signal of one handler invocation, with its cause.
-#[derive(Clone, Default)]
-pub(crate) struct CancelSignal(Arc<CancelInner>);
+impl Router for Registry {
+    type Handler = Registered;
 
-#[derive(Default)]
-struct CancelInner {
-    token: CancellationToken,
-    cause: Mutex<Option<CancelCause>>,
-}
-
-impl fmt::Debug for CancelSignal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CancelSignal({:?})", self.cause())
-    }
-}
-
-impl CancelSignal {
-    /// Cancels with `cause`; the first cause wins.
-    pub(crate) fn cancel(&self, cause: CancelCause) {
-        let mut c = self.0.cause.lock();
-        if c.is_none() {
-            *c = Some(cause);
-            drop(c);
-            self.0.token.cancel();
+    fn route(&self, route: &Route, kind: CallKind) -> Result<Registered, ErrorRecord> {
+        match (self.lookup(route.handler, route.subroute.as_deref())?, kind) {
+            (Registered::Unary(_), CallKind::Stream) => Err(ErrorRecord::text(
+                ErrorCode::UnknownHandler,
+                format!("{} is a unary handler", self.name_of(route.handler)),
+            )),
+            (Registered::Stream(_), CallKind::Unary) => Err(ErrorRecord::text(
+                ErrorCode::UnknownHandler,
+                format!("{} is a stream handler", self.name_of(route.handler)),
+            )),
+            (h, _) => Ok(h),
         }
-    }
-
-    pub(crate) fn cause(&self) -> Option<CancelCause> {
-        *self.0.cause.lock()
-    }
-
-    pub(crate) async fn cancelled(&self) -> CancelCause {
-        self.0.token.cancelled().await;
-        self.cause().unwrap_or(CancelCause::Disconnected)
     }
 }
 
@@ -338,13 +329,5 @@ mod tests {
         assert!(msg.contains("A.a") && msg.contains("B.b"), "{msg}");
         r.insert(a, Some("x"), unary())
             .expect("same handler, new subroute");
-    }
-
-    #[tokio::test]
-    async fn first_cancel_cause_wins() {
-        let s = CancelSignal::default();
-        s.cancel(CancelCause::Deadline);
-        s.cancel(CancelCause::Disconnected);
-        assert_eq!(s.cancelled().await, CancelCause::Deadline);
     }
 }

@@ -7,6 +7,7 @@
 //! - the connection driver and manager, which put those on a real socket.
 
 pub mod auth;
+mod cancel;
 pub mod config;
 pub mod conn;
 #[cfg(feature = "hyper")]
@@ -24,8 +25,8 @@ pub mod tls;
 pub use auth::{Authenticator, HmacAuth};
 pub use config::Config;
 pub use conn::{
-    BoxedTransport, CallOptions, ClientStream, ConnState, Connection, ConnectionStats, InFlight,
-    StreamOptions, Transport,
+    BoxedTransport, CallOptions, ClientStream, CloseKind, CloseReason, ConnState, Connection,
+    ConnectionStats, HeldBytes, InFlight, Initiator, ProtocolViolation, StreamOptions, Transport,
 };
 pub use error::{Error, RemoteError};
 pub use frame::ErrorCode;

@@ -470,25 +470,10 @@ impl Manager {
         for pc in self.inner.peers.values() {
             let session = pc.current.read().clone();
             if let Some(s) = session {
-                // Whichever side notices the closed socket first, handlers see `ShuttingDown`.
-                s.mark_going_away();
-                s.send_control(&Frame::GoAway {
-                    error: crate::frame::ErrorRecord::text(
-                        crate::frame::ErrorCode::ShuttingDown,
-                        "shutting down",
-                    ),
-                });
-                // Let the writer flush the go-away; bounded so shutdown never hangs.
-                for _ in 0..20 {
-                    if s.out.is_empty() {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                s.close_as(
-                    "shutting down".into(),
-                    crate::mux::CancelCause::ShuttingDown,
-                );
+                // Handlers here see `ShuttingDown`; the peer learns it from the go-away, which
+                // the writer sends last. Waiting for it is bounded so shutdown never hangs.
+                s.shut_down();
+                let _ = tokio::time::timeout(Duration::from_millis(200), s.writer_done()).await;
             }
             pc.state.send_replace(ConnState::Shutdown);
         }
@@ -701,14 +686,13 @@ async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Erro
         Role::Acceptor,
         info.checksum,
         inner.config.clone(),
-        inner.registry.clone(),
         pc.stats.clone(),
         info.max_payload,
     );
     if !pc.install(session.clone()) {
         return Err(Error::Shutdown);
     }
-    run_session(session.clone(), ws).await;
+    run_session(session.clone(), ws, inner.registry.clone()).await;
     pc.uninstall(&session);
     debug!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "connection ended");
     Ok(())
@@ -759,7 +743,7 @@ async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
                 // sends its go-away and closes it, which ends `run_session`. (Racing here used
                 // to uninstall the session first, so shutdown never closed it and its socket
                 // lived on, kept alive by its own pings.)
-                run_session(session.clone(), ws).await;
+                run_session(session.clone(), ws, inner.registry.clone()).await;
                 pc.uninstall(&session);
                 info!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "disconnected");
             }
@@ -848,7 +832,6 @@ async fn dial_once(inner: &ManagerInner, pc: &PeerConn) -> Result<(Arc<Session>,
         Role::Dialer,
         info.checksum,
         cfg.clone(),
-        inner.registry.clone(),
         pc.stats.clone(),
         info.max_payload,
     );

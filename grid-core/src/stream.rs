@@ -15,51 +15,12 @@ use std::task::{Context as TaskContext, Poll};
 use bytes::Bytes;
 use futures::Stream;
 
-use crate::conn::session::{Session, Shared};
+use crate::cancel::CancelSignal;
+use crate::conn::session::Session;
+use crate::conn::slot::{Machine, Shared};
 use crate::error::Error;
-use crate::handler::CancelSignal;
 use crate::ids::HandlerId;
 use crate::mux::{CancelCause, MuxError, RecvItem, SendRefusal, StreamCallee, StreamCaller};
-
-/// What the handles need from a stream machine.
-pub(crate) trait Machine: Send + 'static {
-    fn poll_recv(&mut self) -> RecvItem;
-    fn send(
-        &mut self,
-        payload: Option<Bytes>,
-    ) -> Result<crate::frame::Frame, crate::mux::SendRejected>;
-    fn credits(&self) -> u32;
-    fn send_closed(&self) -> bool;
-    fn poll_transmit(&mut self) -> Option<crate::frame::Frame>;
-}
-
-macro_rules! impl_machine {
-    ($t:ty) => {
-        impl Machine for $t {
-            fn poll_recv(&mut self) -> RecvItem {
-                <$t>::poll_recv(self)
-            }
-            fn send(
-                &mut self,
-                payload: Option<Bytes>,
-            ) -> Result<crate::frame::Frame, crate::mux::SendRejected> {
-                <$t>::send(self, payload)
-            }
-            fn credits(&self) -> u32 {
-                <$t>::credits(self)
-            }
-            fn send_closed(&self) -> bool {
-                <$t>::send_closed(self)
-            }
-            fn poll_transmit(&mut self) -> Option<crate::frame::Frame> {
-                <$t>::poll_transmit(self)
-            }
-        }
-    };
-}
-
-impl_machine!(StreamCaller);
-impl_machine!(StreamCallee);
 
 /// Polls the next message out of a machine for a `Stream` impl: `None` after a clean end, one
 /// `Err` (mapped by `map_err`) when the direction failed, then `None`. `done` remembers the end.
@@ -74,7 +35,7 @@ fn poll_stream<M: Machine>(
         return Poll::Ready(None);
     }
     let mut slot = shared.lock();
-    let item = slot.machine.poll_recv();
+    let item = slot.poll_recv();
     session.transmit(&mut slot.machine);
     match item {
         RecvItem::Item(p) => Poll::Ready(Some(Ok(p.unwrap_or_default()))),
@@ -196,6 +157,7 @@ impl StreamReceiver {
         if let Some(f) = slot.machine.cancel() {
             self.session.cancel_call(&f);
         }
+        slot.settle();
         slot.wake();
         drop(slot);
         self.session.forget_stream(slot_mux(&self.shared));
@@ -224,6 +186,7 @@ impl Drop for StreamReceiver {
         if let Some(f) = slot.machine.cancel() {
             self.session.cancel_call(&f);
         }
+        slot.settle();
         let mux = slot.machine.mux();
         slot.wake();
         drop(slot);

@@ -1,20 +1,31 @@
-//! Connections: the socket tasks of one live session, and the [`Connection`] handle callers use.
+//! Connections: the [`Connection`] handle callers use, over the live session of one peer.
 //!
-//! Each live socket runs four tasks, all owned by its `Session`:
-//! - the **writer** owns the socket's sink and is the only task that writes; it packs whatever is
-//!   queued into one WebSocket message, control frames first;
-//! - the **reader** owns the socket's stream, decodes each batch and dispatches every frame without
-//!   awaiting anything a user task can fill;
-//! - the **timer** task serves stream deadlines, pings and liveness checks;
-//! - the **keepalive** task sends connection pings and closes the session when it is stuck.
+//! The connection code is layered so that each part can be read, and tested, alone:
 //!
-//! When any of them ends, the session closes; the peer's supervisor (in [`crate::manager`]) then
-//! reconnects. A [`Connection`] outlives sessions: it always calls through the current one.
+//! - [`core`](self::core): the sans-IO connection core — call tables, the mux-id rule,
+//!   admission, byte budgets, lifecycle and typed close reasons; frames and time in, frames and
+//!   events out; unit-tested with no socket;
+//! - `budget`, `slot`, `outq`, `stats`, `watchdog`: the pieces it and the shell share (byte
+//!   counters, a stream machine under its own lock, the two-lane outbound queue, counters, the
+//!   liveness stamps);
+//! - `session`: the shell's state for one socket, moving what the core produces to where it goes;
+//! - `serve`: the task of each admitted call, holding its admission slot until it ends;
+//! - `driver`: the reader, writer, timer and keepalive tasks of one socket;
+//! - `peer`: what outlives a socket — the per-peer state a [`Connection`] calls through.
+//!
+//! Imports go one way: `driver` → `serve` → `session` → `core`; the user-facing stream ends
+//! (`crate::stream`) and this module's `Connection` use `session`; nothing below `serve` knows
+//! about handlers.
 
+mod budget;
+pub(crate) mod core;
+mod driver;
 pub(crate) mod outq;
+pub(crate) mod peer;
+mod serve;
 pub(crate) mod session;
+pub(crate) mod slot;
 pub(crate) mod stats;
-pub(crate) mod timers;
 mod watchdog;
 
 use std::fmt;
@@ -22,25 +33,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
-use parking_lot::RwLock;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::frame::{BatchDecoder, BatchEncoder, Frame, Route, MAX_FRAMES_PER_BATCH};
+use crate::frame::{Frame, Route};
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{StreamReceiver, StreamSender};
 
-pub use session::InFlight;
+pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
+pub use budget::HeldBytes;
+pub(crate) use driver::run_session;
+pub(crate) use peer::PeerConn;
 use session::Session;
 use stats::ConnStats;
-use watchdog::Watchdog;
 
 /// Any byte stream a WebSocket can run over: TCP, TLS, an in-memory pipe in tests.
 pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -61,261 +69,6 @@ pub enum ConnState {
     Connected,
     /// The manager shut down; the connection will not come back.
     Shutdown,
-}
-
-/// Per-peer state shared by the manager and every [`Connection`] handle.
-pub(crate) struct PeerConn {
-    pub(crate) local: Arc<str>,
-    pub(crate) peer: Arc<str>,
-    pub(crate) config: Arc<Config>,
-    pub(crate) current: RwLock<Option<Arc<Session>>>,
-    pub(crate) state: watch::Sender<ConnState>,
-    /// Why the last session ended.
-    last_reason: parking_lot::Mutex<Option<String>>,
-    pub(crate) stats: Arc<ConnStats>,
-}
-
-impl fmt::Debug for PeerConn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PeerConn")
-            .field("peer", &self.peer)
-            .field("state", &*self.state.borrow())
-            .finish()
-    }
-}
-
-impl PeerConn {
-    pub(crate) fn new(local: Arc<str>, peer: Arc<str>, config: Arc<Config>) -> PeerConn {
-        PeerConn {
-            local,
-            peer,
-            config,
-            current: RwLock::new(None),
-            state: watch::channel(ConnState::Disconnected).0,
-            last_reason: parking_lot::Mutex::new(None),
-            stats: Arc::new(ConnStats::default()),
-        }
-    }
-
-    fn session(&self) -> Option<Arc<Session>> {
-        self.current.read().clone().filter(|s| !s.is_closed())
-    }
-
-    /// Makes `session` the live one, closing any previous session first. Refuses (and closes
-    /// `session`) once the manager shut down, so a dial that finishes late cannot revive it.
-    pub(crate) fn install(&self, session: Arc<Session>) -> bool {
-        let mut cur = self.current.write();
-        if *self.state.borrow() == ConnState::Shutdown {
-            drop(cur);
-            session.close_as(
-                "the manager shut down".into(),
-                crate::mux::CancelCause::ShuttingDown,
-            );
-            return false;
-        }
-        let old = cur.replace(session);
-        drop(cur);
-        if let Some(old) = old {
-            old.close("replaced by a new connection".into());
-        }
-        ConnStats::add(&self.stats.connects, 1);
-        self.state.send_replace(ConnState::Connected);
-        true
-    }
-
-    /// Clears `session` if it is still the live one.
-    pub(crate) fn uninstall(&self, session: &Arc<Session>) {
-        if let Some(reason) = session.close_reason() {
-            *self.last_reason.lock() = Some(reason);
-        }
-        let mut cur = self.current.write();
-        if cur.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
-            *cur = None;
-            drop(cur);
-            self.state.send_if_modified(|s| {
-                if *s == ConnState::Connected {
-                    *s = ConnState::Disconnected;
-                    true
-                } else {
-                    false
-                }
-            });
-        }
-    }
-}
-
-/// Runs one authenticated socket until it ends, then closes its session.
-pub(crate) async fn run_session(session: Arc<Session>, ws: Ws) {
-    let (sink, stream) = ws.split();
-    let watchdog = Arc::new(Watchdog::new());
-    watchdog.inbound();
-    // Aborted on return *and* when this future is dropped (a supervisor that stops waiting must
-    // not leave a detached reader, writer and keepalive running an orphan socket).
-    let _tasks = AbortOnDrop(
-        [
-            tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
-            tokio::spawn(read_loop(session.clone(), stream, watchdog.clone())),
-            tokio::spawn(timer_loop(session.clone())),
-            tokio::spawn(keepalive_loop(session.clone(), watchdog)),
-        ],
-        session.clone(),
-    );
-    session.closed().await;
-}
-
-/// Aborts the tasks of one session when dropped, and closes the session: a session whose tasks
-/// are gone must not look usable (its calls would wait for a writer that no longer exists).
-struct AbortOnDrop([tokio::task::JoinHandle<()>; 4], Arc<Session>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        for t in &self.0 {
-            t.abort();
-        }
-        self.1.close("the session's driver stopped".into());
-    }
-}
-
-async fn write_loop(
-    session: Arc<Session>,
-    mut sink: futures::stream::SplitSink<Ws, Message>,
-    watchdog: Arc<Watchdog>,
-) {
-    let cfg = session.config.clone();
-    loop {
-        // Several calls in flight means more frames are about to be queued.
-        let busy = session.activity() > 1;
-        let Some(mut batch) = session
-            .out
-            .drain(cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH)
-            .await
-        else {
-            break;
-        };
-        // A busy connection with a short batch: let the tasks that are runnable right now
-        // (callers woken by the last responses, handlers spawned by the last requests) queue
-        // their frames first, then send them all in one message (MinIO's Gosched merge). An idle
-        // connection sends a lone frame at once, without the yield's cost.
-        if busy && batch.frames.len() < 4 && batch.bytes < cfg.max_batch_bytes / 4 {
-            tokio::task::yield_now().await;
-            session
-                .out
-                .top_up(&mut batch, cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH);
-        }
-        let mut enc = BatchEncoder::with_capacity(batch.bytes);
-        for f in &batch.frames {
-            enc.push_encoded(f);
-        }
-        let msg = enc.finish();
-        ConnStats::add(&session.stats.frames_out, batch.frames.len());
-        ConnStats::add(&session.stats.bytes_out, msg.len());
-        ConnStats::add(&session.stats.messages_out, 1);
-        // The keepalive task watches for a write that never ends (a peer that stopped reading).
-        watchdog.write_begin();
-        let sent = sink.send(Message::Binary(msg)).await;
-        watchdog.write_end();
-        if let Err(e) = sent {
-            return session.close(format!("write failed: {e}"));
-        }
-    }
-    let _ = sink.close().await;
-}
-
-async fn read_loop(
-    session: Arc<Session>,
-    mut stream: futures::stream::SplitStream<Ws>,
-    watchdog: Arc<Watchdog>,
-) {
-    let cfg = session.config.clone();
-    let limits = cfg.limits();
-    loop {
-        // Silence is detected by the keepalive task from the watchdog's stamps.
-        let msg = match stream.next().await {
-            None => return session.close("the peer closed the socket".into()),
-            Some(Err(e)) => return session.close(format!("read failed: {e}")),
-            Some(Ok(m)) => m,
-        };
-        watchdog.inbound();
-        let data = match msg {
-            Message::Binary(b) => b,
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Close(_) => return session.close("the peer closed the socket".into()),
-            Message::Text(_) => {
-                return session.close("protocol violation: text message".into());
-            }
-        };
-        ConnStats::add(&session.stats.bytes_in, data.len());
-        let decoder = match BatchDecoder::new(data, &limits) {
-            Ok(d) => d,
-            Err(e) => return session.close(format!("protocol violation: {e}")),
-        };
-        let now = Instant::now();
-        for frame in decoder {
-            if session.is_closed() {
-                return;
-            }
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => return session.close(format!("protocol violation: {e}")),
-            };
-            ConnStats::add(&session.stats.frames_in, 1);
-            if let Err(reason) = session.dispatch(frame, now) {
-                session.send_control(&Frame::GoAway {
-                    error: crate::frame::ErrorRecord::text(
-                        crate::frame::ErrorCode::Protocol,
-                        reason.clone(),
-                    ),
-                });
-                return session.close(format!("protocol violation: {reason}"));
-            }
-        }
-    }
-}
-
-async fn timer_loop(session: Arc<Session>) {
-    loop {
-        let changed = session.timers.changed();
-        let sleep = async {
-            match session.timers.next() {
-                Some(t) => tokio::time::sleep_until(t.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = sleep => {}
-            () = changed => {}
-            () = session.closed() => return,
-        }
-        let now = Instant::now();
-        for mux in session.timers.due(now) {
-            session.fire_timer(mux, now);
-        }
-    }
-}
-
-async fn keepalive_loop(session: Arc<Session>, watchdog: Arc<Watchdog>) {
-    let cfg = session.config.clone();
-    let period = Watchdog::period(cfg.ping_interval, cfg.idle_timeout, cfg.write_timeout);
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut last_ping = Instant::now();
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Some(reason) = watchdog.check(cfg.idle_timeout, cfg.write_timeout) {
-                    return session.close(reason);
-                }
-                if last_ping.elapsed() >= cfg.ping_interval {
-                    last_ping = Instant::now();
-                    let nonce = session.stats.ping_nonce();
-                    session.send_control(&Frame::Ping { mux: crate::ids::MuxId::CONNECTION, nonce });
-                }
-            }
-            reason = session.kill_requested() => return session.close(reason),
-            () = session.closed() => return,
-        }
-    }
 }
 
 /// Options of one call.
@@ -402,6 +155,8 @@ pub struct ConnectionStats {
     pub connects: u64,
     /// Round trip of the last connection ping.
     pub last_rtt: Option<Duration>,
+    /// Bytes the live session holds for the peer (zero when disconnected).
+    pub held: HeldBytes,
 }
 
 impl Connection {
@@ -665,11 +420,16 @@ impl Connection {
             bytes_out: ConnStats::get(&s.bytes_out),
             connects: ConnStats::get(&s.connects),
             last_rtt: s.last_rtt(),
+            held: self
+                .inner
+                .session()
+                .map(|s| s.held())
+                .unwrap_or_default(),
         }
     }
 
-    /// Why the last session ended, if one did.
-    pub fn last_close_reason(&self) -> Option<String> {
+    /// Why the last session ended, if one did: who ended it and what happened.
+    pub fn last_close_reason(&self) -> Option<CloseReason> {
         let live = self
             .inner
             .current
@@ -682,7 +442,7 @@ impl Connection {
     /// Closes the live socket (for tests and fault injection); the dialing side reconnects.
     pub fn kill_socket(&self) {
         if let Some(s) = self.inner.session() {
-            s.close("killed on request".into());
+            s.close(CloseReason::local(CloseKind::Killed));
         }
     }
 }

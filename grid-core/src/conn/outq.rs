@@ -38,6 +38,8 @@ struct Lanes {
     data: VecDeque<(u32, Bytes)>,
     data_bytes: usize,
     closed: bool,
+    /// A last frame the writer still sends after the close (the go-away naming a violation).
+    last: Option<Bytes>,
 }
 
 /// The two lanes and the wake-ups around them.
@@ -131,6 +133,30 @@ impl OutQueue {
         Ok(())
     }
 
+    /// Queues a data frame if the lane has room now; else hands it back (`Err(Some(frame))`), or
+    /// `Err(None)` once closed. Unlike a [`wait_room`](Self::wait_room) then push, many
+    /// producers woken together cannot each add a frame past the bound: the lane overshoots by
+    /// at most one frame in all.
+    pub(crate) fn push_data_if_room(&self, frame: Bytes, tag: u32) -> Result<(), Option<Bytes>> {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(None);
+        }
+        if lanes.data_bytes >= self.max_data_bytes {
+            return Err(Some(frame));
+        }
+        lanes.data_bytes += frame.len();
+        lanes.data.push_back((tag, frame));
+        drop(lanes);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    /// Bytes of data frames queued.
+    pub(crate) fn data_bytes(&self) -> usize {
+        self.lanes.lock().data_bytes
+    }
+
     /// Queues a frame in the data lane from a task that must not wait (the reader, a timer): it
     /// goes after the frames already queued for its mux. Refused with `Stuck` once the lane holds
     /// twice its bound, so a peer that makes us answer but never reads cannot grow it forever.
@@ -200,7 +226,10 @@ impl OutQueue {
             {
                 let mut lanes = self.lanes.lock();
                 if lanes.closed {
-                    return Some(None);
+                    return Some(lanes.last.take().map(|f| Drained {
+                        bytes: f.len(),
+                        frames: vec![f],
+                    }));
                 }
                 if !lanes.control.is_empty() || !lanes.data.is_empty() {
                     // Producers wait only while the lane is full: wake them only then.
@@ -241,8 +270,18 @@ impl OutQueue {
     }
 
     /// Closes the queue: drops everything queued and wakes every waiter.
+    #[cfg(test)]
     pub(crate) fn close(&self) {
+        self.close_with(None);
+    }
+
+    /// Closes the queue like [`close`](Self::close), but the writer still sends `last` (the
+    /// go-away telling the peer why) before it sees the close.
+    pub(crate) fn close_with(&self, last: Option<Bytes>) {
         let mut lanes = self.lanes.lock();
+        if !lanes.closed {
+            lanes.last = last;
+        }
         lanes.closed = true;
         lanes.control.clear();
         lanes.data.clear();
@@ -257,12 +296,6 @@ impl OutQueue {
     pub(crate) fn has_room(&self) -> bool {
         let lanes = self.lanes.lock();
         lanes.closed || lanes.data_bytes < self.max_data_bytes
-    }
-
-    /// True when nothing is queued.
-    pub(crate) fn is_empty(&self) -> bool {
-        let lanes = self.lanes.lock();
-        lanes.control.is_empty() && lanes.data.is_empty()
     }
 
     /// Frames queued in each lane (control, data).
@@ -347,6 +380,25 @@ mod tests {
         assert_eq!(r, Err(QueueError::Closed));
         assert_eq!(q.lens(), (0, 0));
         assert!(q.drain(100, 10).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_last_frame_survives_the_close_and_goes_out_alone() {
+        let q = OutQueue::new(100, 10);
+        q.push_data_unbounded(b(10), 0).expect("open");
+        q.close_with(Some(b(3)));
+        let d = q.drain(100, 10).await.expect("the last frame");
+        assert_eq!(d.frames.iter().map(Bytes::len).collect::<Vec<_>>(), vec![3]);
+        assert!(q.drain(100, 10).await.is_none());
+    }
+
+    #[test]
+    fn woken_producers_cannot_each_overshoot_the_bound() {
+        let q = OutQueue::new(100, 10);
+        q.push_data_if_room(b(60), 0).expect("room");
+        q.push_data_if_room(b(60), 0).expect("room: 60 < 100");
+        assert_eq!(q.push_data_if_room(b(60), 0), Err(Some(b(60))));
+        assert_eq!(q.data_bytes(), 120);
     }
 
     #[tokio::test]

@@ -1,102 +1,47 @@
-//! One live socket: its mux tables, its outbound queue, and the dispatch of every inbound frame.
+//! The IO shell's state for one live socket: the connection core behind its lock, the outbound
+//! queue, the byte budget, and the signals the socket's tasks wait on.
 //!
-//! A `Session` lives exactly as long as one WebSocket. When the socket ends, [`Session::close`]
-//! fails every call it started with `Disconnected`, cancels every handler it serves, and closes
-//! its queue; a reconnect builds a new `Session` with empty tables and an empty queue, so nothing
-//! of the old socket can leak into the new one.
+//! A `Session` lives exactly as long as one WebSocket. Every change to the core goes through
+//! [`Session::with_core`], which afterwards moves what the core produced to where it goes:
+//! frames into the outbound queue, replies into the callers' oneshots, cancellations into the
+//! handlers' signals, the close into the queue, the timer task and the `closed` token. Nothing
+//! here spawns a task or awaits under a lock; the reader calls [`Session::dispatch`] and never
+//! waits for a user task.
 //!
-//! [`Session::dispatch`] runs on the socket reader. It never awaits: each frame is a short,
-//! bounded state change under a mutex, and any reply goes to the control lane of the queue, which
-//! never blocks. Handlers run on their own tasks.
+//! Lock order: the core, then a stream's slot, then the queue's lanes. Stream handles take a
+//! slot and then the lanes, never the core while holding a slot.
 
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Waker;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures::FutureExt;
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
+use super::budget::{Budget, HeldBytes};
+use super::core::{
+    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Router,
+    Start,
+};
 use super::outq::{OutQueue, QueueError};
+use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
-use super::timers::Timers;
+use crate::cancel::CancelSignal;
 use crate::config::Config;
 use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload};
-use crate::handler::{panic_record, CancelSignal, Context, Registered, Registry};
 use crate::ids::MuxId;
-use crate::mux::{
-    unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
-    StreamCallee, StreamCaller, UnaryCallee,
-};
-use crate::stream::{HandlerInput, HandlerOutput, Machine};
+use crate::mux::{MuxError, Role, StreamCaller};
 
-/// A stream machine and the wakers of the tasks waiting on it.
+/// The shell's handles, as the core stores them.
 #[derive(Debug)]
-pub(crate) struct Slot<M> {
-    pub(crate) machine: M,
-    pub(crate) recv_waker: Option<Waker>,
-    pub(crate) send_waker: Option<Waker>,
-}
+pub(crate) struct Shell;
 
-impl<M> Slot<M> {
-    fn new(machine: M) -> Slot<M> {
-        Slot {
-            machine,
-            recv_waker: None,
-            send_waker: None,
-        }
-    }
-
-    pub(crate) fn wake(&mut self) {
-        if let Some(w) = self.recv_waker.take() {
-            w.wake();
-        }
-        if let Some(w) = self.send_waker.take() {
-            w.wake();
-        }
-    }
-}
-
-pub(crate) type Shared<M> = Arc<Mutex<Slot<M>>>;
-
-/// A call this side started.
-#[derive(Debug)]
-enum Outgoing {
-    Unary(oneshot::Sender<Result<Payload, MuxError>>),
-    Stream(Shared<StreamCaller>),
-}
-
-/// A call this side serves.
-#[derive(Debug)]
-enum Incoming {
-    Unary(CancelSignal),
-    Stream(Shared<StreamCallee>, CancelSignal),
-}
-
-/// Counts of calls in flight on one session.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InFlight {
-    /// Unary calls this side started and is waiting for.
-    pub unary_out: usize,
-    /// Streams this side opened.
-    pub streams_out: usize,
-    /// Unary calls this side is serving.
-    pub unary_in: usize,
-    /// Streams this side is serving.
-    pub streams_in: usize,
-}
-
-impl InFlight {
-    /// Sum of all four.
-    pub fn total(&self) -> usize {
-        self.unary_out + self.streams_out + self.unary_in + self.streams_in
-    }
+impl Handles for Shell {
+    type Reply = oneshot::Sender<Result<Payload, MuxError>>;
+    type Cancel = CancelSignal;
 }
 
 /// One live socket.
@@ -104,25 +49,20 @@ impl InFlight {
 pub(crate) struct Session {
     pub(crate) id: u32,
     pub(crate) peer: Arc<str>,
-    pub(crate) role: Role,
     checksum: bool,
     max_payload: usize,
     pub(crate) config: Arc<Config>,
     pub(crate) out: OutQueue,
-    registry: Arc<Registry>,
     pub(crate) stats: Arc<ConnStats>,
-    pub(crate) timers: Timers,
-    next_mux: AtomicU32,
+    core: Mutex<ConnCore<Shell>>,
+    budget: Arc<Budget>,
+    /// Mirrors "the core is closed" for lock-free checks on hot paths.
     closing: AtomicBool,
-    /// Set when this node or the peer is shutting down: the session's end is then reported to
-    /// served handlers as `ShuttingDown`, whichever side notices the closed socket first.
-    going_away: AtomicBool,
     closed: CancellationToken,
-    close_reason: Mutex<Option<String>>,
+    writer_done: CancellationToken,
+    timer_wake: Notify,
     kill: CancellationToken,
-    kill_reason: Mutex<Option<String>>,
-    calls: Mutex<HashMap<MuxId, Outgoing>>,
-    served: Mutex<HashMap<MuxId, Incoming>>,
+    kill_reason: Mutex<Option<CloseReason>>,
 }
 
 impl Session {
@@ -131,7 +71,6 @@ impl Session {
         role: Role,
         checksum: bool,
         config: Arc<Config>,
-        registry: Arc<Registry>,
         stats: Arc<ConnStats>,
         peer_max_payload: u64,
     ) -> Arc<Session> {
@@ -139,27 +78,67 @@ impl Session {
         let max_payload = usize::try_from(peer_max_payload)
             .unwrap_or(usize::MAX)
             .min(config.max_payload);
+        let budget = Arc::new(Budget::new(
+            config.max_inbound_bytes,
+            config.max_pending_response_bytes,
+        ));
+        let limits = CoreLimits {
+            max_incoming_calls: config.max_incoming_calls,
+            max_stream_capacity: config.max_stream_capacity,
+            stream_liveness_timeout: config.stream_liveness_timeout,
+        };
         Arc::new(Session {
             id: fastrand::u32(..),
             peer,
-            role,
             checksum,
             max_payload,
             out: OutQueue::new(config.max_queued_bytes, config.max_queued_control),
             config,
-            registry,
             stats,
-            timers: Timers::default(),
-            next_mux: AtomicU32::new(role.first_id()),
+            core: Mutex::new(ConnCore::new(role, limits, budget.clone())),
+            budget,
             closing: AtomicBool::new(false),
-            going_away: AtomicBool::new(false),
             closed: CancellationToken::new(),
-            close_reason: Mutex::new(None),
+            writer_done: CancellationToken::new(),
+            timer_wake: Notify::new(),
             kill: CancellationToken::new(),
             kill_reason: Mutex::new(None),
-            calls: Mutex::new(HashMap::new()),
-            served: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Runs `f` on the core, then moves what it produced to where it goes.
+    fn with_core<T>(&self, f: impl FnOnce(&mut ConnCore<Shell>) -> T) -> T {
+        let mut core = self.core.lock();
+        let out = f(&mut core);
+        let mut last = None;
+        while let Some(frame) = core.poll_transmit() {
+            if core.is_open() {
+                self.send_control(&frame);
+            } else {
+                // After a close only the go-away naming a violation is left: it goes out last.
+                last = Some(self.encode(&frame));
+            }
+        }
+        while let Some(event) = core.poll_event() {
+            match event {
+                Event::Reply(tx, result) => {
+                    let _ = tx.send(result);
+                }
+                Event::Cancel(signal, cause) => signal.cancel(cause),
+                Event::Pong(nonce) => self.stats.record_pong(nonce),
+                Event::Closed(reason) => {
+                    debug!(conn = %format_args!("{:08x}", self.id), peer = %self.peer, %reason, "session closed");
+                    self.closing.store(true, Ordering::Release);
+                    self.out.close_with(last.take());
+                    self.closed.cancel();
+                    self.timer_wake.notify_one();
+                }
+            }
+        }
+        if core.take_timer_moved() {
+            self.timer_wake.notify_one();
+        }
+        out
     }
 
     /// Encodes one frame for this socket.
@@ -169,24 +148,20 @@ impl Session {
         buf.freeze()
     }
 
-    /// Queues a frame without waiting; a stuck peer closes the session.
+    /// Queues a frame without waiting; a peer that stopped reading gets the session closed.
     ///
     /// Frames that *end* a mux on the callee's side (`End`, `Error`) go in the data lane, behind
     /// the messages already queued for that mux, so a clean end or an error can never overtake
-    /// the data before it (MinIO lost stream tails exactly that way, 40fb337 / 02a67cb). Everything
-    /// else (credits, pings, pongs, acks, cancels) goes in the control lane, ahead of bulk data.
+    /// the data before it (MinIO lost stream tails exactly that way). Everything else (credits,
+    /// pings, pongs, acks, cancels, refusals) goes in the control lane, ahead of bulk data.
     pub(crate) fn send_control(&self, frame: &Frame) {
         let bytes = self.encode(frame);
         let queued = match frame {
             Frame::End { .. } | Frame::Error { .. } => self.out.push_data_nowait(bytes),
             _ => self.out.push_control(bytes),
         };
-        match queued {
-            Ok(()) => {}
-            Err(QueueError::Closed) => {}
-            Err(QueueError::Stuck) => {
-                self.request_close("peer stopped reading: control queue full".into());
-            }
+        if queued == Err(QueueError::Stuck) {
+            self.request_close(CloseReason::library(CloseKind::ControlQueueFull));
         }
     }
 
@@ -197,21 +172,20 @@ impl Session {
         }
     }
 
-    /// Asks the keepalive task to close the session. Used where closing in place could deadlock
-    /// (the caller may hold a stream's lock, which closing takes).
-    pub(crate) fn request_close(&self, reason: String) {
-        let mut r = self.kill_reason.lock();
-        if r.is_none() {
-            *r = Some(reason);
-        }
-        drop(r);
+    /// Asks the keepalive task to close the session, from a place that cannot take the core's
+    /// lock (it holds a stream's). The first reason wins.
+    pub(crate) fn request_close(&self, reason: CloseReason) {
+        self.kill_reason.lock().get_or_insert(reason);
         self.kill.cancel();
     }
 
     /// Resolves with the reason once [`request_close`](Self::request_close) was called.
-    pub(crate) async fn kill_requested(&self) -> String {
+    pub(crate) async fn close_requested(&self) -> CloseReason {
         self.kill.cancelled().await;
-        self.kill_reason.lock().clone().unwrap_or_default()
+        self.kill_reason
+            .lock()
+            .clone()
+            .unwrap_or_else(|| CloseReason::library(CloseKind::DriverStopped))
     }
 
     /// Waits until the data lane has room (or the session closed).
@@ -226,11 +200,25 @@ impl Session {
     /// `Request` or `Open` is tagged with its mux so [`cancel_call`](Self::cancel_call) can take it
     /// back while it is still queued.
     pub(crate) fn push_data_now(&self, frame: &Frame) -> Result<(), QueueError> {
-        let tag = match frame {
-            Frame::Request { mux, .. } | Frame::Open { mux, .. } => mux.0,
-            _ => 0,
-        };
-        self.out.push_data_unbounded(self.encode(frame), tag)
+        self.out.push_data_unbounded(self.encode(frame), tag_of(frame))
+    }
+
+    /// Queues a data frame, waiting for room; many waiters together overshoot the lane's bound
+    /// by one frame at most.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the frame is queued whole or not at all.
+    pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
+        let mut bytes = self.encode(frame);
+        let tag = tag_of(frame);
+        loop {
+            match self.out.push_data_if_room(bytes, tag) {
+                Ok(()) => return Ok(()),
+                Err(None) => return Err(QueueError::Closed),
+                Err(Some(back)) => bytes = back,
+            }
+            self.data_room().await?;
+        }
     }
 
     /// Tells the callee that a call this side started is given up: takes back its `Request` /
@@ -247,12 +235,6 @@ impl Session {
         self.max_payload
     }
 
-    /// Queues a data frame, waiting for room.
-    pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
-        self.data_room().await?;
-        self.push_data_now(frame)
-    }
-
     pub(crate) fn is_closed(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -262,121 +244,63 @@ impl Session {
         self.closed.cancelled().await;
     }
 
-    pub(crate) fn close_reason(&self) -> Option<String> {
-        self.close_reason.lock().clone()
+    pub(crate) fn close_reason(&self) -> Option<CloseReason> {
+        self.core.lock().close_reason().cloned()
     }
 
     pub(crate) fn in_flight(&self) -> InFlight {
-        let mut n = InFlight::default();
-        for c in self.calls.lock().values() {
-            match c {
-                Outgoing::Unary(_) => n.unary_out += 1,
-                Outgoing::Stream(_) => n.streams_out += 1,
-            }
-        }
-        for c in self.served.lock().values() {
-            match c {
-                Incoming::Unary(_) => n.unary_in += 1,
-                Incoming::Stream(..) => n.streams_in += 1,
-            }
-        }
-        n
+        self.core.lock().in_flight()
+    }
+
+    /// Bytes held for the peer right now.
+    pub(crate) fn held(&self) -> HeldBytes {
+        self.budget.snapshot(self.out.data_bytes())
     }
 
     /// Calls in flight in both directions: a cheap hint of how busy the socket is.
     pub(crate) fn activity(&self) -> usize {
-        self.calls.lock().len() + self.served.lock().len()
+        self.core.lock().activity()
     }
 
-    /// Ends the session: fails every call it started, cancels every handler it serves, drops its
-    /// queue. Idempotent; the first reason is kept.
-    pub(crate) fn close(&self, reason: String) {
-        let cause = if self.going_away.load(Ordering::Acquire) {
-            CancelCause::ShuttingDown
-        } else {
-            CancelCause::Disconnected
-        };
-        self.close_as(reason, cause);
+    /// Ends the session. Idempotent; the first reason is kept.
+    pub(crate) fn close(&self, reason: CloseReason) {
+        self.with_core(|core| core.close(reason));
     }
 
-    /// Marks the session as ending because a node is shutting down (see [`close`](Self::close)).
-    pub(crate) fn mark_going_away(&self) {
-        self.going_away.store(true, Ordering::Release);
+    /// Ends the session because this node is shutting down: the peer is told with a go-away
+    /// (its handlers see `ShuttingDown`, its callers a clean going-away), which the writer sends
+    /// last.
+    pub(crate) fn shut_down(&self) {
+        let record = ErrorRecord::text(ErrorCode::ShuttingDown, "shutting down");
+        self.with_core(|core| core.close_telling(CloseReason::local(CloseKind::Shutdown), record));
     }
 
-    /// Ends the session, telling served handlers `cause`.
-    pub(crate) fn close_as(&self, reason: String, cause: CancelCause) {
-        if self.closing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        debug!(conn = %format_args!("{:08x}", self.id), peer = %self.peer, %reason, "session closed");
-        *self.close_reason.lock() = Some(reason);
-        // Take the tables under their locks, then act without them: waking a task must never
-        // happen while holding a table lock the task might take. Handlers learn the cause before
-        // the queue closes, so a handler blocked on sending reports why, not just "closed".
-        let calls = std::mem::take(&mut *self.calls.lock());
-        let served = std::mem::take(&mut *self.served.lock());
-        for (_, call) in calls {
-            match call {
-                Outgoing::Unary(tx) => {
-                    let _ = tx.send(Err(MuxError::Disconnected));
-                }
-                Outgoing::Stream(shared) => {
-                    let mut slot = shared.lock();
-                    slot.machine.disconnect();
-                    slot.wake();
-                }
-            }
-        }
-        for (_, call) in served {
-            match call {
-                Incoming::Unary(signal) => signal.cancel(cause),
-                Incoming::Stream(shared, signal) => {
-                    // The machine first: once it is aborted, a handler that returns because of
-                    // the cancellation can no longer queue a clean end (which would turn a
-                    // disconnect into a clean end of stream for the caller).
-                    let mut slot = shared.lock();
-                    slot.machine.abort(cause);
-                    slot.wake();
-                    drop(slot);
-                    signal.cancel(cause);
-                }
-            }
-        }
-        self.out.close();
-        self.closed.cancel();
-        self.timers.wake();
+    /// The writer marks its end here.
+    pub(crate) fn writer_finished(&self) {
+        self.writer_done.cancel();
     }
 
-    /// Allocates the next mux id from this side's half of the space, skipping ids in use.
-    fn alloc_mux(&self, calls: &HashMap<MuxId, Outgoing>) -> MuxId {
-        loop {
-            let id = self.next_mux.fetch_add(2, Ordering::Relaxed);
-            let mux = MuxId(id);
-            if id != 0 && self.role.allocated(mux) && !calls.contains_key(&mux) {
-                return mux;
-            }
-        }
+    /// Resolves once the writer has ended (after sending a last go-away, if one was queued).
+    pub(crate) async fn writer_done(&self) {
+        self.writer_done.cancelled().await;
     }
+
+    // ---- calls this side starts ------------------------------------------------------------
 
     /// Registers a unary call; the receiver gets its result.
     pub(crate) fn register_unary(
         &self,
     ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), QueueError> {
         let (tx, rx) = oneshot::channel();
-        let mut calls = self.calls.lock();
-        if self.is_closed() {
-            return Err(QueueError::Closed);
-        }
-        let mux = self.alloc_mux(&calls);
-        calls.insert(mux, Outgoing::Unary(tx));
+        let mux = self
+            .with_core(|core| core.register_unary(tx))
+            .map_err(|_| QueueError::Closed)?;
         Ok((mux, rx))
     }
 
-    /// Forgets a unary call that ended locally (result taken, cancelled, or timed out). Returns
-    /// true if it was still pending, i.e. the callee should be told.
+    /// Forgets a unary call that ended locally; true if the callee should be told.
     pub(crate) fn forget_unary(&self, mux: MuxId) -> bool {
-        matches!(self.calls.lock().remove(&mux), Some(Outgoing::Unary(_)))
+        self.core.lock().forget_unary(mux)
     }
 
     /// Registers a stream this side opens; `make` builds the machine for the allocated id.
@@ -384,444 +308,85 @@ impl Session {
         &self,
         make: impl FnOnce(MuxId) -> (StreamCaller, Frame),
     ) -> Result<(Shared<StreamCaller>, Frame), QueueError> {
-        let mut calls = self.calls.lock();
-        if self.is_closed() {
-            return Err(QueueError::Closed);
-        }
-        let mux = self.alloc_mux(&calls);
-        let (machine, open) = make(mux);
-        let deadline = machine.poll_timeout();
-        let shared = Arc::new(Mutex::new(Slot::new(machine)));
-        calls.insert(mux, Outgoing::Stream(shared.clone()));
-        drop(calls);
-        if let Some(t) = deadline {
-            self.timers.schedule(t, mux);
-        }
-        Ok((shared, open))
+        self.with_core(|core| core.register_stream(make))
+            .ok_or(QueueError::Closed)
     }
 
     /// Forgets a stream this side opened.
     pub(crate) fn forget_stream(&self, mux: MuxId) {
-        self.calls.lock().remove(&mux);
+        self.core.lock().forget_stream(mux);
     }
 
-    /// Handles one inbound frame. Runs on the reader; never awaits.
-    ///
-    /// # Errors
-    /// A connection-level protocol violation: the caller must close the session with it.
-    pub(crate) fn dispatch(self: &Arc<Self>, frame: Frame, now: Instant) -> Result<(), String> {
-        match Direction::of(self.role, &frame) {
-            Err(op) => Err(format!("{op:?} on mux {} from the wrong side", frame.mux())),
-            Ok(Direction::Connection) => self.on_connection_frame(frame),
-            Ok(dir @ Direction::Outgoing(mux)) => {
-                self.on_outgoing(dir, mux, frame, now);
-                Ok(())
-            }
-            Ok(dir @ Direction::Incoming(mux)) => self.on_incoming(dir, mux, frame, now),
-        }
-    }
+    // ---- inbound ----------------------------------------------------------------------------
 
-    fn on_connection_frame(&self, frame: Frame) -> Result<(), String> {
-        match frame {
-            Frame::Ping { nonce, .. } => {
-                self.send_control(&Frame::Pong {
-                    mux: MuxId::CONNECTION,
-                    nonce,
-                });
-                Ok(())
-            }
-            Frame::Pong { nonce, .. } => {
-                self.stats.record_pong(nonce);
-                Ok(())
-            }
-            Frame::GoAway { error } => {
-                // A clean close, not a violation: the peer is shutting down (or refusing us).
-                self.mark_going_away();
-                self.close(format!(
-                    "the peer is going away: {}",
-                    String::from_utf8_lossy(&error.message)
-                ));
-                Ok(())
-            }
-            other => Err(format!("unexpected {:?} after the handshake", other.op())),
-        }
-    }
-
-    fn on_outgoing(&self, dir: Direction, mux: MuxId, frame: Frame, now: Instant) {
-        let mut calls = self.calls.lock();
-        match calls.get(&mux) {
-            None => {
-                drop(calls);
-                if let Some(reply) = unknown_mux_reply(dir, &frame) {
-                    self.send_control(&reply);
-                }
-            }
-            Some(Outgoing::Unary(_)) => {
-                let result = match frame {
-                    Frame::Response { result, .. } => result.map_err(MuxError::Remote),
-                    Frame::Error { error, .. } => Err(MuxError::Remote(error)),
-                    other => {
-                        debug!(?mux, op = ?other.op(), "ignoring frame for a unary call");
-                        return;
-                    }
-                };
-                if let Some(Outgoing::Unary(tx)) = calls.remove(&mux) {
-                    drop(calls);
-                    let _ = tx.send(result);
-                }
-            }
-            Some(Outgoing::Stream(shared)) => {
-                let shared = shared.clone();
-                drop(calls);
-                let mut slot = shared.lock();
-                slot.machine.handle_frame(frame, now);
-                self.transmit(&mut slot.machine);
-                let terminal = slot.machine.is_terminal();
-                slot.wake();
-                drop(slot);
-                if terminal {
-                    self.forget_stream(mux);
-                }
-            }
-        }
-    }
-
-    fn on_incoming(
-        self: &Arc<Self>,
-        dir: Direction,
-        mux: MuxId,
+    /// Handles one inbound frame. Runs on the reader; never awaits. A call to run comes back.
+    pub(crate) fn dispatch<R: Router>(
+        &self,
         frame: Frame,
         now: Instant,
-    ) -> Result<(), String> {
-        match frame {
-            Frame::Request {
-                route,
-                deadline_ms,
-                payload,
+        router: &R,
+    ) -> Option<Start<R::Handler, CancelSignal>> {
+        self.with_core(|core| core.handle_frame(frame, now, router))
+    }
+
+    // ---- served calls -----------------------------------------------------------------------
+
+    /// See [`ConnCore::commit_response`].
+    pub(crate) fn commit_response(&self, key: CallKey) -> bool {
+        self.core.lock().commit_response(key)
+    }
+
+    /// See [`ConnCore::finish`].
+    pub(crate) fn finish(&self, key: CallKey) {
+        self.core.lock().finish(key);
+    }
+
+    /// Queues a finished handler's response, waiting for room; while it waits, its bytes count
+    /// against the pending-response budget, so a peer that does not read stops new admissions.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the response is queued whole or not at all, and the charge is released.
+    pub(crate) async fn send_response(&self, frame: &Frame) {
+        let len = match frame {
+            Frame::Response {
+                result: Ok(Some(p)),
                 ..
-            } => self.start_unary(mux, route, deadline_ms, payload, now),
-            Frame::Open {
-                route,
-                deadline_ms,
-                in_cap,
-                out_cap,
-                input,
-                payload,
-                ..
-            } => {
-                let open = OpenRequest {
-                    mux,
-                    deadline_ms,
-                    in_cap,
-                    out_cap,
-                    input,
-                };
-                self.start_stream(open, route, payload, now)
-            }
-            frame => {
-                let served = self.served.lock();
-                match served.get(&mux) {
-                    None => {
-                        drop(served);
-                        if let Some(reply) = unknown_mux_reply(dir, &frame) {
-                            self.send_control(&reply);
-                        }
-                    }
-                    Some(Incoming::Unary(signal)) => {
-                        let signal = signal.clone();
-                        drop(served);
-                        if let Frame::Cancel { reason, .. } = frame {
-                            signal.cancel(CancelCause::from(reason));
-                            self.served.lock().remove(&mux);
-                        }
-                    }
-                    Some(Incoming::Stream(shared, signal)) => {
-                        let (shared, signal) = (shared.clone(), signal.clone());
-                        drop(served);
-                        let mut slot = shared.lock();
-                        slot.machine.handle_frame(frame, now);
-                        self.transmit(&mut slot.machine);
-                        let cancelled = slot.machine.cancelled();
-                        let terminal = slot.machine.is_terminal();
-                        slot.wake();
-                        drop(slot);
-                        if let Some(cause) = cancelled {
-                            signal.cancel(cause);
-                        }
-                        if terminal {
-                            self.served.lock().remove(&mux);
-                        }
-                    }
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// Admits a new served call: `Ok(false)` if the session is closing (nothing to run),
-    /// `Err` if the peer reused a live id (a connection-level violation).
-    fn admit(&self, mux: MuxId, entry: Incoming) -> Result<bool, String> {
-        let mut served = self.served.lock();
-        if self.is_closed() {
-            return Ok(false);
-        }
-        if served.contains_key(&mux) {
-            return Err(format!("mux {mux} opened twice"));
-        }
-        served.insert(mux, entry);
-        Ok(true)
-    }
-
-    fn refuse(&self, mux: MuxId, error: ErrorRecord) {
-        self.send_control(&Frame::Error { mux, error });
-    }
-
-    fn overloaded(&self) -> bool {
-        self.served.lock().len() >= self.config.max_incoming_calls
-    }
-
-    /// Finds the handler for a new call of the given kind, or answers the refusal (unknown
-    /// handler or subroute, wrong kind, overloaded) and returns `None`.
-    fn route_call(&self, mux: MuxId, route: &frame::Route, stream: bool) -> Option<Registered> {
-        let refusal = match self
-            .registry
-            .lookup(route.handler, route.subroute.as_deref())
-        {
-            Ok(Registered::Unary(_)) if stream => {
-                ErrorRecord::text(ErrorCode::UnknownHandler, "handler is a unary handler")
-            }
-            Ok(Registered::Stream(_)) if !stream => {
-                ErrorRecord::text(ErrorCode::UnknownHandler, "handler is a stream handler")
-            }
-            Ok(_) if self.overloaded() => {
-                ErrorRecord::text(ErrorCode::Overloaded, "too many calls in flight")
-            }
-            Ok(h) => return Some(h),
-            Err(rec) => rec,
+            } => p.len(),
+            _ => 0,
         };
-        self.refuse(mux, refusal);
-        None
+        struct Pending<'a>(&'a Budget, usize);
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                self.0.release_pending(self.1);
+            }
+        }
+        self.budget.charge_pending(len);
+        let _pending = Pending(&self.budget, len);
+        let _ = self.send_data(frame).await;
     }
 
-    fn start_unary(
-        self: &Arc<Self>,
-        mux: MuxId,
-        route: frame::Route,
-        deadline_ms: u32,
-        payload: Payload,
-        now: Instant,
-    ) -> Result<(), String> {
-        let Some(Registered::Unary(handler)) = self.route_call(mux, &route, false) else {
-            return Ok(());
-        };
-        let machine = UnaryCallee::accept(mux, deadline_ms, now);
-        let signal = CancelSignal::default();
-        if !self.admit(mux, Incoming::Unary(signal.clone()))? {
-            return Ok(());
-        }
-        let ctx = Context::new(
-            self.peer.clone(),
-            route.handler,
-            route.subroute.as_deref(),
-            machine.deadline(),
-            signal.clone(),
-        );
-        let session = self.clone();
-        tokio::spawn(async move {
-            let deadline = machine.deadline();
-            let mut machine = machine;
-            // The handler is called inside the guarded future: a closure that panics before it
-            // returns its future is caught like one that panics while running.
-            let payload = payload.unwrap_or_default();
-            let run = AssertUnwindSafe(async move { handler(ctx, payload).await }).catch_unwind();
-            let mut run = std::pin::pin!(run);
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            // Biased, handler first: a handler that finishes on its first poll never registers
-            // the deadline timer or the cancellation waiter.
-            let result = tokio::select! {
-                biased;
-                r = &mut run => r,
-                cause = signal.cancelled() => {
-                    machine.abort(cause);
-                    session.served.lock().remove(&mux);
-                    drop(session);
-                    cancel_grace(run).await;
-                    return;
-                }
-                () = sleep => {
-                    signal.cancel(CancelCause::Deadline);
-                    if let Some(f) = machine.handle_timeout(Instant::now()) {
-                        session.send_control(&f);
-                    }
-                    session.served.lock().remove(&mux);
-                    drop(session);
-                    cancel_grace(run).await;
-                    return;
-                }
-            };
-            let result = match result {
-                Ok(Ok(bytes)) if bytes.len() > session.config.max_payload => {
-                    Err(ErrorRecord::text(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "response of {} bytes exceeds the limit of {}",
-                            bytes.len(),
-                            session.config.max_payload
-                        ),
-                    ))
-                }
-                Ok(Ok(bytes)) => Ok(Some(bytes)),
-                Ok(Err(e)) => Err(e.into_record()),
-                Err(panic) => {
-                    let rec = panic_record(panic);
-                    warn!(peer = %session.peer, handler = %route.handler, "{}", String::from_utf8_lossy(&rec.message));
-                    Err(rec)
-                }
-            };
-            // Removing first means a Cancel that arrives now finds nothing: the response is
-            // already committed.
-            let still_wanted = session.served.lock().remove(&mux).is_some();
-            if let (true, Some(frame)) = (still_wanted, machine.respond(result)) {
-                let _ = session.send_data(&frame).await;
-            }
-        });
-        Ok(())
+    // ---- timers -----------------------------------------------------------------------------
+
+    /// When the timer task must next call [`fire_timers`](Self::fire_timers).
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
+        self.core.lock().poll_timeout()
     }
 
-    fn start_stream(
-        self: &Arc<Self>,
-        open: OpenRequest,
-        route: frame::Route,
-        payload: Payload,
-        now: Instant,
-    ) -> Result<(), String> {
-        let mux = open.mux;
-        let Some(Registered::Stream(handler)) = self.route_call(mux, &route, true) else {
-            return Ok(());
-        };
-        // Long or endless streams are watched for liveness; short ones rely on their deadline.
-        let liveness = self.config.stream_liveness_timeout;
-        let watch = open.deadline_ms == 0 || u128::from(open.deadline_ms) > liveness.as_millis();
-        let limits = CalleeLimits {
-            max_in_cap: self.config.max_stream_capacity,
-            liveness_timeout: watch.then_some(liveness),
-        };
-        let (machine, ack) = match StreamCallee::accept(open, limits, now) {
-            Ok(ok) => ok,
-            Err(refusal) => {
-                self.send_control(&refusal);
-                return Ok(());
-            }
-        };
-        let deadline = machine.deadline();
-        let first_timer = machine.poll_timeout();
-        let shared = Arc::new(Mutex::new(Slot::new(machine)));
-        let signal = CancelSignal::default();
-        if !self.admit(mux, Incoming::Stream(shared.clone(), signal.clone()))? {
-            return Ok(());
-        }
-        self.send_control(&ack);
-        if let Some(t) = first_timer {
-            self.timers.schedule(t, mux);
-        }
-        let ctx = Context::new(
-            self.peer.clone(),
-            route.handler,
-            route.subroute.as_deref(),
-            deadline,
-            signal.clone(),
-        );
-        let input = open
-            .input
-            .then(|| HandlerInput::new(self.clone(), shared.clone()));
-        let output = HandlerOutput::new(self.clone(), shared.clone(), signal.clone());
-        let session = self.clone();
-        tokio::spawn(async move {
-            let payload = payload.unwrap_or_default();
-            let run = AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
-                .catch_unwind();
-            let mut run = std::pin::pin!(run);
-            let result = tokio::select! {
-                biased;
-                r = &mut run => r,
-                _ = signal.cancelled() => {
-                    session.served.lock().remove(&mux);
-                    drop(session);
-                    cancel_grace(run).await;
-                    return;
-                }
-            };
-            let result = match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.into_record()),
-                Err(panic) => Err(panic_record(panic)),
-            };
-            // The end travels in the data lane, behind the messages the handler sent.
-            if session.data_room().await.is_ok() {
-                let mut slot = shared.lock();
-                if let Some(end) = slot.machine.finish(result) {
-                    let _ = session.push_data_now(&end);
-                }
-                slot.wake();
-            }
-            session.served.lock().remove(&mux);
-        });
-        Ok(())
+    /// Runs due stream timers.
+    pub(crate) fn fire_timers(&self, now: Instant) {
+        self.with_core(|core| core.handle_timeout(now));
     }
 
-    /// Runs due stream timers (deadlines, pings, liveness). Called by the timer task.
-    pub(crate) fn fire_timer(&self, mux: MuxId, now: Instant) {
-        if self.role.allocated(mux) {
-            let shared = match self.calls.lock().get(&mux) {
-                Some(Outgoing::Stream(s)) => s.clone(),
-                _ => return,
-            };
-            let mut slot = shared.lock();
-            slot.machine.handle_timeout(now);
-            self.transmit(&mut slot.machine);
-            let next = slot.machine.poll_timeout();
-            let terminal = slot.machine.is_terminal();
-            slot.wake();
-            drop(slot);
-            if terminal {
-                self.forget_stream(mux);
-            } else if let Some(t) = next {
-                self.timers.schedule(t, mux);
-            }
-        } else {
-            let (shared, signal) = match self.served.lock().get(&mux) {
-                Some(Incoming::Stream(s, sig)) => (s.clone(), sig.clone()),
-                _ => return,
-            };
-            let mut slot = shared.lock();
-            slot.machine.handle_timeout(now);
-            self.transmit(&mut slot.machine);
-            let next = slot.machine.poll_timeout();
-            let cancelled = slot.machine.cancelled();
-            slot.wake();
-            drop(slot);
-            if let Some(cause) = cancelled {
-                signal.cancel(cause);
-                self.served.lock().remove(&mux);
-            } else if let Some(t) = next {
-                self.timers.schedule(t, mux);
-            }
-        }
+    /// Resolves when an earlier timer was set or the session closed.
+    pub(crate) async fn timers_changed(&self) {
+        self.timer_wake.notified().await;
     }
 }
 
-/// How long a cancelled handler keeps running so it can observe
-/// [`Context::cancelled`](crate::handler::Context::cancelled) and clean up; after that its future
-/// is dropped (a handler that ignores its context cannot outlive its call by more than this).
-const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Polls a cancelled handler for at most [`CANCEL_GRACE`], then drops it. Its result is discarded:
-/// the call is already over for the caller.
-async fn cancel_grace<F: std::future::Future>(run: F) {
-    let _ = tokio::time::timeout(CANCEL_GRACE, run).await;
+/// The tag [`OutQueue::retract`] finds a queued `Request`/`Open` by (0: not retractable).
+fn tag_of(frame: &Frame) -> u32 {
+    match frame {
+        Frame::Request { mux, .. } | Frame::Open { mux, .. } => mux.0,
+        _ => 0,
+    }
 }

@@ -8,6 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::core::CloseKind;
+
 const IDLE: u64 = u64::MAX;
 
 /// Stamps of the last inbound message and of the write in progress.
@@ -47,22 +49,22 @@ impl Watchdog {
     }
 
     /// Why the socket must be declared dead, if it must.
-    pub(crate) fn check(&self, idle_timeout: Duration, write_timeout: Duration) -> Option<String> {
+    pub(crate) fn check(
+        &self,
+        idle_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Option<CloseKind> {
         let now = self.now_us();
         let silent =
             Duration::from_micros(now.saturating_sub(self.last_inbound_us.load(Ordering::Relaxed)));
         if silent >= idle_timeout {
-            return Some(format!(
-                "no traffic from the peer for {silent:.1?} (limit {idle_timeout:?})"
-            ));
+            return Some(CloseKind::Idle);
         }
         let since = self.write_since_us.load(Ordering::Relaxed);
         if since != IDLE {
             let writing = Duration::from_micros(now.saturating_sub(since));
             if writing >= write_timeout {
-                return Some(format!(
-                    "a write has taken {writing:.1?} (limit {write_timeout:?}): the peer stopped reading"
-                ));
+                return Some(CloseKind::WriteStalled);
             }
         }
         None
@@ -88,15 +90,15 @@ mod tests {
             w.check(Duration::from_secs(5), Duration::from_secs(5)),
             None
         );
-        let reason = w
-            .check(Duration::ZERO, Duration::from_secs(5))
-            .expect("idle");
-        assert!(reason.contains("no traffic"), "{reason}");
+        assert_eq!(
+            w.check(Duration::ZERO, Duration::from_secs(5)),
+            Some(CloseKind::Idle)
+        );
         w.write_begin();
-        let reason = w
-            .check(Duration::from_secs(5), Duration::ZERO)
-            .expect("stuck");
-        assert!(reason.contains("stopped reading"), "{reason}");
+        assert_eq!(
+            w.check(Duration::from_secs(5), Duration::ZERO),
+            Some(CloseKind::WriteStalled)
+        );
         w.write_end();
         assert_eq!(w.check(Duration::from_secs(5), Duration::ZERO), None);
     }

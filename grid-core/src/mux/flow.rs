@@ -115,6 +115,11 @@ pub(crate) struct RecvHalf {
     seq: u32,
     /// Received, not yet consumed. Never longer than `window`.
     queue: VecDeque<Payload>,
+    /// Payload bytes in `queue`: what the connection's inbound budget is charged for.
+    bytes: usize,
+    /// While set, consumed messages are not credited back unless the queue runs empty: the
+    /// connection's inbound byte budget is full (back-pressure onto the peer).
+    hold_credit: bool,
     /// The peer's end of this direction, delivered after the queue drains.
     ended: Option<Ended>,
 }
@@ -127,6 +132,8 @@ impl RecvHalf {
             unreturned: 0,
             seq: 0,
             queue: VecDeque::new(),
+            bytes: 0,
+            hold_credit: false,
             ended: None,
         }
     }
@@ -137,6 +144,17 @@ impl RecvHalf {
 
     pub(crate) fn is_ended(&self) -> bool {
         self.ended.is_some()
+    }
+
+    /// Payload bytes received and not yet consumed.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Holds back credit while `hold` (see the field's doc). A hold never stalls the stream: the
+    /// message that empties the queue returns every credit owed.
+    pub(crate) fn hold_credit(&mut self, hold: bool) {
+        self.hold_credit = hold;
     }
 
     pub(crate) fn on_data(&mut self, seq: u32, payload: Payload) -> Result<(), Violation> {
@@ -154,6 +172,7 @@ impl RecvHalf {
         }
         self.peer_credits -= 1;
         self.seq = self.seq.wrapping_add(1);
+        self.bytes += payload.as_ref().map_or(0, bytes::Bytes::len);
         self.queue.push_back(payload);
         Ok(())
     }
@@ -180,13 +199,21 @@ impl RecvHalf {
         let Some(item) = self.queue.pop_front() else {
             return (None, None);
         };
+        self.bytes -= item.as_ref().map_or(0, bytes::Bytes::len);
         if self.ended.is_some() {
             // The peer is done sending: credits would be wasted.
             return (Some(item), None);
         }
         self.unreturned += 1;
         let threshold = self.window.div_ceil(2).max(1);
-        if self.unreturned >= threshold {
+        let due = if self.hold_credit {
+            // Held: credit goes back only once this stream has nothing buffered, so a hold
+            // slows the peer down but can never stall the stream.
+            self.queue.is_empty()
+        } else {
+            self.unreturned >= threshold
+        };
+        if due {
             let credits = self.unreturned;
             self.unreturned = 0;
             self.peer_credits += credits;
@@ -207,6 +234,7 @@ impl RecvHalf {
     /// Drops every queued message (a local cancel).
     pub(crate) fn discard(&mut self) {
         self.queue.clear();
+        self.bytes = 0;
     }
 }
 

@@ -66,6 +66,10 @@ pub enum MuxError {
     Unresponsive,
     /// The peer broke the protocol on this mux.
     Protocol(Violation),
+    /// The peer sent more than this node's inbound byte budget for the connection holds (it
+    /// kept sending into a full budget): the stream was failed to keep the node's memory
+    /// bounded.
+    BudgetExceeded,
 }
 
 impl fmt::Display for MuxError {
@@ -82,6 +86,7 @@ impl fmt::Display for MuxError {
             MuxError::Disconnected => f.write_str("disconnected"),
             MuxError::Unresponsive => f.write_str("peer stopped answering stream pings"),
             MuxError::Protocol(v) => write!(f, "protocol violation: {v}"),
+            MuxError::BudgetExceeded => f.write_str("inbound byte budget exceeded"),
         }
     }
 }
@@ -102,6 +107,8 @@ pub enum CancelCause {
     CallerUnresponsive,
     /// The caller broke the protocol on this stream.
     Protocol,
+    /// The caller sent more than this node's inbound byte budget for the connection holds.
+    Overloaded,
 }
 
 impl fmt::Display for CancelCause {
@@ -113,6 +120,7 @@ impl fmt::Display for CancelCause {
             CancelCause::ShuttingDown => "shutting down",
             CancelCause::CallerUnresponsive => "the caller stopped pinging",
             CancelCause::Protocol => "the caller broke the protocol",
+            CancelCause::Overloaded => "the caller overran the inbound byte budget",
         })
     }
 }

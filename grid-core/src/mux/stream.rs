@@ -157,6 +157,32 @@ impl StreamCaller {
         self.recv.queued()
     }
 
+    /// Payload bytes received and not yet taken.
+    pub fn buffered_bytes(&self) -> usize {
+        self.recv.bytes()
+    }
+
+    /// Holds back credit while the connection's inbound budget is full (never stalling the
+    /// stream: the message that empties the queue returns what is owed).
+    pub fn hold_credit(&mut self, hold: bool) {
+        self.recv.hold_credit(hold);
+    }
+
+    /// The connection's inbound byte budget cannot take this stream's next message: the stream
+    /// fails with [`MuxError::BudgetExceeded`], its queue is dropped, and the callee is told to
+    /// stop (a `Cancel` frame).
+    pub fn fail_budget(&mut self) {
+        if self.is_terminal() {
+            return;
+        }
+        self.fail(MuxError::BudgetExceeded);
+        self.recv.discard();
+        self.outbox.push_back(Frame::Cancel {
+            mux: self.mux,
+            reason: CancelReason::CallerGaveUp,
+        });
+    }
+
     /// Send credits held right now.
     pub fn credits(&self) -> u32 {
         self.send.credits()
@@ -424,6 +450,35 @@ impl StreamCallee {
     /// Send credits held right now.
     pub fn credits(&self) -> u32 {
         self.send.credits()
+    }
+
+    /// Payload bytes of input received and not yet taken.
+    pub fn buffered_bytes(&self) -> usize {
+        self.recv.as_ref().map_or(0, RecvHalf::bytes)
+    }
+
+    /// Holds back input credit while the connection's inbound budget is full.
+    pub fn hold_credit(&mut self, hold: bool) {
+        if let Some(recv) = self.recv.as_mut() {
+            recv.hold_credit(hold);
+        }
+    }
+
+    /// The connection's inbound byte budget cannot take the caller's next message: the caller
+    /// is sent an `Overloaded` end and the handler is cancelled with
+    /// [`CancelCause::Overloaded`].
+    pub fn fail_budget(&mut self) {
+        if self.is_terminal() {
+            return;
+        }
+        let rec = ErrorRecord::text(
+            ErrorCode::Overloaded,
+            "the callee's inbound buffer budget for this connection is full",
+        );
+        if let Some(end) = self.send.end(self.mux, Some(rec)) {
+            self.outbox.push_back(end);
+        }
+        self.cancel(CancelCause::Overloaded);
     }
 
     /// True once the output direction can take no more messages.

@@ -1,0 +1,770 @@
+//! The connection core: everything one connection knows about its calls, with no IO.
+//!
+//! [`ConnCore`] takes frames in ([`handle_frame`](ConnCore::handle_frame)) and time in
+//! ([`handle_timeout`](ConnCore::handle_timeout)), and gives frames out
+//! ([`poll_transmit`](ConnCore::poll_transmit)) and events out
+//! ([`poll_event`](ConnCore::poll_event)): a reply for a call this side started, a cancellation
+//! for a call it serves, a pong, the close. A new call the peer may run comes back from
+//! `handle_frame` as a [`Start`], which the IO shell turns into a task. It owns:
+//!
+//! - **the two call tables**: calls this side started (`calls`) and calls it serves (`served`),
+//!   keyed by mux id, whose parity says which side allocated it;
+//! - **the mux-id rule**: a `Request`/`Open` on an id whose call is live here is a violation that
+//!   closes the connection; an id whose call was cancelled may be reused at once (its handler may
+//!   still be in its cancel grace). Every admitted call gets a [`CallKey`] with a generation, and
+//!   only that key can remove the call's entry or release its slot, so a reused id can never make
+//!   an old call's ending remove the new call;
+//! - **admission**: a call holds its slot from admission until its task reports
+//!   [`finish`](ConnCore::finish) — after its cancel grace, its panic, its last frame queued.
+//!   At `max_incoming_calls` slots, or with the byte [`Budget`] full, new calls are refused with
+//!   `Overloaded` and nothing is spawned;
+//! - **budgets**: request payloads of running calls and buffered stream messages are charged to
+//!   the connection's inbound budget; a stream that would take it past twice its bound is failed
+//!   (see [`Slot::settle`]);
+//! - **the lifecycle** ([`Lifecycle`]) and its typed [`CloseReason`].
+//!
+//! No tokio, no spawning, no clock: the shell (`session.rs`, `serve.rs`, `driver.rs`) drives it,
+//! and `tests.rs` drives it frame by frame with no socket at all.
+
+mod reason;
+mod timers;
+#[cfg(test)]
+mod tests;
+
+pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
+pub(crate) use reason::Lifecycle;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::budget::Budget;
+use super::slot::{data_len, Machine, Shared, Slot};
+use crate::frame::{ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::ids::MuxId;
+use crate::mux::{
+    unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
+    StreamCallee, StreamCaller, UnaryCallee,
+};
+use timers::TimerHeap;
+
+/// The shell's handles the core stores for it and hands back in events.
+pub(crate) trait Handles {
+    /// Completes a unary call this side started.
+    type Reply;
+    /// Cancels a call this side serves (the handler's context watches it).
+    type Cancel: Clone + Default;
+}
+
+/// Whether a new call is a unary call or a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    Unary,
+    Stream,
+}
+
+/// Finds the handler of a new call, or the refusal to send.
+pub(crate) trait Router {
+    /// What the shell needs to run the call.
+    type Handler;
+    /// The handler for `route`, of `kind`.
+    ///
+    /// # Errors
+    /// The record refusing the call (unknown handler or subroute, wrong kind).
+    fn route(&self, route: &Route, kind: CallKind) -> Result<Self::Handler, ErrorRecord>;
+}
+
+/// The identity of one admitted call: its mux id and a generation no other call shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct CallKey {
+    pub(crate) mux: MuxId,
+    generation: u64,
+}
+
+/// The bounds the core enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CoreLimits {
+    /// Admitted calls at once (running, in cancel grace, or writing their last frame).
+    pub(crate) max_incoming_calls: usize,
+    /// Largest input capacity a caller may ask for.
+    pub(crate) max_stream_capacity: u32,
+    /// Silence after which a served long-lived stream is given up.
+    pub(crate) stream_liveness_timeout: Duration,
+}
+
+/// What the core tells the shell.
+pub(crate) enum Event<H: Handles> {
+    /// A unary call this side started is over.
+    Reply(H::Reply, Result<Payload, MuxError>),
+    /// A call this side serves must stop.
+    Cancel(H::Cancel, CancelCause),
+    /// A connection-level pong arrived with this nonce.
+    Pong(u64),
+    /// The connection is closed (always the last event).
+    Closed(CloseReason),
+}
+
+/// A call the peer asked for and the core admitted: the shell runs it, then calls
+/// [`ConnCore::finish`] with its key.
+pub(crate) struct Start<D, C> {
+    pub(crate) key: CallKey,
+    pub(crate) route: Route,
+    pub(crate) handler: D,
+    pub(crate) cancel: C,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) payload: Bytes,
+    pub(crate) kind: StartKind,
+}
+
+/// The machine of an admitted call.
+pub(crate) enum StartKind {
+    Unary(UnaryCallee),
+    Stream {
+        shared: Shared<StreamCallee>,
+        input: bool,
+    },
+}
+
+/// Counts of calls in flight on one connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InFlight {
+    /// Unary calls this side started and is waiting for.
+    pub unary_out: usize,
+    /// Streams this side opened.
+    pub streams_out: usize,
+    /// Unary calls this side is serving.
+    pub unary_in: usize,
+    /// Streams this side is serving.
+    pub streams_in: usize,
+    /// Handler tasks holding an admission slot: the served calls above plus those whose call is
+    /// over but whose task has not ended yet (cancel grace, writing the last frame).
+    pub handlers: usize,
+}
+
+impl InFlight {
+    /// Calls in both tables (handler tasks not counted twice).
+    pub fn total(&self) -> usize {
+        self.unary_out + self.streams_out + self.unary_in + self.streams_in
+    }
+}
+
+enum Outgoing<H: Handles> {
+    Unary(H::Reply),
+    Stream(Shared<StreamCaller>),
+}
+
+struct Served<H: Handles> {
+    generation: u64,
+    kind: ServedKind<H>,
+}
+
+enum ServedKind<H: Handles> {
+    Unary(H::Cancel),
+    Stream(Shared<StreamCallee>, H::Cancel),
+}
+
+/// One connection's calls, rules and budgets.
+pub(crate) struct ConnCore<H: Handles> {
+    role: Role,
+    limits: CoreLimits,
+    life: Lifecycle,
+    next_mux: u32,
+    next_generation: u64,
+    calls: HashMap<MuxId, Outgoing<H>>,
+    served: HashMap<MuxId, Served<H>>,
+    /// Every admitted call whose task has not finished: generation → (mux, bytes charged).
+    admitted: HashMap<u64, (MuxId, usize)>,
+    budget: Arc<Budget>,
+    timers: TimerHeap,
+    timer_moved: bool,
+    transmit: VecDeque<Frame>,
+    events: VecDeque<Event<H>>,
+}
+
+impl<H: Handles> std::fmt::Debug for ConnCore<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnCore")
+            .field("role", &self.role)
+            .field("life", &self.life)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Handles> ConnCore<H> {
+    pub(crate) fn new(role: Role, limits: CoreLimits, budget: Arc<Budget>) -> ConnCore<H> {
+        ConnCore {
+            role,
+            limits,
+            life: Lifecycle::Open,
+            next_mux: role.first_id(),
+            next_generation: 1,
+            calls: HashMap::new(),
+            served: HashMap::new(),
+            admitted: HashMap::new(),
+            budget,
+            timers: TimerHeap::default(),
+            timer_moved: false,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        self.life == Lifecycle::Open
+    }
+
+    pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
+        match &self.life {
+            Lifecycle::Open => None,
+            Lifecycle::Closed(r) => Some(r),
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> InFlight {
+        let mut n = InFlight {
+            handlers: self.admitted.len(),
+            ..InFlight::default()
+        };
+        for c in self.calls.values() {
+            match c {
+                Outgoing::Unary(_) => n.unary_out += 1,
+                Outgoing::Stream(_) => n.streams_out += 1,
+            }
+        }
+        for c in self.served.values() {
+            match c.kind {
+                ServedKind::Unary(_) => n.unary_in += 1,
+                ServedKind::Stream(..) => n.streams_in += 1,
+            }
+        }
+        n
+    }
+
+    /// Calls in both tables: a cheap hint of how busy the connection is.
+    pub(crate) fn activity(&self) -> usize {
+        self.calls.len() + self.served.len()
+    }
+
+    /// The next frame to send.
+    pub(crate) fn poll_transmit(&mut self) -> Option<Frame> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the shell.
+    pub(crate) fn poll_event(&mut self) -> Option<Event<H>> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// True once since the last call if a timer earlier than the previous earliest was set.
+    pub(crate) fn take_timer_moved(&mut self) -> bool {
+        std::mem::take(&mut self.timer_moved)
+    }
+
+    fn schedule(&mut self, mux: MuxId, at: Option<Instant>) {
+        match at {
+            Some(t) => self.timer_moved |= self.timers.schedule(mux, t),
+            None => self.timers.cancel(mux),
+        }
+    }
+
+    // ---- calls this side starts ------------------------------------------------------------
+
+    fn alloc_mux(&mut self) -> MuxId {
+        loop {
+            let id = self.next_mux;
+            self.next_mux = self.next_mux.wrapping_add(2);
+            let mux = MuxId(id);
+            if id != 0 && self.role.allocated(mux) && !self.calls.contains_key(&mux) {
+                return mux;
+            }
+        }
+    }
+
+    /// Registers a unary call; `Err` hands `reply` back when the connection is closed.
+    pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
+        if !self.is_open() {
+            return Err(reply);
+        }
+        let mux = self.alloc_mux();
+        self.calls.insert(mux, Outgoing::Unary(reply));
+        Ok(mux)
+    }
+
+    /// Forgets a unary call that ended locally; true if it was still pending (the callee must
+    /// be told).
+    pub(crate) fn forget_unary(&mut self, mux: MuxId) -> bool {
+        if matches!(self.calls.get(&mux), Some(Outgoing::Unary(_))) {
+            self.calls.remove(&mux);
+            return true;
+        }
+        false
+    }
+
+    /// Registers a stream this side opens; `make` builds the machine and its `Open` frame.
+    pub(crate) fn register_stream(
+        &mut self,
+        make: impl FnOnce(MuxId) -> (StreamCaller, Frame),
+    ) -> Option<(Shared<StreamCaller>, Frame)> {
+        if !self.is_open() {
+            return None;
+        }
+        let mux = self.alloc_mux();
+        let (machine, open) = make(mux);
+        let first = machine.poll_timeout();
+        let shared = Slot::shared(machine, self.budget.clone());
+        self.calls.insert(mux, Outgoing::Stream(shared.clone()));
+        self.schedule(mux, first);
+        Some((shared, open))
+    }
+
+    /// Forgets a stream this side opened.
+    pub(crate) fn forget_stream(&mut self, mux: MuxId) {
+        if matches!(self.calls.get(&mux), Some(Outgoing::Stream(_))) {
+            self.calls.remove(&mux);
+            self.timers.cancel(mux);
+        }
+    }
+
+    // ---- inbound frames ---------------------------------------------------------------------
+
+    /// Takes one inbound frame. A new call the peer may run comes back as a [`Start`]; replies,
+    /// refusals and cancellations go to [`poll_transmit`](Self::poll_transmit) and
+    /// [`poll_event`](Self::poll_event). A connection-level violation closes the core.
+    pub(crate) fn handle_frame<R: Router>(
+        &mut self,
+        frame: Frame,
+        now: Instant,
+        router: &R,
+    ) -> Option<Start<R::Handler, H::Cancel>> {
+        if !self.is_open() {
+            return None;
+        }
+        match Direction::of(self.role, &frame) {
+            Err(op) => {
+                let mux = frame.mux();
+                self.violate(ProtocolViolation::WrongSide { op, mux });
+                None
+            }
+            Ok(Direction::Connection) => {
+                self.on_connection_frame(frame);
+                None
+            }
+            Ok(dir @ Direction::Outgoing(mux)) => {
+                self.on_outgoing(dir, mux, frame, now);
+                None
+            }
+            Ok(dir @ Direction::Incoming(mux)) => self.on_incoming(dir, mux, frame, now, router),
+        }
+    }
+
+    fn on_connection_frame(&mut self, frame: Frame) {
+        match frame {
+            Frame::Ping { nonce, .. } => self.transmit.push_back(Frame::Pong {
+                mux: MuxId::CONNECTION,
+                nonce,
+            }),
+            Frame::Pong { nonce, .. } => self.events.push_back(Event::Pong(nonce)),
+            Frame::GoAway { error } => {
+                let text = String::from_utf8_lossy(&error.message).into_owned();
+                let kind = if error.code == ErrorCode::Protocol {
+                    CloseKind::PeerReportedViolation(text)
+                } else {
+                    CloseKind::GoingAway(text)
+                };
+                self.close(CloseReason::remote(kind));
+            }
+            other => self.violate(ProtocolViolation::UnexpectedOp { op: other.op() }),
+        }
+    }
+
+    fn on_outgoing(&mut self, dir: Direction, mux: MuxId, frame: Frame, now: Instant) {
+        match self.calls.get(&mux) {
+            None => {
+                if let Some(reply) = unknown_mux_reply(dir, &frame) {
+                    self.transmit.push_back(reply);
+                }
+            }
+            Some(Outgoing::Unary(_)) => {
+                let result = match frame {
+                    Frame::Response { result, .. } => result.map_err(MuxError::Remote),
+                    Frame::Error { error, .. } => Err(MuxError::Remote(error)),
+                    // Credits, data or pings for a unary call: late or meaningless, ignored.
+                    _ => return,
+                };
+                if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
+                    self.events.push_back(Event::Reply(reply, result));
+                }
+            }
+            Some(Outgoing::Stream(shared)) => {
+                let shared = shared.clone();
+                let mut slot = shared.lock();
+                self.deliver(&mut slot, frame, now);
+                let terminal = slot.machine.is_terminal();
+                drop(slot);
+                if terminal {
+                    self.forget_stream(mux);
+                }
+            }
+        }
+    }
+
+    fn on_incoming<R: Router>(
+        &mut self,
+        dir: Direction,
+        mux: MuxId,
+        frame: Frame,
+        now: Instant,
+        router: &R,
+    ) -> Option<Start<R::Handler, H::Cancel>> {
+        match frame {
+            Frame::Request {
+                route,
+                deadline_ms,
+                payload,
+                ..
+            } => {
+                let handler = self.admit(mux, &route, CallKind::Unary, &payload, router)?;
+                let machine = UnaryCallee::accept(mux, deadline_ms, now);
+                let cancel = H::Cancel::default();
+                let key = self.enter(
+                    mux,
+                    &payload,
+                    ServedKind::Unary(cancel.clone()),
+                );
+                Some(Start {
+                    key,
+                    route,
+                    handler,
+                    cancel,
+                    deadline: machine.deadline(),
+                    payload: payload.unwrap_or_default(),
+                    kind: StartKind::Unary(machine),
+                })
+            }
+            Frame::Open {
+                route,
+                deadline_ms,
+                in_cap,
+                out_cap,
+                input,
+                payload,
+                ..
+            } => {
+                let handler = self.admit(mux, &route, CallKind::Stream, &payload, router)?;
+                let open = OpenRequest {
+                    mux,
+                    deadline_ms,
+                    in_cap,
+                    out_cap,
+                    input,
+                };
+                let liveness = self.limits.stream_liveness_timeout;
+                // Long or endless streams are watched for liveness; short ones rely on their
+                // deadline.
+                let watch = deadline_ms == 0 || u128::from(deadline_ms) > liveness.as_millis();
+                let limits = CalleeLimits {
+                    max_in_cap: self.limits.max_stream_capacity,
+                    liveness_timeout: watch.then_some(liveness),
+                };
+                let (machine, ack) = match StreamCallee::accept(open, limits, now) {
+                    Ok(ok) => ok,
+                    Err(refusal) => {
+                        self.transmit.push_back(refusal);
+                        return None;
+                    }
+                };
+                let deadline = machine.deadline();
+                let first = machine.poll_timeout();
+                let shared = Slot::shared(machine, self.budget.clone());
+                let cancel = H::Cancel::default();
+                let key = self.enter(
+                    mux,
+                    &payload,
+                    ServedKind::Stream(shared.clone(), cancel.clone()),
+                );
+                self.transmit.push_back(ack);
+                self.schedule(mux, first);
+                Some(Start {
+                    key,
+                    route,
+                    handler,
+                    cancel,
+                    deadline,
+                    payload: payload.unwrap_or_default(),
+                    kind: StartKind::Stream { shared, input },
+                })
+            }
+            frame => {
+                self.on_served_frame(dir, mux, frame, now);
+                None
+            }
+        }
+    }
+
+    /// Decides whether a new call may run: `None` when it was refused (the refusal is queued)
+    /// or when it broke the mux-id rule (the core is then closed).
+    fn admit<R: Router>(
+        &mut self,
+        mux: MuxId,
+        route: &Route,
+        kind: CallKind,
+        payload: &Payload,
+        router: &R,
+    ) -> Option<R::Handler> {
+        if self.served.contains_key(&mux) {
+            self.violate(ProtocolViolation::MuxReused { mux });
+            return None;
+        }
+        let refusal = match router.route(route, kind) {
+            Err(rec) => rec,
+            Ok(_) if self.admitted.len() >= self.limits.max_incoming_calls => ErrorRecord::text(
+                ErrorCode::Overloaded,
+                format!(
+                    "too many calls in flight ({} of {})",
+                    self.admitted.len(),
+                    self.limits.max_incoming_calls
+                ),
+            ),
+            Ok(_) if !self.budget.admits(payload.as_ref().map_or(0, Bytes::len)) => {
+                ErrorRecord::text(
+                    ErrorCode::Overloaded,
+                    "the byte budget for this connection is full",
+                )
+            }
+            Ok(h) => return Some(h),
+        };
+        self.transmit.push_back(Frame::Error {
+            mux,
+            error: refusal,
+        });
+        None
+    }
+
+    /// Records an admitted call in both tables and charges its payload.
+    fn enter(&mut self, mux: MuxId, payload: &Payload, kind: ServedKind<H>) -> CallKey {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let charged = payload.as_ref().map_or(0, Bytes::len);
+        self.budget.charge_inbound(charged);
+        self.admitted.insert(generation, (mux, charged));
+        self.served.insert(mux, Served { generation, kind });
+        CallKey { mux, generation }
+    }
+
+    fn on_served_frame(&mut self, dir: Direction, mux: MuxId, frame: Frame, now: Instant) {
+        let Some(entry) = self.served.get(&mux) else {
+            if let Some(reply) = unknown_mux_reply(dir, &frame) {
+                self.transmit.push_back(reply);
+            }
+            return;
+        };
+        match &entry.kind {
+            ServedKind::Unary(cancel) => {
+                if let Frame::Cancel { reason, .. } = frame {
+                    // The entry goes now, the slot when the task ends: the id is free for the
+                    // peer to reuse, the slot still counts the handler in its grace.
+                    let cancel = cancel.clone();
+                    self.served.remove(&mux);
+                    self.events
+                        .push_back(Event::Cancel(cancel, CancelCause::from(reason)));
+                }
+            }
+            ServedKind::Stream(shared, cancel) => {
+                let (shared, cancel) = (shared.clone(), cancel.clone());
+                let mut slot = shared.lock();
+                self.deliver(&mut slot, frame, now);
+                let cancelled = slot.machine.cancelled();
+                let terminal = slot.machine.is_terminal();
+                let next = slot.machine.poll_timeout();
+                drop(slot);
+                if let Some(cause) = cancelled {
+                    self.events.push_back(Event::Cancel(cancel, cause));
+                }
+                if terminal {
+                    self.served.remove(&mux);
+                    self.timers.cancel(mux);
+                } else {
+                    // Any frame is a sign of life: the liveness check moves.
+                    self.schedule(mux, next);
+                }
+            }
+        }
+    }
+
+    /// Hands a frame to a stream machine, within the inbound budget, and queues what it says.
+    fn deliver<M: Machine>(&mut self, slot: &mut Slot<M>, frame: Frame, now: Instant) {
+        let len = data_len(&frame);
+        if len > 0 && slot.would_overrun(len) {
+            slot.machine.fail_budget();
+        } else {
+            slot.machine.handle_frame(frame, now);
+        }
+        slot.settle();
+        while let Some(f) = slot.machine.poll_transmit() {
+            self.transmit.push_back(f);
+        }
+        slot.wake();
+    }
+
+    // ---- the end of served calls -------------------------------------------------------------
+
+    /// A unary handler has its response: true if it is still wanted (the call was not cancelled
+    /// and the connection is open). The entry leaves the table now, so a `Cancel` that arrives
+    /// later finds nothing: the response is committed. The slot stays until
+    /// [`finish`](Self::finish).
+    pub(crate) fn commit_response(&mut self, key: CallKey) -> bool {
+        match self.served.get(&key.mux) {
+            Some(e) if e.generation == key.generation => {
+                self.served.remove(&key.mux);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The task of `key` has completely ended: releases its slot and its charge, and removes its
+    /// entry if it is still there. Only the owner's key can do this; a call that reused the mux
+    /// id since is untouched.
+    pub(crate) fn finish(&mut self, key: CallKey) {
+        if let Some((_, charged)) = self.admitted.remove(&key.generation) {
+            self.budget.release_inbound(charged);
+        }
+        if self
+            .served
+            .get(&key.mux)
+            .is_some_and(|e| e.generation == key.generation)
+        {
+            self.served.remove(&key.mux);
+            self.timers.cancel(key.mux);
+        }
+    }
+
+    // ---- time -------------------------------------------------------------------------------
+
+    /// Runs the stream timers due at `now` (deadlines, pings, liveness).
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if !self.is_open() {
+            return;
+        }
+        for mux in self.timers.pop_due(now) {
+            if self.role.allocated(mux) {
+                let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) else {
+                    continue;
+                };
+                let shared = shared.clone();
+                let mut slot = shared.lock();
+                self.time_out(&mut slot, now);
+                let (terminal, next) = (slot.machine.is_terminal(), slot.machine.poll_timeout());
+                drop(slot);
+                if terminal {
+                    self.forget_stream(mux);
+                } else {
+                    self.schedule(mux, next);
+                }
+            } else {
+                let Some(Served {
+                    kind: ServedKind::Stream(shared, cancel),
+                    ..
+                }) = self.served.get(&mux)
+                else {
+                    continue;
+                };
+                let (shared, cancel) = (shared.clone(), cancel.clone());
+                let mut slot = shared.lock();
+                self.time_out(&mut slot, now);
+                let (cancelled, next) = (slot.machine.cancelled(), slot.machine.poll_timeout());
+                drop(slot);
+                if let Some(cause) = cancelled {
+                    self.events.push_back(Event::Cancel(cancel, cause));
+                    self.served.remove(&mux);
+                    self.timers.cancel(mux);
+                } else {
+                    self.schedule(mux, next);
+                }
+            }
+        }
+    }
+
+    fn time_out<M: Machine>(&mut self, slot: &mut Slot<M>, now: Instant) {
+        slot.machine.handle_timeout(now);
+        slot.settle();
+        while let Some(f) = slot.machine.poll_transmit() {
+            self.transmit.push_back(f);
+        }
+        slot.wake();
+    }
+
+    // ---- the end of the connection ----------------------------------------------------------
+
+    /// The peer broke a connection-level rule: tell it why (a go-away) and close.
+    fn violate(&mut self, violation: ProtocolViolation) {
+        let record = ErrorRecord::text(ErrorCode::Protocol, violation.to_string());
+        self.close_telling(CloseReason::violation(violation), record);
+    }
+
+    /// Closes like [`close`](Self::close), leaving one last frame to send: a go-away carrying
+    /// `record`, so the peer learns why (a violation, or that this node is shutting down).
+    pub(crate) fn close_telling(&mut self, reason: CloseReason, record: ErrorRecord) {
+        if !self.is_open() {
+            return;
+        }
+        self.close(reason);
+        self.transmit.push_back(Frame::GoAway { error: record });
+    }
+
+    /// Closes the connection: every call this side started fails `Disconnected`, every call it
+    /// serves is cancelled (`ShuttingDown` when a node is leaving, else `Disconnected`), and
+    /// nothing more is admitted. Idempotent; the first reason is kept. Admission slots stay
+    /// until each task reports [`finish`](Self::finish).
+    pub(crate) fn close(&mut self, reason: CloseReason) {
+        if !self.is_open() {
+            return;
+        }
+        let cause = if reason.is_going_away() {
+            CancelCause::ShuttingDown
+        } else {
+            CancelCause::Disconnected
+        };
+        self.life = Lifecycle::Closed(reason.clone());
+        self.transmit.clear();
+        self.timers.clear();
+        for (_, call) in self.calls.drain() {
+            match call {
+                Outgoing::Unary(reply) => self
+                    .events
+                    .push_back(Event::Reply(reply, Err(MuxError::Disconnected))),
+                Outgoing::Stream(shared) => {
+                    let mut slot = shared.lock();
+                    slot.machine.disconnect();
+                    slot.wake();
+                }
+            }
+        }
+        for (_, entry) in self.served.drain() {
+            match entry.kind {
+                ServedKind::Unary(cancel) => self.events.push_back(Event::Cancel(cancel, cause)),
+                ServedKind::Stream(shared, cancel) => {
+                    // The machine first: once it is aborted, a handler that returns because of
+                    // the cancellation can no longer queue a clean end (which would turn a
+                    // disconnect into a clean end of stream for the caller).
+                    let mut slot = shared.lock();
+                    slot.machine.abort(cause);
+                    slot.settle();
+                    slot.wake();
+                    drop(slot);
+                    self.events.push_back(Event::Cancel(cancel, cause));
+                }
+            }
+        }
+        self.events.push_back(Event::Closed(reason));
+    }
+}

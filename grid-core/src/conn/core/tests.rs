@@ -1,0 +1,347 @@
+//! The connection core driven frame by frame, with no socket, no runtime and no clock: every
+//! rule of admission, ids, budgets and closing, as the peer could test it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::*;
+use crate::frame::{CancelReason, Op};
+use crate::ids::HandlerId;
+
+/// A cancellation handle that remembers its cause.
+#[derive(Debug, Clone, Default)]
+struct Flag(Arc<Mutex<Option<CancelCause>>>);
+
+type Reply = Arc<Mutex<Option<Result<Payload, MuxError>>>>;
+
+struct Test;
+impl Handles for Test {
+    type Reply = Reply;
+    type Cancel = Flag;
+}
+
+const UNARY: HandlerId = HandlerId(1);
+const STREAM: HandlerId = HandlerId(2);
+
+/// Knows one unary and one stream handler.
+struct Routes;
+impl Router for Routes {
+    type Handler = HandlerId;
+    fn route(&self, route: &Route, kind: CallKind) -> Result<HandlerId, ErrorRecord> {
+        match (route.handler, kind) {
+            (UNARY, CallKind::Unary) | (STREAM, CallKind::Stream) => Ok(route.handler),
+            _ => Err(ErrorRecord::text(ErrorCode::UnknownHandler, "no such handler")),
+        }
+    }
+}
+
+struct Harness {
+    core: ConnCore<Test>,
+    budget: Arc<Budget>,
+    now: Instant,
+}
+
+impl Harness {
+    /// An acceptor: the peer (a dialer) allocates odd mux ids.
+    fn new(max_calls: usize, max_inbound: usize) -> Harness {
+        let budget = Arc::new(Budget::new(max_inbound, 1 << 20));
+        let limits = CoreLimits {
+            max_incoming_calls: max_calls,
+            max_stream_capacity: 64,
+            stream_liveness_timeout: Duration::from_secs(60),
+        };
+        Harness {
+            core: ConnCore::new(Role::Acceptor, limits, budget.clone()),
+            budget,
+            now: Instant::now(),
+        }
+    }
+
+    fn frame(&mut self, f: Frame) -> Option<Start<HandlerId, Flag>> {
+        self.core.handle_frame(f, self.now, &Routes)
+    }
+
+    fn request(&mut self, mux: u32, len: usize) -> Option<CallKey> {
+        self.frame(Frame::Request {
+            mux: MuxId(mux),
+            route: route(UNARY),
+            deadline_ms: 0,
+            payload: Some(Bytes::from(vec![7u8; len])),
+        })
+        .map(|s| s.key)
+    }
+
+    fn open(&mut self, mux: u32, in_cap: u32) -> Option<Start<HandlerId, Flag>> {
+        self.frame(Frame::Open {
+            mux: MuxId(mux),
+            route: route(STREAM),
+            deadline_ms: 0,
+            in_cap,
+            out_cap: 4,
+            input: in_cap > 0,
+            payload: None,
+        })
+    }
+
+    fn cancel(&mut self, mux: u32) {
+        let _ = self.frame(Frame::Cancel {
+            mux: MuxId(mux),
+            reason: CancelReason::CallerGaveUp,
+        });
+    }
+
+    fn sent(&mut self) -> Vec<Frame> {
+        std::iter::from_fn(|| self.core.poll_transmit()).collect()
+    }
+
+    /// Applies the events as the shell would; returns the close reason if one came.
+    fn events(&mut self) -> Option<CloseReason> {
+        let mut closed = None;
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                Event::Reply(r, result) => *r.lock() = Some(result),
+                Event::Cancel(flag, cause) => {
+                    flag.0.lock().get_or_insert(cause);
+                }
+                Event::Pong(_) => {}
+                Event::Closed(reason) => closed = Some(reason),
+            }
+        }
+        closed
+    }
+}
+
+fn route(handler: HandlerId) -> Route {
+    Route {
+        handler,
+        subroute: None,
+    }
+}
+
+fn refusal_code(frames: &[Frame]) -> Option<ErrorCode> {
+    frames.iter().find_map(|f| match f {
+        Frame::Error { error, .. } => Some(error.code),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_reused_id_after_cancel_is_a_new_call_the_old_task_cannot_remove() {
+    let mut h = Harness::new(10, 1 << 20);
+    let first = h.request(1, 4).expect("admitted");
+    h.cancel(1);
+    h.events();
+    let second = h.request(1, 4).expect("the id is free once cancelled");
+    assert_ne!(first, second);
+    // The first call's task ends after its grace: it releases its own slot only.
+    h.core.finish(first);
+    let n = h.core.in_flight();
+    assert_eq!((n.unary_in, n.handlers), (1, 1), "{n:?}");
+    assert!(h.core.commit_response(second), "the second call is still wanted");
+    h.core.finish(second);
+    assert_eq!(h.core.in_flight(), InFlight::default());
+    assert_eq!(h.budget.snapshot(0).inbound, 0, "every charge released");
+}
+
+#[test]
+fn a_request_on_a_live_id_closes_the_connection_with_a_typed_violation() {
+    let mut h = Harness::new(10, 1 << 20);
+    let start = h.frame(Frame::Request {
+        mux: MuxId(1),
+        route: route(UNARY),
+        deadline_ms: 0,
+        payload: None,
+    });
+    let flag = start.expect("admitted").cancel;
+    assert!(h.request(1, 0).is_none());
+    let sent = h.sent();
+    assert!(
+        matches!(sent.last(), Some(Frame::GoAway { error }) if error.code == ErrorCode::Protocol),
+        "{sent:?}"
+    );
+    let reason = h.events().expect("closed");
+    assert_eq!(
+        reason,
+        CloseReason::violation(ProtocolViolation::MuxReused { mux: MuxId(1) })
+    );
+    assert_eq!(*flag.0.lock(), Some(CancelCause::Disconnected));
+    assert!(h.request(3, 0).is_none(), "nothing is admitted once closed");
+}
+
+#[test]
+fn slots_are_held_through_the_cancel_grace_until_the_task_finishes() {
+    let mut h = Harness::new(2, 1 << 20);
+    let a = h.request(1, 0).expect("slot 1");
+    h.cancel(1);
+    let _b = h.request(3, 0).expect("slot 2");
+    h.sent();
+    assert!(h.request(5, 0).is_none(), "the cancelled call still holds its slot");
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::Overloaded));
+    h.core.finish(a);
+    assert!(h.request(7, 0).is_some(), "its slot is free once its task ended");
+}
+
+#[test]
+fn a_loop_of_request_cancel_request_never_exceeds_the_cap() {
+    let mut h = Harness::new(100, 1 << 20);
+    let mut admitted = Vec::new();
+    for i in 0..3000u32 {
+        let mux = 2 * (i % 7) + 1;
+        if let Some(k) = h.request(mux, 0) {
+            admitted.push(k);
+        }
+        h.cancel(mux);
+        if let Some(k) = h.request(mux, 0) {
+            admitted.push(k);
+        }
+        h.cancel(mux);
+        assert!(h.core.in_flight().handlers <= 100);
+    }
+    assert_eq!(admitted.len(), 100, "exactly the cap was admitted");
+    for k in admitted {
+        h.core.finish(k);
+    }
+    assert_eq!(h.core.in_flight(), InFlight::default());
+}
+
+#[test]
+fn the_inbound_byte_budget_refuses_new_calls_until_released() {
+    let mut h = Harness::new(10, 100);
+    let a = h.request(1, 80).expect("80 of 100");
+    assert!(h.request(3, 30).is_none());
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::Overloaded));
+    assert_eq!(h.budget.snapshot(0).inbound, 80);
+    h.core.finish(a);
+    assert!(h.request(5, 30).is_some());
+}
+
+#[test]
+fn a_stream_sending_past_twice_the_budget_fails_alone_with_a_typed_end() {
+    let mut h = Harness::new(10, 100);
+    let start = h.open(1, 8).expect("admitted");
+    h.sent();
+    let data = |seq, n| Frame::Data {
+        mux: MuxId(1),
+        seq,
+        payload: Some(Bytes::from(vec![1u8; n])),
+    };
+    assert!(h.frame(data(0, 90)).is_none());
+    assert!(h.frame(data(1, 90)).is_none());
+    assert_eq!(h.budget.snapshot(0).inbound, 180, "within twice the bound");
+    assert!(h.frame(data(2, 30)).is_none());
+    let sent = h.sent();
+    assert!(
+        sent.iter().any(|f| matches!(f, Frame::End { error: Some(e), .. } if e.code == ErrorCode::Overloaded)),
+        "{sent:?}"
+    );
+    h.events();
+    assert_eq!(*start.cancel.0.lock(), Some(CancelCause::Overloaded));
+    assert_eq!(h.budget.snapshot(0).inbound, 0, "the failed stream's buffer is dropped");
+    assert!(h.core.is_open(), "the connection carries on");
+    h.core.finish(start.key);
+    assert!(h.request(3, 10).is_some());
+}
+
+#[test]
+fn frames_from_the_wrong_side_or_with_unexpected_ops_close_with_their_reason() {
+    let mut h = Harness::new(10, 100);
+    // A response on an id of the peer's half: we never called on it.
+    h.frame(Frame::Response {
+        mux: MuxId(1),
+        result: Ok(None),
+    });
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::WrongSide {
+            op: Op::Response,
+            mux: MuxId(1)
+        }))
+    );
+    let mut h = Harness::new(10, 100);
+    h.frame(Frame::Handshake {
+        op: Op::Hello,
+        payload: Bytes::new(),
+    });
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::UnexpectedOp {
+            op: Op::Hello
+        }))
+    );
+}
+
+#[test]
+fn unknown_handlers_are_refused_without_a_slot() {
+    let mut h = Harness::new(10, 100);
+    let none = h.frame(Frame::Request {
+        mux: MuxId(1),
+        route: route(HandlerId(99)),
+        deadline_ms: 0,
+        payload: None,
+    });
+    assert!(none.is_none());
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::UnknownHandler));
+    assert_eq!(h.core.in_flight(), InFlight::default());
+}
+
+#[test]
+fn close_fails_our_calls_and_cancels_the_peers_as_going_away_when_told() {
+    let mut h = Harness::new(10, 100);
+    let reply: Reply = Arc::default();
+    let mux = h.core.register_unary(reply.clone()).expect("open");
+    assert!(mux.0 % 2 == 0, "an acceptor allocates even ids");
+    let served = h.frame(Frame::Request {
+        mux: MuxId(1),
+        route: route(UNARY),
+        deadline_ms: 0,
+        payload: None,
+    });
+    let served = served.expect("admitted");
+    h.frame(Frame::GoAway {
+        error: ErrorRecord::text(ErrorCode::ShuttingDown, "bye"),
+    });
+    let reason = h.events().expect("closed");
+    assert_eq!(reason.initiator, Initiator::Remote);
+    assert!(reason.is_going_away(), "{reason}");
+    assert_eq!(*reply.lock(), Some(Err(MuxError::Disconnected)));
+    assert_eq!(*served.cancel.0.lock(), Some(CancelCause::ShuttingDown));
+    let n = h.core.in_flight();
+    assert_eq!((n.total(), n.handlers), (0, 1), "the task still holds its slot");
+    h.core.finish(served.key);
+    assert_eq!(h.core.in_flight(), InFlight::default());
+}
+
+#[test]
+fn open_cancel_loops_leave_no_stale_timers() {
+    let mut h = Harness::new(10, 1 << 20);
+    for i in 0..10_000u32 {
+        let mux = 2 * i + 1;
+        let start = h.open(mux, 0).expect("admitted");
+        h.cancel(mux);
+        h.core.finish(start.key);
+    }
+    h.events();
+    assert_eq!(h.core.in_flight(), InFlight::default());
+    assert!(h.core.timers.len() <= 100, "{} timer entries", h.core.timers.len());
+}
+
+#[test]
+fn a_served_stream_times_out_on_silence_and_its_cancel_reaches_the_handler() {
+    let mut h = Harness::new(10, 1 << 20);
+    let start = h.open(1, 0).expect("admitted");
+    let due = h.core.poll_timeout().expect("liveness timer");
+    h.core.handle_timeout(due);
+    h.events();
+    assert_eq!(
+        *start.cancel.0.lock(),
+        Some(CancelCause::CallerUnresponsive)
+    );
+    let sent = h.sent();
+    assert!(
+        sent.iter().any(|f| matches!(f, Frame::Error { .. })),
+        "{sent:?}"
+    );
+}

@@ -1,0 +1,214 @@
+//! The tasks that drive one live socket, each a thin loop around the session:
+//!
+//! - the **writer** owns the socket's sink and is the only task that writes; it packs whatever is
+//!   queued into one WebSocket message, control frames first;
+//! - the **reader** owns the socket's stream, decodes each batch, hands every frame to the core
+//!   and spawns the calls it admits, without awaiting anything a user task can fill;
+//! - the **timer** task serves stream deadlines, pings and liveness checks;
+//! - the **keepalive** task sends connection pings and closes the session when it is stuck.
+//!
+//! When any of them ends, the session closes; the peer's supervisor (in [`crate::manager`]) then
+//! reconnects.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::core::{CloseKind, CloseReason, ProtocolViolation};
+use super::serve;
+use super::session::Session;
+use super::stats::ConnStats;
+use super::watchdog::Watchdog;
+use super::Ws;
+use crate::frame::{BatchDecoder, BatchEncoder, MAX_FRAMES_PER_BATCH};
+use crate::handler::Registry;
+use crate::ids::MuxId;
+
+/// How long the writer may still take, after a close, to send the go-away that explains it.
+const LAST_WORDS: Duration = Duration::from_millis(200);
+
+/// Runs one authenticated socket until it ends, then closes its session.
+pub(crate) async fn run_session(session: Arc<Session>, ws: Ws, registry: Arc<Registry>) {
+    let (sink, stream) = ws.split();
+    let watchdog = Arc::new(Watchdog::new());
+    watchdog.inbound();
+    // Aborted on return *and* when this future is dropped (a supervisor that stops waiting must
+    // not leave a detached reader, writer and keepalive running an orphan socket).
+    let _tasks = AbortOnDrop(
+        [
+            tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
+            tokio::spawn(read_loop(session.clone(), stream, watchdog.clone(), registry)),
+            tokio::spawn(timer_loop(session.clone())),
+            tokio::spawn(keepalive_loop(session.clone(), watchdog)),
+        ],
+        session.clone(),
+    );
+    session.closed().await;
+    // The writer sends a go-away queued by the close, then ends by itself; bounded, since a
+    // peer that stopped reading would hold it forever.
+    let _ = tokio::time::timeout(LAST_WORDS, session.writer_done()).await;
+}
+
+/// Aborts the tasks of one session when dropped, and closes the session: a session whose tasks
+/// are gone must not look usable (its calls would wait for a writer that no longer exists).
+struct AbortOnDrop([tokio::task::JoinHandle<()>; 4], Arc<Session>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+        self.1
+            .close(CloseReason::library(CloseKind::DriverStopped));
+    }
+}
+
+async fn write_loop(
+    session: Arc<Session>,
+    sink: futures::stream::SplitSink<Ws, Message>,
+    watchdog: Arc<Watchdog>,
+) {
+    write_batches(&session, sink, &watchdog).await;
+    session.writer_finished();
+}
+
+async fn write_batches(
+    session: &Arc<Session>,
+    mut sink: futures::stream::SplitSink<Ws, Message>,
+    watchdog: &Watchdog,
+) {
+    let cfg = session.config.clone();
+    loop {
+        // Several calls in flight means more frames are about to be queued.
+        let busy = session.activity() > 1;
+        let Some(mut batch) = session
+            .out
+            .drain(cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH)
+            .await
+        else {
+            break;
+        };
+        // A busy connection with a short batch: let the tasks that are runnable right now
+        // (callers woken by the last responses, handlers spawned by the last requests) queue
+        // their frames first, then send them all in one message (MinIO's Gosched merge). An idle
+        // connection sends a lone frame at once, without the yield's cost.
+        if busy && batch.frames.len() < 4 && batch.bytes < cfg.max_batch_bytes / 4 {
+            tokio::task::yield_now().await;
+            session
+                .out
+                .top_up(&mut batch, cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH);
+        }
+        let mut enc = BatchEncoder::with_capacity(batch.bytes);
+        for f in &batch.frames {
+            enc.push_encoded(f);
+        }
+        let msg = enc.finish();
+        ConnStats::add(&session.stats.frames_out, batch.frames.len());
+        ConnStats::add(&session.stats.bytes_out, msg.len());
+        ConnStats::add(&session.stats.messages_out, 1);
+        // The keepalive task watches for a write that never ends (a peer that stopped reading).
+        watchdog.write_begin();
+        let sent = sink.send(Message::Binary(msg)).await;
+        watchdog.write_end();
+        if let Err(e) = sent {
+            return session.close(CloseReason::library(CloseKind::Io(format!(
+                "write failed: {e}"
+            ))));
+        }
+    }
+    let _ = sink.close().await;
+}
+
+async fn read_loop(
+    session: Arc<Session>,
+    mut stream: futures::stream::SplitStream<Ws>,
+    watchdog: Arc<Watchdog>,
+    registry: Arc<Registry>,
+) {
+    let cfg = session.config.clone();
+    let limits = cfg.limits();
+    let violation = |v| CloseReason::violation(v);
+    loop {
+        // Silence is detected by the keepalive task from the watchdog's stamps.
+        let msg = match stream.next().await {
+            None => return session.close(CloseReason::remote(CloseKind::SocketClosed)),
+            Some(Err(e)) => {
+                return session.close(CloseReason::library(CloseKind::Io(format!(
+                    "read failed: {e}"
+                ))))
+            }
+            Some(Ok(m)) => m,
+        };
+        watchdog.inbound();
+        let data = match msg {
+            Message::Binary(b) => b,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            Message::Close(_) => return session.close(CloseReason::remote(CloseKind::SocketClosed)),
+            Message::Text(_) => return session.close(violation(ProtocolViolation::TextMessage)),
+        };
+        ConnStats::add(&session.stats.bytes_in, data.len());
+        let decoder = match BatchDecoder::new(data, &limits) {
+            Ok(d) => d,
+            Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
+        };
+        let now = Instant::now();
+        for frame in decoder {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
+            };
+            ConnStats::add(&session.stats.frames_in, 1);
+            if let Some(start) = session.dispatch(frame, now, &*registry) {
+                serve::spawn(&session, &registry, start);
+            }
+            if session.is_closed() {
+                return;
+            }
+        }
+    }
+}
+
+async fn timer_loop(session: Arc<Session>) {
+    loop {
+        let changed = session.timers_changed();
+        let sleep = async {
+            match session.next_timer() {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = changed => {}
+            () = session.closed() => return,
+        }
+        session.fire_timers(Instant::now());
+    }
+}
+
+async fn keepalive_loop(session: Arc<Session>, watchdog: Arc<Watchdog>) {
+    let cfg = session.config.clone();
+    let period = Watchdog::period(cfg.ping_interval, cfg.idle_timeout, cfg.write_timeout);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last_ping = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(kind) = watchdog.check(cfg.idle_timeout, cfg.write_timeout) {
+                    return session.close(CloseReason::library(kind));
+                }
+                if last_ping.elapsed() >= cfg.ping_interval {
+                    last_ping = Instant::now();
+                    let nonce = session.stats.ping_nonce();
+                    session.send_control(&crate::frame::Frame::Ping { mux: MuxId::CONNECTION, nonce });
+                }
+            }
+            reason = session.close_requested() => return session.close(reason),
+            () = session.closed() => return,
+        }
+    }
+}

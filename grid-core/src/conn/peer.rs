@@ -1,0 +1,94 @@
+//! What outlives one socket: the per-peer state the manager and every
+//! [`Connection`](super::Connection) share — the live session, the link's state, its counters and
+//! why the last session ended.
+
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use tokio::sync::watch;
+
+use super::core::{CloseKind, CloseReason};
+use super::session::Session;
+use super::stats::ConnStats;
+use super::ConnState;
+use crate::config::Config;
+
+/// Per-peer state shared by the manager and every [`Connection`] handle.
+pub(crate) struct PeerConn {
+    pub(crate) local: Arc<str>,
+    pub(crate) peer: Arc<str>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) current: RwLock<Option<Arc<Session>>>,
+    pub(crate) state: watch::Sender<ConnState>,
+    /// Why the last session ended.
+    pub(crate) last_reason: parking_lot::Mutex<Option<CloseReason>>,
+    pub(crate) stats: Arc<ConnStats>,
+}
+
+impl fmt::Debug for PeerConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PeerConn")
+            .field("peer", &self.peer)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+impl PeerConn {
+    pub(crate) fn new(local: Arc<str>, peer: Arc<str>, config: Arc<Config>) -> PeerConn {
+        PeerConn {
+            local,
+            peer,
+            config,
+            current: RwLock::new(None),
+            state: watch::channel(ConnState::Disconnected).0,
+            last_reason: parking_lot::Mutex::new(None),
+            stats: Arc::new(ConnStats::default()),
+        }
+    }
+
+    pub(crate) fn session(&self) -> Option<Arc<Session>> {
+        self.current.read().clone().filter(|s| !s.is_closed())
+    }
+
+    /// Makes `session` the live one, closing any previous session first. Refuses (and closes
+    /// `session`) once the manager shut down, so a dial that finishes late cannot revive it.
+    pub(crate) fn install(&self, session: Arc<Session>) -> bool {
+        let mut cur = self.current.write();
+        if *self.state.borrow() == ConnState::Shutdown {
+            drop(cur);
+            session.close(CloseReason::local(CloseKind::Shutdown));
+            return false;
+        }
+        let old = cur.replace(session);
+        drop(cur);
+        if let Some(old) = old {
+            old.close(CloseReason::local(CloseKind::Replaced));
+        }
+        ConnStats::add(&self.stats.connects, 1);
+        self.state.send_replace(ConnState::Connected);
+        true
+    }
+
+    /// Clears `session` if it is still the live one.
+    pub(crate) fn uninstall(&self, session: &Arc<Session>) {
+        if let Some(reason) = session.close_reason() {
+            *self.last_reason.lock() = Some(reason);
+        }
+        let mut cur = self.current.write();
+        if cur.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {
+            *cur = None;
+            drop(cur);
+            self.state.send_if_modified(|s| {
+                if *s == ConnState::Connected {
+                    *s = ConnState::Disconnected;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+}
+

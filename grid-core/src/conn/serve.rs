@@ -1,0 +1,169 @@
+//! Running the calls the core admitted: one task per call, and the rules every task keeps.
+//!
+//! A task owns its call's admission slot through a [`SlotGuard`]: whatever way the task ends —
+//! the handler returned and its last frame is queued, the call was cancelled and the cancel
+//! grace ran out, the handler panicked, the runtime dropped the task — the guard's drop tells
+//! the core [`finish`](super::core::ConnCore::finish) with the call's key, and nothing else
+//! can. The count of running handlers is therefore exact, whatever mux ids the peer reuses.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tracing::warn;
+
+use super::core::{CallKey, Start, StartKind};
+use super::session::Session;
+use crate::cancel::CancelSignal;
+use crate::frame::{ErrorCode, ErrorRecord, Route};
+use crate::handler::{panic_record, Context, Registered, Registry};
+use crate::mux::CancelCause;
+use crate::stream::{HandlerInput, HandlerOutput};
+
+/// How long a cancelled handler keeps running so it can observe
+/// [`Context::cancelled`] and clean up; after that its future is dropped (a handler that ignores
+/// its context cannot outlive its call by more than this). Its slot is held meanwhile.
+pub(crate) const CANCEL_GRACE: Duration = Duration::from_millis(500);
+
+/// Releases a call's admission slot when its task ends, however it ends.
+struct SlotGuard {
+    session: Arc<Session>,
+    key: CallKey,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.session.finish(self.key);
+    }
+}
+
+/// Spawns the task of an admitted call.
+pub(crate) fn spawn(session: &Arc<Session>, registry: &Registry, start: Start<Registered, CancelSignal>) {
+    let Start {
+        key,
+        route,
+        handler,
+        cancel,
+        deadline,
+        payload,
+        kind,
+    } = start;
+    let guard = SlotGuard {
+        session: session.clone(),
+        key,
+    };
+    let ctx = Context::new(
+        session.peer.clone(),
+        route.handler,
+        route.subroute.as_deref(),
+        deadline,
+        cancel.clone(),
+    );
+    match (handler, kind) {
+        (Registered::Unary(handler), StartKind::Unary(mut machine)) => {
+            let name = registry.name_of(route.handler);
+            tokio::spawn(async move {
+                // The handler is called inside the guarded future: a closure that panics before
+                // it returns its future is caught like one that panics while running.
+                let run = AssertUnwindSafe(async move { handler(ctx, payload).await }).catch_unwind();
+                let mut run = std::pin::pin!(run);
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                // Biased, handler first: a handler that finishes on its first poll never
+                // registers the deadline timer or the cancellation waiter.
+                let result = tokio::select! {
+                    biased;
+                    r = &mut run => r,
+                    cause = cancel.cancelled() => {
+                        machine.abort(cause);
+                        return cancel_grace(run, guard).await;
+                    }
+                    () = sleep => {
+                        cancel.cancel(CancelCause::Deadline);
+                        if guard.session.commit_response(guard.key) {
+                            if let Some(f) = machine.handle_timeout(Instant::now()) {
+                                guard.session.send_control(&f);
+                            }
+                        }
+                        return cancel_grace(run, guard).await;
+                    }
+                };
+                let session = &guard.session;
+                let result = match result {
+                    Ok(Ok(bytes)) if bytes.len() > session.max_payload() => Err(ErrorRecord::text(
+                        ErrorCode::TooLarge,
+                        format!(
+                            "response of {} bytes from {name} exceeds the limit of {}",
+                            bytes.len(),
+                            session.max_payload()
+                        ),
+                    )),
+                    Ok(Ok(bytes)) => Ok(Some(bytes)),
+                    Ok(Err(e)) => Err(e.into_record()),
+                    Err(panic) => {
+                        let rec = panic_record(panic);
+                        warn!(peer = %session.peer, handler = %name, "{}", String::from_utf8_lossy(&rec.message));
+                        Err(rec)
+                    }
+                };
+                // Committing first means a Cancel that arrives now finds nothing: the response
+                // is already on its way. The slot is held until it is queued.
+                if session.commit_response(guard.key) {
+                    if let Some(frame) = machine.respond(result) {
+                        session.send_response(&frame).await;
+                    }
+                }
+                drop(guard);
+            });
+        }
+        (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
+            let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
+            let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
+            tokio::spawn(async move {
+                let run = AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
+                    .catch_unwind();
+                let mut run = std::pin::pin!(run);
+                let result = tokio::select! {
+                    biased;
+                    r = &mut run => r,
+                    _ = cancel.cancelled() => return cancel_grace(run, guard).await,
+                };
+                let result = match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.into_record()),
+                    Err(panic) => Err(panic_record(panic)),
+                };
+                // The end travels in the data lane, behind the messages the handler sent.
+                let session = &guard.session;
+                if session.data_room().await.is_ok() {
+                    let mut slot = shared.lock();
+                    if let Some(end) = slot.machine.finish(result) {
+                        let _ = session.push_data_now(&end);
+                    }
+                    slot.wake();
+                }
+                drop(guard);
+            });
+        }
+        // The registry answered for the kind the frame asked for (`Router::route`), so a
+        // mismatch cannot happen; if it ever did, the guard still releases the slot.
+        (_, _) => refuse_mismatch(&route, guard),
+    }
+}
+
+fn refuse_mismatch(route: &Route, guard: SlotGuard) {
+    warn!(peer = %guard.session.peer, handler = %route.handler, "handler kind does not match the call");
+}
+
+/// Polls a cancelled handler for at most [`CANCEL_GRACE`], then drops it; the slot goes with the
+/// guard, after the grace. Its result is discarded: the call is already over for the caller.
+async fn cancel_grace<F: Future>(run: F, guard: SlotGuard) {
+    let _ = tokio::time::timeout(CANCEL_GRACE, run).await;
+    drop(guard);
+}
