@@ -49,7 +49,6 @@ impl CancelSignal {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

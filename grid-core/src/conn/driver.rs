@@ -39,7 +39,12 @@ pub(crate) async fn run_session(session: Arc<Session>, ws: Ws, registry: Arc<Reg
     let _tasks = AbortOnDrop(
         [
             tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
-            tokio::spawn(read_loop(session.clone(), stream, watchdog.clone(), registry)),
+            tokio::spawn(read_loop(
+                session.clone(),
+                stream,
+                watchdog.clone(),
+                registry,
+            )),
             tokio::spawn(timer_loop(session.clone())),
             tokio::spawn(keepalive_loop(session.clone(), watchdog)),
         ],
@@ -60,8 +65,7 @@ impl Drop for AbortOnDrop {
         for t in &self.0 {
             t.abort();
         }
-        self.1
-            .close(CloseReason::library(CloseKind::DriverStopped));
+        self.1.close(CloseReason::library(CloseKind::DriverStopped));
     }
 }
 
@@ -145,7 +149,9 @@ async fn read_loop(
         let data = match msg {
             Message::Binary(b) => b,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Close(_) => return session.close(CloseReason::remote(CloseKind::SocketClosed)),
+            Message::Close(_) => {
+                return session.close(CloseReason::remote(CloseKind::SocketClosed))
+            }
             Message::Text(_) => return session.close(violation(ProtocolViolation::TextMessage)),
         };
         ConnStats::add(&session.stats.bytes_in, data.len());

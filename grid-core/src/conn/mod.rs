@@ -420,11 +420,7 @@ impl Connection {
             bytes_out: ConnStats::get(&s.bytes_out),
             connects: ConnStats::get(&s.connects),
             last_rtt: s.last_rtt(),
-            held: self
-                .inner
-                .session()
-                .map(|s| s.held())
-                .unwrap_or_default(),
+            held: self.inner.session().map(|s| s.held()).unwrap_or_default(),
         }
     }
 

@@ -40,7 +40,11 @@ impl Drop for SlotGuard {
 }
 
 /// Spawns the task of an admitted call.
-pub(crate) fn spawn(session: &Arc<Session>, registry: &Registry, start: Start<Registered, CancelSignal>) {
+pub(crate) fn spawn(
+    session: &Arc<Session>,
+    registry: &Registry,
+    start: Start<Registered, CancelSignal>,
+) {
     let Start {
         key,
         route,
@@ -67,7 +71,8 @@ pub(crate) fn spawn(session: &Arc<Session>, registry: &Registry, start: Start<Re
             tokio::spawn(async move {
                 // The handler is called inside the guarded future: a closure that panics before
                 // it returns its future is caught like one that panics while running.
-                let run = AssertUnwindSafe(async move { handler(ctx, payload).await }).catch_unwind();
+                let run =
+                    AssertUnwindSafe(async move { handler(ctx, payload).await }).catch_unwind();
                 let mut run = std::pin::pin!(run);
                 let sleep = async {
                     match deadline {
@@ -126,8 +131,9 @@ pub(crate) fn spawn(session: &Arc<Session>, registry: &Registry, start: Start<Re
             let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
             let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
             tokio::spawn(async move {
-                let run = AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
-                    .catch_unwind();
+                let run =
+                    AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
+                        .catch_unwind();
                 let mut run = std::pin::pin!(run);
                 let result = tokio::select! {
                     biased;

@@ -23,8 +23,7 @@ use tracing::debug;
 
 use super::budget::{Budget, HeldBytes};
 use super::core::{
-    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Router,
-    Start,
+    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Router, Start,
 };
 use super::outq::{OutQueue, QueueError};
 use super::slot::{Machine, Shared};
@@ -200,7 +199,8 @@ impl Session {
     /// `Request` or `Open` is tagged with its mux so [`cancel_call`](Self::cancel_call) can take it
     /// back while it is still queued.
     pub(crate) fn push_data_now(&self, frame: &Frame) -> Result<(), QueueError> {
-        self.out.push_data_unbounded(self.encode(frame), tag_of(frame))
+        self.out
+            .push_data_unbounded(self.encode(frame), tag_of(frame))
     }
 
     /// Queues a data frame, waiting for room; many waiters together overshoot the lane's bound

@@ -65,7 +65,6 @@ macro_rules! impl_machine {
             fn handle_timeout(&mut self, now: Instant) {
                 <$t>::handle_timeout(self, now)
             }
-
         }
     };
 }

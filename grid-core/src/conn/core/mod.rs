@@ -27,12 +27,12 @@
 //! and `tests.rs` drives it frame by frame with no socket at all.
 
 mod reason;
-mod timers;
 #[cfg(test)]
 mod tests;
+mod timers;
 
-pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 pub(crate) use reason::Lifecycle;
+pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -435,11 +435,7 @@ impl<H: Handles> ConnCore<H> {
                 let handler = self.admit(mux, &route, CallKind::Unary, &payload, router)?;
                 let machine = UnaryCallee::accept(mux, deadline_ms, now);
                 let cancel = H::Cancel::default();
-                let key = self.enter(
-                    mux,
-                    &payload,
-                    ServedKind::Unary(cancel.clone()),
-                );
+                let key = self.enter(mux, &payload, ServedKind::Unary(cancel.clone()));
                 Some(Start {
                     key,
                     route,

@@ -33,7 +33,10 @@ impl Router for Routes {
     fn route(&self, route: &Route, kind: CallKind) -> Result<HandlerId, ErrorRecord> {
         match (route.handler, kind) {
             (UNARY, CallKind::Unary) | (STREAM, CallKind::Stream) => Ok(route.handler),
-            _ => Err(ErrorRecord::text(ErrorCode::UnknownHandler, "no such handler")),
+            _ => Err(ErrorRecord::text(
+                ErrorCode::UnknownHandler,
+                "no such handler",
+            )),
         }
     }
 }
@@ -140,7 +143,10 @@ fn a_reused_id_after_cancel_is_a_new_call_the_old_task_cannot_remove() {
     h.core.finish(first);
     let n = h.core.in_flight();
     assert_eq!((n.unary_in, n.handlers), (1, 1), "{n:?}");
-    assert!(h.core.commit_response(second), "the second call is still wanted");
+    assert!(
+        h.core.commit_response(second),
+        "the second call is still wanted"
+    );
     h.core.finish(second);
     assert_eq!(h.core.in_flight(), InFlight::default());
     assert_eq!(h.budget.snapshot(0).inbound, 0, "every charge released");
@@ -178,10 +184,16 @@ fn slots_are_held_through_the_cancel_grace_until_the_task_finishes() {
     h.cancel(1);
     let _b = h.request(3, 0).expect("slot 2");
     h.sent();
-    assert!(h.request(5, 0).is_none(), "the cancelled call still holds its slot");
+    assert!(
+        h.request(5, 0).is_none(),
+        "the cancelled call still holds its slot"
+    );
     assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::Overloaded));
     h.core.finish(a);
-    assert!(h.request(7, 0).is_some(), "its slot is free once its task ended");
+    assert!(
+        h.request(7, 0).is_some(),
+        "its slot is free once its task ended"
+    );
 }
 
 #[test]
@@ -234,12 +246,18 @@ fn a_stream_sending_past_twice_the_budget_fails_alone_with_a_typed_end() {
     assert!(h.frame(data(2, 30)).is_none());
     let sent = h.sent();
     assert!(
-        sent.iter().any(|f| matches!(f, Frame::End { error: Some(e), .. } if e.code == ErrorCode::Overloaded)),
+        sent.iter().any(
+            |f| matches!(f, Frame::End { error: Some(e), .. } if e.code == ErrorCode::Overloaded)
+        ),
         "{sent:?}"
     );
     h.events();
     assert_eq!(*start.cancel.0.lock(), Some(CancelCause::Overloaded));
-    assert_eq!(h.budget.snapshot(0).inbound, 0, "the failed stream's buffer is dropped");
+    assert_eq!(
+        h.budget.snapshot(0).inbound,
+        0,
+        "the failed stream's buffer is dropped"
+    );
     assert!(h.core.is_open(), "the connection carries on");
     h.core.finish(start.key);
     assert!(h.request(3, 10).is_some());
@@ -309,7 +327,11 @@ fn close_fails_our_calls_and_cancels_the_peers_as_going_away_when_told() {
     assert_eq!(*reply.lock(), Some(Err(MuxError::Disconnected)));
     assert_eq!(*served.cancel.0.lock(), Some(CancelCause::ShuttingDown));
     let n = h.core.in_flight();
-    assert_eq!((n.total(), n.handlers), (0, 1), "the task still holds its slot");
+    assert_eq!(
+        (n.total(), n.handlers),
+        (0, 1),
+        "the task still holds its slot"
+    );
     h.core.finish(served.key);
     assert_eq!(h.core.in_flight(), InFlight::default());
 }
@@ -325,7 +347,11 @@ fn open_cancel_loops_leave_no_stale_timers() {
     }
     h.events();
     assert_eq!(h.core.in_flight(), InFlight::default());
-    assert!(h.core.timers.len() <= 100, "{} timer entries", h.core.timers.len());
+    assert!(
+        h.core.timers.len() <= 100,
+        "{} timer entries",
+        h.core.timers.len()
+    );
 }
 
 #[test]

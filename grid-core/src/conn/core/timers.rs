@@ -124,6 +124,10 @@ mod tests {
             t.schedule(mux, now + Duration::from_secs(60));
             t.cancel(mux);
         }
-        assert!(t.len() <= COMPACT_SLACK + 1, "heap holds {} entries", t.len());
+        assert!(
+            t.len() <= COMPACT_SLACK + 1,
+            "heap holds {} entries",
+            t.len()
+        );
     }
 }
