@@ -16,6 +16,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::cancel::CancelSignal;
+use crate::conn::outq::Refused;
 use crate::conn::session::Session;
 use crate::conn::slot::{Machine, Shared};
 use crate::error::Error;
@@ -62,33 +63,36 @@ async fn send_item<M: Machine>(
 ) -> Result<(), SendRefusal> {
     let mut item = Some(item);
     loop {
-        // Fast path, the common case on a flowing stream: a credit and room in the queue right
-        // now. One lock on the stream, one on the queue; the payload is moved, never copied.
-        if session.out.has_room() {
+        // One lock on the stream, one on the queue: the credit is taken, the frame numbered and
+        // queued in one step, and only if the lane has room, so producers woken together
+        // cannot each push past the lane's bound. The payload is moved, never copied.
+        let pushed = {
             let mut slot = shared.lock();
-            match slot.machine.send(item.take()) {
-                Ok(frame) => {
-                    return session
-                        .push_data_now(&frame)
-                        .map_err(|_| SendRefusal::Closed);
+            session.push_data_with(|| slot.machine.send(item.take()).map(|f| session.encode(&f)))
+        };
+        match pushed {
+            Ok(()) => return Ok(()),
+            Err(Refused::Closed) => return Err(SendRefusal::Closed),
+            Err(Refused::By(rej)) if rej.reason == SendRefusal::NoCredit => {
+                item = rej.payload;
+                // Wait for a credit (or the end), then try again.
+                futures::future::poll_fn(|cx| {
+                    let mut slot = shared.lock();
+                    if slot.machine.credits() > 0 || slot.machine.send_closed() {
+                        Poll::Ready(())
+                    } else {
+                        slot.send_waker = Some(cx.waker().clone());
+                        Poll::Pending
+                    }
+                })
+                .await;
+            }
+            Err(Refused::By(rej)) => return Err(rej.reason),
+            Err(Refused::Full) => {
+                if session.data_room().await.is_err() {
+                    return Err(SendRefusal::Closed);
                 }
-                Err(rej) if rej.reason == SendRefusal::NoCredit => item = rej.payload,
-                Err(rej) => return Err(rej.reason),
             }
-        }
-        // Slow path: wait for a credit (or the end), then for room, and try again.
-        futures::future::poll_fn(|cx| {
-            let mut slot = shared.lock();
-            if slot.machine.credits() > 0 || slot.machine.send_closed() {
-                Poll::Ready(())
-            } else {
-                slot.send_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        if session.data_room().await.is_err() {
-            return Err(SendRefusal::Closed);
         }
     }
 }

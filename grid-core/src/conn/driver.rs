@@ -88,8 +88,7 @@ async fn write_batches(
         // Several calls in flight means more frames are about to be queued.
         let busy = session.activity() > 1;
         let Some(mut batch) = session
-            .out
-            .drain(cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH)
+            .next_batch(cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH)
             .await
         else {
             break;
@@ -100,9 +99,7 @@ async fn write_batches(
         // connection sends a lone frame at once, without the yield's cost.
         if busy && batch.frames.len() < 4 && batch.bytes < cfg.max_batch_bytes / 4 {
             tokio::task::yield_now().await;
-            session
-                .out
-                .top_up(&mut batch, cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH);
+            session.top_up(&mut batch, cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH);
         }
         let mut enc = BatchEncoder::with_capacity(batch.bytes);
         for f in &batch.frames {

@@ -21,6 +21,17 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// Why [`OutQueue::push_data_with`] queued nothing.
+#[derive(Debug)]
+pub(crate) enum Refused<E> {
+    /// The socket is gone.
+    Closed,
+    /// The data lane is at its bound: wait for room.
+    Full,
+    /// The frame's maker refused.
+    By(E),
+}
+
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum QueueError {
@@ -147,6 +158,29 @@ impl OutQueue {
         }
         lanes.data_bytes += frame.len();
         lanes.data.push_back((tag, frame));
+        drop(lanes);
+        self.writer.notify_one();
+        Ok(())
+    }
+
+    /// Queues the data frame `make` builds, if the lane has room now; `make` runs under the
+    /// lane's lock, so a producer that holds a stream's lock can take a credit, number the frame
+    /// and queue it in one step without overshooting the bound (one frame past it at most, in
+    /// all). `make` may refuse, and its refusal is handed back.
+    pub(crate) fn push_data_with<E>(
+        &self,
+        make: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<(), Refused<E>> {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(Refused::Closed);
+        }
+        if lanes.data_bytes >= self.max_data_bytes {
+            return Err(Refused::Full);
+        }
+        let frame = make().map_err(Refused::By)?;
+        lanes.data_bytes += frame.len();
+        lanes.data.push_back((0, frame));
         drop(lanes);
         self.writer.notify_one();
         Ok(())
@@ -289,13 +323,6 @@ impl OutQueue {
         drop(lanes);
         self.writer.notify_one();
         self.room.notify_waiters();
-    }
-
-    /// True when the data lane takes another frame without waiting (or the queue is closed,
-    /// which the push will report).
-    pub(crate) fn has_room(&self) -> bool {
-        let lanes = self.lanes.lock();
-        lanes.closed || lanes.data_bytes < self.max_data_bytes
     }
 
     /// Frames queued in each lane (control, data).

@@ -25,7 +25,7 @@ use super::budget::{Budget, HeldBytes};
 use super::core::{
     CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Router, Start,
 };
-use super::outq::{OutQueue, QueueError};
+use super::outq::{Drained, OutQueue, QueueError, Refused};
 use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
@@ -51,7 +51,7 @@ pub(crate) struct Session {
     checksum: bool,
     max_payload: usize,
     pub(crate) config: Arc<Config>,
-    pub(crate) out: OutQueue,
+    out: OutQueue,
     pub(crate) stats: Arc<ConnStats>,
     core: Mutex<ConnCore<Shell>>,
     budget: Arc<Budget>,
@@ -185,6 +185,28 @@ impl Session {
             .lock()
             .clone()
             .unwrap_or_else(|| CloseReason::library(CloseKind::DriverStopped))
+    }
+
+    /// See [`OutQueue::push_data_with`].
+    pub(crate) fn push_data_with<E>(
+        &self,
+        make: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<(), Refused<E>> {
+        self.out.push_data_with(make)
+    }
+
+    /// Waits until the data lane has room, then takes a batch for the writer (`None` once
+    /// closed).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: frames are only taken in the poll that returns them.
+    pub(crate) async fn next_batch(&self, max_bytes: usize, max_frames: usize) -> Option<Drained> {
+        self.out.drain(max_bytes, max_frames).await
+    }
+
+    /// Adds to `batch` what is queued now, within the bounds.
+    pub(crate) fn top_up(&self, batch: &mut Drained, max_bytes: usize, max_frames: usize) {
+        self.out.top_up(batch, max_bytes, max_frames);
     }
 
     /// Waits until the data lane has room (or the session closed).
