@@ -100,6 +100,14 @@ pub enum Error {
         /// The peer.
         peer: String,
     },
+    /// The peer's node is leaving — it is draining or shutting down: it takes no new calls, and
+    /// a call that did not finish before it closed ends with this. Distinct from
+    /// [`Error::Disconnected`] (a crash or a broken link); retry on another node.
+    #[error("{peer} is going away")]
+    GoingAway {
+        /// The peer.
+        peer: String,
+    },
     /// There is no live connection to the peer right now, so the call was not sent.
     #[error("not connected to {peer}")]
     NotConnected {
@@ -158,7 +166,10 @@ impl Error {
     pub fn is_connection_error(&self) -> bool {
         matches!(
             self,
-            Error::Disconnected { .. } | Error::NotConnected { .. } | Error::Unresponsive
+            Error::Disconnected { .. }
+                | Error::NotConnected { .. }
+                | Error::Unresponsive
+                | Error::GoingAway { .. }
         )
     }
 
@@ -175,6 +186,9 @@ impl Error {
                     subroute: subroute.map(str::to_owned),
                 },
                 ErrorCode::Deadline => Error::Deadline,
+                ErrorCode::ShuttingDown => Error::GoingAway {
+                    peer: peer.to_owned(),
+                },
                 _ => Error::Remote(rec.into()),
             },
             MuxError::Cancelled => Error::Cancelled,
@@ -185,6 +199,9 @@ impl Error {
             MuxError::Unresponsive => Error::Unresponsive,
             MuxError::Protocol(v) => Error::Protocol(v.to_string()),
             MuxError::BudgetExceeded => Error::BudgetExceeded,
+            MuxError::GoingAway => Error::GoingAway {
+                peer: peer.to_owned(),
+            },
         }
     }
 }

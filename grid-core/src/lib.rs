@@ -26,7 +26,8 @@ pub use auth::{Authenticator, HmacAuth};
 pub use config::Config;
 pub use conn::{
     BoxedTransport, CallOptions, ClientStream, CloseKind, CloseReason, ConnState, Connection,
-    ConnectionStats, HeldBytes, InFlight, Initiator, ProtocolViolation, StreamOptions, Transport,
+    ConnectionStats, HeldBytes, InFlight, Initiator, LinkEvent, LinkEvents, ProtocolViolation,
+    StreamOptions, Transport,
 };
 pub use error::{Error, RemoteError};
 pub use frame::ErrorCode;

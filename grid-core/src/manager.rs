@@ -30,6 +30,8 @@ use tracing::{debug, info, warn};
 use crate::auth::{Authenticator, HmacAuth};
 use crate::config::Config;
 use crate::conn::session::Session;
+use crate::conn::{LinkEvent, LinkEvents};
+
 use crate::conn::{
     run_session, BoxedTransport, ConnState, Connection, ConnectionStats, PeerConn, Ws,
 };
@@ -57,10 +59,11 @@ pub struct DialTarget {
 pub type DialFn =
     Arc<dyn Fn(DialTarget) -> BoxFuture<'static, std::io::Result<BoxedTransport>> + Send + Sync>;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Listen {
     FromName,
     Addr(String),
+    Bound(std::net::TcpListener),
     None,
 }
 
@@ -123,6 +126,13 @@ impl ManagerBuilder {
         self
     }
 
+    /// Serves on a listener the caller already bound (tests bind port 0, read the address for
+    /// the node's name, and keep the socket: no port is released and rebound).
+    pub fn listener(mut self, listener: std::net::TcpListener) -> ManagerBuilder {
+        self.listen = Listen::Bound(listener);
+        self
+    }
+
     /// Binds no listener: incoming sockets are handed over with [`Manager::accept`] or
     /// [`Manager::accept_websocket`].
     pub fn no_listener(mut self) -> ManagerBuilder {
@@ -174,6 +184,7 @@ impl ManagerBuilder {
         let local: Arc<str> = self.local.clone().into();
         let config = Arc::new(self.config);
         let mut peers = HashMap::new();
+        let events = tokio::sync::broadcast::channel(crate::conn::events::CAPACITY).0;
         for p in self.peers {
             if p == self.local {
                 continue;
@@ -190,13 +201,18 @@ impl ManagerBuilder {
                 local.clone(),
                 p.clone().into(),
                 config.clone(),
+                events.clone(),
             ));
             peers.insert(p, pc);
         }
-        let listener = match &self.listen {
+        let listener = match self.listen {
             Listen::None => None,
             Listen::FromName => Some(TcpListener::bind(address_of(&self.local)?).await?),
-            Listen::Addr(a) => Some(TcpListener::bind(a.as_str()).await?),
+            Listen::Addr(ref a) => Some(TcpListener::bind(a.as_str()).await?),
+            Listen::Bound(l) => {
+                l.set_nonblocking(true)?;
+                Some(TcpListener::from_std(l)?)
+            }
         };
         let inner = Arc::new(ManagerInner {
             local,
@@ -211,6 +227,8 @@ impl ManagerBuilder {
             dialer: self.dialer,
             tls: self.tls,
             tasks: Mutex::new(Vec::new()),
+            events,
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let mut tasks = Vec::new();
         if let Some(l) = listener {
@@ -239,6 +257,16 @@ struct ManagerInner {
     dialer: Option<DialFn>,
     tls: Option<TlsConfig>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Every link's events.
+    events: tokio::sync::broadcast::Sender<LinkEvent>,
+    /// Set by [`Manager::drain`]: no new sockets are accepted or dialed.
+    draining: std::sync::atomic::AtomicBool,
+}
+
+impl ManagerInner {
+    fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// One node's view of the cluster. Cheap to clone.
@@ -459,6 +487,41 @@ impl Manager {
         Ok(())
     }
 
+    /// Watches every link's changes (connected with the peer's instance, restarted, going away,
+    /// disconnected with its reason), one channel for all peers.
+    pub fn events(&self) -> LinkEvents {
+        crate::conn::events::manager_events(&self.inner.events)
+    }
+
+    /// Leaves the cluster gracefully, then shuts down: every peer is told at once (a go-away)
+    /// and fails its new calls to this node fast with [`Error::GoingAway`], so it can retry
+    /// elsewhere; calls and streams in flight, both ways, may finish within `within`; this node's
+    /// own calls keep working meanwhile; no new socket is accepted or dialed. Then every link is
+    /// closed as in [`shutdown`](Self::shutdown): a call or stream still in flight at the bound
+    /// ends with `GoingAway` on the peer (never as a clean end) and its handler here sees
+    /// [`CancelCause::ShuttingDown`](crate::mux::CancelCause::ShuttingDown).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped midway, the node keeps refusing new calls but stays up; call
+    /// [`shutdown`](Self::shutdown) to finish.
+    pub async fn drain(&self, within: Duration) {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::Release);
+        let sessions: Vec<Arc<Session>> = self
+            .inner
+            .peers
+            .values()
+            .filter_map(|pc| pc.session())
+            .collect();
+        for s in &sessions {
+            s.drain();
+        }
+        let all = futures::future::join_all(sessions.iter().map(|s| s.drained()));
+        let _ = tokio::time::timeout(within, all).await;
+        self.shutdown().await;
+    }
+
     /// Stops the manager: tells every peer it is going away, fails every call in flight, cancels
     /// every handler with [`CancelCause::ShuttingDown`](crate::mux::CancelCause::ShuttingDown) and
     /// stops listening and dialing.
@@ -677,7 +740,7 @@ async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Erro
     let Some(pc) = inner.peers.get(&info.name).cloned() else {
         return Err(Error::UnknownPeer(info.name));
     };
-    if inner.shutdown.is_cancelled() {
+    if inner.shutdown.is_cancelled() || inner.is_draining() {
         return Err(Error::Shutdown);
     }
     info!(local = %inner.local, peer = %pc.peer, "accepted connection");
@@ -687,9 +750,10 @@ async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Erro
         info.checksum,
         inner.config.clone(),
         pc.stats.clone(),
+        pc.events.clone(),
         info.max_payload,
     );
-    if !pc.install(session.clone()) {
+    if !pc.install(session.clone(), info.instance) {
         return Err(Error::Shutdown);
     }
     run_session(session.clone(), ws, inner.registry.clone()).await;
@@ -728,15 +792,15 @@ async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
     let mut backoff = cfg.reconnect_min;
     let mut last_error = String::new();
     loop {
-        if inner.shutdown.is_cancelled() {
+        if inner.shutdown.is_cancelled() || inner.is_draining() {
             return;
         }
         match dial_once(&inner, &pc).await {
-            Ok((session, ws)) => {
+            Ok((session, ws, instance)) => {
                 backoff = cfg.reconnect_min;
                 last_error.clear();
                 info!(local = %inner.local, peer = %pc.peer, "connected");
-                if !pc.install(session.clone()) {
+                if !pc.install(session.clone(), instance) {
                     return;
                 }
                 // Not raced against shutdown: `Manager::shutdown` finds the installed session,
@@ -765,7 +829,10 @@ async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
     }
 }
 
-async fn dial_once(inner: &ManagerInner, pc: &PeerConn) -> Result<(Arc<Session>, Ws), Error> {
+async fn dial_once(
+    inner: &ManagerInner,
+    pc: &PeerConn,
+) -> Result<(Arc<Session>, Ws, InstanceId), Error> {
     let cfg = &inner.config;
     let address = match inner.addresses.get(pc.peer.as_ref()) {
         Some(a) => a.clone(),
@@ -833,9 +900,10 @@ async fn dial_once(inner: &ManagerInner, pc: &PeerConn) -> Result<(Arc<Session>,
         info.checksum,
         cfg.clone(),
         pc.stats.clone(),
+        pc.events.clone(),
         info.max_payload,
     );
-    Ok((session, ws))
+    Ok((session, ws, info.instance))
 }
 
 async fn dial_handshake(inner: &ManagerInner, peer: &str, ws: &mut Ws) -> Result<PeerInfo, Error> {

@@ -20,6 +20,7 @@
 mod budget;
 pub(crate) mod core;
 mod driver;
+pub(crate) mod events;
 pub(crate) mod outq;
 pub(crate) mod peer;
 mod serve;
@@ -46,6 +47,7 @@ use crate::stream::{StreamReceiver, StreamSender};
 pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
 pub use budget::HeldBytes;
 pub(crate) use driver::run_session;
+pub use events::{LinkEvent, LinkEvents};
 pub(crate) use peer::PeerConn;
 use session::Session;
 use stats::ConnStats;
@@ -184,6 +186,17 @@ impl Connection {
             .map(|s| String::from_utf8_lossy(s).into_owned())
     }
 
+    /// The peer process's instance id on the live session, or on the last one: a new value
+    /// after a reconnect means the peer restarted (see [`events`](Self::events)).
+    pub fn peer_instance(&self) -> Option<crate::handshake::InstanceId> {
+        self.inner.instance()
+    }
+
+    /// Watches this link's changes: connected, restarted, going away, disconnected.
+    pub fn events(&self) -> LinkEvents {
+        self.inner.events.subscribe()
+    }
+
     /// The current state.
     pub fn state(&self) -> ConnState {
         *self.inner.state.borrow()
@@ -247,6 +260,16 @@ impl Connection {
         }
     }
 
+    /// Fails fast once the peer said it is going away: it would refuse the call anyway.
+    fn check_leaving(&self, session: &Session) -> Result<(), Error> {
+        if session.peer_leaving() {
+            return Err(Error::GoingAway {
+                peer: self.peer().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     /// Refuses a payload over our limit, or (once a session is known) over the peer's.
     fn check_size(&self, len: usize, session: Option<&Session>) -> Result<(), Error> {
         let limit = session.map_or(self.inner.config.max_payload, Session::max_payload);
@@ -300,6 +323,7 @@ impl Connection {
             return Err(Error::Deadline);
         }
         self.check_size(payload.len(), Some(&session))?;
+        self.check_leaving(&session)?;
         let (mux, rx) = session.register_unary().map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
         })?;
@@ -372,6 +396,7 @@ impl Connection {
             .then(|| opts.timeout.unwrap_or(self.inner.config.default_timeout));
         let session = self.live_session(wait).await?;
         self.check_size(payload.len(), Some(&session))?;
+        self.check_leaving(&session)?;
         session.data_room().await.map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
         })?;

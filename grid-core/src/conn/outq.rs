@@ -59,6 +59,7 @@ pub(crate) struct OutQueue {
     lanes: Mutex<Lanes>,
     writer: Notify,
     room: Notify,
+    emptied: Notify,
     max_data_bytes: usize,
     max_control: usize,
 }
@@ -76,6 +77,7 @@ impl OutQueue {
             lanes: Mutex::new(Lanes::default()),
             writer: Notify::new(),
             room: Notify::new(),
+            emptied: Notify::new(),
             max_data_bytes,
             max_control,
         }
@@ -186,6 +188,25 @@ impl OutQueue {
         Ok(())
     }
 
+    /// Waits until the writer has taken every queued frame (or the queue closed).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it changes nothing.
+    pub(crate) async fn wait_empty(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            {
+                let lanes = self.lanes.lock();
+                if lanes.closed || lanes.control.is_empty() && lanes.data.is_empty() {
+                    return;
+                }
+            }
+            emptied.await;
+        }
+    }
+
     /// Bytes of data frames queued.
     pub(crate) fn data_bytes(&self) -> usize {
         self.lanes.lock().data_bytes
@@ -292,9 +313,13 @@ impl OutQueue {
                         out.frames.push(f);
                         took_data = true;
                     }
+                    let empty = lanes.control.is_empty() && lanes.data.is_empty();
                     drop(lanes);
                     if took_data && was_full {
                         self.room.notify_waiters();
+                    }
+                    if empty {
+                        self.emptied.notify_waiters();
                     }
                     return Some(Some(out));
                 }
@@ -323,6 +348,7 @@ impl OutQueue {
         drop(lanes);
         self.writer.notify_one();
         self.room.notify_waiters();
+        self.emptied.notify_waiters();
     }
 
     /// Frames queued in each lane (control, data).

@@ -6,13 +6,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::core::{CloseKind, CloseReason};
+use super::events::{EventSink, LinkEvent};
 use super::session::Session;
 use super::stats::ConnStats;
 use super::ConnState;
 use crate::config::Config;
+use crate::handshake::InstanceId;
 
 /// Per-peer state shared by the manager and every [`Connection`] handle.
 pub(crate) struct PeerConn {
@@ -24,6 +26,9 @@ pub(crate) struct PeerConn {
     /// Why the last session ended.
     pub(crate) last_reason: parking_lot::Mutex<Option<CloseReason>>,
     pub(crate) stats: Arc<ConnStats>,
+    pub(crate) events: Arc<EventSink>,
+    /// The peer process's instance id on the live or the last session.
+    instance: parking_lot::Mutex<Option<InstanceId>>,
 }
 
 impl fmt::Debug for PeerConn {
@@ -36,9 +41,16 @@ impl fmt::Debug for PeerConn {
 }
 
 impl PeerConn {
-    pub(crate) fn new(local: Arc<str>, peer: Arc<str>, config: Arc<Config>) -> PeerConn {
+    pub(crate) fn new(
+        local: Arc<str>,
+        peer: Arc<str>,
+        config: Arc<Config>,
+        manager_events: broadcast::Sender<LinkEvent>,
+    ) -> PeerConn {
         PeerConn {
             local,
+            events: Arc::new(EventSink::new(peer.clone(), manager_events)),
+            instance: parking_lot::Mutex::new(None),
             peer,
             config,
             current: RwLock::new(None),
@@ -54,7 +66,7 @@ impl PeerConn {
 
     /// Makes `session` the live one, closing any previous session first. Refuses (and closes
     /// `session`) once the manager shut down, so a dial that finishes late cannot revive it.
-    pub(crate) fn install(&self, session: Arc<Session>) -> bool {
+    pub(crate) fn install(&self, session: Arc<Session>, instance: InstanceId) -> bool {
         let mut cur = self.current.write();
         if *self.state.borrow() == ConnState::Shutdown {
             drop(cur);
@@ -67,14 +79,35 @@ impl PeerConn {
             old.close(CloseReason::local(CloseKind::Replaced));
         }
         ConnStats::add(&self.stats.connects, 1);
+        let before = self.instance.lock().replace(instance);
+        if let Some(old) = before.filter(|old| *old != instance) {
+            self.events.emit(LinkEvent::Restarted {
+                peer: self.peer.clone(),
+                old,
+                new: instance,
+            });
+        }
+        self.events.emit(LinkEvent::Connected {
+            peer: self.peer.clone(),
+            instance,
+        });
         self.state.send_replace(ConnState::Connected);
         true
+    }
+
+    /// The peer process's instance id on the live or the last session.
+    pub(crate) fn instance(&self) -> Option<InstanceId> {
+        *self.instance.lock()
     }
 
     /// Clears `session` if it is still the live one.
     pub(crate) fn uninstall(&self, session: &Arc<Session>) {
         if let Some(reason) = session.close_reason() {
-            *self.last_reason.lock() = Some(reason);
+            *self.last_reason.lock() = Some(reason.clone());
+            self.events.emit(LinkEvent::Disconnected {
+                peer: self.peer.clone(),
+                reason,
+            });
         }
         let mut cur = self.current.write();
         if cur.as_ref().is_some_and(|s| Arc::ptr_eq(s, session)) {

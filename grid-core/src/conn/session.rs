@@ -25,6 +25,7 @@ use super::budget::{Budget, HeldBytes};
 use super::core::{
     CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Router, Start,
 };
+use super::events::EventSink;
 use super::outq::{Drained, OutQueue, QueueError, Refused};
 use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
@@ -57,6 +58,10 @@ pub(crate) struct Session {
     budget: Arc<Budget>,
     /// Mirrors "the core is closed" for lock-free checks on hot paths.
     closing: AtomicBool,
+    /// Mirrors "the peer said it is going away".
+    peer_leaving: AtomicBool,
+    drained: CancellationToken,
+    events: Arc<EventSink>,
     closed: CancellationToken,
     writer_done: CancellationToken,
     timer_wake: Notify,
@@ -71,6 +76,7 @@ impl Session {
         checksum: bool,
         config: Arc<Config>,
         stats: Arc<ConnStats>,
+        events: Arc<EventSink>,
         peer_max_payload: u64,
     ) -> Arc<Session> {
         // Sending more than the peer accepts would make it drop the whole connection.
@@ -97,6 +103,9 @@ impl Session {
             core: Mutex::new(ConnCore::new(role, limits, budget.clone())),
             budget,
             closing: AtomicBool::new(false),
+            peer_leaving: AtomicBool::new(false),
+            drained: CancellationToken::new(),
+            events,
             closed: CancellationToken::new(),
             writer_done: CancellationToken::new(),
             timer_wake: Notify::new(),
@@ -125,6 +134,10 @@ impl Session {
                 }
                 Event::Cancel(signal, cause) => signal.cancel(cause),
                 Event::Pong(nonce) => self.stats.record_pong(nonce),
+                Event::PeerLeaving => {
+                    self.peer_leaving.store(true, Ordering::Release);
+                    self.events.going_away();
+                }
                 Event::Closed(reason) => {
                     debug!(conn = %format_args!("{:08x}", self.id), peer = %self.peer, %reason, "session closed");
                     self.closing.store(true, Ordering::Release);
@@ -136,6 +149,9 @@ impl Session {
         }
         if core.take_timer_moved() {
             self.timer_wake.notify_one();
+        }
+        if core.drained() {
+            self.drained.cancel();
         }
         out
     }
@@ -289,6 +305,23 @@ impl Session {
         self.with_core(|core| core.close(reason));
     }
 
+    /// True once the peer said it is going away: new calls to it must fail with `GoingAway`.
+    pub(crate) fn peer_leaving(&self) -> bool {
+        self.peer_leaving.load(Ordering::Acquire)
+    }
+
+    /// Starts draining this session (see [`ConnCore::drain`]).
+    pub(crate) fn drain(&self) {
+        self.with_core(ConnCore::drain);
+    }
+
+    /// Resolves once this node drains, nothing is in flight on the session any more, and the
+    /// writer has taken every frame queued (the last responses and stream ends included).
+    pub(crate) async fn drained(&self) {
+        self.drained.cancelled().await;
+        self.out.wait_empty().await;
+    }
+
     /// Ends the session because this node is shutting down: the peer is told with a go-away
     /// (its handlers see `ShuttingDown`, its callers a clean going-away), which the writer sends
     /// last.
@@ -322,7 +355,7 @@ impl Session {
 
     /// Forgets a unary call that ended locally; true if the callee should be told.
     pub(crate) fn forget_unary(&self, mux: MuxId) -> bool {
-        self.core.lock().forget_unary(mux)
+        self.with_core(|core| core.forget_unary(mux))
     }
 
     /// Registers a stream this side opens; `make` builds the machine for the allocated id.
@@ -336,7 +369,7 @@ impl Session {
 
     /// Forgets a stream this side opened.
     pub(crate) fn forget_stream(&self, mux: MuxId) {
-        self.core.lock().forget_stream(mux);
+        self.with_core(|core| core.forget_stream(mux));
     }
 
     // ---- inbound ----------------------------------------------------------------------------
@@ -360,7 +393,7 @@ impl Session {
 
     /// See [`ConnCore::finish`].
     pub(crate) fn finish(&self, key: CallKey) {
-        self.core.lock().finish(key);
+        self.with_core(|core| core.finish(key));
     }
 
     /// Queues a finished handler's response, waiting for room; while it waits, its bytes count

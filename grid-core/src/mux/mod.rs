@@ -70,6 +70,9 @@ pub enum MuxError {
     /// kept sending into a full budget): the stream was failed to keep the node's memory
     /// bounded.
     BudgetExceeded,
+    /// The peer's node is leaving (it drained or shut down) and the call did not finish before
+    /// it closed the connection.
+    GoingAway,
 }
 
 impl fmt::Display for MuxError {
@@ -87,6 +90,7 @@ impl fmt::Display for MuxError {
             MuxError::Unresponsive => f.write_str("peer stopped answering stream pings"),
             MuxError::Protocol(v) => write!(f, "protocol violation: {v}"),
             MuxError::BudgetExceeded => f.write_str("inbound byte budget exceeded"),
+            MuxError::GoingAway => f.write_str("the peer is going away"),
         }
     }
 }

@@ -301,8 +301,14 @@ impl StreamCaller {
     /// The connection dropped: messages already received are still delivered, then
     /// `Disconnected`.
     pub fn disconnect(&mut self) {
+        self.link_lost(MuxError::Disconnected);
+    }
+
+    /// The connection ended with `err` (`Disconnected`, or `GoingAway` when the callee's node
+    /// left): messages already received are still delivered, then `err`.
+    pub fn link_lost(&mut self, err: MuxError) {
         if !self.is_terminal() {
-            self.fail(MuxError::Disconnected);
+            self.fail(err);
         }
     }
 

@@ -64,6 +64,8 @@ pub(crate) enum Event<H: Handles> {
     Cancel(H::Cancel, CancelCause),
     /// A connection-level pong arrived with this nonce.
     Pong(u64),
+    /// The peer said it is going away (a go-away that is not a violation).
+    PeerLeaving,
     /// The connection is closed (always the last event).
     Closed(CloseReason),
 }

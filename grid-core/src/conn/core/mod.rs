@@ -115,14 +115,51 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
+    /// True until the core is closed: frames flow (a drain included).
     pub(crate) fn is_open(&self) -> bool {
-        self.life == Lifecycle::Open
+        !matches!(self.life, Lifecycle::Closed(_))
+    }
+
+    /// True while this node drains: new calls from the peer are refused.
+    fn draining_locally(&self) -> bool {
+        matches!(self.life, Lifecycle::Draining { local: true, .. })
+    }
+
+    /// True once the peer said it is going away: new calls to it fail at once.
+    pub(crate) fn peer_leaving(&self) -> bool {
+        matches!(self.life, Lifecycle::Draining { remote: true, .. })
+    }
+
+    /// True when this node drains and nothing is in flight any more, either way.
+    pub(crate) fn drained(&self) -> bool {
+        self.draining_locally() && self.admitted.is_empty() && self.calls.is_empty()
+    }
+
+    /// Starts draining: the peer is told with a go-away (code `ShuttingDown`), new calls from it
+    /// are refused, calls in flight carry on. The shell closes the core once
+    /// [`drained`](Self::drained) or when its bound passes.
+    pub(crate) fn drain(&mut self) {
+        let remote = match self.life {
+            Lifecycle::Open => false,
+            Lifecycle::Draining {
+                local: false,
+                remote,
+            } => remote,
+            _ => return,
+        };
+        self.life = Lifecycle::Draining {
+            local: true,
+            remote,
+        };
+        self.transmit.push_back(Frame::GoAway {
+            error: ErrorRecord::text(ErrorCode::ShuttingDown, "draining"),
+        });
     }
 
     pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
         match &self.life {
-            Lifecycle::Open => None,
             Lifecycle::Closed(r) => Some(r),
+            _ => None,
         }
     }
 
@@ -193,7 +230,7 @@ impl<H: Handles> ConnCore<H> {
 
     /// Registers a unary call; `Err` hands `reply` back when the connection is closed.
     pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
-        if !self.is_open() {
+        if !self.is_open() || self.peer_leaving() {
             return Err(reply);
         }
         let mux = self.alloc_mux();
@@ -216,7 +253,7 @@ impl<H: Handles> ConnCore<H> {
         &mut self,
         make: impl FnOnce(MuxId) -> (StreamCaller, Frame),
     ) -> Option<(Shared<StreamCaller>, Frame)> {
-        if !self.is_open() {
+        if !self.is_open() || self.peer_leaving() {
             return None;
         }
         let mux = self.alloc_mux();
@@ -275,14 +312,21 @@ impl<H: Handles> ConnCore<H> {
                 nonce,
             }),
             Frame::Pong { nonce, .. } => self.events.push_back(Event::Pong(nonce)),
-            Frame::GoAway { error } => {
+            Frame::GoAway { error } if error.code == ErrorCode::Protocol => {
                 let text = String::from_utf8_lossy(&error.message).into_owned();
-                let kind = if error.code == ErrorCode::Protocol {
-                    CloseKind::PeerReportedViolation(text)
-                } else {
-                    CloseKind::GoingAway(text)
-                };
-                self.close(CloseReason::remote(kind));
+                self.close(CloseReason::remote(CloseKind::PeerReportedViolation(text)));
+            }
+            Frame::GoAway { .. } => {
+                // The peer is leaving: no new calls to it; what is in flight carries on until
+                // it closes the socket.
+                let local = self.draining_locally();
+                if !self.peer_leaving() {
+                    self.life = Lifecycle::Draining {
+                        local,
+                        remote: true,
+                    };
+                    self.events.push_back(Event::PeerLeaving);
+                }
             }
             other => self.violate(ProtocolViolation::UnexpectedOp { op: other.op() }),
         }
@@ -423,6 +467,9 @@ impl<H: Handles> ConnCore<H> {
             return None;
         }
         let refusal = match router.route(route, kind) {
+            _ if self.draining_locally() => {
+                ErrorRecord::text(ErrorCode::ShuttingDown, "this node is draining")
+            }
             Err(rec) => rec,
             Ok(_) if self.admitted.len() >= self.limits.max_incoming_calls => ErrorRecord::text(
                 ErrorCode::Overloaded,
@@ -627,10 +674,19 @@ impl<H: Handles> ConnCore<H> {
         if !self.is_open() {
             return;
         }
-        let cause = if reason.is_going_away() {
-            CancelCause::ShuttingDown
+        // A node that said it was leaving and then closed left cleanly: its callers and its
+        // handlers learn that, not a crash.
+        let leaving = reason.is_going_away() || self.peer_leaving();
+        let reason = match reason.kind {
+            CloseKind::SocketClosed if self.peer_leaving() => {
+                CloseReason::remote(CloseKind::GoingAway("the peer drained and closed".into()))
+            }
+            _ => reason,
+        };
+        let (cause, lost) = if leaving {
+            (CancelCause::ShuttingDown, MuxError::GoingAway)
         } else {
-            CancelCause::Disconnected
+            (CancelCause::Disconnected, MuxError::Disconnected)
         };
         self.life = Lifecycle::Closed(reason.clone());
         self.transmit.clear();
@@ -639,10 +695,10 @@ impl<H: Handles> ConnCore<H> {
             match call {
                 Outgoing::Unary(reply) => self
                     .events
-                    .push_back(Event::Reply(reply, Err(MuxError::Disconnected))),
+                    .push_back(Event::Reply(reply, Err(lost.clone()))),
                 Outgoing::Stream(shared) => {
                     let mut slot = shared.lock();
-                    slot.machine.disconnect();
+                    slot.machine.link_lost(lost.clone());
                     slot.wake();
                 }
             }

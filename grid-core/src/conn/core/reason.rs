@@ -13,7 +13,9 @@ use crate::ids::MuxId;
 /// The life of one connection core.
 ///
 /// ```text
-///   Open ──close(reason): a violation, a go-away, a socket error, shutdown, ...──▶ Closed(reason)
+///   Open ──drain() / a go-away from the peer──▶ Draining{local, remote} ──close(reason)──▶ Closed
+///     │                                          (the other side's go-away adds its flag)    ▲
+///     └──────────close(reason): a violation, a socket error, a kill, shutdown, ...───────────┘
 /// ```
 ///
 /// A task that cannot take the core's lock where it stands (it holds a stream's lock) asks the
@@ -24,8 +26,13 @@ use crate::ids::MuxId;
 /// even while a closed connection's handlers finish their cancel grace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Lifecycle {
-    /// Frames flow; calls are admitted.
+    /// Frames flow; calls are admitted both ways.
     Open,
+    /// Frames flow, but a node is leaving. `local`: this node drains — it refuses new calls
+    /// from the peer (`ShuttingDown`) and closes once nothing is in flight. `remote`: the peer
+    /// said it is going away — new calls to it fail at once with `GoingAway`, calls in flight
+    /// carry on, and its calls to us are still served.
+    Draining { local: bool, remote: bool },
     /// Over. Tables are empty; nothing more is sent.
     Closed(CloseReason),
 }

@@ -109,7 +109,7 @@ impl Harness {
                 Event::Cancel(flag, cause) => {
                     flag.0.lock().get_or_insert(cause);
                 }
-                Event::Pong(_) => {}
+                Event::Pong(_) | Event::PeerLeaving => {}
                 Event::Closed(reason) => closed = Some(reason),
             }
         }
@@ -306,7 +306,7 @@ fn unknown_handlers_are_refused_without_a_slot() {
 }
 
 #[test]
-fn close_fails_our_calls_and_cancels_the_peers_as_going_away_when_told() {
+fn a_peer_going_away_keeps_calls_in_flight_until_it_closes_then_they_fail_going_away() {
     let mut h = Harness::new(10, 100);
     let reply: Reply = Arc::default();
     let mux = h.core.register_unary(reply.clone()).expect("open");
@@ -321,18 +321,27 @@ fn close_fails_our_calls_and_cancels_the_peers_as_going_away_when_told() {
     h.frame(Frame::GoAway {
         error: ErrorRecord::text(ErrorCode::ShuttingDown, "bye"),
     });
+    assert!(h.events().is_none(), "a go-away is not a close");
+    assert!(h.core.peer_leaving());
+    assert!(
+        h.core.register_unary(Reply::default()).is_err(),
+        "no new calls to a leaving peer"
+    );
+    let second = h.request(3, 0).expect("its calls to us are still served");
+    h.core.close(CloseReason::remote(CloseKind::SocketClosed));
     let reason = h.events().expect("closed");
     assert_eq!(reason.initiator, Initiator::Remote);
     assert!(reason.is_going_away(), "{reason}");
-    assert_eq!(*reply.lock(), Some(Err(MuxError::Disconnected)));
+    assert_eq!(*reply.lock(), Some(Err(MuxError::GoingAway)));
     assert_eq!(*served.cancel.0.lock(), Some(CancelCause::ShuttingDown));
     let n = h.core.in_flight();
     assert_eq!(
         (n.total(), n.handlers),
-        (0, 1),
-        "the task still holds its slot"
+        (0, 2),
+        "the tasks still hold their slots"
     );
     h.core.finish(served.key);
+    h.core.finish(second);
     assert_eq!(h.core.in_flight(), InFlight::default());
 }
 
@@ -370,4 +379,32 @@ fn a_served_stream_times_out_on_silence_and_its_cancel_reaches_the_handler() {
         sent.iter().any(|f| matches!(f, Frame::Error { .. })),
         "{sent:?}"
     );
+}
+
+#[test]
+fn a_draining_core_refuses_new_calls_tells_the_peer_and_reports_drained() {
+    let mut h = Harness::new(10, 100);
+    let running = h.request(1, 0).expect("admitted");
+    h.core.drain();
+    let sent = h.sent();
+    assert!(
+        matches!(&sent[..], [Frame::GoAway { error }] if error.code == ErrorCode::ShuttingDown),
+        "{sent:?}"
+    );
+    assert!(h.request(3, 0).is_none());
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::ShuttingDown));
+    let reply: Reply = Arc::default();
+    let ours = h.core.register_unary(reply.clone()).expect("our own calls still go out");
+    assert!(!h.core.drained(), "two calls in flight");
+    h.frame(Frame::Response {
+        mux: ours,
+        result: Ok(None),
+    });
+    h.events();
+    assert_eq!(*reply.lock(), Some(Ok(None)));
+    assert!(!h.core.drained(), "the served call is still running");
+    assert!(h.core.commit_response(running));
+    h.core.finish(running);
+    assert!(h.core.drained());
+    assert!(h.core.is_open(), "drained is not closed: the shell closes");
 }

@@ -1,0 +1,346 @@
+//! A node's life as its peers see it, over real sockets: a graceful drain, a restart under the
+//! same name, and the link events that report both.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use grid_core::{
+    CallOptions, CancelCause, CloseKind, Config, Connection, Error, HandlerSpec, LinkEvent,
+    LinkEvents, Manager, StreamOptions,
+};
+use tokio::sync::{mpsc, Notify, Semaphore};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SLOW: HandlerSpec = HandlerSpec::named("Life.slow");
+const ECHO: HandlerSpec = HandlerSpec::named("Life.echo");
+const FEED: HandlerSpec = HandlerSpec::named("Life.feed");
+
+fn config() -> Config {
+    Config {
+        ping_interval: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(3),
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(200),
+        ..Config::default()
+    }
+}
+
+/// A loopback listener on port 0, kept, and the node name that points at it.
+fn bound() -> (TcpListener, String) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let name = format!("http://{}", l.local_addr().unwrap());
+    (l, name)
+}
+
+async fn node(listener: TcpListener, name: &str, peers: &[String]) -> Manager {
+    Manager::builder(name)
+        .peers(peers.iter().cloned())
+        .secret("lifecycle-secret")
+        .config(config())
+        .listener(listener)
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Two nodes that know each other, both serving `echo`.
+async fn pair() -> (Manager, Manager) {
+    let (la, a) = bound();
+    let (lb, b) = bound();
+    let names = [a.clone(), b.clone()];
+    let ma = node(la, &a, &names).await;
+    let mb = node(lb, &b, &names).await;
+    for m in [&ma, &mb] {
+        m.register_unary(ECHO, |_, b| async move { Ok(b) }).unwrap();
+        m.wait_for_peers(WAIT).await.unwrap();
+    }
+    (ma, mb)
+}
+
+/// Waits for the first event `pick` accepts, failing loudly (with what it saw) on a timeout.
+async fn wait_for<T>(
+    what: &str,
+    events: &mut LinkEvents,
+    mut pick: impl FnMut(&LinkEvent) -> Option<T>,
+) -> T {
+    let mut seen = Vec::new();
+    loop {
+        let e = match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Some(e)) => e,
+            Ok(None) => panic!("waiting for {what}: the manager is gone; saw {seen:?}"),
+            Err(_) => panic!("waiting for {what}: no event within {WAIT:?}; saw {seen:?}"),
+        };
+        if let Some(t) = pick(&e) {
+            return t;
+        }
+        seen.push(e);
+    }
+}
+
+async fn echo(conn: &Connection, what: &'static str) -> Result<Bytes, Error> {
+    conn.call(
+        ECHO.id,
+        Bytes::from_static(what.as_bytes()),
+        CallOptions::default(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_finishes_calls_in_flight_and_fails_new_ones_fast_with_going_away() {
+    let (a, b) = pair().await;
+    // b serves a slow unary call and a stream, both held until the test releases them.
+    // Each handler takes one permit; the test adds them when it releases the handlers.
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    b.register_unary(SLOW, move |_, p| {
+        let (g, entered_tx) = (g.clone(), entered_tx.clone());
+        async move {
+            let _ = entered_tx.send(());
+            g.acquire().await.unwrap().forget();
+            Ok(p)
+        }
+    })
+    .unwrap();
+    let g = gate.clone();
+    b.register_stream(FEED, move |_, _, _, mut out| {
+        let g = g.clone();
+        async move {
+            for i in 0..10u8 {
+                if i == 5 {
+                    g.acquire().await.unwrap().forget();
+                }
+                out.send(Bytes::from(vec![i])).await.map_err(|e| {
+                    grid_core::RemoteError::text(grid_core::ErrorCode::Internal, e.to_string())
+                })?;
+            }
+            Ok(())
+        }
+    })
+    .unwrap();
+    let to_b = a.connection(b.name()).unwrap();
+    let mut events = to_b.events();
+    let slow = {
+        let c = to_b.clone();
+        tokio::spawn(async move {
+            c.call(SLOW.id, Bytes::from_static(b"kept"), CallOptions::default())
+                .await
+        })
+    };
+    let mut stream = to_b
+        .open_stream(FEED.id, Bytes::new(), StreamOptions::default())
+        .await
+        .unwrap();
+    for i in 0..5u8 {
+        let item = tokio::time::timeout(WAIT, stream.receiver.recv())
+            .await
+            .unwrap();
+        assert_eq!(item.unwrap().unwrap(), Bytes::from(vec![i]));
+    }
+    tokio::time::timeout(WAIT, entered.recv())
+        .await
+        .expect("the slow call reached its handler");
+    // Both calls are now in flight on b.
+    let draining = {
+        let b = b.clone();
+        tokio::spawn(async move { b.drain(WAIT).await })
+    };
+    wait_for("going away", &mut events, |e| {
+        matches!(e, LinkEvent::GoingAway { .. }).then_some(())
+    })
+    .await;
+    match echo(&to_b, "new").await {
+        Err(Error::GoingAway { peer }) => assert_eq!(peer, b.name()),
+        other => panic!("a new call to a draining node must fail fast with GoingAway: {other:?}"),
+    }
+    // The draining node's own calls keep working.
+    let to_a = b.connection(a.name()).unwrap();
+    assert_eq!(
+        echo(&to_a, "out").await.unwrap(),
+        Bytes::from_static(b"out")
+    );
+    // Release the handlers: everything in flight completes.
+    gate.add_permits(2);
+    let r = tokio::time::timeout(WAIT, slow).await.unwrap().unwrap();
+    assert_eq!(r.unwrap(), Bytes::from_static(b"kept"));
+    for i in 5..10u8 {
+        let item = tokio::time::timeout(WAIT, stream.receiver.recv())
+            .await
+            .unwrap();
+        assert_eq!(item.unwrap().unwrap(), Bytes::from(vec![i]));
+    }
+    assert!(
+        tokio::time::timeout(WAIT, stream.receiver.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "a clean end"
+    );
+    tokio::time::timeout(WAIT, draining).await.unwrap().unwrap();
+    let reason = wait_for("disconnected", &mut events, |e| match e {
+        LinkEvent::Disconnected { reason, .. } => Some(reason.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(reason.is_going_away(), "{reason}");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_cut_by_the_drain_bound_ends_with_going_away_not_a_clean_end() {
+    let (a, b) = pair().await;
+    let (cause_tx, mut cause_rx) = mpsc::unbounded_channel();
+    b.register_stream(FEED, move |ctx, _, _, mut out| {
+        let cause_tx = cause_tx.clone();
+        async move {
+            let _ = out.send(Bytes::from_static(b"first")).await;
+            let cause = ctx.cancelled().await;
+            let _ = cause_tx.send(cause);
+            Ok(())
+        }
+    })
+    .unwrap();
+    let to_b = a.connection(b.name()).unwrap();
+    let mut stream = to_b
+        .open_stream(FEED.id, Bytes::new(), StreamOptions::default())
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(WAIT, stream.receiver.recv())
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().unwrap(), Bytes::from_static(b"first"));
+    b.drain(Duration::from_millis(300)).await;
+    match tokio::time::timeout(WAIT, stream.receiver.recv())
+        .await
+        .unwrap()
+    {
+        Some(Err(Error::GoingAway { .. })) => {}
+        other => panic!("expected GoingAway after the bound, got {other:?}"),
+    }
+    let cause = tokio::time::timeout(WAIT, cause_rx.recv()).await.unwrap();
+    assert_eq!(cause, Some(CancelCause::ShuttingDown));
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected() {
+    // `a` listens; `b` has no listener and must be the dialing side, so it can be restarted
+    // under the same name without any port being released and rebound.
+    let (la, a_name) = bound();
+    let b_name = (1..)
+        .map(|i| format!("http://127.0.0.1:{}", 1000 + i))
+        .find(|b| grid_core::handshake::dialer_of(&a_name, b) == b.as_str())
+        .unwrap();
+    let names = [a_name.clone(), b_name.clone()];
+    let a = node(la, &a_name, &names).await;
+    let start_b = || async {
+        let b = Manager::builder(b_name.clone())
+            .peers(names.iter().cloned())
+            .secret("lifecycle-secret")
+            .config(config())
+            .no_listener()
+            .start()
+            .await
+            .unwrap();
+        let never = Arc::new(Notify::new());
+        b.register_unary(SLOW, move |_, p| {
+            let never = never.clone();
+            async move {
+                never.notified().await;
+                Ok(p)
+            }
+        })
+        .unwrap();
+        b.register_unary(ECHO, |_, p| async move { Ok(p) }).unwrap();
+        b
+    };
+    let to_b = a.connection(&b_name).unwrap();
+    let mut events = to_b.events();
+    let mut all = a.events();
+    let b1 = start_b().await;
+    let first = wait_for("first connect", &mut events, |e| match e {
+        LinkEvent::Connected { instance, .. } => Some(*instance),
+        _ => None,
+    })
+    .await;
+    assert_eq!(to_b.peer_instance(), Some(first));
+    let in_flight = {
+        let c = to_b.clone();
+        tokio::spawn(async move { c.call(SLOW.id, Bytes::new(), CallOptions::default()).await })
+    };
+    // Let the call reach b1 (its handler then waits forever), then crash b1's link.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while b1.stats().in_flight.unary_in == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never reached b1"
+        );
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    b1.connection(&a_name).unwrap().kill_socket();
+    b1.shutdown().await;
+    match tokio::time::timeout(WAIT, in_flight)
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        Err(Error::Disconnected { .. }) => {}
+        other => panic!("a call in flight to the old instance must fail Disconnected: {other:?}"),
+    }
+    let _b2 = start_b().await;
+    let (old, new) = wait_for("restarted", &mut events, |e| match e {
+        LinkEvent::Restarted { old, new, .. } => Some((*old, *new)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(old, first);
+    assert_ne!(new, first, "a new process has a new instance id");
+    let connected = wait_for("second connect", &mut events, |e| match e {
+        LinkEvent::Connected { instance, .. } => Some(*instance),
+        _ => None,
+    })
+    .await;
+    assert_eq!(connected, new);
+    assert_eq!(to_b.peer_instance(), Some(new));
+    assert_eq!(
+        echo(&to_b, "again").await.unwrap(),
+        Bytes::from_static(b"again")
+    );
+    // The manager's channel saw the same story, with a typed reason for the old session's end:
+    // the crash, or — if the new instance arrived before the crash was noticed — its
+    // replacement. The two events may come in either order.
+    let (mut reason, mut restarted) = (None, false);
+    while reason.is_none() || !restarted {
+        wait_for(
+            "manager: disconnected and restarted",
+            &mut all,
+            |e| match e {
+                LinkEvent::Disconnected { reason: r, .. } => {
+                    reason = Some(r.clone());
+                    Some(())
+                }
+                LinkEvent::Restarted { .. } => {
+                    restarted = true;
+                    Some(())
+                }
+                _ => None,
+            },
+        )
+        .await;
+    }
+    let reason = reason.unwrap();
+    assert!(
+        matches!(
+            reason.kind,
+            CloseKind::SocketClosed | CloseKind::Io(_) | CloseKind::Replaced
+        ),
+        "{reason:?}"
+    );
+    a.shutdown().await;
+}
