@@ -22,17 +22,17 @@ pub mod mux;
 pub mod stream;
 pub mod tls;
 
-pub use auth::{Authenticator, HmacAuth};
+pub use auth::{Authenticator, HmacAuth, Keyring};
 pub use config::Config;
 pub use conn::{
     BoxedTransport, CallOptions, ClientStream, CloseKind, CloseReason, ConnState, Connection,
-    ConnectionStats, HeldBytes, InFlight, Initiator, LinkEvent, LinkEvents, ProtocolViolation,
-    StreamOptions, Transport,
+    ConnectionStats, DialFailure, HeldBytes, InFlight, Initiator, LinkEvent, LinkEvents,
+    ProtocolViolation, StreamOptions, Transport,
 };
 pub use error::{Error, RemoteError};
 pub use frame::ErrorCode;
 pub use handler::{Context, HandlerSpec};
-pub use manager::{DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
+pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
 pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
 pub use tls::TlsConfig;

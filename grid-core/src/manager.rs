@@ -77,6 +77,7 @@ pub struct ManagerBuilder {
     addresses: HashMap<String, String>,
     dialer: Option<DialFn>,
     tls: Option<TlsConfig>,
+    clock: Option<ClockFn>,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -123,6 +124,13 @@ impl ManagerBuilder {
     /// local name.
     pub fn listen(mut self, addr: impl Into<String>) -> ManagerBuilder {
         self.listen = Listen::Addr(addr.into());
+        self
+    }
+
+    /// Reads the wall clock from `clock` instead of the system's, for the handshake's clock
+    /// check (tests give a node a skewed clock this way; see `Config::max_clock_skew`).
+    pub fn clock(mut self, clock: ClockFn) -> ManagerBuilder {
+        self.clock = Some(clock);
         self
     }
 
@@ -228,6 +236,7 @@ impl ManagerBuilder {
             tls: self.tls,
             tasks: Mutex::new(Vec::new()),
             events,
+            clock: self.clock,
             draining: std::sync::atomic::AtomicBool::new(false),
         });
         let mut tasks = Vec::new();
@@ -259,11 +268,16 @@ struct ManagerInner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Every link's events.
     events: tokio::sync::broadcast::Sender<LinkEvent>,
+    clock: Option<ClockFn>,
     /// Set by [`Manager::drain`]: no new sockets are accepted or dialed.
     draining: std::sync::atomic::AtomicBool,
 }
 
 impl ManagerInner {
+    fn now_ms(&self) -> i64 {
+        millis_since_epoch(self.clock.as_ref().map_or_else(SystemTime::now, |c| c()))
+    }
+
     fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
     }
@@ -309,6 +323,7 @@ impl Manager {
             addresses: HashMap::new(),
             dialer: None,
             tls: None,
+            clock: None,
         }
     }
 
@@ -585,9 +600,11 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+/// The wall clock the handshake reads (see [`ManagerBuilder::clock`]).
+pub type ClockFn = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+fn millis_since_epoch(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
@@ -773,7 +790,7 @@ async fn accept_handshake(inner: &ManagerInner, ws: &mut Ws) -> Result<PeerInfo,
     });
     let hello = recv_handshake(ws).await?;
     let known = |name: &str| inner.peers.contains_key(name);
-    let (welcome, next) = match hs.on_hello(hello, now_ms(), &known, inner.auth.as_ref()) {
+    let (welcome, next) = match hs.on_hello(hello, inner.now_ms(), &known, inner.auth.as_ref()) {
         Ok(ok) => ok,
         Err(rej) => return Err(reject(ws, rej).await),
     };
@@ -812,6 +829,7 @@ async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
                 info!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "disconnected");
             }
             Err(e) => {
+                pc.record_dial_failure(&e);
                 // Log each distinct failure once, not every retry.
                 let msg = e.to_string();
                 if msg != last_error {
@@ -912,14 +930,14 @@ async fn dial_handshake(inner: &ManagerInner, peer: &str, ws: &mut Ws) -> Result
         remote: peer.to_owned(),
         instance: inner.instance,
         nonce: random_nonce()?,
-        now_ms: now_ms(),
+        now_ms: inner.now_ms(),
         checksum: wants_checksum(&inner.config, is_tls(peer)),
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
     send_handshake(ws, &hello).await?;
     let welcome = recv_handshake(ws).await?;
-    let (confirm, next) = match hs.on_welcome(welcome, now_ms(), inner.auth.as_ref()) {
+    let (confirm, next) = match hs.on_welcome(welcome, inner.now_ms(), inner.auth.as_ref()) {
         Ok(ok) => ok,
         Err(rej) => return Err(reject(ws, rej).await),
     };

@@ -48,6 +48,7 @@ pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolat
 pub use budget::HeldBytes;
 pub(crate) use driver::run_session;
 pub use events::{LinkEvent, LinkEvents};
+pub use peer::DialFailure;
 pub(crate) use peer::PeerConn;
 use session::Session;
 use stats::ConnStats;
@@ -190,6 +191,12 @@ impl Connection {
     /// after a reconnect means the peer restarted (see [`events`](Self::events)).
     pub fn peer_instance(&self) -> Option<crate::handshake::InstanceId> {
         self.inner.instance()
+    }
+
+    /// Why the last dial or handshake this node made to the peer failed, if one did (the
+    /// dialing side only; see [`handshake::dialer_of`](crate::handshake::dialer_of)).
+    pub fn last_dial_failure(&self) -> Option<DialFailure> {
+        self.inner.last_dial_failure.lock().clone()
     }
 
     /// Watches this link's changes: connected, restarted, going away, disconnected.

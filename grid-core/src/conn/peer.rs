@@ -14,7 +14,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::ConnState;
 use crate::config::Config;
-use crate::handshake::InstanceId;
+use crate::handshake::{HandshakeError, InstanceId};
 
 /// Per-peer state shared by the manager and every [`Connection`] handle.
 pub(crate) struct PeerConn {
@@ -29,6 +29,30 @@ pub(crate) struct PeerConn {
     pub(crate) events: Arc<EventSink>,
     /// The peer process's instance id on the live or the last session.
     instance: parking_lot::Mutex<Option<InstanceId>>,
+    /// Why the last dial or handshake to the peer failed.
+    pub(crate) last_dial_failure: parking_lot::Mutex<Option<DialFailure>>,
+}
+
+/// Why a dial to a peer failed: the link's last failure, kept for the API (not only the logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// The handshake failed: rejected by the peer, or the peer refused by us (wrong secret or
+    /// keys, clock skew, wrong name, ...), with the reason either side gave.
+    Handshake(HandshakeError),
+    /// The TCP or TLS connection failed (the system's text).
+    Io(String),
+    /// Anything else (the error's text).
+    Other(String),
+}
+
+impl std::fmt::Display for DialFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DialFailure::Handshake(e) => write!(f, "{e}"),
+            DialFailure::Io(t) | DialFailure::Other(t) => f.write_str(t),
+        }
+    }
 }
 
 impl fmt::Debug for PeerConn {
@@ -51,6 +75,7 @@ impl PeerConn {
             local,
             events: Arc::new(EventSink::new(peer.clone(), manager_events)),
             instance: parking_lot::Mutex::new(None),
+            last_dial_failure: parking_lot::Mutex::new(None),
             peer,
             config,
             current: RwLock::new(None),
@@ -93,6 +118,16 @@ impl PeerConn {
         });
         self.state.send_replace(ConnState::Connected);
         true
+    }
+
+    /// Records why a dial failed.
+    pub(crate) fn record_dial_failure(&self, e: &crate::error::Error) {
+        let failure = match e {
+            crate::error::Error::Handshake(h) => DialFailure::Handshake(h.clone()),
+            crate::error::Error::Io(io) => DialFailure::Io(io.to_string()),
+            other => DialFailure::Other(other.to_string()),
+        };
+        *self.last_dial_failure.lock() = Some(failure);
     }
 
     /// The peer process's instance id on the live or the last session.

@@ -134,7 +134,7 @@ impl AcceptorHandshake {
             checksum,
             max_payload: p.max_payload,
         });
-        let proof = auth.prove(&transcript(WELCOME_TAG, &[&hello, &body]));
+        let proof = auth.prove(peer, &transcript(WELCOME_TAG, &[&hello, &body]));
         let welcome = Bytes::from(encode(&SignedRecord { body, proof }));
         let frame = Frame::Handshake {
             op: Op::Welcome,

@@ -154,10 +154,10 @@ impl DialerHandshake {
         }
 
         let confirm_body = encode(&ConfirmBody {});
-        let proof = auth.prove(&transcript(
-            CONFIRM_TAG,
-            &[&self.hello, &welcome, &confirm_body],
-        ));
+        let proof = auth.prove(
+            &body.from,
+            &transcript(CONFIRM_TAG, &[&self.hello, &welcome, &confirm_body]),
+        );
         let confirm = handshake_frame(
             Op::Confirm,
             encode(&SignedRecord {

@@ -394,7 +394,10 @@ fn a_draining_core_refuses_new_calls_tells_the_peer_and_reports_drained() {
     assert!(h.request(3, 0).is_none());
     assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::ShuttingDown));
     let reply: Reply = Arc::default();
-    let ours = h.core.register_unary(reply.clone()).expect("our own calls still go out");
+    let ours = h
+        .core
+        .register_unary(reply.clone())
+        .expect("our own calls still go out");
     assert!(!h.core.drained(), "two calls in flight");
     h.frame(Frame::Response {
         mux: ours,

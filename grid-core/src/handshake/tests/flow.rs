@@ -107,8 +107,8 @@ fn handshake_dialer_with_wrong_secret_is_refused_at_confirm() {
 struct TrustingProver(HmacAuth);
 
 impl Authenticator for TrustingProver {
-    fn prove(&self, transcript: &[u8]) -> Vec<u8> {
-        self.0.prove(transcript)
+    fn prove(&self, peer: &str, transcript: &[u8]) -> Vec<u8> {
+        self.0.prove(peer, transcript)
     }
     fn verify(&self, _: &str, _: &[u8], _: &[u8]) -> bool {
         true

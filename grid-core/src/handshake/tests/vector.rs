@@ -86,7 +86,7 @@ fn handshake_protocol_vector() {
         lp(&welcome_rec.body),
     ]
     .concat();
-    assert_eq!(auth.prove(&welcome_t), welcome_rec.proof);
+    assert_eq!(auth.prove("unused", &welcome_t), welcome_rec.proof);
     let confirm_t = [
         b"grid/1 confirm\0".to_vec(),
         lp(&hello_bytes),
@@ -94,7 +94,7 @@ fn handshake_protocol_vector() {
         lp(&[0x80]),
     ]
     .concat();
-    assert_eq!(auth.prove(&confirm_t), confirm_rec.proof);
+    assert_eq!(auth.prove("unused", &confirm_t), confirm_rec.proof);
 }
 
 const VECTOR_HELLO: &str = "88a776657273696f6e01a466726f6db4687474703a2f2f31302e302e302e313a39303030a2746fb4687474703a2f2f31302e302e302e323a39303030a8696e7374616e6365c410000102030405060708090a0b0c0d0e0fa774696d655f6d73cf0000018bcfe56800a56e6f6e6365c420101112131415161718191a1b1c1d1e1f202122232425262728292a2b2c2d2e2fa8636865636b73756dc3ab6d61785f7061796c6f6164ce04000000";
