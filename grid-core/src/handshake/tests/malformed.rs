@@ -342,7 +342,10 @@ fn handshake_records_with_unknown_fields_still_work() {
         max_payload: 5,
         compression: "zstd",
     });
-    let proof = auth().prove(&transcript(WELCOME_TAG, &[&payload(&hello), &body]));
+    let proof = auth().prove(
+        "unused",
+        &transcript(WELCOME_TAG, &[&payload(&hello), &body]),
+    );
     let welcome = records::handshake_frame(Op::Welcome, encode(&SignedRecord { body, proof }));
     let (_, dialer) = dialer
         .on_welcome(welcome, T0, &auth())

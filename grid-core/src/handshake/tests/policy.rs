@@ -174,7 +174,10 @@ fn handshake_dialer_refuses_a_welcome_from_another_node() {
         checksum: false,
         max_payload: 1,
     });
-    let proof = auth().prove(&transcript(WELCOME_TAG, &[&payload(&hello), &body]));
+    let proof = auth().prove(
+        "unused",
+        &transcript(WELCOME_TAG, &[&payload(&hello), &body]),
+    );
     let welcome = records::handshake_frame(Op::Welcome, encode(&SignedRecord { body, proof }));
     let rejection = dialer
         .on_welcome(welcome, T0, &auth())
