@@ -102,7 +102,12 @@ fn frame_header(len: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_frame_before_the_handshake_is_refused_at_its_header() {
-    let cluster = Cluster::start(base_config(), 1).await;
+    // A handshake timeout well past the test's waits: only the limits can end the socket in time.
+    let config = Config {
+        handshake_timeout: Duration::from_secs(30),
+        ..base_config()
+    };
+    let cluster = Cluster::start(config, 1).await;
     let (io, outcome) = accept_pipe(&cluster.node);
     let ws = upgrade(io).await;
     // Only the header of a 1 MiB frame: the node must refuse it without waiting for (or making
