@@ -148,3 +148,50 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(limit: usize) -> Result<Gate, Error> {
+        Gate::new(&Config {
+            max_pending_handshakes: limit,
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn places_are_counted_refused_and_given_back() {
+        let g = gate(2).expect("a valid cap");
+        let a = g.enter().expect("first place");
+        let b = g.enter().expect("second place");
+        assert_eq!((g.pending(), g.refused()), (2, 0));
+        assert!(matches!(
+            g.enter(),
+            Err(Error::TooManyHandshakes { limit: 2 })
+        ));
+        assert!(matches!(
+            g.enter(),
+            Err(Error::TooManyHandshakes { limit: 2 })
+        ));
+        assert_eq!((g.pending(), g.refused()), (2, 2));
+        drop(a);
+        assert_eq!(g.pending(), 1);
+        let _c = g.enter().expect("a place given back is taken again");
+        drop(b);
+        assert_eq!((g.pending(), g.refused()), (1, 2));
+    }
+
+    #[test]
+    fn a_cap_of_zero_is_a_configuration_error() {
+        assert!(matches!(gate(0), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn handshake_limits_fit_one_handshake_batch() {
+        let c = handshake_ws_config();
+        assert_eq!(c.max_message_size, Some(HANDSHAKE_LIMITS.max_batch));
+        assert_eq!(c.max_frame_size, Some(HANDSHAKE_LIMITS.max_batch));
+        assert!(c.read_buffer_size >= HANDSHAKE_LIMITS.max_batch);
+    }
+}
