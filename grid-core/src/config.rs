@@ -20,6 +20,16 @@ pub struct Config {
     pub default_timeout: Duration,
     /// Timeout of the whole handshake. Default 5 s. Protects against peers that connect and stall.
     pub handshake_timeout: Duration,
+    /// Most sockets that may be in their TLS, WebSocket or grid handshake at once (not yet
+    /// authenticated). Default 64. An excess socket is closed at once, before any TLS or WebSocket
+    /// work, and counted in [`ManagerStats`](crate::ManagerStats). Stops a flood of sockets that
+    /// connect and stall (or trickle bytes) from costing a task, buffers and a timer each for up to
+    /// `handshake_timeout`; honest peers get in again as soon as the stallers time out.
+    pub max_pending_handshakes: usize,
+    /// Refused incoming sockets are logged at most once per peer address per this interval; the
+    /// next line says how many were refused in between. Default 10 s. Stops anyone who can reach
+    /// the port from flooding the log with one WARN line per refused connection attempt.
+    pub refusal_log_interval: Duration,
     /// Largest accepted difference between the peer's clock and ours. Default 5 min. Limits how
     /// long a captured handshake could be useful, with the nonces.
     pub max_clock_skew: Duration,
@@ -81,6 +91,8 @@ impl Default for Config {
             max_payload: DEFAULT_MAX_PAYLOAD,
             default_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(5),
+            max_pending_handshakes: 64,
+            refusal_log_interval: Duration::from_secs(10),
             max_clock_skew: Duration::from_secs(300),
             ping_interval: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(20),

@@ -85,13 +85,11 @@ use http_body_util::Full;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
-use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::conn::BoxedTransport;
 use crate::error::Error;
-use crate::manager::{ws_config, Manager};
+use crate::manager::Manager;
 
 /// True when `req` asks for a WebSocket upgrade on `route`: its path is `route` and its `Upgrade`
 /// header names `websocket`.
@@ -110,10 +108,13 @@ impl Manager {
     /// `Connection: upgrade`, `Sec-WebSocket-Version: 13`, a `Sec-WebSocket-Key`) and returns the
     /// response to send: `101 Switching Protocols` when it is good, otherwise an error status with
     /// the reason as a plain-text body (`404` for another path, `405` for another method, `426`
-    /// with `Sec-WebSocket-Version: 13` for a missing or other WebSocket version, `400` for
-    /// anything else). Returns at once; on a `101`, a spawned task waits for the server to hand
-    /// the socket over, then runs grid's handshake and the connection until it ends. A refused
-    /// handshake is logged with `tracing::warn`, as for sockets the manager accepts itself.
+    /// with `Sec-WebSocket-Version: 13` for a missing or other WebSocket version, `503` when
+    /// [`Config::max_pending_handshakes`](crate::Config::max_pending_handshakes) handshakes are
+    /// already in progress, `400` for anything else). Returns at once; on a `101`, a spawned task
+    /// waits for the server to hand the socket over, then runs grid's handshake (with WebSocket
+    /// limits of one handshake message until the peer has authenticated) and the connection until
+    /// it ends. A refused handshake is logged with `tracing::warn`, rate-limited as for sockets the
+    /// manager accepts itself (the address is not known here: these share one limit).
     ///
     /// Must be called within a tokio runtime, on a request from a hyper 1 server (axum 0.8
     /// included) whose connection is served with upgrades enabled.
@@ -132,6 +133,16 @@ impl Manager {
         };
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| Error::Config(format!("serve_upgrade needs a tokio runtime: {e}")))?;
+        // Refused before the upgrade: the server's HTTP connection carries on, no socket is taken.
+        let pending = match self.enter_handshake() {
+            Ok(p) => p,
+            Err(e) => {
+                self.log_refusal(None, &e);
+                return Ok(
+                    Refusal::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+                );
+            }
+        };
         let on_upgrade = req.extensions_mut().remove::<OnUpgrade>().ok_or_else(|| {
             Error::Config(
                 "the request has no hyper upgrade handle: serve_upgrade needs a request from a \
@@ -146,19 +157,24 @@ impl Manager {
             let upgraded = match tokio::time::timeout(timeout, on_upgrade).await {
                 Ok(Ok(upgraded)) => upgraded,
                 Ok(Err(e)) => {
-                    warn!(local = %manager.name(), "incoming connection refused: upgrade failed: {e}");
+                    let e = Error::Io(std::io::Error::other(format!("upgrade failed: {e}")));
+                    manager.log_refusal(None, &e);
                     return;
                 }
                 Err(_) => {
-                    warn!(local = %manager.name(), "incoming connection refused: the server did not hand over the upgraded socket within {timeout:?}");
+                    let e = Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the server did not hand over the upgraded socket within {timeout:?}"
+                        ),
+                    ));
+                    manager.log_refusal(None, &e);
                     return;
                 }
             };
             let io: BoxedTransport = Box::new(TokioIo::new(upgraded));
-            let config = ws_config(manager.config());
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            if let Err(e) = manager.accept_websocket(ws).await {
-                warn!(local = %manager.name(), "incoming connection refused: {e}");
+            if let Err(e) = manager.serve_raw_upgraded(io, pending).await {
+                manager.log_refusal(None, &e);
             }
         });
         let mut response = Response::new(Full::new(Bytes::new()));

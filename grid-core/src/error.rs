@@ -147,6 +147,13 @@ pub enum Error {
     /// A handshake failed.
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
+    /// An incoming socket was refused before its handshake: `limit` handshakes were already in
+    /// progress ([`Config::max_pending_handshakes`](crate::Config::max_pending_handshakes)).
+    #[error("refused: {limit} handshakes already in progress")]
+    TooManyHandshakes {
+        /// The configured cap.
+        limit: usize,
+    },
     /// A handler could not be registered.
     #[error("registration failed: {0}")]
     Registration(String),

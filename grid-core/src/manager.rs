@@ -8,6 +8,13 @@
 //!
 //! TLS follows the names' schemes (see [`crate::tls`]): the listener serves TLS when the local
 //! name is `https://`, and a peer is dialed over TLS (`wss://`) when its name is `https://`.
+//!
+//! Before the other side has authenticated, a socket gets little (see `gate`): a place among
+//! [`Config::max_pending_handshakes`], WebSocket limits of one handshake message, and refusal
+//! logs at a bounded rate.
+
+mod gate;
+mod refusals;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +29,7 @@ use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::{Role as WsRole, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -45,6 +52,7 @@ use crate::handshake::{
 use crate::mux::Role;
 use crate::stream::{HandlerInput, HandlerOutput};
 use crate::tls::{self, TlsConfig};
+use gate::{handshake_ws_config, with_limits, Gate, Pending};
 
 /// Where a dial should go: the peer's name and the address to reach it at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +197,7 @@ impl ManagerBuilder {
         if is_tls(&self.local) && self.tls.is_none() {
             return Err(needs_tls(&self.local));
         }
+        let gate = Gate::new(&self.config)?;
         let local: Arc<str> = self.local.clone().into();
         let config = Arc::new(self.config);
         let mut peers = HashMap::new();
@@ -234,6 +243,7 @@ impl ManagerBuilder {
             addresses: self.addresses,
             dialer: self.dialer,
             tls: self.tls,
+            gate,
             tasks: Mutex::new(Vec::new()),
             events,
             clock: self.clock,
@@ -265,6 +275,7 @@ struct ManagerInner {
     addresses: HashMap<String, String>,
     dialer: Option<DialFn>,
     tls: Option<TlsConfig>,
+    gate: Gate,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Every link's events.
     events: tokio::sync::broadcast::Sender<LinkEvent>,
@@ -309,6 +320,11 @@ pub struct ManagerStats {
     pub in_flight: crate::conn::InFlight,
     /// Connections currently up.
     pub connected: usize,
+    /// Incoming sockets in their handshake right now (at most
+    /// [`Config::max_pending_handshakes`]).
+    pub pending_handshakes: usize,
+    /// Incoming sockets refused at once because `max_pending_handshakes` were in progress.
+    pub refused_handshakes: u64,
 }
 
 impl Manager {
@@ -431,26 +447,69 @@ impl Manager {
     /// WebSocket upgrade and the handshake, then runs the connection until it ends. When the
     /// local name is `https://`, the TLS handshake comes first (hand over the raw socket).
     ///
+    /// The socket counts among [`Config::max_pending_handshakes`] until its handshake ends.
+    ///
     /// # Errors
-    /// The upgrade or handshake failure; the connection's later end is not an error.
+    /// [`Error::TooManyHandshakes`] at once (the socket is dropped untouched) when the cap is
+    /// reached; otherwise the upgrade or handshake failure. The connection's later end is not an
+    /// error.
     ///
     /// # Cancel safety
     /// Dropping the future drops the connection.
     pub async fn accept(&self, io: BoxedTransport) -> Result<(), Error> {
-        serve_socket(self.inner.clone(), io).await
+        let pending = self.inner.gate.enter()?;
+        serve_socket(self.inner.clone(), io, pending).await
     }
 
     /// Serves a WebSocket that another server (hyper, axum) already upgraded on this manager's
     /// route. Runs the handshake, then the connection until it ends. TLS, if any, is that
     /// server's business.
     ///
+    /// The socket's WebSocket limits are replaced: handshake-sized until the peer has
+    /// authenticated, the configured ones after. Hand it over right after the upgrade, before
+    /// anything was read from it (bytes the old wrapper read ahead would be lost).
+    ///
     /// # Errors
-    /// The handshake failure.
+    /// [`Error::TooManyHandshakes`] at once when [`Config::max_pending_handshakes`] are in
+    /// progress; otherwise the handshake failure.
     ///
     /// # Cancel safety
     /// Dropping the future drops the connection.
     pub async fn accept_websocket(&self, ws: Ws) -> Result<(), Error> {
-        serve_upgraded(self.inner.clone(), ws).await
+        let pending = self.inner.gate.enter()?;
+        let ws = with_limits(ws, WsRole::Server, handshake_ws_config()).await;
+        serve_upgraded(self.inner.clone(), ws, pending).await
+    }
+
+    /// Takes a place among the pending handshakes for a socket another server is about to hand
+    /// over (see [`crate::embed`]).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn enter_handshake(&self) -> Result<Pending, Error> {
+        self.inner.gate.enter()
+    }
+
+    /// Serves a socket another server upgraded, holding the place taken with
+    /// [`enter_handshake`](Self::enter_handshake): handshake-sized limits until the peer has
+    /// authenticated, then the connection until it ends.
+    #[cfg(feature = "hyper")]
+    pub(crate) async fn serve_raw_upgraded(
+        &self,
+        io: BoxedTransport,
+        pending: Pending,
+    ) -> Result<(), Error> {
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            WsRole::Server,
+            Some(handshake_ws_config()),
+        )
+        .await;
+        serve_upgraded(self.inner.clone(), ws, pending).await
+    }
+
+    /// Logs a refused incoming socket, rate-limited per address.
+    #[cfg(feature = "hyper")]
+    pub(crate) fn log_refusal(&self, from: Option<SocketAddr>, error: &Error) {
+        self.inner.gate.log_refusal(&self.inner.local, from, error);
     }
 
     /// Counters of every connection.
@@ -483,6 +542,8 @@ impl Manager {
             connections,
             in_flight,
             connected,
+            pending_handshakes: self.inner.gate.pending(),
+            refused_handshakes: self.inner.gate.refused(),
         }
     }
 
@@ -685,17 +746,30 @@ async fn accept_loop(inner: Arc<ManagerInner>, listener: TcpListener) {
             },
             () = inner.shutdown.cancelled() => return,
         };
+        // Refused before any TLS or WebSocket work: the socket is just closed.
+        let pending = match inner.gate.enter() {
+            Ok(p) => p,
+            Err(e) => {
+                drop(tcp);
+                inner.gate.log_refusal(&inner.local, Some(from), &e);
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let inner = inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_socket(inner.clone(), Box::new(tcp)).await {
-                warn!(local = %inner.local, %from, "incoming connection refused: {e}");
+            if let Err(e) = serve_socket(inner.clone(), Box::new(tcp), pending).await {
+                inner.gate.log_refusal(&inner.local, Some(from), &e);
             }
         });
     }
 }
 
-async fn serve_socket(inner: Arc<ManagerInner>, io: BoxedTransport) -> Result<(), Error> {
+async fn serve_socket(
+    inner: Arc<ManagerInner>,
+    io: BoxedTransport,
+    pending: Pending,
+) -> Result<(), Error> {
     let route = inner.config.route.clone();
     // The callback's signature is tungstenite's; its large error type is not ours to shrink.
     #[allow(clippy::result_large_err)]
@@ -723,29 +797,26 @@ async fn serve_socket(inner: Arc<ManagerInner>, io: BoxedTransport) -> Result<()
             ) as BoxedTransport,
             None => io,
         };
-        tokio_tungstenite::accept_hdr_async_with_config(
-            io,
-            check_path,
-            Some(ws_config(&inner.config)),
-        )
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))
+        tokio_tungstenite::accept_hdr_async_with_config(io, check_path, Some(handshake_ws_config()))
+            .await
+            .map_err(|e| Error::Io(std::io::Error::other(e)))
     };
     // One deadline for the TLS handshake and the upgrade: a peer that connects and stalls in
     // either costs a task for at most this long.
     let ws = tokio::time::timeout(inner.config.handshake_timeout, upgrade)
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    serve_upgraded(inner, ws).await
+    serve_upgraded(inner, ws, pending).await
 }
 
-async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Error> {
-    let info = match tokio::time::timeout(
-        inner.config.handshake_timeout,
-        accept_handshake(&inner, &mut ws),
-    )
-    .await
-    {
+/// Runs the acceptor's handshake on `ws` (which has handshake-sized limits), then the connection.
+/// `pending` is the socket's place among the pending handshakes, given back when the handshake
+/// ends.
+async fn serve_upgraded(inner: Arc<ManagerInner>, ws: Ws, pending: Pending) -> Result<(), Error> {
+    let handshake =
+        tokio::time::timeout(inner.config.handshake_timeout, accept_handshake(&inner, ws)).await;
+    drop(pending);
+    let (ws, info) = match handshake {
         Ok(r) => r?,
         Err(_) => {
             return Err(Error::Handshake(HandshakeError::Timeout {
@@ -779,7 +850,9 @@ async fn serve_upgraded(inner: Arc<ManagerInner>, mut ws: Ws) -> Result<(), Erro
     Ok(())
 }
 
-async fn accept_handshake(inner: &ManagerInner, ws: &mut Ws) -> Result<PeerInfo, Error> {
+/// The acceptor's handshake. `ws` arrives with handshake-sized limits; it is returned with the
+/// configured ones once the dialer has proved itself.
+async fn accept_handshake(inner: &ManagerInner, mut ws: Ws) -> Result<(Ws, PeerInfo), Error> {
     let hs = AcceptorHandshake::new(AcceptorParams {
         local: inner.local.to_string(),
         instance: inner.instance,
@@ -788,20 +861,22 @@ async fn accept_handshake(inner: &ManagerInner, ws: &mut Ws) -> Result<PeerInfo,
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
-    let hello = recv_handshake(ws).await?;
+    let hello = recv_handshake(&mut ws).await?;
     let known = |name: &str| inner.peers.contains_key(name);
     let (welcome, next) = match hs.on_hello(hello, inner.now_ms(), &known, inner.auth.as_ref()) {
         Ok(ok) => ok,
-        Err(rej) => return Err(reject(ws, rej).await),
+        Err(rej) => return Err(reject(&mut ws, rej).await),
     };
-    send_handshake(ws, &welcome).await?;
-    let confirm = recv_handshake(ws).await?;
+    send_handshake(&mut ws, &welcome).await?;
+    let confirm = recv_handshake(&mut ws).await?;
     let (ready, info) = match next.on_confirm(confirm, inner.auth.as_ref()) {
         Ok(ok) => ok,
-        Err(rej) => return Err(reject(ws, rej).await),
+        Err(rej) => return Err(reject(&mut ws, rej).await),
     };
-    send_handshake(ws, &ready).await?;
-    Ok(info)
+    // The dialer has proved itself and waits for `Ready`: the configured limits from here on.
+    let mut ws = with_limits(ws, WsRole::Server, ws_config(&inner.config)).await;
+    send_handshake(&mut ws, &ready).await?;
+    Ok((ws, info))
 }
 
 async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
@@ -897,12 +972,15 @@ async fn dial_once(
     let scheme = if is_tls(&pc.peer) { "wss" } else { "ws" };
     let url = format!("{scheme}://{address}{}", cfg.route);
     let handshake = async {
-        let (mut ws, _) =
-            tokio_tungstenite::client_async_with_config(url.as_str(), io, Some(ws_config(cfg)))
-                .await
-                .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        let info = dial_handshake(inner, &pc.peer, &mut ws).await?;
-        Ok::<_, Error>((ws, info))
+        // Handshake-sized limits until the acceptor has proved itself in its `Welcome`.
+        let (ws, _) = tokio_tungstenite::client_async_with_config(
+            url.as_str(),
+            io,
+            Some(handshake_ws_config()),
+        )
+        .await
+        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
+        dial_handshake(inner, &pc.peer, ws).await
     };
     let (ws, info) = tokio::time::timeout(cfg.handshake_timeout, handshake)
         .await
@@ -924,7 +1002,13 @@ async fn dial_once(
     Ok((session, ws, info.instance))
 }
 
-async fn dial_handshake(inner: &ManagerInner, peer: &str, ws: &mut Ws) -> Result<PeerInfo, Error> {
+/// The dialer's handshake. `ws` arrives with handshake-sized limits; it is returned with the
+/// configured ones (set once the acceptor has proved itself).
+async fn dial_handshake(
+    inner: &ManagerInner,
+    peer: &str,
+    mut ws: Ws,
+) -> Result<(Ws, PeerInfo), Error> {
     let (hs, hello) = DialerHandshake::start(DialerParams {
         local: inner.local.to_string(),
         remote: peer.to_owned(),
@@ -935,15 +1019,20 @@ async fn dial_handshake(inner: &ManagerInner, peer: &str, ws: &mut Ws) -> Result
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
-    send_handshake(ws, &hello).await?;
-    let welcome = recv_handshake(ws).await?;
+    send_handshake(&mut ws, &hello).await?;
+    let welcome = recv_handshake(&mut ws).await?;
     let (confirm, next) = match hs.on_welcome(welcome, inner.now_ms(), inner.auth.as_ref()) {
         Ok(ok) => ok,
-        Err(rej) => return Err(reject(ws, rej).await),
+        Err(rej) => return Err(reject(&mut ws, rej).await),
     };
-    send_handshake(ws, &confirm).await?;
-    let ready = recv_handshake(ws).await?;
-    next.on_ready(ready).map_err(|r| Error::Handshake(r.error))
+    // The acceptor has proved itself and waits for `Confirm`: the configured limits from here on.
+    let mut ws = with_limits(ws, WsRole::Client, ws_config(&inner.config)).await;
+    send_handshake(&mut ws, &confirm).await?;
+    let ready = recv_handshake(&mut ws).await?;
+    let info = next
+        .on_ready(ready)
+        .map_err(|r| Error::Handshake(r.error))?;
+    Ok((ws, info))
 }
 
 #[cfg(test)]
