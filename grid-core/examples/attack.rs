@@ -40,13 +40,17 @@ const BIG: grid_core::HandlerSpec = grid_core::HandlerSpec::named("Attack.big");
 const BLOCK: grid_core::HandlerSpec = grid_core::HandlerSpec::named("Attack.block");
 const HOLD: grid_core::HandlerSpec = grid_core::HandlerSpec::named("Attack.hold");
 const RESPONSE: usize = 128 << 10;
-const CAP: usize = 1000;
+/// The call cap of the attacked node: it bounds how many handlers run at once, and so how many
+/// responses can be in hand when the byte budgets fill.
+const CAP: usize = 64;
 
-/// What the node may hold for one peer beyond its idle footprint: the outbound queue's bound, a
-/// byte budget of twice that for responses waiting and stream buffers (see
-/// `scripted::held_bytes_budget`), and 16 MiB of slack for tasks, tables and allocator overhead.
+/// What the node may hold for one peer beyond its idle footprint: its response budget (pending
+/// responses, the queue, and the responses of the calls running when those filled; see
+/// `scripted::response_budget`), its inbound budget, and 16 MiB of slack for tasks, tables and
+/// allocator overhead.
 fn bound_over_baseline(config: &Config) -> u64 {
-    (config.max_queued_bytes + scripted::held_bytes_budget(config) + (16 << 20)) as u64
+    (scripted::response_budget(config, RESPONSE) + scripted::inbound_budget(config) + (16 << 20))
+        as u64
 }
 
 /// `VmRSS` and `VmHWM` of this process, in bytes.

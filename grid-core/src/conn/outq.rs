@@ -62,6 +62,8 @@ pub(crate) struct OutQueue {
     emptied: Notify,
     max_data_bytes: usize,
     max_control: usize,
+    /// Mirrors `data_bytes >= max_data_bytes`, updated under the lanes' lock.
+    full: std::sync::atomic::AtomicBool,
 }
 
 /// One batch's worth of frames taken by the writer.
@@ -80,6 +82,7 @@ impl OutQueue {
             emptied: Notify::new(),
             max_data_bytes,
             max_control,
+            full: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -140,6 +143,7 @@ impl OutQueue {
             return Err(QueueError::Closed);
         }
         lanes.data_bytes += frame.len();
+        self.mark(&lanes);
         lanes.data.push_back((tag, frame));
         drop(lanes);
         self.writer.notify_one();
@@ -159,6 +163,7 @@ impl OutQueue {
             return Err(Some(frame));
         }
         lanes.data_bytes += frame.len();
+        self.mark(&lanes);
         lanes.data.push_back((tag, frame));
         drop(lanes);
         self.writer.notify_one();
@@ -182,6 +187,7 @@ impl OutQueue {
         }
         let frame = make().map_err(Refused::By)?;
         lanes.data_bytes += frame.len();
+        self.mark(&lanes);
         lanes.data.push_back((0, frame));
         drop(lanes);
         self.writer.notify_one();
@@ -212,6 +218,19 @@ impl OutQueue {
         self.lanes.lock().data_bytes
     }
 
+    fn mark(&self, lanes: &Lanes) {
+        self.full.store(
+            lanes.data_bytes >= self.max_data_bytes,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// True while the data lane is at its bound. Read without the lane's lock (a hint, exact
+    /// at the moment the lane last changed): the reader asks it for every new call.
+    pub(crate) fn is_full(&self) -> bool {
+        self.full.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Queues a frame in the data lane from a task that must not wait (the reader, a timer): it
     /// goes after the frames already queued for its mux. Refused with `Stuck` once the lane holds
     /// twice its bound, so a peer that makes us answer but never reads cannot grow it forever.
@@ -235,6 +254,7 @@ impl OutQueue {
         };
         if let Some((_, f)) = lanes.data.remove(pos) {
             lanes.data_bytes -= f.len();
+            self.mark(&lanes);
         }
         true
     }
@@ -313,6 +333,7 @@ impl OutQueue {
                         out.frames.push(f);
                         took_data = true;
                     }
+                    self.mark(&lanes);
                     let empty = lanes.control.is_empty() && lanes.data.is_empty();
                     drop(lanes);
                     if took_data && was_full {
@@ -345,6 +366,7 @@ impl OutQueue {
         lanes.control.clear();
         lanes.data.clear();
         lanes.data_bytes = 0;
+        self.mark(&lanes);
         drop(lanes);
         self.writer.notify_one();
         self.room.notify_waiters();

@@ -23,7 +23,8 @@ use tracing::debug;
 
 use super::budget::{Budget, HeldBytes};
 use super::core::{
-    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Router, Start,
+    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Lane, Router,
+    Start,
 };
 use super::events::EventSink;
 use super::outq::{Drained, OutQueue, QueueError, Refused};
@@ -119,9 +120,9 @@ impl Session {
         let mut core = self.core.lock();
         let out = f(&mut core);
         let mut last = None;
-        while let Some(frame) = core.poll_transmit() {
+        while let Some((frame, lane)) = core.poll_transmit() {
             if core.is_open() {
-                self.send_control(&frame);
+                self.queue_in(&frame, lane);
             } else {
                 // After a close only the go-away naming a violation is left: it goes out last.
                 last = Some(self.encode(&frame));
@@ -161,6 +162,18 @@ impl Session {
         let mut buf = BytesMut::with_capacity(frame::encoded_len(frame, self.checksum));
         frame::encode_frame(frame, self.checksum, &mut buf);
         buf.freeze()
+    }
+
+    /// Queues a frame of the core in its lane, without waiting.
+    fn queue_in(&self, frame: &Frame, lane: Lane) {
+        let bytes = self.encode(frame);
+        let queued = match lane {
+            Lane::AfterData => self.out.push_data_nowait(bytes),
+            Lane::Control => self.out.push_control(bytes),
+        };
+        if queued == Err(QueueError::Stuck) {
+            self.request_close(CloseReason::library(CloseKind::ControlQueueFull));
+        }
     }
 
     /// Queues a frame without waiting; a peer that stopped reading gets the session closed.
@@ -381,7 +394,11 @@ impl Session {
         now: Instant,
         router: &R,
     ) -> Option<Start<R::Handler, CancelSignal>> {
-        self.with_core(|core| core.handle_frame(frame, now, router))
+        let backlog_full = self.out.is_full();
+        self.with_core(|core| {
+            core.set_backlog_full(backlog_full);
+            core.handle_frame(frame, now, router)
+        })
     }
 
     // ---- served calls -----------------------------------------------------------------------

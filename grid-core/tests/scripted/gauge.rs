@@ -252,23 +252,29 @@ impl TrackedBytes {
     }
 }
 
-/// The most bytes a node may hold for one peer (responses waiting to be written, inbound stream
-/// buffers) in these tests.
-///
-/// Issue 10 (part 3) gives the connection core a per-connection byte budget with a `Config` field.
-/// Until it exists this is twice the outbound queue's bound; when it lands, return that field here
-/// (and set it in the tests' configuration) so the tests hold the core to its own number.
-pub fn held_bytes_budget(config: &Config) -> usize {
-    2 * config.max_queued_bytes
+/// The most bytes a node may hold for one peer's *responses*: what finished handlers may hold
+/// while they wait (`max_pending_response_bytes`), what is queued for the socket
+/// (`max_queued_bytes`, one frame past it at most), one batch in the writer, and the responses of
+/// the calls that were already running when those bounds filled (at most `max_incoming_calls`,
+/// each `response` bytes) — see `Config::max_pending_response_bytes`.
+pub fn response_budget(config: &Config, response: usize) -> usize {
+    config.max_pending_response_bytes
+        + config.max_queued_bytes
+        + response
+        + config.max_batch_bytes
+        + config.max_incoming_calls * response
 }
 
-/// The byte assertion of the resource tests: `held` bytes, as the test measured them from outside
-/// the node, must be within [`held_bytes_budget`].
-///
-/// When `ConnectionStats` gains the core's byte counters (issue 10, part 3), assert them here as
-/// well: the core's own count must also stay within the budget, and agree with what the test saw.
-pub fn assert_held_bytes_within_budget(what: &str, held: usize, config: &Config) {
-    if let Err(e) = check_held_bytes_within_budget(what, held, config) {
+/// The most bytes a node may hold for one peer's *inbound streams*: twice
+/// `max_inbound_bytes`, past which the stream that overran is failed (see
+/// `Config::max_inbound_bytes`).
+pub fn inbound_budget(config: &Config) -> usize {
+    2 * config.max_inbound_bytes
+}
+
+/// The byte assertion of the resource tests: `held` bytes must be within `budget`.
+pub fn assert_held_bytes_within_budget(what: &str, held: usize, budget: usize) {
+    if let Err(e) = check_held_bytes_within_budget(what, held, budget) {
         panic!("{e}");
     }
 }
@@ -280,9 +286,8 @@ pub fn assert_held_bytes_within_budget(what: &str, held: usize, config: &Config)
 pub fn check_held_bytes_within_budget(
     what: &str,
     held: usize,
-    config: &Config,
+    budget: usize,
 ) -> Result<(), String> {
-    let budget = held_bytes_budget(config);
     if held <= budget {
         return Ok(());
     }

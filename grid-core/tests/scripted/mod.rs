@@ -61,6 +61,8 @@ pub const NODE: &str = "http://node.scripted:9000";
 /// few seconds sees none on its scripted socket.
 pub fn base_config() -> Config {
     Config {
+        max_inbound_bytes: 8 << 20,
+        max_pending_response_bytes: 8 << 20,
         ping_interval: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(90),
         reconnect_min: Duration::from_millis(20),

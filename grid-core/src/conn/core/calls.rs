@@ -114,3 +114,22 @@ impl InFlight {
         self.unary_out + self.streams_out + self.unary_in + self.streams_in
     }
 }
+
+/// Which lane of the outbound queue a frame from the core goes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Ahead of bulk data: pongs, credits, acks, cancels, refusals of new calls, go-aways.
+    Control,
+    /// Behind the data already queued for its mux: the `End` or `Error` that finishes a stream
+    /// on the callee's side, so it can never overtake the messages before it.
+    AfterData,
+}
+
+impl Lane {
+    pub(crate) fn of_stream_frame(frame: &crate::frame::Frame) -> Lane {
+        match frame {
+            crate::frame::Frame::End { .. } | crate::frame::Frame::Error { .. } => Lane::AfterData,
+            _ => Lane::Control,
+        }
+    }
+}

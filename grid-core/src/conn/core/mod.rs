@@ -33,7 +33,9 @@ mod tests;
 mod timers;
 
 pub use calls::InFlight;
-pub(crate) use calls::{CallKey, CallKind, CoreLimits, Event, Handles, Router, Start, StartKind};
+pub(crate) use calls::{
+    CallKey, CallKind, CoreLimits, Event, Handles, Lane, Router, Start, StartKind,
+};
 pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
@@ -82,7 +84,8 @@ pub(crate) struct ConnCore<H: Handles> {
     budget: Arc<Budget>,
     timers: TimerHeap,
     timer_moved: bool,
-    transmit: VecDeque<Frame>,
+    transmit: VecDeque<(Frame, Lane)>,
+    backlog_full: bool,
     events: VecDeque<Event<H>>,
 }
 
@@ -111,6 +114,7 @@ impl<H: Handles> ConnCore<H> {
             timers: TimerHeap::default(),
             timer_moved: false,
             transmit: VecDeque::new(),
+            backlog_full: false,
             events: VecDeque::new(),
         }
     }
@@ -151,7 +155,7 @@ impl<H: Handles> ConnCore<H> {
             local: true,
             remote,
         };
-        self.transmit.push_back(Frame::GoAway {
+        self.push_control(Frame::GoAway {
             error: ErrorRecord::text(ErrorCode::ShuttingDown, "draining"),
         });
     }
@@ -189,8 +193,18 @@ impl<H: Handles> ConnCore<H> {
     }
 
     /// The next frame to send.
-    pub(crate) fn poll_transmit(&mut self) -> Option<Frame> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<(Frame, Lane)> {
         self.transmit.pop_front()
+    }
+
+    fn push_control(&mut self, frame: Frame) {
+        self.transmit.push_back((frame, Lane::Control));
+    }
+
+    /// Tells the core whether the socket's data lane is at its bound: while it is, the peer is
+    /// not reading what it is owed, and new calls are refused.
+    pub(crate) fn set_backlog_full(&mut self, full: bool) {
+        self.backlog_full = full;
     }
 
     /// The next event for the shell.
@@ -307,7 +321,7 @@ impl<H: Handles> ConnCore<H> {
 
     fn on_connection_frame(&mut self, frame: Frame) {
         match frame {
-            Frame::Ping { nonce, .. } => self.transmit.push_back(Frame::Pong {
+            Frame::Ping { nonce, .. } => self.push_control(Frame::Pong {
                 mux: MuxId::CONNECTION,
                 nonce,
             }),
@@ -336,7 +350,7 @@ impl<H: Handles> ConnCore<H> {
         match self.calls.get(&mux) {
             None => {
                 if let Some(reply) = unknown_mux_reply(dir, &frame) {
-                    self.transmit.push_back(reply);
+                    self.push_control(reply);
                 }
             }
             Some(Outgoing::Unary(_)) => {
@@ -420,7 +434,7 @@ impl<H: Handles> ConnCore<H> {
                 let (machine, ack) = match StreamCallee::accept(open, limits, now) {
                     Ok(ok) => ok,
                     Err(refusal) => {
-                        self.transmit.push_back(refusal);
+                        self.push_control(refusal);
                         return None;
                     }
                 };
@@ -433,7 +447,7 @@ impl<H: Handles> ConnCore<H> {
                     &payload,
                     ServedKind::Stream(shared.clone(), cancel.clone()),
                 );
-                self.transmit.push_back(ack);
+                self.push_control(ack);
                 self.schedule(mux, first);
                 Some(Start {
                     key,
@@ -485,9 +499,13 @@ impl<H: Handles> ConnCore<H> {
                     "the byte budget for this connection is full",
                 )
             }
+            Ok(_) if self.backlog_full => ErrorRecord::text(
+                ErrorCode::Overloaded,
+                "the caller is not reading its responses",
+            ),
             Ok(h) => return Some(h),
         };
-        self.transmit.push_back(Frame::Error {
+        self.push_control(Frame::Error {
             mux,
             error: refusal,
         });
@@ -508,7 +526,7 @@ impl<H: Handles> ConnCore<H> {
     fn on_served_frame(&mut self, dir: Direction, mux: MuxId, frame: Frame, now: Instant) {
         let Some(entry) = self.served.get(&mux) else {
             if let Some(reply) = unknown_mux_reply(dir, &frame) {
-                self.transmit.push_back(reply);
+                self.push_control(reply);
             }
             return;
         };
@@ -555,7 +573,8 @@ impl<H: Handles> ConnCore<H> {
         }
         slot.settle();
         while let Some(f) = slot.machine.poll_transmit() {
-            self.transmit.push_back(f);
+            let lane = Lane::of_stream_frame(&f);
+            self.transmit.push_back((f, lane));
         }
         slot.wake();
     }
@@ -643,7 +662,8 @@ impl<H: Handles> ConnCore<H> {
         slot.machine.handle_timeout(now);
         slot.settle();
         while let Some(f) = slot.machine.poll_transmit() {
-            self.transmit.push_back(f);
+            let lane = Lane::of_stream_frame(&f);
+            self.transmit.push_back((f, lane));
         }
         slot.wake();
     }
@@ -663,7 +683,7 @@ impl<H: Handles> ConnCore<H> {
             return;
         }
         self.close(reason);
-        self.transmit.push_back(Frame::GoAway { error: record });
+        self.push_control(Frame::GoAway { error: record });
     }
 
     /// Closes the connection: every call this side started fails `Disconnected`, every call it

@@ -97,6 +97,10 @@ impl Harness {
     }
 
     fn sent(&mut self) -> Vec<Frame> {
+        self.sent_with_lanes().into_iter().map(|(f, _)| f).collect()
+    }
+
+    fn sent_with_lanes(&mut self) -> Vec<(Frame, Lane)> {
         std::iter::from_fn(|| self.core.poll_transmit()).collect()
     }
 
@@ -217,6 +221,43 @@ fn a_loop_of_request_cancel_request_never_exceeds_the_cap() {
         h.core.finish(k);
     }
     assert_eq!(h.core.in_flight(), InFlight::default());
+}
+
+#[test]
+fn refusals_go_ahead_of_data_and_a_failed_streams_end_goes_behind_it() {
+    let mut h = Harness::new(1, 100);
+    let start = h.open(1, 8).expect("admitted");
+    h.sent();
+    assert!(h.request(3, 0).is_none(), "over the cap");
+    let refusal = h.sent_with_lanes();
+    assert!(
+        matches!(&refusal[..], [(Frame::Error { .. }, Lane::Control)]),
+        "{refusal:?}"
+    );
+    for seq in 0..3 {
+        h.frame(Frame::Data {
+            mux: MuxId(1),
+            seq,
+            payload: Some(Bytes::from(vec![0u8; 90])),
+        });
+    }
+    let end = h.sent_with_lanes();
+    assert!(
+        end.iter()
+            .any(|(f, lane)| matches!(f, Frame::End { .. }) && *lane == Lane::AfterData),
+        "{end:?}"
+    );
+    h.core.finish(start.key);
+}
+
+#[test]
+fn a_caller_that_does_not_read_its_responses_gets_no_new_calls() {
+    let mut h = Harness::new(10, 1 << 20);
+    h.core.set_backlog_full(true);
+    assert!(h.request(1, 0).is_none());
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::Overloaded));
+    h.core.set_backlog_full(false);
+    assert!(h.request(3, 0).is_some());
 }
 
 #[test]
