@@ -16,7 +16,7 @@ use support::Fixture;
 
 macro_rules! step {
     ($name:ident, old { $($old:tt)* } new { $($new:tt)* }) => {
-        #[allow(dead_code, clippy::all)]
+        #[allow(dead_code, unreachable_pub)]
         mod $name {
             pub mod old {
                 use serde::{Deserialize, Serialize};
