@@ -1,22 +1,38 @@
 //! grid-build: turns "do not remove or change the order of handlers" into a build-time check.
 //!
-//! Nodes of a cluster are upgraded one at a time, so for a while two versions of every service
-//! talk to each other. A handler whose id or signature changes between those versions breaks the
-//! cluster in the middle of the upgrade. grid-build finds every `#[grid::handler]` trait in a
-//! crate's sources, records each handler (wire name, id, shape, request, item and response types
-//! as written) in a checked-in lock file, and fails the build when:
+//! Nodes of a cluster are upgraded one at a time, so for a while two builds of every service
+//! call each other, in both directions. A handler whose id changes, or whose payloads one build
+//! cannot decode from the other, breaks the cluster in the middle of the upgrade. grid-build
+//! finds every `#[grid::handler]` trait in a crate's sources and records each handler in a
+//! checked-in lock file: wire name, id, shape, and the *wire structure* of its request, stream
+//! items, response and error — field names, types and defaults, enum variants, recursively —
+//! resolved from the structs and enums of the sources by serde's rules, not from how the types
+//! are spelled (`String`, `std::string::String` and `PathBuf` are all a msgpack string). It
+//! fails the build when:
 //!
-//! - an existing handler's id changed;
-//! - its shape or any of its types changed (a breaking change needs a new wire name);
+//! - an existing handler's id or shape changed;
+//! - the old and the new build could not decode each other's values (grid encodes payloads as
+//!   msgpack maps with field names): a changed field type, a removed field or a new field
+//!   without a default, a renamed field or variant, a new or removed enum variant, a new field
+//!   seen by a reader with `deny_unknown_fields`, a changed enum representation. A new field
+//!   with `#[serde(default)]` (or an `Option`) and the removal of a field that had a default
+//!   pass;
 //! - two handlers share an id or a wire name;
 //! - a handler disappeared without being retired;
 //! - a retired handler's id or wire name is used again.
 //!
-//! Adding a handler passes (the lock gains a line). Accepting a deliberate change is one explicit
-//! step: `GRID_UPDATE_LOCK=1 cargo build` (or [`Builder::update`]), which rewrites the lock and
-//! turns removed handlers into `retired` lines that keep their ids reserved.
+//! Each failure says what to do. A type whose structure grid-build cannot see — defined in
+//! another crate, with a hand-written serde impl, or behind `#[serde(with)]` — is compared as
+//! written, and the message says so. The model is checked against rmp-serde itself by the
+//! `wire_truth` test.
 //!
-//! In `build.rs`:
+//! Adding a handler, and any compatible change, passes (the lock is rewritten; commit it).
+//! Accepting a breaking change is one explicit step: `GRID_UPDATE_LOCK=1 cargo build` (or
+//! [`Builder::update`]), which rewrites the lock and turns removed handlers into `retired` lines
+//! that keep their ids reserved. The wire name, id and shape rules are the macro's own
+//! (`grid_wire::syntax`), so the lock cannot drift from what the macro generates.
+//!
+//! In `build.rs` (the user's crate needs nothing beyond `grid`, `grid-build` and `serde`):
 //!
 //! ```no_run
 //! if let Err(e) = grid_build::Builder::new().emit_table(true).run() {
