@@ -311,6 +311,23 @@ impl<'a> Resolver<'a> {
         parts.join("::")
     }
 
+    /// The full path of definition `i` (`crate::model::Item`), with `args` rendered.
+    fn path_of(&self, i: usize, args: &[Ty]) -> String {
+        let d = &self.index.defs[i];
+        let mut parts = vec!["crate".to_owned()];
+        parts.extend(d.module.iter().cloned());
+        parts.push(d.ident.clone());
+        let mut s = parts.join("::");
+        if !args.is_empty() {
+            let shown: Vec<String> = args
+                .iter()
+                .map(|t| t.to_string().replace('`', ""))
+                .collect();
+            s = format!("{s}<{}>", shown.join(", "));
+        }
+        s
+    }
+
     fn instantiate(
         &mut self,
         i: usize,
@@ -322,14 +339,14 @@ impl<'a> Resolver<'a> {
         let def = &index.defs[i];
         let params: Vec<&syn::TypeParam> = def.generics().type_params().collect();
         if def.generics().const_params().next().is_some() {
-            return Ty::Opaque(self.base_key(i));
+            return Ty::Opaque(self.path_of(i, &[]));
         }
         let mut arg_tys = Vec::new();
         for (n, p) in params.iter().enumerate() {
             match (args.get(n), &p.default) {
                 (Some(a), _) => arg_tys.push(self.ty_in(a, module, subst)),
                 (None, Some(d)) => arg_tys.push(self.ty_in(d, &def.module, &Subst::new())),
-                (None, None) => return Ty::Opaque(self.base_key(i)),
+                (None, None) => return Ty::Opaque(self.path_of(i, &[])),
             }
         }
         let inner: Subst = params
@@ -339,7 +356,7 @@ impl<'a> Resolver<'a> {
             .collect();
         if let DefItem::Alias(a) = &def.item {
             if self.depth > MAX_DEPTH {
-                return Ty::Opaque(self.base_key(i));
+                return Ty::Opaque(self.path_of(i, &[]));
             }
             self.depth += 1;
             let t = self.ty_in(&a.ty, &def.module, &inner);
@@ -362,7 +379,9 @@ impl<'a> Resolver<'a> {
                 self.types.insert(key.clone(), d);
                 Ty::Named(key)
             }
-            None => Ty::Opaque(key),
+            // A hand-written serde impl: named by its full path, which does not change when
+            // another type of the same name appears elsewhere.
+            None => Ty::Opaque(self.path_of(i, &arg_tys)),
         }
     }
 

@@ -656,3 +656,38 @@ pub enum Req {
 ",
     );
 }
+
+/// A type with hand-written serde impls: grid-build cannot see its structure.
+const MANUAL_REQ: &str = "/// Serialized by hand (the impls are elsewhere).
+pub struct Req {
+    pub key: String,
+}
+";
+
+#[test]
+fn a_type_with_a_hand_written_serde_impl_is_compared_by_its_path() {
+    case(
+        "hand_written_impl_changed",
+        Breaking("changed from `crate::Req` to `crate::Lookup` as written"),
+        MANUAL_REQ,
+        "/// Serialized by hand (the impls are elsewhere).
+pub struct Lookup {
+    pub key: String,
+}
+#[grid::handler]
+pub trait Svc {
+    async fn call(&self, req: Lookup) -> Result<Resp, Fail>;
+}
+",
+    );
+}
+
+#[test]
+fn a_hand_written_impl_type_stays_the_same_when_a_namesake_appears_elsewhere() {
+    case(
+        "hand_written_impl_namesake",
+        Compatible,
+        MANUAL_REQ,
+        &format!("{MANUAL_REQ}pub mod other {{\n    pub struct Req;\n}}\n"),
+    );
+}
