@@ -1,22 +1,38 @@
 //! grid-build: turns "do not remove or change the order of handlers" into a build-time check.
 //!
-//! Nodes of a cluster are upgraded one at a time, so for a while two versions of every service
-//! talk to each other. A handler whose id or signature changes between those versions breaks the
-//! cluster in the middle of the upgrade. grid-build finds every `#[grid::handler]` trait in a
-//! crate's sources, records each handler (wire name, id, shape, request, item and response types
-//! as written) in a checked-in lock file, and fails the build when:
+//! Nodes of a cluster are upgraded one at a time, so for a while two builds of every service
+//! call each other, in both directions. A handler whose id changes, or whose payloads one build
+//! cannot decode from the other, breaks the cluster in the middle of the upgrade. grid-build
+//! finds every `#[grid::handler]` trait in a crate's sources and records each handler in a
+//! checked-in lock file: wire name, id, shape, and the *wire structure* of its request, stream
+//! items, response and error — field names, types and defaults, enum variants, recursively —
+//! resolved from the structs and enums of the sources by serde's rules, not from how the types
+//! are spelled (`String`, `std::string::String` and `PathBuf` are all a msgpack string). It
+//! fails the build when:
 //!
-//! - an existing handler's id changed;
-//! - its shape or any of its types changed (a breaking change needs a new wire name);
+//! - an existing handler's id or shape changed;
+//! - the old and the new build could not decode each other's values (grid encodes payloads as
+//!   msgpack maps with field names): a changed field type, a removed field or a new field
+//!   without a default, a renamed field or variant, a new or removed enum variant, a new field
+//!   seen by a reader with `deny_unknown_fields`, a changed enum representation. A new field
+//!   with `#[serde(default)]` (or an `Option`) and the removal of a field that had a default
+//!   pass;
 //! - two handlers share an id or a wire name;
 //! - a handler disappeared without being retired;
 //! - a retired handler's id or wire name is used again.
 //!
-//! Adding a handler passes (the lock gains a line). Accepting a deliberate change is one explicit
-//! step: `GRID_UPDATE_LOCK=1 cargo build` (or [`Builder::update`]), which rewrites the lock and
-//! turns removed handlers into `retired` lines that keep their ids reserved.
+//! Each failure says what to do. A type whose structure grid-build cannot see — defined in
+//! another crate, with a hand-written serde impl, or behind `#[serde(with)]` — is compared as
+//! written, and the message says so. The model is checked against rmp-serde itself by the
+//! `wire_truth` test.
 //!
-//! In `build.rs`:
+//! Adding a handler, and any compatible change, passes (the lock is rewritten; commit it).
+//! Accepting a breaking change is one explicit step: `GRID_UPDATE_LOCK=1 cargo build` (or
+//! [`Builder::update`]), which rewrites the lock and turns removed handlers into `retired` lines
+//! that keep their ids reserved. The wire name, id and shape rules are the macro's own
+//! (`grid_wire::syntax`), so the lock cannot drift from what the macro generates.
+//!
+//! In `build.rs` (the user's crate needs nothing beyond `grid`, `grid-build` and `serde`):
 //!
 //! ```no_run
 //! if let Err(e) = grid_build::Builder::new().emit_table(true).run() {
@@ -24,15 +40,25 @@
 //! }
 //! ```
 
+mod check;
+mod compat;
+mod items;
 mod lock;
+mod problem;
+mod resolve;
 mod scan;
+pub mod schema;
+mod serde_attr;
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use lock::{parse as parse_lock, render as render_lock, Entry};
-pub use scan::{id_of, Handler, ScanError, Shape};
+pub use compat::{Build, Change, Finding};
+pub use grid_wire::Shape;
+pub use lock::{parse as parse_lock, render as render_lock, Entry, Lock, Locked};
+pub use problem::{Error, Problem};
+pub use scan::{id_of, Handler, ScanError, Signature, Written};
+
+use problem::lock_err;
 
 /// The environment variable that accepts changes to the lock.
 pub const UPDATE_ENV: &str = "GRID_UPDATE_LOCK";
@@ -53,159 +79,14 @@ pub struct Report {
     pub handlers: Vec<Handler>,
     /// Wire names added to the lock by this run.
     pub added: Vec<String>,
+    /// Wire names whose recorded structure changed compatibly (or was accepted in update mode).
+    pub updated: Vec<String>,
     /// Wire names this run retired (update mode only).
     pub retired: Vec<String>,
     /// True when the lock file was (re)written.
     pub lock_written: bool,
     /// The generated table, when asked for and `OUT_DIR` is set.
     pub table: Option<PathBuf>,
-}
-
-/// One reason the build fails.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Problem {
-    /// A source file could not be read or parsed.
-    Source {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
-    /// The lock file could not be read, parsed or written.
-    Lock {
-        /// Why.
-        message: String,
-    },
-    /// Two handlers in the sources share an id or a wire name.
-    Collision {
-        /// What they share.
-        what: String,
-        /// Where the first one is.
-        first: String,
-        /// Where the second one is.
-        second: String,
-    },
-    /// A locked handler's id changed.
-    IdChanged {
-        /// The handler.
-        handler: String,
-        /// Where it is.
-        location: String,
-        /// The locked id.
-        old: u32,
-        /// The id now.
-        new: u32,
-    },
-    /// A locked handler's shape or a type changed.
-    SignatureChanged {
-        /// The handler.
-        handler: String,
-        /// Where it is.
-        location: String,
-        /// Which part: `shape`, `request type`, ...
-        part: &'static str,
-        /// As locked.
-        old: String,
-        /// As written now.
-        new: String,
-    },
-    /// A locked handler is gone from the sources and was not retired.
-    Removed {
-        /// The handler.
-        handler: String,
-        /// Its id.
-        id: u32,
-    },
-    /// A retired handler's id or wire name is used again.
-    ReusedRetired {
-        /// The retired handler.
-        retired: String,
-        /// Its id.
-        id: u32,
-        /// The handler reusing it.
-        by: String,
-    },
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Problem::Source { path, message } => write!(f, "{}: {message}", path.display()),
-            Problem::Lock { message } => write!(f, "lock file: {message}"),
-            Problem::Collision {
-                what,
-                first,
-                second,
-            } => write!(
-                f,
-                "two handlers share {what}: {first} and {second}. Give one of them another \
-                 wire name with #[grid(name = \"...\")] or another id with #[grid(id = N)]"
-            ),
-            Problem::IdChanged {
-                handler,
-                location,
-                old,
-                new,
-            } => write!(
-                f,
-                "handler `{handler}` ({location}) changed its id from {old:#010x} to {new:#010x}. \
-                 Nodes still running the old build would call the wrong handler during a rolling \
-                 upgrade. Restore the id with #[grid(id = {old})], or accept the change with \
-                 {UPDATE_ENV}=1 if no running cluster uses it"
-            ),
-            Problem::SignatureChanged {
-                handler,
-                location,
-                part,
-                old,
-                new,
-            } => write!(
-                f,
-                "handler `{handler}` ({location}) changed its {part} from `{old}` to `{new}`. \
-                 Nodes still running the old build would send or expect `{old}` during a rolling \
-                 upgrade. Keep the old method and add the new one under a new wire name, e.g. \
-                 #[grid(name = \"{handler}2\")]; or accept the change with {UPDATE_ENV}=1 if no \
-                 running cluster uses it"
-            ),
-            Problem::Removed { handler, id } => write!(
-                f,
-                "handler `{handler}` ({id:#010x}) is in the lock but no longer in the sources. \
-                 Retire it with {UPDATE_ENV}=1 (its id stays reserved), or restore it"
-            ),
-            Problem::ReusedRetired { retired, id, by } => write!(
-                f,
-                "{by} reuses the id or wire name of retired handler `{retired}` ({id:#010x}). \
-                 Old nodes may still send the retired call; pick another wire name or id (to \
-                 really bring it back, delete its `retired` line from the lock by hand)"
-            ),
-        }
-    }
-}
-
-/// Why the check failed: every problem found, each saying what to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Error {
-    /// The problems, in a stable order.
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "grid-build: the handler lock check failed:")?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Error {}
-
-fn lock_err(message: String) -> Error {
-    Error {
-        problems: vec![Problem::Lock { message }],
-    }
 }
 
 impl Builder {
@@ -271,16 +152,16 @@ impl Builder {
             }
         }
 
-        let handlers = scan_all(&sources)?;
+        let scan = scan_all(&sources)?;
         let locked = match std::fs::read_to_string(&lock_path) {
             Ok(text) => {
                 lock::parse(&text).map_err(|e| lock_err(format!("{}: {e}", lock_path.display())))?
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Lock::default(),
             Err(e) => return Err(lock_err(format!("{}: {e}", lock_path.display()))),
         };
-        let outcome = check(&handlers, &locked, update)?;
-        let text = lock::render(&outcome.entries);
+        let outcome = check::check(&scan, &locked, update)?;
+        let text = lock::render(&outcome.lock);
         let old = std::fs::read_to_string(&lock_path).unwrap_or_default();
         let lock_written = text != old;
         if lock_written {
@@ -290,15 +171,16 @@ impl Builder {
         let table = match (self.table, std::env::var_os("OUT_DIR")) {
             (true, Some(out)) => {
                 let path = Path::new(&out).join("grid_handlers.rs");
-                std::fs::write(&path, render_table(&handlers))
+                std::fs::write(&path, render_table(&scan.handlers))
                     .map_err(|e| lock_err(format!("cannot write {}: {e}", path.display())))?;
                 Some(path)
             }
             _ => None,
         };
         Ok(Report {
-            handlers,
+            handlers: scan.handlers,
             added: outcome.added,
+            updated: outcome.updated,
             retired: outcome.retired,
             lock_written,
             table,
@@ -306,10 +188,11 @@ impl Builder {
     }
 }
 
-fn scan_all(sources: &[PathBuf]) -> Result<Vec<Handler>, Error> {
-    let mut handlers = Vec::new();
+fn scan_all(sources: &[PathBuf]) -> Result<scan::Scan, Error> {
+    let mut index = items::Index::default();
     let mut problems = Vec::new();
     for src in sources {
+        // A directory is a crate's source root; a single file is a root module of its own.
         let files = if src.is_dir() {
             scan::rust_files(src).map_err(|e| Error {
                 problems: vec![Problem::Source {
@@ -321,140 +204,30 @@ fn scan_all(sources: &[PathBuf]) -> Result<Vec<Handler>, Error> {
             vec![src.clone()]
         };
         for f in files {
-            match scan::scan_file(&f) {
-                Ok(hs) => handlers.extend(hs),
-                Err(e) => problems.push(Problem::Source {
+            let module = if src.is_dir() {
+                items::module_of_file(src, &f)
+            } else {
+                Vec::new()
+            };
+            if let Err(e) = scan::add_file(&mut index, &f, module) {
+                problems.push(Problem::Source {
                     path: e.path,
                     message: e.message,
-                }),
+                });
             }
         }
     }
     if !problems.is_empty() {
         return Err(Error { problems });
     }
-    handlers.sort_by(|a, b| a.wire_name.cmp(&b.wire_name));
-    Ok(handlers)
-}
-
-struct Outcome {
-    entries: Vec<Entry>,
-    added: Vec<String>,
-    retired: Vec<String>,
-}
-
-/// The rules, as a pure function of the sources and the lock.
-fn check(handlers: &[Handler], locked: &[Entry], update: bool) -> Result<Outcome, Error> {
-    let mut problems = Vec::new();
-
-    // Collisions inside the sources fail even in update mode: they can never work.
-    let mut by_id: HashMap<u32, &Handler> = HashMap::new();
-    let mut by_name: HashMap<&str, &Handler> = HashMap::new();
-    for h in handlers {
-        if let Some(first) = by_id.insert(h.id, h) {
-            problems.push(Problem::Collision {
-                what: format!("the id {:#010x}", h.id),
-                first: format!("`{}` ({})", first.wire_name, first.location),
-                second: format!("`{}` ({})", h.wire_name, h.location),
-            });
-        }
-        if let Some(first) = by_name.insert(&h.wire_name, h) {
-            problems.push(Problem::Collision {
-                what: format!("the wire name `{}`", h.wire_name),
-                first: first.location.clone(),
-                second: h.location.clone(),
-            });
-        }
-    }
-
-    let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
-    let mut retired = Vec::new();
-    for e in locked {
-        if e.is_retired() {
-            let reuse = handlers
-                .iter()
-                .find(|h| h.id == e.id || h.wire_name == e.wire_name);
-            if let Some(h) = reuse {
-                problems.push(Problem::ReusedRetired {
-                    retired: e.wire_name.clone(),
-                    id: e.id,
-                    by: format!("`{}` ({})", h.wire_name, h.location),
-                });
-            }
-            entries.insert(e.wire_name.clone(), e.clone());
-            continue;
-        }
-        let Some(h) = by_name.get(e.wire_name.as_str()) else {
-            if update {
-                retired.push(e.wire_name.clone());
-                entries.insert(e.wire_name.clone(), e.retired());
-            } else {
-                problems.push(Problem::Removed {
-                    handler: e.wire_name.clone(),
-                    id: e.id,
-                });
-                entries.insert(e.wire_name.clone(), e.clone());
-            }
-            continue;
-        };
-        if !update {
-            if h.id != e.id {
-                problems.push(Problem::IdChanged {
-                    handler: h.wire_name.clone(),
-                    location: h.location.clone(),
-                    old: e.id,
-                    new: h.id,
-                });
-            }
-            let now = Entry::from_handler(h);
-            let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "none".into());
-            let parts: [(&'static str, String, String); 5] = [
-                (
-                    "shape",
-                    e.shape.map_or_else(String::new, |s| s.to_string()),
-                    h.shape.to_string(),
-                ),
-                ("request type", e.request.clone(), now.request.clone()),
-                ("input item type", opt(&e.input), opt(&now.input)),
-                ("output item type", opt(&e.output), opt(&now.output)),
-                ("response type", e.response.clone(), now.response.clone()),
-            ];
-            for (part, old, new) in parts {
-                if old != new {
-                    problems.push(Problem::SignatureChanged {
-                        handler: h.wire_name.clone(),
-                        location: h.location.clone(),
-                        part,
-                        old,
-                        new,
-                    });
-                }
-            }
-        }
-        entries.insert(e.wire_name.clone(), Entry::from_handler(h));
-    }
-    let mut added = Vec::new();
-    for h in handlers {
-        if !entries.contains_key(&h.wire_name) {
-            added.push(h.wire_name.clone());
-            entries.insert(h.wire_name.clone(), Entry::from_handler(h));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(Error { problems });
-    }
-    Ok(Outcome {
-        entries: entries.into_values().collect(),
-        added,
-        retired,
-    })
+    Ok(scan::describe_all(&index))
 }
 
 /// The generated `HANDLERS` table, formatted.
 fn render_table(handlers: &[Handler]) -> String {
     let rows = handlers.iter().map(|h| {
-        let (name, id, shape) = (&h.wire_name, h.id, h.shape.as_str());
-        let (req, resp) = (&h.request, &h.response);
+        let (name, id, shape) = (&h.wire_name, h.id, h.shape().as_str());
+        let (req, resp) = (&h.written.request, &h.written.response);
         quote::quote! { (#name, #id, #shape, #req, #resp) }
     });
     let file = quote::quote! {

@@ -1,56 +1,46 @@
-//! Finds `#[grid::handler]` traits in Rust sources and describes each method as the macro sees
-//! it: wire name, id, shape, and types as written.
-//!
-//! The rules mirror `grid-macros`: the wire name is `Trait.method` unless `#[grid(name = "…")]`
-//! says otherwise; the id is derived from the wire name unless `#[grid(id = N)]` gives it; an
-//! argument typed `Sender<T>` makes an output stream, `Receiver<T>` an input stream, and a
-//! `&Context` argument is not part of the request.
+//! Finds `#[grid::handler]` traits in Rust sources and describes each method: wire name, id and
+//! shape by the macro's own rules (`grid_wire::syntax`), and the wire structure of its request,
+//! items, response and error (resolved through the sources' definitions, [`crate::resolve`]).
 
-use std::fmt;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use quote::ToTokens;
-use syn::visit::Visit;
+use grid_wire::syntax::{HandlerDecl, Request};
+use grid_wire::Shape;
 
-/// What kind of call a handler is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Shape {
-    /// Request → response.
-    Unary,
-    /// Request → stream of items.
-    ServerStream,
-    /// Request + stream of inputs → response.
-    ClientStream,
-    /// Request + stream of inputs → stream of items.
-    TwoWay,
+use crate::items::{Index, ModPath};
+use crate::resolve::{tokens, Resolver};
+use crate::schema::{Content, Def, Prim, Ty, Types};
+
+/// The wire structure of one handler's payloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// The shape.
+    pub shape: Shape,
+    /// The request: `()` for no argument, the argument, or a tuple of the arguments.
+    pub request: Ty,
+    /// The input item (`Receiver<T>`), if any.
+    pub input: Option<Ty>,
+    /// The output item (`Sender<T>`), if any.
+    pub output: Option<Ty>,
+    /// The `Ok` type of the result (`()` for handlers with an output stream).
+    pub response: Ty,
+    /// The `Err` type of the result.
+    pub error: Ty,
 }
 
-impl Shape {
-    /// The lock file's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Shape::Unary => "unary",
-            Shape::ServerStream => "server-stream",
-            Shape::ClientStream => "client-stream",
-            Shape::TwoWay => "two-way",
-        }
-    }
-
-    pub(crate) fn parse(s: &str) -> Option<Shape> {
-        Some(match s {
-            "unary" => Shape::Unary,
-            "server-stream" => Shape::ServerStream,
-            "client-stream" => Shape::ClientStream,
-            "two-way" => Shape::TwoWay,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Shape {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// A handler's types as written in the sources (for the generated table and for locks written
+/// before structure was recorded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The request type (a tuple when there are several request arguments).
+    pub request: String,
+    /// The input item type.
+    pub input: Option<String>,
+    /// The output item type.
+    pub output: Option<String>,
+    /// The whole return type.
+    pub response: String,
 }
 
 /// One handler as declared in the sources.
@@ -60,33 +50,25 @@ pub struct Handler {
     pub wire_name: String,
     /// The id on the wire.
     pub id: u32,
-    /// The shape.
-    pub shape: Shape,
-    /// The request type as written (a tuple when there are several request arguments).
-    pub request: String,
-    /// The input item type (`Receiver<T>`), if any.
-    pub input: Option<String>,
-    /// The output item type (`Sender<T>`), if any.
-    pub output: Option<String>,
-    /// The return type as written.
-    pub response: String,
+    /// Its payloads' wire structure.
+    pub signature: Signature,
+    /// Its types as written.
+    pub written: Written,
     /// Where it is declared, for messages.
     pub location: String,
 }
 
-/// The id of a wire name: 32-bit FNV-1a, 0 mapped to 1. Must equal
-/// `grid_core::HandlerId::from_wire_name`; a test pins known values.
+impl Handler {
+    /// The shape.
+    pub fn shape(&self) -> Shape {
+        self.signature.shape
+    }
+}
+
+/// The id of a wire name; the same function the macro and the runtime use
+/// (`grid_wire::handler_id`).
 pub fn id_of(wire_name: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for b in wire_name.bytes() {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    if hash == 0 {
-        1
-    } else {
-        hash
-    }
+    grid_wire::handler_id(wire_name)
 }
 
 /// A source file that could not be read or parsed.
@@ -96,6 +78,13 @@ pub struct ScanError {
     pub path: PathBuf,
     /// What went wrong.
     pub message: String,
+}
+
+/// Every handler of the sources and the definitions their types refer to.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub(crate) handlers: Vec<Handler>,
+    pub(crate) types: Types,
 }
 
 /// Every `.rs` file under `dir`, sorted, for a stable result.
@@ -125,152 +114,151 @@ pub(crate) fn rust_files(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
     Ok(out)
 }
 
-/// The handlers declared in one file.
-pub(crate) fn scan_file(path: &Path) -> Result<Vec<Handler>, ScanError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ScanError {
-        path: path.to_path_buf(),
+/// Reads and parses `file` into `index` as module `module`.
+pub(crate) fn add_file(index: &mut Index, file: &Path, module: ModPath) -> Result<(), ScanError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ScanError {
+        path: file.to_path_buf(),
         message: e.to_string(),
     })?;
-    let file = syn::parse_file(&text).map_err(|e| ScanError {
-        path: path.to_path_buf(),
+    let ast = syn::parse_file(&text).map_err(|e| ScanError {
+        path: file.to_path_buf(),
         message: format!("does not parse: {e}"),
     })?;
-    let mut v = Finder {
-        path,
-        found: Vec::new(),
+    index.add_file(file, module, &ast);
+    Ok(())
+}
+
+/// Describes every handler of the index, sorted by wire name.
+pub(crate) fn describe_all(index: &Index) -> Scan {
+    let mut resolver = Resolver::new(index);
+    let mut handlers = Vec::new();
+    for t in &index.traits {
+        let service = t.item.ident.to_string();
+        for item in &t.item.items {
+            let syn::TraitItem::Fn(f) = item else {
+                continue;
+            };
+            // Mistakes in `#[grid(...)]` are the macro's to report, with spans.
+            let decl = HandlerDecl::read(&service, f, &mut Vec::new());
+            handlers.push(describe(&mut resolver, &t.module, &t.file, &service, &decl));
+        }
+    }
+    handlers.sort_by(|a, b| a.wire_name.cmp(&b.wire_name));
+    let types = reachable(&handlers, resolver.types);
+    Scan { handlers, types }
+}
+
+fn describe(
+    resolver: &mut Resolver<'_>,
+    module: &[String],
+    file: &Path,
+    service: &str,
+    decl: &HandlerDecl<'_>,
+) -> Handler {
+    let module = module.to_vec();
+    let request_ty = match decl.request() {
+        Request::Unit => Ty::Prim(Prim::Unit),
+        Request::One(t) => resolver.ty(t, &module),
+        Request::Tuple(ts) => Ty::Tuple(ts.iter().map(|t| resolver.ty(t, &module)).collect()),
     };
-    v.visit_file(&file);
-    Ok(v.found)
+    let request_text = match decl.request() {
+        Request::Unit => "()".to_owned(),
+        Request::One(t) => tokens(t),
+        Request::Tuple(ts) => {
+            let parts: Vec<String> = ts.iter().map(tokens).collect();
+            format!("({})", parts.join(", "))
+        }
+    };
+    let input = decl.receiver();
+    let output = decl.sender();
+    let (response, error) = match decl.ret {
+        Some((ok, err)) => (resolver.ty(ok, &module), resolver.ty(err, &module)),
+        // Not a `Result`: the macro rejects it; describe it as written.
+        None => (Ty::Opaque(return_text(decl)), Ty::Prim(Prim::Unit)),
+    };
+    Handler {
+        wire_name: decl.wire_name.clone(),
+        id: decl.id,
+        signature: Signature {
+            shape: decl.shape(),
+            request: request_ty,
+            input: input.map(|t| resolver.ty(t, &module)),
+            output: output.map(|t| resolver.ty(t, &module)),
+            response,
+            error,
+        },
+        written: Written {
+            request: request_text,
+            input: input.map(tokens),
+            output: output.map(tokens),
+            response: return_text(decl),
+        },
+        location: format!("{}: {service}::{}", file.display(), decl.ident),
+    }
 }
 
-struct Finder<'a> {
-    path: &'a Path,
-    found: Vec<Handler>,
+fn return_text(decl: &HandlerDecl<'_>) -> String {
+    match &decl.original.sig.output {
+        syn::ReturnType::Default => "()".to_owned(),
+        syn::ReturnType::Type(_, t) => tokens(t),
+    }
 }
 
-impl<'ast> Visit<'ast> for Finder<'_> {
-    fn visit_item_trait(&mut self, t: &'ast syn::ItemTrait) {
-        if t.attrs.iter().any(is_handler_attr) {
-            for item in &t.items {
-                if let syn::TraitItem::Fn(f) = item {
-                    self.found.push(describe(self.path, &t.ident, f));
+/// Only the definitions the handlers reach (a flattened struct, say, is inlined, not named).
+fn reachable(handlers: &[Handler], mut types: Types) -> Types {
+    let mut seen = BTreeSet::new();
+    let mut stack: Vec<&Ty> = Vec::new();
+    for h in handlers {
+        let s = &h.signature;
+        stack.extend([&s.request, &s.response, &s.error]);
+        stack.extend(s.input.iter().chain(s.output.iter()));
+    }
+    let mut keys = Vec::new();
+    while let Some(t) = stack.pop() {
+        collect_keys(t, &mut keys);
+        while let Some(k) = keys.pop() {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            if let Some(d) = types.get(&k) {
+                for t in def_tys(d) {
+                    collect_keys(t, &mut keys);
                 }
             }
         }
-        syn::visit::visit_item_trait(self, t);
     }
+    types.retain(|k, _| seen.contains(k));
+    types
 }
 
-fn is_handler_attr(a: &syn::Attribute) -> bool {
-    let segs: Vec<String> = a
-        .path()
-        .segments
-        .iter()
-        .map(|s| s.ident.to_string())
-        .collect();
-    segs == ["grid", "handler"] || segs == ["handler"]
-}
-
-/// `#[grid(name = "…", id = N, …)]` keys the lock cares about.
-fn grid_keys(attrs: &[syn::Attribute]) -> (Option<String>, Option<u32>) {
-    let (mut name, mut id) = (None, None);
-    for a in attrs.iter().filter(|a| a.path().is_ident("grid")) {
-        // Unknown keys are the macro's business; the lock only reads these two.
-        let _ = a.parse_nested_meta(|m| {
-            if m.path.is_ident("name") {
-                let s: syn::LitStr = m.value()?.parse()?;
-                name = Some(s.value());
-            } else if m.path.is_ident("id") {
-                let n: syn::LitInt = m.value()?.parse()?;
-                id = n.base10_parse().ok();
-            } else if m.input.peek(syn::Token![=]) {
-                let _: syn::Expr = m.value()?.parse()?;
-            }
-            Ok(())
-        });
-    }
-    (name, id)
-}
-
-fn last_segment(ty: &syn::Type) -> Option<&syn::PathSegment> {
-    match ty {
-        syn::Type::Path(p) => p.path.segments.last(),
-        _ => None,
-    }
-}
-
-fn generic_arg(seg: &syn::PathSegment) -> Option<String> {
-    match &seg.arguments {
-        syn::PathArguments::AngleBracketed(a) => a.args.first().map(tokens),
-        _ => None,
-    }
-}
-
-fn tokens(t: &impl ToTokens) -> String {
-    // Token spacing normalised: `Vec < u8 >` → `Vec<u8>`, so formatting changes do not count.
-    let s = t.to_token_stream().to_string();
-    let mut out = String::with_capacity(s.len());
-    for part in s.split(' ') {
-        let glue = matches!(part, "<" | ">" | "," | "::" | ")" | "]" | ">>")
-            || out.ends_with('<')
-            || out.ends_with("::")
-            || out.ends_with('(')
-            || out.ends_with('[')
-            || out.ends_with('&');
-        if !out.is_empty() && !glue {
-            out.push(' ');
+/// Every key a type refers to directly.
+pub(crate) fn collect_keys(t: &Ty, out: &mut Vec<String>) {
+    match t {
+        Ty::Named(k) => out.push(k.clone()),
+        Ty::Option(t) | Ty::Seq(t) | Ty::Array(t, _) => collect_keys(t, out),
+        Ty::Map(a, b) | Ty::Result(a, b) => {
+            collect_keys(a, out);
+            collect_keys(b, out);
         }
-        out.push_str(part);
+        Ty::Tuple(ts) => ts.iter().for_each(|t| collect_keys(t, out)),
+        Ty::Prim(_) | Ty::Opaque(_) => {}
     }
-    out
 }
 
-fn describe(path: &Path, trait_ident: &syn::Ident, f: &syn::TraitItemFn) -> Handler {
-    let method = f.sig.ident.to_string();
-    let (name, explicit_id) = grid_keys(&f.attrs);
-    let wire_name = name.unwrap_or_else(|| format!("{trait_ident}.{method}"));
-    let mut request = Vec::new();
-    let (mut input, mut output) = (None, None);
-    for arg in &f.sig.inputs {
-        let syn::FnArg::Typed(pt) = arg else {
-            continue;
-        };
-        let ty = &*pt.ty;
-        if let syn::Type::Reference(r) = ty {
-            if last_segment(&r.elem).is_some_and(|s| s.ident == "Context") {
-                continue;
-            }
-        }
-        match last_segment(ty) {
-            Some(s) if s.ident == "Sender" => output = generic_arg(s),
-            Some(s) if s.ident == "Receiver" => input = generic_arg(s),
-            _ => request.push(tokens(ty)),
-        }
-    }
-    let request = match request.len() {
-        0 => "()".to_owned(),
-        1 => request.remove(0),
-        _ => format!("({})", request.join(", ")),
-    };
-    let response = match &f.sig.output {
-        syn::ReturnType::Default => "()".to_owned(),
-        syn::ReturnType::Type(_, t) => tokens(t),
-    };
-    let shape = match (&input, &output) {
-        (None, None) => Shape::Unary,
-        (None, Some(_)) => Shape::ServerStream,
-        (Some(_), None) => Shape::ClientStream,
-        (Some(_), Some(_)) => Shape::TwoWay,
-    };
-    Handler {
-        id: explicit_id.unwrap_or_else(|| id_of(&wire_name)),
-        wire_name,
-        shape,
-        request,
-        input,
-        output,
-        response,
-        location: format!("{}: {trait_ident}::{method}", path.display()),
+/// The types a definition holds.
+pub(crate) fn def_tys(d: &Def) -> Vec<&Ty> {
+    match d {
+        Def::Alias(t) => vec![t],
+        Def::Struct(s) => s.fields.iter().map(|f| &f.ty).collect(),
+        Def::Enum(e) => e
+            .variants
+            .iter()
+            .flat_map(|v| match &v.content {
+                Content::Unit => Vec::new(),
+                Content::Newtype(t) => vec![t],
+                Content::Struct(s) => s.fields.iter().map(|f| &f.ty).collect(),
+            })
+            .collect(),
     }
 }
 
@@ -278,16 +266,17 @@ fn describe(path: &Path, trait_ident: &syn::Ident, f: &syn::TraitItemFn) -> Hand
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_match_the_runtime_derivation() {
-        // Same values as grid_core::ids tests: a change here renumbers every handler.
-        assert_eq!(id_of(""), 0x811c_9dc5);
-        assert_eq!(id_of("a"), 0xe40c_292c);
+    fn scan(src: &str) -> Scan {
+        let ast = syn::parse_file(src).expect("parses");
+        let mut index = Index::default();
+        index.add_file(Path::new("lib.rs"), Vec::new(), &ast);
+        describe_all(&index)
     }
 
     #[test]
     fn methods_are_described_as_the_macro_sees_them() {
-        let src = r#"
+        let s = scan(
+            r#"
             #[grid::handler]
             pub trait Locker {
                 async fn lock(&self, args: LockArgs) -> Result<bool, LockError>;
@@ -297,27 +286,71 @@ mod tests {
                 async fn refresh(&self, a: Vec<Option<u8>>, b: u32, input: grid::Receiver<Ping>, out: Sender<Pong>) -> Result<(), E>;
             }
             trait NotAService { async fn x(&self); }
-        "#;
-        let dir = std::env::temp_dir().join(format!("grid-build-scan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp");
-        let file = dir.join("lib.rs");
-        std::fs::write(&file, src).expect("write");
-        let hs = scan_file(&file).expect("parses");
+        "#,
+        );
+        let hs = &s.handlers;
         assert_eq!(hs.len(), 3);
         assert_eq!(hs[0].wire_name, "Locker.lock");
         assert_eq!(hs[0].id, id_of("Locker.lock"));
+        assert_eq!(hs[0].shape(), Shape::Unary);
+        assert_eq!(hs[0].written.request, "LockArgs");
+        assert_eq!(hs[0].written.response, "Result<bool, LockError>");
+        assert_eq!(hs[0].signature.response, Ty::Prim(Prim::Bool));
+        assert_eq!(hs[0].signature.request, Ty::Opaque("LockArgs".into()));
+        assert_eq!(hs[1].id, 77);
+        assert_eq!(hs[1].shape(), Shape::TwoWay);
+        assert_eq!(hs[1].written.request, "(Vec<Option<u8>>, u32)");
         assert_eq!(
-            (hs[0].shape, hs[0].request.as_str()),
-            (Shape::Unary, "LockArgs")
+            hs[1].signature.request.to_string(),
+            "(seq<option<u8>>, u32)"
         );
-        assert_eq!(hs[0].response, "Result<bool, LockError>");
-        assert_eq!(hs[1].wire_name, "Locker.watch_v1");
-        assert_eq!(hs[1].shape, Shape::ServerStream);
-        assert_eq!(hs[1].output.as_deref(), Some("Event"));
-        assert_eq!(hs[1].request, "Filter");
-        assert_eq!(hs[2].id, 77);
-        assert_eq!(hs[2].shape, Shape::TwoWay);
-        assert_eq!(hs[2].request, "(Vec<Option<u8>>, u32)");
-        std::fs::remove_dir_all(&dir).ok();
+        assert_eq!(hs[2].wire_name, "Locker.watch_v1");
+        assert_eq!(hs[2].shape(), Shape::ServerStream);
+        assert_eq!(hs[2].written.output.as_deref(), Some("Event"));
+    }
+
+    #[test]
+    fn types_are_resolved_through_modules_uses_and_generics() {
+        let s = scan(
+            r#"
+            use serde::{Deserialize, Serialize};
+            mod model {
+                use serde::{Deserialize, Serialize};
+                #[derive(Serialize, Deserialize)]
+                pub struct Page<T> { pub items: Vec<T>, #[serde(default)] pub next: Option<String> }
+                #[derive(Serialize, Deserialize)]
+                pub struct Entry { pub name: std::string::String, pub size: usize }
+                #[derive(Serialize, Deserialize)]
+                pub struct Id(pub u64);
+            }
+            mod api {
+                use crate::model::{Entry, Id, Page};
+                #[derive(Serialize, Deserialize)]
+                #[serde(rename_all = "kebab-case")]
+                pub enum Error { NotFound(Id), TooMany { max_count: u32 } }
+                #[grid::handler]
+                pub trait Store {
+                    async fn list(&self, dir: std::path::PathBuf) -> Result<Page<Entry>, Error>;
+                }
+            }
+        "#,
+        );
+        let sig = &s.handlers[0].signature;
+        assert_eq!(sig.request, Ty::Prim(Prim::Str));
+        assert_eq!(sig.response.to_string(), "Page<Entry>");
+        let text: String = s
+            .types
+            .iter()
+            .map(|(k, d)| crate::schema::render_def(k, d))
+            .collect();
+        assert_eq!(
+            text,
+            "type Entry = struct {\n    name: str,\n    size: u64,\n}\n\
+             type Error = enum {\n    not-found(Id),\n    too-many { max_count: u32 },\n}\n\
+             type Id = u64\n\
+             type Page<Entry> = struct {\n    items: seq<Entry>,\n    next: option<str> [default],\n}\n"
+                .replace("not-found", "\"not-found\"")
+                .replace("too-many", "\"too-many\""),
+        );
     }
 }

@@ -1,13 +1,35 @@
-//! Golden-file tests: a fixture crate is locked, then changed, then checked again. The resulting
-//! lock text or error message is compared with `tests/golden/<case>.txt`.
-//! Set `GRID_BLESS=1` to rewrite the golden files (then review the diff by hand).
+//! Golden-file tests of the lock's handler rules: a fixture crate is locked, then changed, then
+//! checked again; the resulting lock text or error message is compared with
+//! `tests/golden/<case>.txt`. The structural rules have their own suite (`structural.rs`).
 
-use std::path::{Path, PathBuf};
+mod support;
 
-use grid_build::{Builder, Report};
+use support::{golden, Fixture};
 
 const BASE: &str = r#"
 use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct LockArgs {
+    pub resource: String,
+    pub owner: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum LockError {
+    Busy,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Filter {
+    pub prefix: String,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct Event {
+    pub resource: String,
+    pub held: bool,
+}
 
 #[grid::handler]
 pub trait Locker {
@@ -18,98 +40,48 @@ pub trait Locker {
 }
 "#;
 
-struct Fixture {
-    dir: PathBuf,
-}
-
-impl Fixture {
-    fn new(case: &str) -> Fixture {
-        let dir = std::env::temp_dir().join(format!("grid-build-{case}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("src")).expect("tmp dir");
-        let f = Fixture { dir };
-        f.write(BASE);
-        let first = f.run(false).expect("the base locks cleanly");
-        assert_eq!(first.added, vec!["Locker.lock", "Locker.watch"]);
-        f
-    }
-
-    fn write(&self, src: &str) {
-        std::fs::write(self.dir.join("src/lib.rs"), src).expect("write source");
-    }
-
-    fn run(&self, update: bool) -> Result<Report, grid_build::Error> {
-        Builder::new()
-            .source(self.dir.join("src"))
-            .lock_file(self.dir.join("grid.lock"))
-            .update(update)
-            .run()
-    }
-
-    fn lock(&self) -> String {
-        std::fs::read_to_string(self.dir.join("grid.lock")).expect("lock exists")
-    }
-
-    fn redact(&self, s: &str) -> String {
-        s.replace(&self.dir.display().to_string(), "$FIXTURE")
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn golden(case: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/golden/{case}.txt"));
-    if std::env::var_os("GRID_BLESS").is_some() {
-        std::fs::write(&path, actual).expect("bless");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing {}; run with GRID_BLESS=1 and review",
-            path.display()
-        )
-    });
-    assert_eq!(actual, expected, "golden file {} differs", path.display());
+fn base(case: &str) -> Fixture {
+    let f = Fixture::locked(case, BASE);
+    golden("base_lock", &f.lock());
+    f
 }
 
 #[test]
 fn adding_a_method_passes_and_the_lock_gains_a_line() {
-    let f = Fixture::new("add");
+    let f = base("add");
     f.write(&BASE.replace(
         "    /// Watch events.",
         "    async fn unlock(&self, args: LockArgs) -> Result<(), LockError>;\n    /// Watch events.",
     ));
     let r = f.run(false).expect("adding passes");
     assert_eq!(r.added, vec!["Locker.unlock"]);
+    assert!(r.updated.is_empty());
     assert!(r.lock_written);
     golden("add_method", &f.lock());
 }
 
 #[test]
-fn changing_an_argument_type_fails_naming_both_types() {
-    let f = Fixture::new("argtype");
-    f.write(&BASE.replace("args: LockArgs", "args: LockArgsV2"));
+fn changing_an_argument_to_a_type_outside_the_sources_fails_compared_by_name() {
+    let f = base("argtype");
+    f.write(&BASE.replace("args: LockArgs", "args: other_crate::LockArgs"));
     let before = f.lock();
     let err = f.run(false).expect_err("a type change breaks old peers");
     let msg = f.redact(&err.to_string());
     assert!(
-        msg.contains("`LockArgs`") && msg.contains("`LockArgsV2`"),
+        msg.contains("`LockArgs`") && msg.contains("`other_crate::LockArgs`"),
         "{msg}"
     );
+    assert!(msg.contains("compares such types by name"), "{msg}");
     assert_eq!(f.lock(), before, "nothing written on failure");
     golden("change_argument_type", &msg);
 }
 
 #[test]
 fn changing_a_shape_fails() {
-    let f = Fixture::new("shape");
+    let f = base("shape");
     f.write(&BASE.replace(
         "filter: Filter, out: grid::Sender<Event>",
-        "filter: Filter, input: grid::Receiver<Ping>, out: grid::Sender<Event>",
+        "filter: Filter, input: grid::Receiver<u64>, out: grid::Sender<Event>",
     ));
     let err = f.run(false).expect_err("a shape change breaks old peers");
     golden("change_shape", &f.redact(&err.to_string()));
@@ -117,7 +89,7 @@ fn changing_a_shape_fails() {
 
 #[test]
 fn renaming_a_method_but_keeping_its_wire_name_passes_with_the_same_id() {
-    let f = Fixture::new("rename");
+    let f = base("rename");
     let before = f.lock();
     f.write(&BASE.replace(
         "    async fn lock(&self",
@@ -130,8 +102,21 @@ fn renaming_a_method_but_keeping_its_wire_name_passes_with_the_same_id() {
 }
 
 #[test]
+fn changing_an_id_fails_and_says_how_to_restore_it() {
+    let f = base("idchange");
+    f.write(&BASE.replace(
+        "    async fn lock(&self",
+        "    #[grid(id = 7)]\n    async fn lock(&self",
+    ));
+    let err = f.run(false).expect_err("a new id breaks old peers");
+    let msg = f.redact(&err.to_string());
+    assert!(msg.contains("#[grid(id = 3046342382)]"), "{msg}");
+    golden("change_id", &msg);
+}
+
+#[test]
 fn an_id_collision_fails_naming_both_handlers() {
-    let f = Fixture::new("collision");
+    let f = base("collision");
     let id = grid_build::id_of("Locker.lock");
     f.write(&BASE.replace(
         "    /// Watch events.",
@@ -148,7 +133,7 @@ fn an_id_collision_fails_naming_both_handlers() {
 
 #[test]
 fn removing_without_retiring_fails_then_retiring_passes_and_reuse_fails() {
-    let f = Fixture::new("retire");
+    let f = base("retire");
     let without_watch = BASE.replace(
         "    /// Watch events.\n    async fn watch(&self, filter: Filter, out: grid::Sender<Event>) -> Result<(), LockError>;\n",
         "",
@@ -171,4 +156,32 @@ fn removing_without_retiring_fails_then_retiring_passes_and_reuse_fails() {
     ));
     let err = f.run(false).expect_err("reusing a retired id is refused");
     golden("reuse_retired_id", &f.redact(&err.to_string()));
+}
+
+/// A lock written by grid-build before it recorded structure: the same handlers pass (compared
+/// as written) and the lock is rewritten with their structure; a changed type still fails.
+#[test]
+fn a_lock_from_before_structural_records_is_checked_as_written_then_upgraded() {
+    const OLD_LOCK: &str = "\
+# Columns: wire name | id | shape | request | input item | output item | response
+Locker.lock | 0xb5937eee | unary | LockArgs | - | - | Result<bool, LockError>
+Locker.watch | 0x12e1173c | server-stream | Filter | - | Event | Result<(), LockError>
+";
+    let f = Fixture::empty("legacy");
+    f.write(BASE);
+    f.set_lock(OLD_LOCK);
+    let r = f.run(false).expect("unchanged handlers pass");
+    assert!(r.lock_written);
+    assert_eq!(r.updated, vec!["Locker.lock", "Locker.watch"]);
+    let upgraded = f.lock();
+    assert!(upgraded.contains("type LockArgs = struct"), "{upgraded}");
+
+    f.set_lock(OLD_LOCK);
+    f.write(&BASE.replace("args: LockArgs", "args: LockRequest"));
+    let err = f
+        .run(false)
+        .expect_err("a type renamed as written fails the old check");
+    let msg = f.redact(&err.to_string());
+    assert!(msg.contains("compared as written"), "{msg}");
+    golden("legacy_lock_changed", &msg);
 }

@@ -50,21 +50,11 @@ pub struct HandlerId(pub u32);
 
 impl HandlerId {
     /// Derives the id of a wire name: 32-bit FNV-1a over the UTF-8 bytes; a result of `0` (the
-    /// reserved id) maps to `1`. This function is part of the protocol: changing it renumbers every
-    /// handler, so `grid-macros` and `grid-build` pin a few known values in tests.
+    /// reserved id) maps to `1`. The derivation is part of the protocol and lives in one place,
+    /// `grid_wire::handler_id`, which the macro and grid-build use too; its tests pin known
+    /// values, since changing it renumbers every handler.
     pub const fn from_wire_name(name: &str) -> HandlerId {
-        let bytes = name.as_bytes();
-        let mut hash: u32 = 0x811c_9dc5;
-        let mut i = 0;
-        while i < bytes.len() {
-            hash ^= bytes[i] as u32;
-            hash = hash.wrapping_mul(0x0100_0193);
-            i += 1;
-        }
-        if hash == 0 {
-            hash = 1;
-        }
-        HandlerId(hash)
+        HandlerId(grid_wire::handler_id(name))
     }
 }
 
@@ -83,6 +73,8 @@ mod tests {
         // Changing these values breaks every deployed cluster: see the doc of `from_wire_name`.
         assert_eq!(HandlerId::from_wire_name(""), HandlerId(0x811c_9dc5));
         assert_eq!(HandlerId::from_wire_name("a"), HandlerId(0xe40c_292c));
+        const LOCK: HandlerId = HandlerId::from_wire_name("Locker.lock");
+        assert_eq!(LOCK, HandlerId(0xb593_7eee));
         assert_eq!(
             HandlerId::from_wire_name("Locker.lock"),
             HandlerId::from_wire_name("Locker.lock")

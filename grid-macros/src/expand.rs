@@ -16,8 +16,10 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, ItemTrait, TraitItem, Type};
 
+use grid_wire::syntax::is_grid_attr as is_grid;
+
 use crate::ast::{ArgKind, Method, Service, Shape};
-use crate::attr::{is_grid, ServiceAttrs};
+use crate::attr::ServiceAttrs;
 use crate::check;
 use crate::ctxt::Ctxt;
 

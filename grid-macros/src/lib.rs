@@ -3,14 +3,14 @@
 //!
 //! The crate is split like serde_derive: `ast` parses the trait into a per-method IR (collecting
 //! every error it meets), `check` validates cross-cutting rules, and `expand` turns a valid IR
-//! into tokens without validating anything.
+//! into tokens without validating anything. How a method reads (wire name, id, shape, which
+//! argument is what) comes from `grid_wire::syntax`, which grid-build shares.
 
 mod ast;
 mod attr;
 mod check;
 mod ctxt;
 mod expand;
-mod ids;
 
 use proc_macro::TokenStream;
 
