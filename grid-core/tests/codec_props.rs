@@ -104,13 +104,21 @@ fn frame() -> impl Strategy<Value = Frame> {
             mux(),
             route(),
             any::<u32>(),
-            any::<u32>(),
-            any::<u32>(),
+            (any::<u32>(), any::<u32>()),
+            (any::<u32>(), any::<u32>()),
             any::<bool>(),
             payload()
         )
             .prop_map(
-                |(mux, route, deadline_ms, in_cap, out_cap, input, payload)| {
+                |(
+                    mux,
+                    route,
+                    deadline_ms,
+                    (in_cap, out_cap),
+                    (in_window, out_window),
+                    input,
+                    payload,
+                )| {
                     Frame::Open {
                         mux,
                         route,
@@ -118,6 +126,8 @@ fn frame() -> impl Strategy<Value = Frame> {
                         // Without input there is nothing to buffer.
                         in_cap: if input { in_cap } else { 0 },
                         out_cap,
+                        in_window: if input { in_window } else { 0 },
+                        out_window,
                         input,
                         payload,
                     }
@@ -129,7 +139,14 @@ fn frame() -> impl Strategy<Value = Frame> {
             seq,
             payload
         }),
-        (mux(), 1..=u32::MAX).prop_map(|(mux, credits)| Frame::Credit { mux, credits }),
+        (mux(), any::<u32>(), any::<u32>())
+            .prop_filter("credits and bytes not both zero", |(_, c, b)| *c != 0
+                || *b != 0)
+            .prop_map(|(mux, credits, bytes)| Frame::Credit {
+                mux,
+                credits,
+                bytes
+            }),
         (mux(), any::<u32>(), proptest::option::of(record()))
             .prop_map(|(mux, seq, error)| Frame::End { mux, seq, error }),
         (mux(), record()).prop_map(|(mux, error)| Frame::Error { mux, error }),

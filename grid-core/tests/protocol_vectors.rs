@@ -98,26 +98,30 @@ fn vectors() -> Vec<Vector> {
         ),
         vector(
             "open-two-way",
-            "Open a stream with input: 8 messages caller to callee, 16 back, initial payload.",
+            "Open a stream with input: 8 messages / 4 KiB caller to callee, 16 / 1 MiB back, initial payload.",
             vec![Frame::Open {
                 mux: MuxId(5),
                 route: route(0x1122_3344, None),
                 deadline_ms: 30_000,
                 in_cap: 8,
                 out_cap: 16,
+                in_window: 4096,
+                out_window: 1 << 20,
                 input: true,
                 payload: Some(b(b"hi")),
             }],
         ),
         vector(
             "open-no-input",
-            "Open a stream without input (END, so in_cap 0), under subroute \"a\", no payload.",
+            "Open a stream without input (END, so in_cap and in_window 0), under subroute \"a\", no payload.",
             vec![Frame::Open {
                 mux: MuxId(7),
                 route: route(0x1122_3344, Some(b"a")),
                 deadline_ms: 0,
                 in_cap: 0,
                 out_cap: 4,
+                in_window: 0,
+                out_window: 1,
                 input: false,
                 payload: None,
             }],
@@ -138,12 +142,14 @@ fn vectors() -> Vec<Vector> {
         ),
         vector(
             "credit",
-            "32 more send credits on stream 6.",
+            "32 more messages and 2048 more bytes of window on stream 6.",
             vec![Frame::Credit {
                 mux: MuxId(6),
                 credits: 32,
+                bytes: 2048,
             }],
         ),
+
         vector(
             "end-error",
             "One direction of stream 5 ends after 4 messages with an application error.",
@@ -227,6 +233,15 @@ fn vectors() -> Vec<Vector> {
                     error: None,
                 },
             ],
+        ),
+        vector(
+            "credit-bytes-only",
+            "The rest of a byte credit larger than one frame carries: no messages, 4 GiB - 1 bytes.",
+            vec![Frame::Credit {
+                mux: MuxId(6),
+                credits: 0,
+                bytes: u32::MAX,
+            }],
         ),
     ]
 }
@@ -350,6 +365,8 @@ fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
             deadline_ms,
             in_cap,
             out_cap,
+            in_window,
+            out_window,
             input,
             payload,
         } => {
@@ -357,6 +374,10 @@ fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
             body.push((
                 vec![be32(*in_cap), be32(*out_cap)],
                 format!("in_cap {in_cap}, out_cap {out_cap}"),
+            ));
+            body.push((
+                vec![be32(*in_window), be32(*out_window)],
+                format!("in_window {in_window}, out_window {out_window}"),
             ));
             body.extend(subroute_lines(route));
             body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
@@ -375,8 +396,15 @@ fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
             body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
             (5, if payload.is_some() { PAYLOAD } else { 0 }, mux.0)
         }
-        Frame::Credit { mux, credits } => {
-            body.push((vec![be32(*credits)], format!("credits {credits}")));
+        Frame::Credit {
+            mux,
+            credits,
+            bytes,
+        } => {
+            body.push((
+                vec![be32(*credits), be32(*bytes)],
+                format!("credits {credits}, bytes {bytes}"),
+            ));
             (6, 0, mux.0)
         }
         Frame::End { mux, seq, error } => {

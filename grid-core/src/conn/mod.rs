@@ -84,23 +84,54 @@ pub struct CallOptions {
 }
 
 /// Options of a stream.
+///
+/// Each direction is flow-controlled by two windows the receiving side declares: a message cap
+/// (`*_capacity`) and a byte window (`*_window`). A sender may send while it has a message credit
+/// and the payload bytes it sent and had no credit back for are under the byte window; the
+/// message that crosses the window goes whole, so an item larger than the window travels alone.
+/// The defaults are sized for throughput on a LAN: [`default`](Self::default) for a stream
+/// without input, [`two_way`](Self::two_way) for one with input.
 #[derive(Debug, Clone)]
 pub struct StreamOptions {
     /// Messages the caller may send ahead of the handler's reading (0: no input stream).
     pub in_capacity: u32,
     /// Messages the callee may send ahead of the caller's reading. At least 1.
     pub out_capacity: u32,
+    /// Payload bytes the caller may send ahead of the handler's reading (ignored without
+    /// input). At least 1.
+    pub in_window: u32,
+    /// Payload bytes the callee may send ahead of the caller's reading. At least 1.
+    pub out_window: u32,
     /// Deadline of the whole stream; `None` for none (stream pings watch liveness instead).
     pub timeout: Option<Duration>,
     /// If not connected, wait for the connection instead of failing fast.
     pub wait_for_connect: bool,
 }
 
+impl StreamOptions {
+    /// The default message cap of each direction.
+    pub const DEFAULT_CAPACITY: u32 = 4096;
+    /// The default byte window of each direction: 1 MiB.
+    pub const DEFAULT_WINDOW: u32 = 1 << 20;
+
+    /// The defaults for a stream with input (two-way or client streaming): both directions get
+    /// the default windows.
+    pub fn two_way() -> StreamOptions {
+        StreamOptions {
+            in_capacity: StreamOptions::DEFAULT_CAPACITY,
+            ..StreamOptions::default()
+        }
+    }
+}
+
 impl Default for StreamOptions {
+    /// A stream without input, with the default output windows.
     fn default() -> StreamOptions {
         StreamOptions {
             in_capacity: 0,
-            out_capacity: 32,
+            out_capacity: StreamOptions::DEFAULT_CAPACITY,
+            in_window: StreamOptions::DEFAULT_WINDOW,
+            out_window: StreamOptions::DEFAULT_WINDOW,
             timeout: None,
             wait_for_connect: false,
         }
@@ -410,6 +441,8 @@ impl Connection {
         let params = StreamParams {
             in_cap: opts.in_capacity,
             out_cap: opts.out_capacity,
+            in_window: opts.in_window,
+            out_window: opts.out_window,
             input: opts.in_capacity > 0,
             timeout: opts.timeout,
             ping_interval: Some(self.inner.config.stream_ping_interval),

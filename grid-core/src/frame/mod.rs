@@ -80,13 +80,14 @@ pub enum Op {
     Request = 1,
     /// Unary reply: callee → caller (success, or an error record with [`flags::ERROR`]).
     Response = 2,
-    /// Open a stream: caller → callee, carries both capacities and the deadline.
+    /// Open a stream: caller → callee, carries both capacities, both byte windows and the
+    /// deadline.
     Open = 3,
     /// Accept a stream: callee → caller.
     Ack = 4,
     /// One stream message, either direction.
     Data = 5,
-    /// Grant send credits on a stream, either direction.
+    /// Grant send credits (messages and bytes) on a stream, either direction.
     Credit = 6,
     /// End of one direction of a stream (with an error record when [`flags::ERROR`] is set).
     End = 7,
@@ -318,6 +319,11 @@ pub enum Frame {
         in_cap: u32,
         /// Callee → caller messages the caller buffers (the callee's initial send credits).
         out_cap: u32,
+        /// Caller → callee bytes the callee must buffer (the caller's initial byte window; see
+        /// `PROTOCOL.md` section 4, "Flow control"). 0 together with `input == false`.
+        in_window: u32,
+        /// Callee → caller bytes the caller buffers (the callee's initial byte window).
+        out_window: u32,
         /// Whether the caller will send a stream of messages after the initial payload.
         input: bool,
         /// The initial payload.
@@ -337,12 +343,14 @@ pub enum Frame {
         /// The message.
         payload: Payload,
     },
-    /// More send credits.
+    /// More send credits: messages and bytes the receiver of this frame may send again.
     Credit {
         /// The stream.
         mux: MuxId,
-        /// How many more messages the receiver of this frame may send.
+        /// How many more messages the receiver of this frame may send (at least 1).
         credits: u32,
+        /// How many payload bytes of its window the receiver of this frame gets back.
+        bytes: u32,
     },
     /// End of one direction of a stream.
     End {

@@ -13,8 +13,9 @@
 //! - messages of one direction are delivered exactly once, in order, and before the outcome that
 //!   ends the direction (a clean end, a remote error, a deadline, a disconnect); only a local
 //!   cancellation drops what was queued, because the local side asked for that;
-//! - the peer can never make a machine buffer more than the capacity the machine granted: a data
-//!   frame without credit, a credit beyond the window or a sequence gap ends *that* mux with a
+//! - the peer can never make a machine buffer more than the windows the machine granted (its
+//!   message cap, and its byte window plus the one message that crosses it): a data frame
+//!   without credit, a credit beyond the window or a sequence gap ends *that* mux with a
 //!   [`Violation`], and leaves every other mux alone;
 //! - once terminal, a machine ignores further frames (late frames are normal after a cancel).
 
@@ -24,7 +25,9 @@ mod stream;
 mod unary;
 
 pub use route::{unknown_mux_reply, Direction, Role};
-pub use stream::{CalleeLimits, OpenRequest, RecvItem, StreamCallee, StreamCaller, StreamParams};
+pub use stream::{
+    CalleeLimits, OpenRequest, RecvChunk, RecvItem, StreamCallee, StreamCaller, StreamParams,
+};
 pub use unary::{UnaryCallee, UnaryCaller};
 
 use std::fmt;
@@ -152,6 +155,11 @@ pub enum Violation {
         /// The declared capacity.
         capacity: u32,
     },
+    /// The peer gave back more window bytes than we had sent and not yet had credited.
+    ByteCreditOverflow {
+        /// Bytes we had in flight.
+        in_flight: u64,
+    },
     /// A frame that makes no sense in this state (data after end, a second ack, ...).
     Unexpected(&'static str),
 }
@@ -165,6 +173,9 @@ impl fmt::Display for Violation {
             Violation::NoCredit => f.write_str("data sent without credit"),
             Violation::CreditOverflow { capacity } => {
                 write!(f, "credit beyond the declared capacity {capacity}")
+            }
+            Violation::ByteCreditOverflow { in_flight } => {
+                write!(f, "byte credit beyond the {in_flight} bytes in flight")
             }
             Violation::Unexpected(what) => write!(f, "unexpected {what}"),
         }

@@ -155,6 +155,7 @@ mod tests {
             Frame::Credit {
                 mux: MuxId(3),
                 credits: 1,
+                bytes: 1,
             },
             Frame::End {
                 mux: MuxId(3),

@@ -13,9 +13,9 @@
 //!             └────────────────────────▶ Cancelled(cause)           (+ Error or End(error) frame)
 //! ```
 //!
-//! The caller may send input as soon as it has opened: `in_cap` in the `Open` frame is both the
-//! callee's buffer and the caller's initial credit, so the callee never has to grant anything
-//! before the first message. Liveness: the caller pings an open stream every `ping_interval`; each
+//! The caller may send input as soon as it has opened: `in_cap` and `in_window` in the `Open`
+//! frame are both the callee's buffer and the caller's initial credit (messages and bytes), so the
+//! callee never has to grant anything before the first message. Liveness: the caller pings an open stream every `ping_interval`; each
 //! side treats *any* frame from the other as a sign of life, and gives up after
 //! `liveness_timeout` of silence. Pings are answered by the connection reader, so a slow consumer
 //! never makes a healthy stream look dead.
@@ -28,13 +28,24 @@ use crate::ids::MuxId;
 
 use super::flow::{Ended, RecvHalf, SendHalf};
 use super::unary::{cause_of, deadline_ms};
-use super::{CancelCause, MuxError, SendRejected, Violation};
+use super::{CancelCause, MuxError, SendRefusal, SendRejected, Violation};
 
 /// What a stream's consumer gets when it asks for the next message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecvItem {
     /// The next message.
     Item(Payload),
+    /// The direction is over: `Ok` for a clean end, else why. Returned again on every later call.
+    End(Result<(), MuxError>),
+    /// Nothing yet: wait for the next inbound frame.
+    Empty,
+}
+
+/// What a stream's consumer gets when it asks for the next chunk of messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecvChunk {
+    /// This many messages were moved into the consumer's buffer.
+    Items(usize),
     /// The direction is over: `Ok` for a clean end, else why. Returned again on every later call.
     End(Result<(), MuxError>),
     /// Nothing yet: wait for the next inbound frame.
@@ -48,6 +59,10 @@ pub struct StreamParams {
     pub in_cap: u32,
     /// Callee→caller messages the caller buffers; at least 1.
     pub out_cap: u32,
+    /// Caller→callee payload bytes the callee buffers (ignored without `input`); at least 1.
+    pub in_window: u32,
+    /// Callee→caller payload bytes the caller buffers; at least 1.
+    pub out_window: u32,
     /// Whether the caller sends a stream of messages after the initial payload.
     pub input: bool,
     /// How long the whole stream may take; `None` for no deadline.
@@ -98,13 +113,13 @@ impl StreamCaller {
         params: StreamParams,
         now: Instant,
     ) -> (StreamCaller, Frame) {
-        let in_cap = if params.input {
-            params.in_cap.max(1)
+        let (in_cap, in_window) = if params.input {
+            (params.in_cap.max(1), params.in_window.max(1))
         } else {
-            0
+            (0, 0)
         };
-        let out_cap = params.out_cap.max(1);
-        let mut send = SendHalf::new(in_cap);
+        let (out_cap, out_window) = (params.out_cap.max(1), params.out_window.max(1));
+        let mut send = SendHalf::new(in_cap, in_window);
         if !params.input {
             send.close();
         }
@@ -114,6 +129,8 @@ impl StreamCaller {
             deadline_ms: params.timeout.map_or(0, deadline_ms),
             in_cap,
             out_cap,
+            in_window,
+            out_window,
             input: params.input,
             payload,
         };
@@ -122,7 +139,7 @@ impl StreamCaller {
             acked: false,
             input: params.input,
             send,
-            recv: RecvHalf::new(out_cap),
+            recv: RecvHalf::new(out_cap, out_window),
             deadline: params.timeout.and_then(|t| now.checked_add(t)),
             ping: params
                 .ping_interval
@@ -217,7 +234,7 @@ impl StreamCaller {
             Frame::Credit { .. } if !self.input => {
                 Err(Violation::Unexpected("credit on a stream without input"))
             }
-            Frame::Credit { credits, .. } => self.send.grant(credits),
+            Frame::Credit { credits, bytes, .. } => self.send.grant(credits, bytes),
             Frame::Error { error, .. } => {
                 self.fail(MuxError::Remote(error));
                 Ok(())
@@ -253,19 +270,64 @@ impl StreamCaller {
         if let Some(MuxError::Cancelled) = self.failure {
             return RecvItem::End(Err(MuxError::Cancelled));
         }
-        let (item, credit) = self.recv.pop(self.mux);
-        if let Some(item) = item {
-            if let (Some(f), None) = (credit, &self.failure) {
-                self.outbox.push_back(f);
-            }
-            return RecvItem::Item(item);
+        let before = self.outbox.len();
+        let item = self.recv.pop(self.mux, &mut self.outbox);
+        if self.failure.is_some() {
+            // Over: the callee will send nothing more, credit would be wasted.
+            self.outbox.truncate(before);
         }
+        match item {
+            Some(item) => RecvItem::Item(item),
+            None => match self.end_of_output() {
+                Some(end) => RecvItem::End(end),
+                None => RecvItem::Empty,
+            },
+        }
+    }
+
+    /// Moves the next chunk of messages (at most half of either window) into `out`, counting the
+    /// chunk taken before as consumed; or the end. May queue a `Credit` frame for the callee.
+    pub fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk {
+        if let Some(MuxError::Cancelled) = self.failure {
+            return RecvChunk::End(Err(MuxError::Cancelled));
+        }
+        let before = self.outbox.len();
+        let n = self.recv.take_chunk(self.mux, out, &mut self.outbox);
+        if self.failure.is_some() {
+            self.outbox.truncate(before);
+        }
+        if n > 0 {
+            return RecvChunk::Items(n);
+        }
+        match self.end_of_output() {
+            Some(end) => RecvChunk::End(end),
+            None => RecvChunk::Empty,
+        }
+    }
+
+    /// How the output ended, once every message before the end was taken.
+    fn end_of_output(&self) -> Option<Result<(), MuxError>> {
         match (self.recv.end_if_drained(), &self.failure) {
-            (Some(Ended::Clean), _) => RecvItem::End(Ok(())),
-            (Some(Ended::Error(rec)), _) => RecvItem::End(Err(MuxError::Remote(rec.clone()))),
-            (None, Some(err)) => RecvItem::End(Err(err.clone())),
-            (None, None) => RecvItem::Empty,
+            (Some(Ended::Clean), _) => Some(Ok(())),
+            (Some(Ended::Error(rec)), _) => Some(Err(MuxError::Remote(rec.clone()))),
+            (None, Some(err)) => Some(Err(err.clone())),
+            (None, None) => None,
         }
+    }
+
+    /// Whether one input message may be sent now (credit in both windows).
+    ///
+    /// # Errors
+    /// `NoCredit` until the callee grants more; `Closed` once input ended or the stream is over.
+    pub fn send_ready(&self) -> Result<(), SendRefusal> {
+        self.send.ready()
+    }
+
+    /// Takes the credit for one input message of `len` payload bytes and returns its sequence
+    /// number, for a `Data` frame the caller builds itself; only after
+    /// [`send_ready`](Self::send_ready) said yes.
+    pub fn spend(&mut self, len: usize) -> u32 {
+        self.send.spend(len)
     }
 
     /// Sends one input message: the `Data` frame, or the payload handed back.
@@ -378,10 +440,14 @@ pub struct OpenRequest {
     pub mux: MuxId,
     /// Relative deadline in ms, 0 for none.
     pub deadline_ms: u32,
-    /// Caller→callee buffer.
+    /// Caller→callee buffer, in messages.
     pub in_cap: u32,
-    /// Callee→caller buffer.
+    /// Callee→caller buffer, in messages.
     pub out_cap: u32,
+    /// Caller→callee buffer, in payload bytes.
+    pub in_window: u32,
+    /// Callee→caller buffer, in payload bytes.
+    pub out_window: u32,
     /// Whether the caller sends input.
     pub input: bool,
 }
@@ -406,6 +472,12 @@ impl StreamCallee {
                 "out_cap must be at least 1".into(),
             ));
         }
+        if open.out_window == 0 {
+            return Err(refuse(
+                ErrorCode::Protocol,
+                "out_window must be at least 1".into(),
+            ));
+        }
         if open.in_cap > limits.max_in_cap {
             return Err(refuse(
                 ErrorCode::TooLarge,
@@ -418,10 +490,18 @@ impl StreamCallee {
                 "input stream with in_cap 0".into(),
             ));
         }
+        if open.input && open.in_window == 0 {
+            return Err(refuse(
+                ErrorCode::Protocol,
+                "input stream with in_window 0".into(),
+            ));
+        }
         let callee = StreamCallee {
             mux: open.mux,
-            send: SendHalf::new(open.out_cap),
-            recv: open.input.then(|| RecvHalf::new(open.in_cap)),
+            send: SendHalf::new(open.out_cap, open.out_window),
+            recv: open
+                .input
+                .then(|| RecvHalf::new(open.in_cap, open.in_window)),
             deadline: (open.deadline_ms > 0)
                 .then(|| now + Duration::from_millis(open.deadline_ms.into())),
             liveness_timeout: limits.liveness_timeout,
@@ -504,7 +584,7 @@ impl StreamCallee {
             (Frame::Data { .. } | Frame::End { .. }, None) => {
                 Err(Violation::Unexpected("input on a stream without input"))
             }
-            (Frame::Credit { credits, .. }, _) => self.send.grant(credits),
+            (Frame::Credit { credits, bytes, .. }, _) => self.send.grant(credits, bytes),
             (Frame::Cancel { reason, .. }, _) => {
                 self.cancel(cause_of(reason));
                 Ok(())
@@ -545,18 +625,76 @@ impl StreamCallee {
         let Some(recv) = self.recv.as_mut() else {
             return RecvItem::End(Ok(()));
         };
-        let (item, credit) = recv.pop(self.mux);
-        if let Some(item) = item {
-            if let (Some(f), false) = (credit, self.finished) {
-                self.outbox.push_back(f);
-            }
-            return RecvItem::Item(item);
+        let before = self.outbox.len();
+        let item = recv.pop(self.mux, &mut self.outbox);
+        if self.finished {
+            // The handler is done: the caller's further input is not wanted.
+            self.outbox.truncate(before);
         }
-        match recv.end_if_drained() {
-            Some(Ended::Clean) => RecvItem::End(Ok(())),
-            Some(Ended::Error(rec)) => RecvItem::End(Err(MuxError::Remote(rec.clone()))),
-            None => RecvItem::Empty,
+        match item {
+            Some(item) => RecvItem::Item(item),
+            None => match self.end_of_input() {
+                Some(end) => RecvItem::End(end),
+                None => RecvItem::Empty,
+            },
         }
+    }
+
+    /// Moves the next chunk of input messages (at most half of either window) into `out`,
+    /// counting the chunk taken before as consumed; or the end of input. May queue a `Credit`
+    /// frame.
+    pub fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk {
+        if self.cancelled.is_some() {
+            return RecvChunk::End(Err(MuxError::Cancelled));
+        }
+        let Some(recv) = self.recv.as_mut() else {
+            return RecvChunk::End(Ok(()));
+        };
+        let before = self.outbox.len();
+        let n = recv.take_chunk(self.mux, out, &mut self.outbox);
+        if self.finished {
+            self.outbox.truncate(before);
+        }
+        if n > 0 {
+            return RecvChunk::Items(n);
+        }
+        match self.end_of_input() {
+            Some(end) => RecvChunk::End(end),
+            None => RecvChunk::Empty,
+        }
+    }
+
+    /// The consumer of the input let go of the chunk it took (it stopped reading): the chunk
+    /// counts as consumed.
+    pub fn release_taken(&mut self) {
+        if self.is_terminal() {
+            return;
+        }
+        if let Some(recv) = self.recv.as_mut() {
+            recv.release_taken(self.mux, &mut self.outbox);
+        }
+    }
+
+    fn end_of_input(&self) -> Option<Result<(), MuxError>> {
+        match self.recv.as_ref()?.end_if_drained()? {
+            Ended::Clean => Some(Ok(())),
+            Ended::Error(rec) => Some(Err(MuxError::Remote(rec.clone()))),
+        }
+    }
+
+    /// Whether one output message may be sent now (credit in both windows).
+    ///
+    /// # Errors
+    /// `NoCredit` until the caller grants more; `Closed` once the stream is over.
+    pub fn send_ready(&self) -> Result<(), SendRefusal> {
+        self.send.ready()
+    }
+
+    /// Takes the credit for one output message of `len` payload bytes and returns its sequence
+    /// number, for a `Data` frame the callee builds itself; only after
+    /// [`send_ready`](Self::send_ready) said yes.
+    pub fn spend(&mut self, len: usize) -> u32 {
+        self.send.spend(len)
     }
 
     /// Sends one output message: the `Data` frame, or the payload handed back.

@@ -12,10 +12,13 @@ use crate::mux::{CancelCause, MuxError, SendRefusal, Violation};
 
 const MUX: MuxId = MuxId(1);
 
+/// Message caps only: byte windows as large as the protocol allows.
 fn params(out_cap: u32, input: Option<u32>) -> StreamParams {
     StreamParams {
         in_cap: input.unwrap_or(0),
         out_cap,
+        in_window: u32::MAX,
+        out_window: u32::MAX,
         input: input.is_some(),
         timeout: None,
         ping_interval: None,
@@ -61,6 +64,8 @@ impl Pair {
             deadline_ms,
             in_cap,
             out_cap,
+            in_window,
+            out_window,
             input,
             ..
         } = open
@@ -72,6 +77,8 @@ impl Pair {
             deadline_ms,
             in_cap,
             out_cap,
+            in_window,
+            out_window,
             input,
         };
         let (callee, ack) = StreamCallee::accept(req, limits(), now).expect("accepted");
@@ -179,6 +186,316 @@ fn ten_thousand_items_capacity_1_slow_consumer() {
 #[test]
 fn ten_thousand_items_capacity_100_slow_consumer() {
     n_items_then_end_with_slow_consumer(10_000, 100);
+}
+
+/// How the consumer of [`windowed_stream`] takes what arrived.
+#[derive(Debug, Clone, Copy)]
+enum Take {
+    /// One message per call (`poll_recv`).
+    One,
+    /// A chunk per call (`poll_recv_chunk`), consumed before the next call.
+    Chunk,
+}
+
+fn sized(i: usize, len: usize) -> Payload {
+    let mut v = vec![0u8; len];
+    for (k, b) in v.iter_mut().enumerate() {
+        *b = (i + k) as u8;
+    }
+    Some(Bytes::from(v))
+}
+
+/// A server stream of messages of the given sizes through a byte window, consumed every
+/// `every`-th round: every message arrives once, in order, then the end; the receiver never
+/// holds more than the windows allow; the stream never stalls.
+fn windowed_stream(sizes: &[usize], cap: u32, window: u32, take: Take, every: u64) {
+    let mut p = params(cap, None);
+    p.out_window = window;
+    let mut pair = Pair::open(p);
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let (mut sent, mut got, mut ended, mut round) = (0, Vec::new(), false, 0u64);
+    let mut chunk = VecDeque::new();
+    while !ended {
+        round += 1;
+        while sent < sizes.len() && pair.callee_send(sized(sent, sizes[sent])) {
+            sent += 1;
+        }
+        if sent == sizes.len() && !pair.callee.is_terminal() {
+            let end = pair.callee.finish(Ok(())).expect("handler finished");
+            pair.to_caller.push_back(end);
+        }
+        pair.pump();
+        assert!(
+            pair.caller.queued() <= cap as usize,
+            "more messages than the cap"
+        );
+        assert!(
+            pair.caller.buffered_bytes() < window as usize + largest,
+            "round {round}: {} bytes buffered, window {window}",
+            pair.caller.buffered_bytes()
+        );
+        if round % every == 0 {
+            match take {
+                Take::One => match pair.caller.poll_recv() {
+                    RecvItem::Item(p) => got.push(p),
+                    RecvItem::End(Ok(())) => ended = true,
+                    // The credit for the last message is still on its way.
+                    RecvItem::Empty => {}
+                    other => panic!("round {round}: {other:?} after {} items", got.len()),
+                },
+                Take::Chunk => match pair.caller.poll_recv_chunk(&mut chunk) {
+                    RecvChunk::Items(n) => {
+                        assert_eq!(n, chunk.len());
+                        got.extend(chunk.drain(..));
+                    }
+                    RecvChunk::End(Ok(())) => ended = true,
+                    RecvChunk::Empty => {}
+                    other => panic!("round {round}: {other:?} after {} items", got.len()),
+                },
+            }
+        }
+        assert!(
+            round < 10 * sizes.len() as u64 + 100,
+            "stream stalled after {} of {} items",
+            got.len(),
+            sizes.len()
+        );
+    }
+    assert_eq!(got.len(), sizes.len(), "every message once");
+    for (i, p) in got.iter().enumerate() {
+        assert_eq!(*p, sized(i, sizes[i]), "message {i} in order and intact");
+    }
+    assert_eq!(pair.caller.buffered_bytes(), 0, "nothing left charged");
+}
+
+/// Sizes from zero up to several windows, in a repeating pattern.
+fn mixed_sizes(n: usize, window: usize) -> Vec<usize> {
+    (0..n)
+        .map(|i| match i % 7 {
+            0 => 0,
+            1 => 1,
+            2 => window / 3,
+            3 => window,
+            4 => 3 * window + 1,
+            5 => window - 1,
+            _ => 17,
+        })
+        .collect()
+}
+
+#[test]
+fn messages_larger_than_the_byte_window_arrive_whole_and_in_order() {
+    for take in [Take::One, Take::Chunk] {
+        windowed_stream(&[200; 300], 64, 50, take, 1);
+        windowed_stream(&mixed_sizes(700, 100), 64, 100, take, 3);
+    }
+}
+
+#[test]
+fn a_byte_window_of_one_sends_one_message_at_a_time() {
+    let mut p = params(100, None);
+    p.out_window = 1;
+    let mut pair = Pair::open(p);
+    pair.pump();
+    assert!(pair.callee_send(sized(0, 5)));
+    assert!(!pair.callee_send(sized(1, 5)), "5 bytes in flight >= 1");
+    for take in [Take::One, Take::Chunk] {
+        windowed_stream(&[5; 200], 100, 1, take, 1);
+        windowed_stream(&mixed_sizes(300, 1), 100, 1, take, 2);
+    }
+}
+
+#[test]
+fn a_message_cap_of_one_with_a_byte_window_flows() {
+    for take in [Take::One, Take::Chunk] {
+        windowed_stream(&mixed_sizes(500, 64), 1, 64, take, 2);
+    }
+}
+
+#[test]
+fn zero_length_messages_flow_within_the_message_cap() {
+    for take in [Take::One, Take::Chunk] {
+        windowed_stream(&[0; 1000], 8, 1, take, 1);
+        windowed_stream(&[0; 1000], 8, 1 << 20, take, 4);
+    }
+}
+
+#[test]
+fn a_slow_consumer_with_byte_windows_gets_everything_once() {
+    for take in [Take::One, Take::Chunk] {
+        windowed_stream(&[64; 5000], 4096, 1 << 12, take, 5);
+        windowed_stream(&mixed_sizes(3000, 1000), 16, 1000, take, 7);
+    }
+}
+
+#[test]
+fn a_chunk_is_charged_until_the_consumer_comes_back_for_more() {
+    let mut p = params(100, None);
+    p.out_window = 1000;
+    let mut pair = Pair::open(p);
+    for i in 0..10 {
+        assert!(pair.callee_send(sized(i, 10)));
+    }
+    pair.pump();
+    let mut chunk = VecDeque::new();
+    assert_eq!(
+        pair.caller.poll_recv_chunk(&mut chunk),
+        RecvChunk::Items(10)
+    );
+    assert_eq!(pair.caller.buffered_bytes(), 100, "taken, not yet consumed");
+    assert_eq!(
+        pair.caller.poll_transmit(),
+        None,
+        "no credit before consumption"
+    );
+    chunk.clear();
+    assert_eq!(pair.caller.poll_recv_chunk(&mut chunk), RecvChunk::Empty);
+    assert_eq!(pair.caller.buffered_bytes(), 0);
+    assert_eq!(
+        pair.caller.poll_transmit(),
+        None,
+        "10 of 100 messages and 100 of 1000 bytes: not yet half a window"
+    );
+}
+
+#[test]
+fn cancel_with_a_chunk_taken_ends_at_once_and_charges_nothing() {
+    let mut pair = Pair::open(params(10, None));
+    for i in 0..4 {
+        assert!(pair.callee_send(item(i)));
+    }
+    pair.pump();
+    let mut chunk = VecDeque::new();
+    assert_eq!(pair.caller.poll_recv_chunk(&mut chunk), RecvChunk::Items(4));
+    assert!(pair.caller.cancel().is_some());
+    assert_eq!(pair.caller.buffered_bytes(), 0);
+    chunk.clear();
+    assert_eq!(
+        pair.caller.poll_recv_chunk(&mut chunk),
+        RecvChunk::End(Err(MuxError::Cancelled))
+    );
+}
+
+#[test]
+fn a_disconnect_after_a_chunk_delivers_the_rest_then_disconnected() {
+    let mut pair = Pair::open(params(100, None));
+    for i in 0..30 {
+        assert!(pair.callee_send(item(i)));
+    }
+    pair.pump();
+    let mut chunk = VecDeque::new();
+    let mut got = Vec::new();
+    assert!(matches!(
+        pair.caller.poll_recv_chunk(&mut chunk),
+        RecvChunk::Items(_)
+    ));
+    got.extend(chunk.drain(..));
+    pair.caller.disconnect();
+    loop {
+        match pair.caller.poll_recv_chunk(&mut chunk) {
+            RecvChunk::Items(_) => got.extend(chunk.drain(..)),
+            RecvChunk::End(end) => {
+                assert_eq!(end, Err(MuxError::Disconnected));
+                break;
+            }
+            RecvChunk::Empty => panic!("a disconnected stream is never merely empty"),
+        }
+    }
+    assert_eq!(got, (0..30).map(item).collect::<Vec<_>>());
+    assert_eq!(
+        pair.caller.poll_transmit(),
+        None,
+        "no credit to a dead link"
+    );
+}
+
+#[test]
+fn two_way_input_with_byte_windows_and_chunks() {
+    let mut p = params(4, Some(16));
+    p.in_window = 100;
+    let mut pair = Pair::open(p);
+    let sizes = mixed_sizes(400, 100);
+    let (mut next, mut seen, mut chunk) = (0, Vec::new(), VecDeque::new());
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds < 10_000, "stalled after {} items", seen.len());
+        while next < sizes.len() {
+            match pair.caller.send(sized(next, sizes[next])) {
+                Ok(f) => {
+                    pair.to_callee.push_back(f);
+                    next += 1;
+                }
+                Err(rej) => {
+                    assert_eq!(rej.reason, SendRefusal::NoCredit);
+                    break;
+                }
+            }
+        }
+        if next == sizes.len() {
+            if let Some(end) = pair.caller.finish() {
+                pair.to_callee.push_back(end);
+            }
+        }
+        pair.pump();
+        match pair.callee.poll_recv_chunk(&mut chunk) {
+            RecvChunk::Items(_) => seen.extend(chunk.drain(..)),
+            RecvChunk::End(Ok(())) => break,
+            RecvChunk::Empty => {}
+            other => panic!("{other:?}"),
+        }
+        pair.pump();
+    }
+    assert_eq!(seen.len(), sizes.len());
+    assert!(seen
+        .iter()
+        .enumerate()
+        .all(|(i, p)| *p == sized(i, sizes[i])));
+}
+
+#[test]
+fn data_past_the_byte_window_is_a_violation_of_that_stream() {
+    let mut p = params(100, None);
+    p.out_window = 10;
+    let mut pair = Pair::open(p);
+    pair.pump();
+    pair.caller.handle_frame(
+        Frame::Data {
+            mux: MUX,
+            seq: 0,
+            payload: sized(0, 10),
+        },
+        pair.now,
+    );
+    pair.caller.handle_frame(
+        Frame::Data {
+            mux: MUX,
+            seq: 1,
+            payload: Some(Bytes::new()),
+        },
+        pair.now,
+    );
+    assert_eq!(pair.caller.poll_recv(), RecvItem::Item(sized(0, 10)));
+    assert_eq!(
+        pair.caller.poll_recv(),
+        RecvItem::End(Err(MuxError::Protocol(Violation::NoCredit)))
+    );
+}
+
+#[test]
+fn byte_credit_beyond_what_was_sent_ends_the_stream() {
+    let mut pair = Pair::open(params(2, None));
+    pair.pump();
+    assert!(pair.callee_send(item(0)));
+    pair.callee.handle_frame(
+        Frame::Credit {
+            mux: MUX,
+            credits: 1,
+            bytes: 5,
+        },
+        pair.now,
+    );
+    assert_eq!(pair.callee.cancelled(), Some(CancelCause::Protocol));
 }
 
 #[test]
@@ -375,6 +692,7 @@ fn credit_overflow_at_the_callee_ends_the_stream_with_an_error_end() {
         Frame::Credit {
             mux: MUX,
             credits: 5,
+            bytes: 0,
         },
         pair.now,
     );
@@ -458,6 +776,8 @@ fn pings_keep_a_slow_stream_alive_and_silence_kills_it() {
             deadline_ms: 0,
             in_cap: 0,
             out_cap: 1,
+            in_window: 0,
+            out_window: 1,
             input: false,
         };
         let l = CalleeLimits {
@@ -506,6 +826,8 @@ fn callee_refuses_capacities_over_its_limit() {
         deadline_ms: 0,
         in_cap: 1001,
         out_cap: 1,
+        in_window: 1,
+        out_window: 1,
         input: true,
     };
     let err = StreamCallee::accept(req, limits(), Instant::now()).expect_err("refused");
@@ -515,9 +837,27 @@ fn callee_refuses_capacities_over_its_limit() {
         deadline_ms: 0,
         in_cap: 0,
         out_cap: 0,
+        in_window: 0,
+        out_window: 1,
         input: false,
     };
     assert!(StreamCallee::accept(req, limits(), Instant::now()).is_err());
+    for (in_window, out_window) in [(1, 0), (0, 1)] {
+        let req = OpenRequest {
+            mux: MUX,
+            deadline_ms: 0,
+            in_cap: 1,
+            out_cap: 1,
+            in_window,
+            out_window,
+            input: true,
+        };
+        let err = StreamCallee::accept(req, limits(), Instant::now()).expect_err("refused");
+        assert!(
+            matches!(err, Frame::Error { ref error, .. } if error.code == ErrorCode::Protocol),
+            "windows {in_window}/{out_window}: {err:?}"
+        );
+    }
 }
 
 #[test]

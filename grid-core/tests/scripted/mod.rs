@@ -113,7 +113,8 @@ pub fn cancel(mux: MuxId) -> Frame {
     }
 }
 
-/// A stream `Open` to `handler` with no deadline; `in_cap == 0` means no input stream.
+/// A stream `Open` to `handler` with no deadline; `in_cap == 0` means no input stream. The byte
+/// windows are as large as the protocol allows, so the message caps are what bind.
 pub fn open(mux: MuxId, handler: HandlerSpec, in_cap: u32, out_cap: u32) -> Frame {
     Frame::Open {
         mux,
@@ -124,6 +125,8 @@ pub fn open(mux: MuxId, handler: HandlerSpec, in_cap: u32, out_cap: u32) -> Fram
         deadline_ms: 0,
         in_cap,
         out_cap,
+        in_window: if in_cap > 0 { u32::MAX } else { 0 },
+        out_window: u32::MAX,
         input: in_cap > 0,
         payload: Some(Bytes::new()),
     }

@@ -411,6 +411,8 @@ impl<H: Handles> ConnCore<H> {
                 deadline_ms,
                 in_cap,
                 out_cap,
+                in_window,
+                out_window,
                 input,
                 payload,
                 ..
@@ -421,6 +423,8 @@ impl<H: Handles> ConnCore<H> {
                     deadline_ms,
                     in_cap,
                     out_cap,
+                    in_window,
+                    out_window,
                     input,
                 };
                 let liveness = self.limits.stream_liveness_timeout;

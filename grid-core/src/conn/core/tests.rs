@@ -84,6 +84,8 @@ impl Harness {
             deadline_ms: 0,
             in_cap,
             out_cap: 4,
+            in_window: if in_cap > 0 { 1 << 20 } else { 0 },
+            out_window: 1 << 20,
             input: in_cap > 0,
             payload: None,
         })

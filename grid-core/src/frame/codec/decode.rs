@@ -67,12 +67,12 @@ const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
     let sub_min = if subroute { 1 } else { 0 };
     match op {
         Op::Request => (8 + sub_min, !payload && !subroute),
-        Op::Open => (16 + sub_min, !payload && !subroute),
+        Op::Open => (24 + sub_min, !payload && !subroute),
         Op::Response if error => (ERROR_CODE_LEN, false),
         Op::Response => (0, !payload),
         Op::Ack => (0, true),
         Op::Data => (4, !payload),
-        Op::Credit => (4, true),
+        Op::Credit => (8, true),
         Op::End if error => (4 + ERROR_CODE_LEN, false),
         Op::End => (4, true),
         Op::Error | Op::GoAway => (ERROR_CODE_LEN, false),
@@ -428,6 +428,11 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             if !input && in_cap != 0 {
                 return Err(b.bad_field("in_cap"));
             }
+            let in_window = b.u32()?;
+            let out_window = b.u32()?;
+            if !input && in_window != 0 {
+                return Err(b.bad_field("in_window"));
+            }
             let subroute = b.subroute(fl)?;
             Frame::Open {
                 mux,
@@ -435,6 +440,8 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
                 deadline_ms,
                 in_cap,
                 out_cap,
+                in_window,
+                out_window,
                 input,
                 payload: b.payload(fl)?,
             }
@@ -445,10 +452,18 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             seq: b.u32()?,
             payload: b.payload(fl)?,
         },
-        Op::Credit => match b.u32()? {
-            0 => return Err(b.bad_field("credits")),
-            credits => Frame::Credit { mux, credits },
-        },
+        Op::Credit => {
+            let credits = b.u32()?;
+            let bytes = b.u32()?;
+            if credits == 0 && bytes == 0 {
+                return Err(b.bad_field("credits"));
+            }
+            Frame::Credit {
+                mux,
+                credits,
+                bytes,
+            }
+        }
         Op::End => {
             let seq = b.u32()?;
             let error = if fl & flags::ERROR != 0 {

@@ -110,10 +110,10 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Request { route, payload, .. } => 8 + subroute_len(route) + payload_len(payload),
         Frame::Response { result: Ok(p), .. } => payload_len(p),
         Frame::Response { result: Err(e), .. } => record_len(e),
-        Frame::Open { route, payload, .. } => 16 + subroute_len(route) + payload_len(payload),
+        Frame::Open { route, payload, .. } => 24 + subroute_len(route) + payload_len(payload),
         Frame::Ack { .. } => 0,
         Frame::Data { payload, .. } => 4 + payload_len(payload),
-        Frame::Credit { .. } => 4,
+        Frame::Credit { .. } => 8,
         Frame::End { error, .. } => 4 + error.as_ref().map_or(0, record_len),
         Frame::Error { error, .. } | Frame::GoAway { error } => record_len(error),
         Frame::Cancel { .. } => 1,
@@ -199,6 +199,8 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             deadline_ms,
             in_cap,
             out_cap,
+            in_window,
+            out_window,
             payload,
             ..
         } => {
@@ -206,6 +208,8 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(*deadline_ms);
             dst.put_u32(*in_cap);
             dst.put_u32(*out_cap);
+            dst.put_u32(*in_window);
+            dst.put_u32(*out_window);
             put_subroute(route, dst);
             put_payload(payload, dst);
         }
@@ -214,7 +218,10 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(*seq);
             put_payload(payload, dst);
         }
-        Frame::Credit { credits, .. } => dst.put_u32(*credits),
+        Frame::Credit { credits, bytes, .. } => {
+            dst.put_u32(*credits);
+            dst.put_u32(*bytes);
+        }
         Frame::End { seq, error, .. } => {
             dst.put_u32(*seq);
             if let Some(record) = error {

@@ -404,7 +404,7 @@ fn handler_zero() {
 
 #[test]
 fn open_handler_zero() {
-    let frame = raw(Op::Open as u8, 0, 1, &[0; 16]);
+    let frame = raw(Op::Open as u8, 0, 1, &[0; 24]);
     assert_eq!(decode_one(&frame), bad_field(Op::Open, "handler"));
 }
 
@@ -418,16 +418,64 @@ fn unknown_cancel_reason() {
 
 #[test]
 fn credit_of_zero() {
-    let frame = raw(Op::Credit as u8, 0, 1, &[0; 4]);
+    let frame = raw(Op::Credit as u8, 0, 1, &[0; 8]);
     assert_eq!(decode_one(&frame), bad_field(Op::Credit, "credits"));
+}
+
+#[test]
+fn credit_of_bytes_without_messages_is_valid() {
+    // The rest of a byte credit too large for one frame.
+    let frame = raw(Op::Credit as u8, 0, 1, &[0, 0, 0, 0, 0, 0, 0, 9]);
+    assert_eq!(
+        decode_one(&frame),
+        Ok(Frame::Credit {
+            mux: MuxId(1),
+            credits: 0,
+            bytes: 9
+        })
+    );
+}
+
+#[test]
+fn credit_of_messages_without_bytes_is_valid() {
+    // Zero-length items give back message credit and no bytes.
+    let frame = raw(Op::Credit as u8, 0, 1, &[0, 0, 0, 3, 0, 0, 0, 0]);
+    assert_eq!(
+        decode_one(&frame),
+        Ok(Frame::Credit {
+            mux: MuxId(1),
+            credits: 3,
+            bytes: 0
+        })
+    );
+}
+
+#[test]
+fn credit_with_the_old_four_byte_body() {
+    let frame = raw(Op::Credit as u8, 0, 1, &[0, 0, 0, 1]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadLength {
+            op: Op::Credit,
+            len: 4
+        })
+    );
 }
 
 #[test]
 fn open_without_input_but_in_cap() {
     let mut body = CALL.to_vec();
-    body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1]);
+    body.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1]);
     let frame = raw(Op::Open as u8, flags::END, 1, &body);
     assert_eq!(decode_one(&frame), bad_field(Op::Open, "in_cap"));
+}
+
+#[test]
+fn open_without_input_but_in_window() {
+    let mut body = CALL.to_vec();
+    body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 1]);
+    let frame = raw(Op::Open as u8, flags::END, 1, &body);
+    assert_eq!(decode_one(&frame), bad_field(Op::Open, "in_window"));
 }
 
 #[test]
@@ -545,6 +593,7 @@ fn invalid_frames_are_encoded_as_given() {
     let frame = Frame::Credit {
         mux: MuxId(0),
         credits: 0,
+        bytes: 0,
     };
     let msg = encode_batch(&[frame], false);
     assert_eq!(
