@@ -19,12 +19,6 @@ const STREAM: HandlerSpec = HandlerSpec::named("Bench.stream");
 const BIDI: HandlerSpec = HandlerSpec::named("Bench.bidi");
 const IDLE: HandlerSpec = HandlerSpec::named("Bench.idle");
 
-/// Output credits the caller grants a server stream: 1024 × 64 B = 64 KiB, tonic's (h2's)
-/// default stream window.
-const OUT_CAPACITY: u32 = 1024;
-/// Input credits of the two-way stream.
-const IN_CAPACITY: u32 = 1024;
-
 const SECRET: &str = "bench-secret";
 
 fn gone(e: grid::Error) -> RemoteError {
@@ -95,10 +89,8 @@ fn echo_fn(conn: Connection) -> EchoFn {
 }
 
 async fn server_stream(conn: Connection, n: u64) -> Result<u64, String> {
-    let opts = StreamOptions {
-        out_capacity: OUT_CAPACITY,
-        ..StreamOptions::default()
-    };
+    // The defaults, as every system here runs with its own.
+    let opts = StreamOptions::default();
     let mut s = conn
         .open_stream(STREAM.id, Bytes::copy_from_slice(&n.to_be_bytes()), opts)
         .await
@@ -112,11 +104,7 @@ async fn server_stream(conn: Connection, n: u64) -> Result<u64, String> {
 }
 
 async fn bidi(conn: Connection, n: u64) -> Result<u64, String> {
-    let opts = StreamOptions {
-        in_capacity: IN_CAPACITY,
-        out_capacity: OUT_CAPACITY,
-        ..StreamOptions::default()
-    };
+    let opts = StreamOptions::two_way();
     let s = conn
         .open_stream(BIDI.id, Bytes::new(), opts)
         .await

@@ -1,9 +1,13 @@
 //! The tasks that drive one live socket, each a thin loop around the session:
 //!
-//! - the **writer** owns the socket's sink and is the only task that writes; it packs whatever is
-//!   queued into one WebSocket message, control frames first;
+//! - the **writer** owns the socket's sink and is the only task that writes; it takes what is
+//!   queued a batch at a time (a run of frames the producers encoded in place, sent as it is, or
+//!   small frames packed together, control frames first), and flushes once nothing more is
+//!   queued;
 //! - the **reader** owns the socket's stream, decodes each batch, hands every frame to the core
-//!   and spawns the calls it admits, without awaiting anything a user task can fill;
+//!   (the `Data` frames of one stream that arrived back to back as one run: one lookup, one lock
+//!   of the stream, one wake) and spawns the calls it admits, without awaiting anything a user
+//!   task can fill;
 //! - the **timer** task serves stream deadlines, pings and liveness checks;
 //! - the **keepalive** task sends connection pings and closes the session when it is stuck.
 //!
@@ -22,7 +26,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::watchdog::Watchdog;
 use super::Ws;
-use crate::frame::{BatchDecoder, BatchEncoder, MAX_FRAMES_PER_BATCH};
+use crate::frame::{BatchDecoder, Frame};
 use crate::handler::Registry;
 use crate::ids::MuxId;
 
@@ -87,32 +91,35 @@ async fn write_batches(
     loop {
         // Several calls in flight means more frames are about to be queued.
         let busy = session.activity() > 1;
-        let Some(mut batch) = session
-            .next_batch(cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH)
-            .await
-        else {
+        let Some(mut batch) = session.next_batch(cfg.max_batch_bytes).await else {
             break;
         };
         // A busy connection with a short batch: let the tasks that are runnable right now
         // (callers woken by the last responses, handlers spawned by the last requests) queue
         // their frames first, then send them all in one message (MinIO's Gosched merge). An idle
         // connection sends a lone frame at once, without the yield's cost.
-        if busy && batch.frames.len() < 4 && batch.bytes < cfg.max_batch_bytes / 4 {
+        if busy && batch.frames < 4 && batch.len() < cfg.max_batch_bytes / 4 {
             tokio::task::yield_now().await;
-            session.top_up(&mut batch, cfg.max_batch_bytes, MAX_FRAMES_PER_BATCH);
+            session.top_up(&mut batch, cfg.max_batch_bytes);
         }
-        let mut enc = BatchEncoder::with_capacity(batch.bytes);
-        for f in &batch.frames {
-            enc.push_encoded(f);
-        }
-        let msg = enc.finish();
-        ConnStats::add(&session.stats.frames_out, batch.frames.len());
+        ConnStats::add(&session.stats.frames_out, batch.frames);
+        let msg = batch.finish();
         ConnStats::add(&session.stats.bytes_out, msg.len());
         ConnStats::add(&session.stats.messages_out, 1);
+        // Kept to take the buffer back once tungstenite has copied the message out.
+        let mine = msg.clone();
         // The keepalive task watches for a write that never ends (a peer that stopped reading).
         watchdog.write_begin();
-        let sent = sink.send(Message::Binary(msg)).await;
+        // Fed, not flushed, while more is queued: tungstenite writes to the socket as its
+        // buffer fills, and the flush comes when the queue is momentarily empty.
+        let mut sent = sink.feed(Message::Binary(msg)).await;
+        if sent.is_ok() && session.nothing_queued() {
+            sent = sink.flush().await;
+        }
         watchdog.write_end();
+        if let Ok(buf) = mine.try_into_mut() {
+            session.recycle(buf);
+        }
         if let Err(e) = sent {
             return session.close(CloseReason::library(CloseKind::Io(format!(
                 "write failed: {e}"
@@ -131,6 +138,7 @@ async fn read_loop(
     let cfg = session.config.clone();
     let limits = cfg.limits();
     let violation = |v| CloseReason::violation(v);
+    let mut run: Vec<Frame> = Vec::with_capacity(RUN_KEPT);
     loop {
         // Silence is detected by the keepalive task from the watchdog's stamps.
         let msg = match stream.next().await {
@@ -157,12 +165,23 @@ async fn read_loop(
             Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
         };
         let now = Instant::now();
+        ConnStats::add(&session.stats.frames_in, decoder.remaining());
         for frame in decoder {
             let frame = match frame {
                 Ok(f) => f,
                 Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
             };
-            ConnStats::add(&session.stats.frames_in, 1);
+            // A stream's data frames that arrived back to back go to it as one run.
+            if let Frame::Data { mux, .. } = &frame {
+                if run.first().is_some_and(|f| f.mux() != *mux) {
+                    session.dispatch_run(&mut run, now);
+                }
+                run.push(frame);
+                continue;
+            }
+            if !run.is_empty() {
+                session.dispatch_run(&mut run, now);
+            }
             if let Some(start) = session.dispatch(frame, now, &*registry) {
                 serve::spawn(&session, &registry, start);
             }
@@ -170,8 +189,19 @@ async fn read_loop(
                 return;
             }
         }
+        if !run.is_empty() {
+            session.dispatch_run(&mut run, now);
+        }
+        if session.is_closed() {
+            return;
+        }
+        // A burst's worth of room is not kept for an idle link.
+        run.shrink_to(RUN_KEPT);
     }
 }
+
+/// Frames of room the reader keeps for a run between messages.
+const RUN_KEPT: usize = 64;
 
 async fn timer_loop(session: Arc<Session>) {
     loop {

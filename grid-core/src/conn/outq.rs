@@ -8,26 +8,49 @@
 //! - The **data** lane (requests, responses, stream messages) is bounded in bytes; producers wait
 //!   for room. A single frame larger than the bound is admitted when the lane is empty.
 //!
-//! The writer drains control first, so pings and credits never wait behind bulk data, then packs
-//! as many data frames as fit into one batch. When the queue is empty the writer sleeps, and the
-//! first frame to arrive wakes it and goes out alone: an idle connection adds no latency.
+//! Data frames are encoded straight into the lane: the lane is a list of *runs*, each a buffer
+//! that starts with room for a batch header and holds frames back to back, at most one batch's
+//! worth ([`MAX_FRAMES_PER_BATCH`] frames, `max_batch_bytes`). A producer appends to the last run
+//! under the lane's lock ([`OutQueue::append`]), so a stream that sends many messages encodes them
+//! one after the other into one buffer, with no buffer per frame and no copy after. The writer
+//! takes a whole run as one WebSocket message, header patched in place. Only a `Request` or
+//! `Open` is queued as a frame of its own, so that a call given up before it was written can be
+//! taken back ([`OutQueue::retract`]).
+//!
+//! The writer drains control first, so pings and credits never wait behind bulk data, then takes
+//! data: a run as it is, or small runs and single frames copied into one batch. When the queue is
+//! empty the writer sleeps, and the first frame to arrive wakes it and goes out alone: an idle
+//! connection adds no latency. Producers wake the writer only when they make an empty queue
+//! non-empty (the writer takes everything there is before it sleeps again).
 //!
 //! Every queue belongs to exactly one socket and dies with it: nothing queued for an old socket
 //! is ever sent on a new one.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// Why [`OutQueue::push_data_with`] queued nothing.
+use crate::frame::{BATCH_HEADER_LEN, MAX_FRAMES_PER_BATCH, PROTOCOL_VERSION};
+
+/// A run smaller than this is copied into a batch with the frames around it rather than sent as
+/// a message of its own (a lone credit or response should not cost a write of its own).
+const COPY_RUN_MAX: usize = 16 << 10;
+
+/// The capacity a new run starts with when no spare buffer is at hand.
+const FIRST_RUN_CAPACITY: usize = 4 << 10;
+
+/// Why [`OutQueue::append`] queued nothing.
 #[derive(Debug)]
 pub(crate) enum Refused<E> {
     /// The socket is gone.
     Closed,
     /// The data lane is at its bound: wait for room.
     Full,
+    /// The lane holds twice its bound: the peer is not reading.
+    Stuck,
     /// The frame's maker refused.
     By(E),
 }
@@ -41,16 +64,62 @@ pub(crate) enum QueueError {
     Stuck,
 }
 
+/// How far past its bound an append may take the data lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// Only while the lane is under its bound ([`Refused::Full`] otherwise): producers that can
+    /// wait. The lane overshoots by at most what one append adds past the bound, in all.
+    Room,
+    /// Refused with [`Refused::Stuck`] once the lane holds twice its bound: tasks that must not
+    /// wait (the reader, timers) queueing a frame that must follow a mux's data.
+    Twice,
+    /// Always (a producer that waited for room first, or a frame that must not be lost).
+    None,
+}
+
+/// One entry of the data lane.
+#[derive(Debug)]
+enum Entry {
+    /// A `Request`/`Open`, tagged with its mux so it can be taken back until it is written.
+    Tagged(u32, Bytes),
+    /// Frames back to back after [`BATCH_HEADER_LEN`] bytes reserved for the batch header.
+    Run { buf: BytesMut, frames: usize },
+}
+
+impl Entry {
+    fn frames(&self) -> usize {
+        match self {
+            Entry::Tagged(..) => 1,
+            Entry::Run { frames, .. } => *frames,
+        }
+    }
+
+    /// Bytes of frames (without a run's reserved header).
+    fn len(&self) -> usize {
+        match self {
+            Entry::Tagged(_, f) => f.len(),
+            Entry::Run { buf, .. } => buf.len() - BATCH_HEADER_LEN,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Lanes {
     control: VecDeque<Bytes>,
-    /// Data frames, each tagged with the mux id of a `Request`/`Open` (0 for any other frame) so
-    /// that a call given up before it was sent can be taken back.
-    data: VecDeque<(u32, Bytes)>,
+    data: VecDeque<Entry>,
+    /// Bytes of frames in `data`.
     data_bytes: usize,
     closed: bool,
     /// A last frame the writer still sends after the close (the go-away naming a violation).
     last: Option<Bytes>,
+    /// A cleared buffer the writer gave back, for the next run.
+    spare: Option<BytesMut>,
+}
+
+impl Lanes {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
 }
 
 /// The two lanes and the wake-ups around them.
@@ -61,28 +130,116 @@ pub(crate) struct OutQueue {
     room: Notify,
     emptied: Notify,
     max_data_bytes: usize,
+    max_batch_bytes: usize,
     max_control: usize,
     /// Mirrors `data_bytes >= max_data_bytes`, updated under the lanes' lock.
-    full: std::sync::atomic::AtomicBool,
+    full: AtomicBool,
 }
 
-/// One batch's worth of frames taken by the writer.
-#[derive(Debug, Default)]
-pub(crate) struct Drained {
-    pub(crate) frames: Vec<Bytes>,
-    pub(crate) bytes: usize,
+/// A batch the writer took: one WebSocket message once [`finish`](Self::finish)ed.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    /// The batch header's room, then the frames.
+    buf: BytesMut,
+    /// Frames in `buf`.
+    pub(crate) frames: usize,
+}
+
+impl Batch {
+    fn new(mut buf: BytesMut) -> Batch {
+        buf.clear();
+        buf.put_bytes(0, BATCH_HEADER_LEN);
+        Batch { buf, frames: 0 }
+    }
+
+    /// Bytes of the finished message.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The message: the header written over its reserved room.
+    pub(crate) fn finish(mut self) -> Bytes {
+        // At most MAX_FRAMES_PER_BATCH (1024) frames: the count fits its u16.
+        let count = u16::try_from(self.frames).unwrap_or(0).to_be_bytes();
+        self.buf[..BATCH_HEADER_LEN].copy_from_slice(&[PROTOCOL_VERSION, 0, count[0], count[1]]);
+        self.buf.freeze()
+    }
+}
+
+/// What an [`OutQueue::append`] writes through: frames encoded straight into the data lane.
+#[derive(Debug)]
+pub(crate) struct DataWriter<'a> {
+    lanes: &'a mut Lanes,
+    queue: &'a OutQueue,
+    /// Frames appended by this writer.
+    appended: usize,
+}
+
+impl DataWriter<'_> {
+    /// True while the lane is under its bound: a batching producer appends while this holds.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lanes.data_bytes < self.queue.max_data_bytes
+    }
+
+    /// Encodes one frame into the lane with `encode`, which appends exactly one frame to the
+    /// buffer it is given (and nothing if it fails: whatever it wrote is cut off again).
+    ///
+    /// # Errors
+    /// Whatever `encode` returns; the lane is then as before.
+    pub(crate) fn frame<T, E>(
+        &mut self,
+        encode: impl FnOnce(&mut BytesMut) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let max_batch = self.queue.max_batch_bytes;
+        let fits = |e: &Entry| match e {
+            Entry::Run { buf, frames } => *frames < MAX_FRAMES_PER_BATCH && buf.len() < max_batch,
+            Entry::Tagged(..) => false,
+        };
+        if !self.lanes.data.back().is_some_and(fits) {
+            let buf = match self.lanes.spare.take() {
+                Some(buf) => buf,
+                None => BytesMut::with_capacity(FIRST_RUN_CAPACITY),
+            };
+            let Batch { buf, .. } = Batch::new(buf);
+            self.lanes.data.push_back(Entry::Run { buf, frames: 0 });
+        }
+        let Some(Entry::Run { buf, frames }) = self.lanes.data.back_mut() else {
+            unreachable!("a run was just made the last entry");
+        };
+        let before = buf.len();
+        match encode(buf) {
+            Ok(out) => {
+                *frames += 1;
+                self.lanes.data_bytes += buf.len() - before;
+                self.appended += 1;
+                Ok(out)
+            }
+            Err(e) => {
+                buf.truncate(before);
+                if *frames == 0 {
+                    self.lanes.data.pop_back();
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 impl OutQueue {
-    pub(crate) fn new(max_data_bytes: usize, max_control: usize) -> OutQueue {
+    pub(crate) fn new(
+        max_data_bytes: usize,
+        max_batch_bytes: usize,
+        max_control: usize,
+    ) -> OutQueue {
         OutQueue {
             lanes: Mutex::new(Lanes::default()),
             writer: Notify::new(),
             room: Notify::new(),
             emptied: Notify::new(),
             max_data_bytes,
+            max_batch_bytes,
             max_control,
-            full: std::sync::atomic::AtomicBool::new(false),
+            full: AtomicBool::new(false),
         }
     }
 
@@ -95,9 +252,12 @@ impl OutQueue {
         if lanes.control.len() >= self.max_control {
             return Err(QueueError::Stuck);
         }
+        let wake = lanes.is_empty();
         lanes.control.push_back(frame);
         drop(lanes);
-        self.writer.notify_one();
+        if wake {
+            self.writer.notify_one();
+        }
         Ok(())
     }
 
@@ -133,64 +293,74 @@ impl OutQueue {
         }
     }
 
-    /// Queues a data frame without waiting. Producers call [`wait_room`](Self::wait_room) first,
-    /// then build and push the frame in one synchronous step, so a frame whose sequence number is
-    /// taken is never lost to a dropped future; the lane may overshoot its bound by one frame per
-    /// producer.
-    pub(crate) fn push_data_unbounded(&self, frame: Bytes, tag: u32) -> Result<(), QueueError> {
-        let mut lanes = self.lanes.lock();
-        if lanes.closed {
-            return Err(QueueError::Closed);
-        }
-        lanes.data_bytes += frame.len();
-        self.mark(&lanes);
-        lanes.data.push_back((tag, frame));
-        drop(lanes);
-        self.writer.notify_one();
-        Ok(())
-    }
-
-    /// Queues a data frame if the lane has room now; else hands it back (`Err(Some(frame))`), or
-    /// `Err(None)` once closed. Unlike a [`wait_room`](Self::wait_room) then push, many
-    /// producers woken together cannot each add a frame past the bound: the lane overshoots by
-    /// at most one frame in all.
-    pub(crate) fn push_data_if_room(&self, frame: Bytes, tag: u32) -> Result<(), Option<Bytes>> {
-        let mut lanes = self.lanes.lock();
-        if lanes.closed {
-            return Err(None);
-        }
-        if lanes.data_bytes >= self.max_data_bytes {
-            return Err(Some(frame));
-        }
-        lanes.data_bytes += frame.len();
-        self.mark(&lanes);
-        lanes.data.push_back((tag, frame));
-        drop(lanes);
-        self.writer.notify_one();
-        Ok(())
-    }
-
-    /// Queues the data frame `make` builds, if the lane has room now; `make` runs under the
-    /// lane's lock, so a producer that holds a stream's lock can take a credit, number the frame
-    /// and queue it in one step without overshooting the bound (one frame past it at most, in
-    /// all). `make` may refuse, and its refusal is handed back.
-    pub(crate) fn push_data_with<E>(
+    /// Appends data frames under the lane's lock: `write` encodes them through the
+    /// [`DataWriter`], as many as it likes (checking [`DataWriter::has_room`] between frames if it
+    /// batches). Whatever `write` returns is handed back, its error as [`Refused::By`] (frames it
+    /// appended before failing stay queued). A producer that holds a stream's lock can take a
+    /// credit, number the frame and queue it in one step, so a numbered frame is never lost to a
+    /// dropped future and frames are queued in sequence order.
+    pub(crate) fn append<T, E>(
         &self,
-        make: impl FnOnce() -> Result<Bytes, E>,
-    ) -> Result<(), Refused<E>> {
+        bound: Bound,
+        write: impl FnOnce(&mut DataWriter<'_>) -> Result<T, E>,
+    ) -> Result<T, Refused<E>> {
         let mut lanes = self.lanes.lock();
         if lanes.closed {
             return Err(Refused::Closed);
         }
-        if lanes.data_bytes >= self.max_data_bytes {
-            return Err(Refused::Full);
+        match bound {
+            Bound::Room if lanes.data_bytes >= self.max_data_bytes => return Err(Refused::Full),
+            Bound::Twice if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) => {
+                return Err(Refused::Stuck)
+            }
+            _ => {}
         }
-        let frame = make().map_err(Refused::By)?;
-        lanes.data_bytes += frame.len();
+        let wake = lanes.is_empty();
+        let mut w = DataWriter {
+            lanes: &mut lanes,
+            queue: self,
+            appended: 0,
+        };
+        let out = write(&mut w);
+        let appended = w.appended;
         self.mark(&lanes);
-        lanes.data.push_back((0, frame));
         drop(lanes);
-        self.writer.notify_one();
+        if wake && appended > 0 {
+            self.writer.notify_one();
+        }
+        out.map_err(Refused::By)
+    }
+
+    /// Queues a `Request`/`Open` as a frame of its own, tagged with its mux for
+    /// [`retract`](Self::retract); refused like [`append`](Self::append) with the same `bound`
+    /// (the frame is handed back).
+    pub(crate) fn push_tagged(
+        &self,
+        frame: Bytes,
+        tag: u32,
+        bound: Bound,
+    ) -> Result<(), Refused<Bytes>> {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(Refused::Closed);
+        }
+        match bound {
+            Bound::Room if lanes.data_bytes >= self.max_data_bytes => {
+                return Err(Refused::By(frame))
+            }
+            Bound::Twice if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) => {
+                return Err(Refused::Stuck)
+            }
+            _ => {}
+        }
+        let wake = lanes.is_empty();
+        lanes.data_bytes += frame.len();
+        lanes.data.push_back(Entry::Tagged(tag, frame));
+        self.mark(&lanes);
+        drop(lanes);
+        if wake {
+            self.writer.notify_one();
+        }
         Ok(())
     }
 
@@ -205,7 +375,7 @@ impl OutQueue {
             emptied.as_mut().enable();
             {
                 let lanes = self.lanes.lock();
-                if lanes.closed || lanes.control.is_empty() && lanes.data.is_empty() {
+                if lanes.closed || lanes.is_empty() {
                     return;
                 }
             }
@@ -218,30 +388,20 @@ impl OutQueue {
         self.lanes.lock().data_bytes
     }
 
+    /// True when nothing is queued in either lane.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.lanes.lock().is_empty()
+    }
+
     fn mark(&self, lanes: &Lanes) {
-        self.full.store(
-            lanes.data_bytes >= self.max_data_bytes,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        self.full
+            .store(lanes.data_bytes >= self.max_data_bytes, Ordering::Relaxed);
     }
 
     /// True while the data lane is at its bound. Read without the lane's lock (a hint, exact
     /// at the moment the lane last changed): the reader asks it for every new call.
     pub(crate) fn is_full(&self) -> bool {
-        self.full.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Queues a frame in the data lane from a task that must not wait (the reader, a timer): it
-    /// goes after the frames already queued for its mux. Refused with `Stuck` once the lane holds
-    /// twice its bound, so a peer that makes us answer but never reads cannot grow it forever.
-    pub(crate) fn push_data_nowait(&self, frame: Bytes) -> Result<(), QueueError> {
-        {
-            let lanes = self.lanes.lock();
-            if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) {
-                return Err(QueueError::Stuck);
-            }
-        }
-        self.push_data_unbounded(frame, 0)
+        self.full.load(Ordering::Relaxed)
     }
 
     /// Takes back the queued `Request`/`Open` of `mux`, if the writer has not taken it yet. When
@@ -249,104 +409,152 @@ impl OutQueue {
     /// only travel after it.
     pub(crate) fn retract(&self, mux: u32) -> bool {
         let mut lanes = self.lanes.lock();
-        let Some(pos) = lanes.data.iter().position(|(tag, _)| *tag == mux) else {
+        let Some(pos) = lanes
+            .data
+            .iter()
+            .position(|e| matches!(e, Entry::Tagged(tag, _) if *tag == mux))
+        else {
             return false;
         };
-        if let Some((_, f)) = lanes.data.remove(pos) {
-            lanes.data_bytes -= f.len();
+        if let Some(e) = lanes.data.remove(pos) {
+            lanes.data_bytes -= e.len();
             self.mark(&lanes);
         }
         true
     }
 
-    /// Waits until there is something to write, then takes control frames first and data frames
-    /// up to `max_bytes` (at least one frame) and `max_frames`. `None` once closed.
+    /// Gives the writer's last message buffer back for the next run, if there is more to write
+    /// (an idle queue keeps no buffer: an idle connection stays small).
+    pub(crate) fn recycle(&self, buf: BytesMut) {
+        if buf.capacity() > 2 * self.max_batch_bytes {
+            return;
+        }
+        let mut lanes = self.lanes.lock();
+        if !lanes.closed && !lanes.is_empty() && lanes.spare.is_none() {
+            lanes.spare = Some(buf);
+        }
+    }
+
+    /// Waits until there is something to write, then takes one batch: control frames first, then
+    /// data frames, within `max_bytes` (at least one frame) and [`MAX_FRAMES_PER_BATCH`]. `None`
+    /// once closed.
     ///
     /// # Cancel safety
     /// Cancel safe: frames are only taken in the same poll that returns them.
-    pub(crate) async fn drain(&self, max_bytes: usize, max_frames: usize) -> Option<Drained> {
+    pub(crate) async fn drain(&self, max_bytes: usize) -> Option<Batch> {
         // Fast path: frames are waiting (a busy connection), no need to register a waiter.
-        if let Some(out) = self.take(max_bytes, max_frames) {
+        if let Some(out) = self.take(max_bytes) {
             return out;
         }
         loop {
             let wake = self.writer.notified();
             tokio::pin!(wake);
             wake.as_mut().enable();
-            if let Some(out) = self.take(max_bytes, max_frames) {
+            if let Some(out) = self.take(max_bytes) {
                 return out;
             }
             wake.await;
         }
     }
 
-    /// Appends to `batch` whatever is queued now, within the bounds; never waits.
-    pub(crate) fn top_up(&self, batch: &mut Drained, max_bytes: usize, max_frames: usize) {
-        let bytes = max_bytes.saturating_sub(batch.bytes);
-        let frames = max_frames.saturating_sub(batch.frames.len());
-        if bytes == 0 || frames == 0 {
+    /// Copies into `batch` whatever is queued now and fits within `max_bytes`; never waits.
+    pub(crate) fn top_up(&self, batch: &mut Batch, max_bytes: usize) {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed || lanes.is_empty() {
             return;
         }
-        if let Some(Some(more)) = self.take(bytes, frames) {
-            // `take` admits one frame past the byte bound when the batch is empty; here the batch
-            // is not, so the bound only loosens by that one frame.
-            batch.bytes += more.bytes;
-            batch.frames.extend(more.frames);
-        }
+        let was_full = lanes.data_bytes >= self.max_data_bytes;
+        let took = Self::fill(&mut lanes, batch, max_bytes);
+        self.after_take(lanes, was_full, took);
     }
 
     /// Takes a batch if there is one: `Some(None)` when closed, `None` when empty.
-    fn take(&self, max_bytes: usize, max_frames: usize) -> Option<Option<Drained>> {
-        {
-            {
-                let mut lanes = self.lanes.lock();
-                if lanes.closed {
-                    return Some(lanes.last.take().map(|f| Drained {
-                        bytes: f.len(),
-                        frames: vec![f],
-                    }));
-                }
-                if !lanes.control.is_empty() || !lanes.data.is_empty() {
-                    // Producers wait only while the lane is full: wake them only then.
-                    let was_full = lanes.data_bytes >= self.max_data_bytes;
-                    let mut out = Drained::default();
-                    while out.frames.len() < max_frames {
-                        let Some(f) = lanes.control.pop_front() else {
-                            break;
-                        };
-                        out.bytes += f.len();
-                        out.frames.push(f);
-                    }
-                    let mut took_data = false;
-                    while out.frames.len() < max_frames {
-                        let Some((_, next)) = lanes.data.front() else {
-                            break;
-                        };
-                        if !out.frames.is_empty() && out.bytes + next.len() > max_bytes {
-                            break;
-                        }
-                        let Some((_, f)) = lanes.data.pop_front() else {
-                            break;
-                        };
-                        lanes.data_bytes -= f.len();
-                        out.bytes += f.len();
-                        out.frames.push(f);
-                        took_data = true;
-                    }
-                    self.mark(&lanes);
-                    let empty = lanes.control.is_empty() && lanes.data.is_empty();
-                    drop(lanes);
-                    if took_data && was_full {
-                        self.room.notify_waiters();
-                    }
-                    if empty {
-                        self.emptied.notify_waiters();
-                    }
-                    return Some(Some(out));
-                }
+    fn take(&self, max_bytes: usize) -> Option<Option<Batch>> {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Some(lanes.last.take().map(|f| {
+                let mut b = Batch::new(BytesMut::with_capacity(BATCH_HEADER_LEN + f.len()));
+                b.buf.extend_from_slice(&f);
+                b.frames = 1;
+                b
+            }));
+        }
+        if lanes.is_empty() {
+            return None;
+        }
+        // Producers wait only while the lane is full: wake them only then.
+        let was_full = lanes.data_bytes >= self.max_data_bytes;
+        let alone = lanes.data.len() == 1;
+        let run_first = lanes.control.is_empty()
+            && matches!(lanes.data.front(), Some(Entry::Run { buf, frames })
+                if *frames > 0 && (alone || buf.len() > COPY_RUN_MAX));
+        if run_first {
+            // A whole run is a whole batch: sent as it is, without a copy.
+            if let Some(Entry::Run { buf, frames }) = lanes.data.pop_front() {
+                lanes.data_bytes -= buf.len() - BATCH_HEADER_LEN;
+                self.after_take(lanes, was_full, true);
+                return Some(Some(Batch { buf, frames }));
             }
         }
-        None
+        let buf = lanes
+            .spare
+            .take()
+            .unwrap_or_else(|| BytesMut::with_capacity(FIRST_RUN_CAPACITY));
+        let mut batch = Batch::new(buf);
+        let took = Self::fill(&mut lanes, &mut batch, max_bytes);
+        self.after_take(lanes, was_full, took);
+        Some(Some(batch))
+    }
+
+    /// Copies control frames, then data frames, into `batch` while they fit; a run too big to
+    /// copy stops it (it goes as a message of its own), unless `batch` is still empty. True if
+    /// data frames were taken.
+    fn fill(lanes: &mut Lanes, batch: &mut Batch, max_bytes: usize) -> bool {
+        while batch.frames < MAX_FRAMES_PER_BATCH {
+            let Some(f) = lanes.control.pop_front() else {
+                break;
+            };
+            batch.buf.extend_from_slice(&f);
+            batch.frames += 1;
+        }
+        let mut took_data = false;
+        while let Some(next) = lanes.data.front() {
+            let (len, frames) = (next.len(), next.frames());
+            let fits = batch.frames + frames <= MAX_FRAMES_PER_BATCH
+                && batch.buf.len() + len <= max_bytes.saturating_add(BATCH_HEADER_LEN);
+            let big = len > COPY_RUN_MAX && matches!(next, Entry::Run { .. });
+            if batch.frames > 0 && (!fits || big) {
+                break;
+            }
+            let Some(e) = lanes.data.pop_front() else {
+                break;
+            };
+            lanes.data_bytes -= len;
+            took_data = true;
+            match e {
+                Entry::Tagged(_, f) => batch.buf.extend_from_slice(&f),
+                Entry::Run { buf, .. } => batch.buf.extend_from_slice(&buf[BATCH_HEADER_LEN..]),
+            }
+            batch.frames += frames;
+        }
+        took_data
+    }
+
+    fn after_take(
+        &self,
+        lanes: parking_lot::MutexGuard<'_, Lanes>,
+        was_full: bool,
+        took_data: bool,
+    ) {
+        self.mark(&lanes);
+        let empty = lanes.is_empty();
+        drop(lanes);
+        if took_data && was_full {
+            self.room.notify_waiters();
+        }
+        if empty {
+            self.emptied.notify_waiters();
+        }
     }
 
     /// Closes the queue: drops everything queued and wakes every waiter.
@@ -366,6 +574,7 @@ impl OutQueue {
         lanes.control.clear();
         lanes.data.clear();
         lanes.data_bytes = 0;
+        lanes.spare = None;
         self.mark(&lanes);
         drop(lanes);
         self.writer.notify_one();
@@ -377,112 +586,13 @@ impl OutQueue {
     #[cfg(test)]
     pub(crate) fn lens(&self) -> (usize, usize) {
         let lanes = self.lanes.lock();
-        (lanes.control.len(), lanes.data.len())
+        (
+            lanes.control.len(),
+            lanes.data.iter().map(Entry::frames).sum(),
+        )
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn b(n: usize) -> Bytes {
-        Bytes::from(vec![0u8; n])
-    }
-
-    #[tokio::test]
-    async fn control_goes_first_and_data_is_packed() {
-        let q = OutQueue::new(1000, 10);
-        q.push_data_unbounded(b(10), 0).expect("open");
-        q.push_data_unbounded(b(20), 0).expect("open");
-        q.push_control(b(1)).expect("room");
-        let d = q.drain(1 << 20, 1024).await.expect("open");
-        let lens: Vec<usize> = d.frames.iter().map(Bytes::len).collect();
-        assert_eq!(lens, vec![1, 10, 20]);
-    }
-
-    #[tokio::test]
-    async fn producers_wait_for_room_until_the_writer_drains() {
-        let q = std::sync::Arc::new(OutQueue::new(100, 10));
-        q.push_data_unbounded(b(500), 0)
-            .expect("a large frame goes alone");
-        let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.wait_room().await });
-        tokio::task::yield_now().await;
-        assert!(!waiter.is_finished(), "over the bound: the producer waits");
-        q.drain(1 << 20, 1024).await.expect("open");
-        let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
-            .await
-            .expect("woken by the drain")
-            .expect("no panic");
-        assert_eq!(r, Ok(()));
-    }
-
-    #[tokio::test]
-    async fn a_queued_call_can_be_taken_back_until_the_writer_takes_it() {
-        let q = OutQueue::new(1000, 10);
-        q.push_data_unbounded(b(10), 3).expect("open");
-        q.push_data_unbounded(b(20), 5).expect("open");
-        assert!(q.retract(3), "still queued");
-        assert!(!q.retract(3), "already taken back");
-        let d = q.drain(1 << 20, 1024).await.expect("open");
-        assert_eq!(
-            d.frames.iter().map(Bytes::len).collect::<Vec<_>>(),
-            vec![20]
-        );
-        assert!(!q.retract(5), "written: a cancel must follow instead");
-    }
-
-    #[tokio::test]
-    async fn control_lane_overflow_reports_stuck() {
-        let q = OutQueue::new(100, 2);
-        q.push_control(b(1)).expect("room");
-        q.push_control(b(1)).expect("room");
-        assert_eq!(q.push_control(b(1)), Err(QueueError::Stuck));
-    }
-
-    #[tokio::test]
-    async fn close_drops_everything_and_wakes_waiters() {
-        let q = std::sync::Arc::new(OutQueue::new(10, 10));
-        q.push_data_unbounded(b(10), 0).expect("open");
-        let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.wait_room().await });
-        tokio::task::yield_now().await;
-        q.close();
-        let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
-            .await
-            .expect("waiter woke")
-            .expect("no panic");
-        assert_eq!(r, Err(QueueError::Closed));
-        assert_eq!(q.lens(), (0, 0));
-        assert!(q.drain(100, 10).await.is_none());
-    }
-
-    #[tokio::test]
-    async fn a_last_frame_survives_the_close_and_goes_out_alone() {
-        let q = OutQueue::new(100, 10);
-        q.push_data_unbounded(b(10), 0).expect("open");
-        q.close_with(Some(b(3)));
-        let d = q.drain(100, 10).await.expect("the last frame");
-        assert_eq!(d.frames.iter().map(Bytes::len).collect::<Vec<_>>(), vec![3]);
-        assert!(q.drain(100, 10).await.is_none());
-    }
-
-    #[test]
-    fn woken_producers_cannot_each_overshoot_the_bound() {
-        let q = OutQueue::new(100, 10);
-        q.push_data_if_room(b(60), 0).expect("room");
-        q.push_data_if_room(b(60), 0).expect("room: 60 < 100");
-        assert_eq!(q.push_data_if_room(b(60), 0), Err(Some(b(60))));
-        assert_eq!(q.data_bytes(), 120);
-    }
-
-    #[tokio::test]
-    async fn batches_respect_byte_and_frame_bounds() {
-        let q = OutQueue::new(1 << 20, 10);
-        for _ in 0..10 {
-            q.push_data_unbounded(b(100), 0).expect("open");
-        }
-        assert_eq!(q.drain(250, 1024).await.expect("open").frames.len(), 2);
-        assert_eq!(q.drain(1 << 20, 3).await.expect("open").frames.len(), 3);
-    }
-}
+#[path = "outq_tests.rs"]
+mod tests;

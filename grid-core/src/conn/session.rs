@@ -27,7 +27,7 @@ use super::core::{
     Start,
 };
 use super::events::EventSink;
-use super::outq::{Drained, OutQueue, QueueError, Refused};
+use super::outq::{Batch, Bound, DataWriter, OutQueue, QueueError, Refused};
 use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
@@ -98,7 +98,11 @@ impl Session {
             peer,
             checksum,
             max_payload,
-            out: OutQueue::new(config.max_queued_bytes, config.max_queued_control),
+            out: OutQueue::new(
+                config.max_queued_bytes,
+                config.max_batch_bytes,
+                config.max_queued_control,
+            ),
             config,
             stats,
             core: Mutex::new(ConnCore::new(role, limits, budget.clone())),
@@ -164,14 +168,30 @@ impl Session {
         buf.freeze()
     }
 
+    /// Whether this socket's frames carry a checksum.
+    pub(crate) fn checksum(&self) -> bool {
+        self.checksum
+    }
+
+    /// Encodes `frame` straight into the data lane, within `bound`.
+    fn append_frame(&self, frame: &Frame, bound: Bound) -> Result<(), Refused<()>> {
+        self.out.append(bound, |w| {
+            w.frame(|dst| {
+                frame::encode_frame(frame, self.checksum, dst);
+                Ok(())
+            })
+        })
+    }
+
     /// Queues a frame of the core in its lane, without waiting.
     fn queue_in(&self, frame: &Frame, lane: Lane) {
-        let bytes = self.encode(frame);
-        let queued = match lane {
-            Lane::AfterData => self.out.push_data_nowait(bytes),
-            Lane::Control => self.out.push_control(bytes),
+        let stuck = match lane {
+            Lane::AfterData => {
+                matches!(self.append_frame(frame, Bound::Twice), Err(Refused::Stuck))
+            }
+            Lane::Control => self.out.push_control(self.encode(frame)) == Err(QueueError::Stuck),
         };
-        if queued == Err(QueueError::Stuck) {
+        if stuck {
             self.request_close(CloseReason::library(CloseKind::ControlQueueFull));
         }
     }
@@ -183,14 +203,11 @@ impl Session {
     /// the data before it (MinIO lost stream tails exactly that way). Everything else (credits,
     /// pings, pongs, acks, cancels, refusals) goes in the control lane, ahead of bulk data.
     pub(crate) fn send_control(&self, frame: &Frame) {
-        let bytes = self.encode(frame);
-        let queued = match frame {
-            Frame::End { .. } | Frame::Error { .. } => self.out.push_data_nowait(bytes),
-            _ => self.out.push_control(bytes),
+        let lane = match frame {
+            Frame::End { .. } | Frame::Error { .. } => Lane::AfterData,
+            _ => Lane::Control,
         };
-        if queued == Err(QueueError::Stuck) {
-            self.request_close(CloseReason::library(CloseKind::ControlQueueFull));
-        }
+        self.queue_in(frame, lane);
     }
 
     /// Queues every frame a stream machine has to send (credits, pings, pongs, ends, errors).
@@ -216,26 +233,37 @@ impl Session {
             .unwrap_or_else(|| CloseReason::library(CloseKind::DriverStopped))
     }
 
-    /// See [`OutQueue::push_data_with`].
-    pub(crate) fn push_data_with<E>(
+    /// See [`OutQueue::append`]: data frames encoded straight into the data lane.
+    pub(crate) fn append_data<T, E>(
         &self,
-        make: impl FnOnce() -> Result<Bytes, E>,
-    ) -> Result<(), Refused<E>> {
-        self.out.push_data_with(make)
+        bound: Bound,
+        write: impl FnOnce(&mut DataWriter<'_>) -> Result<T, E>,
+    ) -> Result<T, Refused<E>> {
+        self.out.append(bound, write)
     }
 
-    /// Waits until the data lane has room, then takes a batch for the writer (`None` once
+    /// Waits until something is queued, then takes a batch for the writer (`None` once
     /// closed).
     ///
     /// # Cancel safety
     /// Cancel safe: frames are only taken in the poll that returns them.
-    pub(crate) async fn next_batch(&self, max_bytes: usize, max_frames: usize) -> Option<Drained> {
-        self.out.drain(max_bytes, max_frames).await
+    pub(crate) async fn next_batch(&self, max_bytes: usize) -> Option<Batch> {
+        self.out.drain(max_bytes).await
     }
 
-    /// Adds to `batch` what is queued now, within the bounds.
-    pub(crate) fn top_up(&self, batch: &mut Drained, max_bytes: usize, max_frames: usize) {
-        self.out.top_up(batch, max_bytes, max_frames);
+    /// Adds to `batch` what is queued now, within the bound.
+    pub(crate) fn top_up(&self, batch: &mut Batch, max_bytes: usize) {
+        self.out.top_up(batch, max_bytes);
+    }
+
+    /// True when the writer has nothing more to take right now.
+    pub(crate) fn nothing_queued(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// The writer's last message buffer, for the next batch (see [`OutQueue::recycle`]).
+    pub(crate) fn recycle(&self, buf: BytesMut) {
+        self.out.recycle(buf);
     }
 
     /// Waits until the data lane has room (or the session closed).
@@ -250,20 +278,41 @@ impl Session {
     /// `Request` or `Open` is tagged with its mux so [`cancel_call`](Self::cancel_call) can take it
     /// back while it is still queued.
     pub(crate) fn push_data_now(&self, frame: &Frame) -> Result<(), QueueError> {
-        self.out
-            .push_data_unbounded(self.encode(frame), tag_of(frame))
+        let queued = match tag_of(frame) {
+            0 => self.append_frame(frame, Bound::None).map_err(|_| ()),
+            tag => self
+                .out
+                .push_tagged(self.encode(frame), tag, Bound::None)
+                .map_err(|_| ()),
+        };
+        queued.map_err(|()| QueueError::Closed)
     }
 
     /// Queues a data frame, waiting for room; many waiters together overshoot the lane's bound
-    /// by one frame at most.
+    /// by one frame at most. A frame that cannot be taken back is encoded straight into the
+    /// lane.
     ///
     /// # Cancel safety
     /// Cancel safe: the frame is queued whole or not at all.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
-        let mut bytes = self.encode(frame);
         let tag = tag_of(frame);
+        let mut bytes = (tag != 0).then(|| self.encode(frame));
         loop {
-            match self.out.push_data_if_room(bytes, tag) {
+            let queued = match bytes.take() {
+                None => self.append_frame(frame, Bound::Room).map_err(|e| match e {
+                    Refused::Closed => None,
+                    _ => Some(None),
+                }),
+                Some(b) => self
+                    .out
+                    .push_tagged(b, tag, Bound::Room)
+                    .map_err(|e| match e {
+                        Refused::By(back) => Some(Some(back)),
+                        Refused::Closed => None,
+                        _ => Some(None),
+                    }),
+            };
+            match queued {
                 Ok(()) => return Ok(()),
                 Err(None) => return Err(QueueError::Closed),
                 Err(Some(back)) => bytes = back,
@@ -399,6 +448,12 @@ impl Session {
             core.set_backlog_full(backlog_full);
             core.handle_frame(frame, now, router)
         })
+    }
+
+    /// Handles a run of `Data` frames of one stream, as the reader found them back to back:
+    /// one lookup, one lock of the stream, one wake. Leaves `run` empty.
+    pub(crate) fn dispatch_run(&self, run: &mut Vec<Frame>, now: Instant) {
+        self.with_core(|core| core.handle_data_run(run.drain(..), now));
     }
 
     // ---- served calls -----------------------------------------------------------------------

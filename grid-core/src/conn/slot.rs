@@ -7,6 +7,7 @@
 //! buffers now and what was charged before, and dropping the slot releases the rest, so the
 //! budget returns to zero with the last handle of the stream whatever path ended it.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
@@ -16,14 +17,17 @@ use parking_lot::Mutex;
 
 use super::budget::Budget;
 use crate::frame::{Frame, Payload};
-use crate::mux::{RecvItem, SendRejected, StreamCallee, StreamCaller};
+use crate::ids::MuxId;
+use crate::mux::{RecvChunk, SendRefusal, StreamCallee, StreamCaller};
 
 /// What the stream handles need from a stream machine, caller or callee half.
 pub(crate) trait Machine: Send + 'static {
-    fn poll_recv(&mut self) -> RecvItem;
-    fn send(&mut self, payload: Payload) -> Result<Frame, SendRejected>;
-    fn credits(&self) -> u32;
-    fn send_closed(&self) -> bool;
+    fn mux(&self) -> MuxId;
+    fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk;
+    fn send_ready(&self) -> Result<(), SendRefusal>;
+    fn next_seq(&self) -> u32;
+    fn spend(&mut self, len: usize) -> u32;
+    fn is_terminal(&self) -> bool;
     fn poll_transmit(&mut self) -> Option<Frame>;
     fn buffered_bytes(&self) -> usize;
     fn hold_credit(&mut self, hold: bool);
@@ -35,17 +39,23 @@ pub(crate) trait Machine: Send + 'static {
 macro_rules! impl_machine {
     ($t:ty) => {
         impl Machine for $t {
-            fn poll_recv(&mut self) -> RecvItem {
-                <$t>::poll_recv(self)
+            fn mux(&self) -> MuxId {
+                <$t>::mux(self)
             }
-            fn send(&mut self, payload: Payload) -> Result<Frame, SendRejected> {
-                <$t>::send(self, payload)
+            fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk {
+                <$t>::poll_recv_chunk(self, out)
             }
-            fn credits(&self) -> u32 {
-                <$t>::credits(self)
+            fn send_ready(&self) -> Result<(), SendRefusal> {
+                <$t>::send_ready(self)
             }
-            fn send_closed(&self) -> bool {
-                <$t>::send_closed(self)
+            fn next_seq(&self) -> u32 {
+                <$t>::next_seq(self)
+            }
+            fn spend(&mut self, len: usize) -> u32 {
+                <$t>::spend(self, len)
+            }
+            fn is_terminal(&self) -> bool {
+                <$t>::is_terminal(self)
             }
             fn poll_transmit(&mut self) -> Option<Frame> {
                 <$t>::poll_transmit(self)
@@ -98,15 +108,20 @@ impl<M: Machine> Slot<M> {
 
     /// Wakes both directions' waiters.
     pub(crate) fn wake(&mut self) {
-        self.wake_recv();
-        if let Some(w) = self.send_waker.take() {
-            w.wake();
-        }
+        self.wake_only(Wake::BOTH);
     }
 
-    pub(crate) fn wake_recv(&mut self) {
-        if let Some(w) = self.recv_waker.take() {
-            w.wake();
+    /// Wakes the waiters of the directions in `wake` only.
+    pub(crate) fn wake_only(&mut self, wake: Wake) {
+        if wake.recv {
+            if let Some(w) = self.recv_waker.take() {
+                w.wake();
+            }
+        }
+        if wake.send {
+            if let Some(w) = self.send_waker.take() {
+                w.wake();
+            }
         }
     }
 
@@ -126,19 +141,45 @@ impl<M: Machine> Slot<M> {
         self.budget.inbound_overrun(len)
     }
 
-    /// Takes the next message for the consumer, holding back credit while the budget is full.
-    pub(crate) fn poll_recv(&mut self) -> RecvItem {
+    /// Moves the next chunk of messages into `out` for the consumer (the chunk before counts as
+    /// consumed), holding back credit while the budget is full.
+    pub(crate) fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk {
         let hold = self.budget.inbound_full();
         self.machine.hold_credit(hold);
-        let item = self.machine.poll_recv();
+        let chunk = self.machine.poll_recv_chunk(out);
         self.settle();
-        item
+        chunk
     }
 }
 
 impl<M: Machine> Drop for Slot<M> {
     fn drop(&mut self) {
         self.budget.release_inbound(self.charged);
+    }
+}
+
+/// Which directions of a stream inbound frames concern: data and ends wake the consumer, credits
+/// the producer, anything else (a cancel, an error, a violation) both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Wake {
+    recv: bool,
+    send: bool,
+}
+
+impl Wake {
+    pub(crate) const BOTH: Wake = Wake {
+        recv: true,
+        send: true,
+    };
+
+    /// Adds the directions `frame` concerns.
+    pub(crate) fn add(&mut self, frame: &Frame) {
+        match frame {
+            Frame::Data { .. } => self.recv = true,
+            Frame::Credit { .. } => self.send = true,
+            // An end of input also closes output on the caller's side (the callee read no more).
+            _ => *self = Wake::BOTH,
+        }
     }
 }
 

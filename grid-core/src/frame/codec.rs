@@ -25,6 +25,7 @@ mod encode;
 mod tests;
 
 pub use decode::{decode_batch, BatchDecoder};
+pub(crate) use encode::encode_data_with;
 pub use encode::{encode_batch, encode_frame, encoded_len, BatchEncoder};
 
 /// Bytes of the code in an error record.

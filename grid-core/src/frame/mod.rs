@@ -9,6 +9,7 @@
 
 mod codec;
 
+pub(crate) use codec::encode_data_with;
 pub use codec::{
     decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder,
 };

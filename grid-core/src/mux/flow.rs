@@ -80,6 +80,11 @@ impl SendHalf {
         }
     }
 
+    /// Sequence number of the next `Data` frame.
+    pub(crate) fn next_seq(&self) -> u32 {
+        self.seq
+    }
+
     /// Spends a message credit and `len` bytes of the window on the next `Data` frame, and
     /// returns its sequence number. Only after [`ready`](Self::ready) said yes.
     pub(crate) fn spend(&mut self, len: usize) -> u32 {

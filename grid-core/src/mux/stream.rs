@@ -323,6 +323,11 @@ impl StreamCaller {
         self.send.ready()
     }
 
+    /// Sequence number of the next input message.
+    pub fn next_seq(&self) -> u32 {
+        self.send.next_seq()
+    }
+
     /// Takes the credit for one input message of `len` payload bytes and returns its sequence
     /// number, for a `Data` frame the caller builds itself; only after
     /// [`send_ready`](Self::send_ready) said yes.
@@ -688,6 +693,11 @@ impl StreamCallee {
     /// `NoCredit` until the caller grants more; `Closed` once the stream is over.
     pub fn send_ready(&self) -> Result<(), SendRefusal> {
         self.send.ready()
+    }
+
+    /// Sequence number of the next output message.
+    pub fn next_seq(&self) -> u32 {
+        self.send.next_seq()
     }
 
     /// Takes the credit for one output message of `len` payload bytes and returns its sequence

@@ -46,7 +46,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::budget::Budget;
-use super::slot::{data_len, Machine, Shared, Slot};
+use super::slot::{data_len, Machine, Shared, Slot, Wake};
 use crate::frame::{ErrorCode, ErrorRecord, Frame, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{
@@ -366,14 +366,54 @@ impl<H: Handles> ConnCore<H> {
             }
             Some(Outgoing::Stream(shared)) => {
                 let shared = shared.clone();
-                let mut slot = shared.lock();
-                self.deliver(&mut slot, frame, now);
-                let terminal = slot.machine.is_terminal();
-                drop(slot);
-                if terminal {
-                    self.forget_stream(mux);
-                }
+                self.deliver_to_caller(mux, &shared, std::iter::once(frame), now);
             }
+        }
+    }
+
+    /// Hands frames to a stream this side opened; forgets it once it is over.
+    fn deliver_to_caller(
+        &mut self,
+        mux: MuxId,
+        shared: &Shared<StreamCaller>,
+        frames: impl Iterator<Item = Frame>,
+        now: Instant,
+    ) {
+        let mut slot = shared.lock();
+        self.deliver(&mut slot, frames, now);
+        let terminal = slot.machine.is_terminal();
+        drop(slot);
+        if terminal {
+            self.forget_stream(mux);
+        }
+    }
+
+    /// Takes a run of `Data` frames of one mux that arrived back to back: one table lookup, one
+    /// lock of the stream's slot and one wake for the whole run, with the same rules as
+    /// [`handle_frame`](Self::handle_frame) applied to each frame (data never starts a call, and
+    /// data for a mux we do not know is ignored).
+    pub(crate) fn handle_data_run(&mut self, mut run: impl Iterator<Item = Frame>, now: Instant) {
+        let Some(first) = run.next() else {
+            return;
+        };
+        if !self.is_open() {
+            return;
+        }
+        let mux = first.mux();
+        debug_assert!(matches!(first, Frame::Data { .. }), "a run is data frames");
+        let frames = std::iter::once(first).chain(run);
+        if self.role.allocated(mux) {
+            if let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) {
+                let shared = shared.clone();
+                self.deliver_to_caller(mux, &shared, frames, now);
+            }
+        } else if let Some(Served {
+            kind: ServedKind::Stream(shared, cancel),
+            ..
+        }) = self.served.get(&mux)
+        {
+            let (shared, cancel) = (shared.clone(), cancel.clone());
+            self.deliver_to_callee(mux, &shared, cancel, frames, now);
         }
     }
 
@@ -547,40 +587,71 @@ impl<H: Handles> ConnCore<H> {
             }
             ServedKind::Stream(shared, cancel) => {
                 let (shared, cancel) = (shared.clone(), cancel.clone());
-                let mut slot = shared.lock();
-                self.deliver(&mut slot, frame, now);
-                let cancelled = slot.machine.cancelled();
-                let terminal = slot.machine.is_terminal();
-                let next = slot.machine.poll_timeout();
-                drop(slot);
-                if let Some(cause) = cancelled {
-                    self.events.push_back(Event::Cancel(cancel, cause));
-                }
-                if terminal {
-                    self.served.remove(&mux);
-                    self.timers.cancel(mux);
-                } else {
-                    // Any frame is a sign of life: the liveness check moves.
-                    self.schedule(mux, next);
-                }
+                self.deliver_to_callee(mux, &shared, cancel, std::iter::once(frame), now);
             }
         }
     }
 
-    /// Hands a frame to a stream machine, within the inbound budget, and queues what it says.
-    fn deliver<M: Machine>(&mut self, slot: &mut Slot<M>, frame: Frame, now: Instant) {
-        let len = data_len(&frame);
-        if len > 0 && slot.would_overrun(len) {
-            slot.machine.fail_budget();
+    /// Hands frames to a stream this side serves; removes it once it is over.
+    fn deliver_to_callee(
+        &mut self,
+        mux: MuxId,
+        shared: &Shared<StreamCallee>,
+        cancel: H::Cancel,
+        frames: impl Iterator<Item = Frame>,
+        now: Instant,
+    ) {
+        let mut slot = shared.lock();
+        self.deliver(&mut slot, frames, now);
+        let cancelled = slot.machine.cancelled();
+        let terminal = slot.machine.is_terminal();
+        let next = slot.machine.poll_timeout();
+        drop(slot);
+        if let Some(cause) = cancelled {
+            self.events.push_back(Event::Cancel(cancel, cause));
+        }
+        if terminal {
+            self.served.remove(&mux);
+            self.timers.cancel(mux);
         } else {
-            slot.machine.handle_frame(frame, now);
+            // Any frame is a sign of life: the liveness check moves.
+            self.schedule(mux, next);
+        }
+    }
+
+    /// Hands frames to a stream machine, within the inbound budget, and queues what it says;
+    /// wakes the directions the frames concern once at the end.
+    fn deliver<M: Machine>(
+        &mut self,
+        slot: &mut Slot<M>,
+        frames: impl Iterator<Item = Frame>,
+        now: Instant,
+    ) {
+        let mut wake = Wake::default();
+        let was_terminal = slot.machine.is_terminal();
+        // Bytes taken since the budget was last settled, so that a run is checked as a whole.
+        let mut taken = 0;
+        for frame in frames {
+            wake.add(&frame);
+            let len = data_len(&frame);
+            if len > 0 && slot.would_overrun(taken + len) {
+                slot.machine.fail_budget();
+                wake = Wake::BOTH;
+            } else {
+                taken += len;
+                slot.machine.handle_frame(frame, now);
+            }
+        }
+        if slot.machine.is_terminal() && !was_terminal {
+            // A frame that ended the stream (a violation, say) concerns both directions.
+            wake = Wake::BOTH;
         }
         slot.settle();
         while let Some(f) = slot.machine.poll_transmit() {
             let lane = Lane::of_stream_frame(&f);
             self.transmit.push_back((f, lane));
         }
-        slot.wake();
+        slot.wake_only(wake);
     }
 
     // ---- the end of served calls -------------------------------------------------------------

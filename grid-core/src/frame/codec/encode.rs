@@ -4,9 +4,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ERROR_CODE_LEN;
 use crate::frame::{
-    flags, ErrorRecord, Frame, Payload, Route, BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN,
-    MAX_FRAMES_PER_BATCH, MAX_SUBROUTE_LEN, PROTOCOL_VERSION,
+    flags, ErrorRecord, Frame, Op, Payload, Route, BATCH_HEADER_LEN, CHECKSUM_LEN,
+    FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH, MAX_SUBROUTE_LEN, PROTOCOL_VERSION,
 };
+use crate::ids::MuxId;
 
 /// The subroute bytes as written. A name the one-byte length cannot carry (over
 /// [`MAX_SUBROUTE_LEN`]) is written as length 0 with no bytes, which every receiver rejects;
@@ -156,6 +157,42 @@ pub fn encode_frame(frame: &Frame, checksum: bool, dst: &mut BytesMut) {
         let crc = crc32fast::hash(&dst[start..]);
         dst.put_u32(crc);
     }
+}
+
+/// Appends one `Data` frame with a present payload that `payload` writes straight into `dst`
+/// (a producer encodes its message into the outgoing batch, with no buffer of its own): the
+/// header with the body length patched in once the payload is written, and, with `checksum`,
+/// the trailer. Returns the payload's length.
+///
+/// # Errors
+/// Whatever `payload` returns; `dst` may then hold part of a frame, which the caller cuts off.
+pub(crate) fn encode_data_with<E>(
+    mux: MuxId,
+    seq: u32,
+    checksum: bool,
+    dst: &mut BytesMut,
+    payload: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<usize, E> {
+    let start = dst.len();
+    dst.reserve(FRAME_HEADER_LEN + 4 + CHECKSUM_LEN);
+    dst.put_u8(Op::Data as u8);
+    let checksum_flag = if checksum { flags::CHECKSUM } else { 0 };
+    dst.put_u8(flags::PAYLOAD | checksum_flag);
+    dst.put_u32(mux.0);
+    dst.put_u32(0); // body length, patched below
+    dst.put_u32(seq);
+    let payload_start = dst.len();
+    payload(dst)?;
+    let len = dst.len() - payload_start;
+    let body = 4 + len;
+    debug_assert!(u32::try_from(body).is_ok(), "frame body of {body} bytes");
+    let body = u32::try_from(body).unwrap_or(u32::MAX).to_be_bytes();
+    dst[start + 6..start + FRAME_HEADER_LEN].copy_from_slice(&body);
+    if checksum {
+        let crc = crc32fast::hash(&dst[start..]);
+        dst.put_u32(crc);
+    }
+    Ok(len)
 }
 
 fn put_payload(payload: &Payload, dst: &mut BytesMut) {

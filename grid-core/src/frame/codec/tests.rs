@@ -661,3 +661,26 @@ fn release_writes_unrepresentable_frames_as_rejected_ones() {
         })
     );
 }
+
+#[test]
+fn a_data_frame_encoded_in_place_is_the_frame_the_codec_writes() {
+    for checksum in [false, true] {
+        for payload in [&b""[..], b"abc", &[9u8; 300][..]] {
+            let mut dst = BytesMut::from(&b"before"[..]);
+            let len = super::encode::encode_data_with(MuxId(5), 7, checksum, &mut dst, |d| {
+                d.extend_from_slice(payload);
+                Ok::<_, ()>(())
+            })
+            .expect("written");
+            assert_eq!(len, payload.len());
+            let mut want = BytesMut::from(&b"before"[..]);
+            let frame = Frame::Data {
+                mux: MuxId(5),
+                seq: 7,
+                payload: Some(Bytes::copy_from_slice(payload)),
+            };
+            encode_frame(&frame, checksum, &mut want);
+            assert_eq!(dst, want, "checksum {checksum}, {} bytes", payload.len());
+        }
+    }
+}

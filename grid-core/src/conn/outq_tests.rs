@@ -1,0 +1,261 @@
+//! The outbound queue alone: lanes, runs, bounds and wake-ups, with no socket.
+
+use super::*;
+use crate::frame::{decode_batch, encode_frame, Frame, Limits};
+use crate::ids::MuxId;
+
+fn b(n: usize) -> Bytes {
+    Bytes::from(vec![0u8; n])
+}
+
+/// A whole encoded frame of `payload` bytes (a `Data` frame: 14 + payload bytes).
+fn data_frame(seq: u32, payload: usize) -> Frame {
+    Frame::Data {
+        mux: MuxId(1),
+        seq,
+        payload: Some(b(payload)),
+    }
+}
+
+fn append_frame(q: &OutQueue, f: &Frame, bound: Bound) -> Result<(), Refused<()>> {
+    q.append(bound, |w| {
+        w.frame(|dst| {
+            encode_frame(f, false, dst);
+            Ok::<_, ()>(())
+        })
+    })
+}
+
+fn encoded(f: &Frame) -> Bytes {
+    let mut buf = BytesMut::new();
+    encode_frame(f, false, &mut buf);
+    buf.freeze()
+}
+
+async fn drained_frames(q: &OutQueue, max_bytes: usize) -> Vec<Frame> {
+    let batch = q.drain(max_bytes).await.expect("open");
+    let n = batch.frames;
+    let frames = decode_batch(batch.finish(), &Limits::default()).expect("a valid batch");
+    assert_eq!(
+        frames.len(),
+        n,
+        "the count in the header is the frames in it"
+    );
+    frames
+}
+
+#[tokio::test]
+async fn control_goes_first_and_data_is_packed() {
+    let q = OutQueue::new(1000, 1 << 20, 10);
+    append_frame(&q, &data_frame(0, 10), Bound::None).expect("open");
+    q.push_tagged(encoded(&data_frame(1, 20)), 3, Bound::None)
+        .expect("open");
+    let ping = Frame::Ping {
+        mux: MuxId(0),
+        nonce: 1,
+    };
+    q.push_control(encoded(&ping)).expect("room");
+    let frames = drained_frames(&q, 1 << 20).await;
+    assert_eq!(frames, vec![ping, data_frame(0, 10), data_frame(1, 20)]);
+}
+
+#[tokio::test]
+async fn frames_appended_together_share_one_run_sent_as_it_is() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    q.append(Bound::Room, |w| {
+        for seq in 0..100 {
+            w.frame(|dst| {
+                encode_frame(&data_frame(seq, 64), false, dst);
+                Ok::<_, ()>(())
+            })?;
+        }
+        Ok::<_, ()>(())
+    })
+    .expect("room");
+    assert_eq!(q.lens(), (0, 100));
+    let frames = drained_frames(&q, 1 << 20).await;
+    assert_eq!(
+        frames,
+        (0..100).map(|s| data_frame(s, 64)).collect::<Vec<_>>()
+    );
+    assert_eq!(q.data_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_run_holds_one_batch_at_most() {
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10);
+    let n = MAX_FRAMES_PER_BATCH as u32 + 10;
+    for seq in 0..n {
+        append_frame(&q, &data_frame(seq, 1), Bound::Room).expect("room");
+    }
+    let first = drained_frames(&q, usize::MAX).await;
+    assert_eq!(first.len(), MAX_FRAMES_PER_BATCH);
+    let second = drained_frames(&q, usize::MAX).await;
+    assert_eq!(second.len(), 10);
+    assert_eq!(second[0], data_frame(MAX_FRAMES_PER_BATCH as u32, 1));
+}
+
+#[tokio::test]
+async fn a_failed_encode_leaves_the_lane_as_it_was() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let r = q.append(Bound::Room, |w| {
+        w.frame(|dst| {
+            dst.extend_from_slice(b"half a frame");
+            Err::<(), _>("refused")
+        })
+    });
+    assert!(matches!(r, Err(Refused::By("refused"))));
+    assert_eq!(q.lens(), (0, 0));
+    assert_eq!(q.data_bytes(), 0);
+    assert!(q.is_empty());
+    append_frame(&q, &data_frame(0, 3), Bound::Room).expect("room");
+    let r = q.append(Bound::Room, |w| {
+        w.frame(|dst| {
+            dst.extend_from_slice(b"junk");
+            Err::<(), _>("refused")
+        })
+    });
+    assert!(r.is_err());
+    assert_eq!(drained_frames(&q, 1 << 20).await, vec![data_frame(0, 3)]);
+}
+
+#[tokio::test]
+async fn producers_wait_for_room_until_the_writer_drains() {
+    let q = std::sync::Arc::new(OutQueue::new(100, 1 << 20, 10));
+    append_frame(&q, &data_frame(0, 500), Bound::None).expect("a large frame goes alone");
+    assert!(matches!(
+        append_frame(&q, &data_frame(1, 1), Bound::Room),
+        Err(Refused::Full)
+    ));
+    let q2 = q.clone();
+    let waiter = tokio::spawn(async move { q2.wait_room().await });
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished(), "over the bound: the producer waits");
+    q.drain(1 << 20).await.expect("open");
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("woken by the drain")
+        .expect("no panic");
+    assert_eq!(r, Ok(()));
+}
+
+#[tokio::test]
+async fn a_queued_call_can_be_taken_back_until_the_writer_takes_it() {
+    let q = OutQueue::new(1000, 1 << 20, 10);
+    q.push_tagged(encoded(&data_frame(0, 10)), 3, Bound::None)
+        .expect("open");
+    q.push_tagged(encoded(&data_frame(1, 20)), 5, Bound::None)
+        .expect("open");
+    assert!(q.retract(3), "still queued");
+    assert!(!q.retract(3), "already taken back");
+    assert_eq!(drained_frames(&q, 1 << 20).await, vec![data_frame(1, 20)]);
+    assert!(!q.retract(5), "written: a cancel must follow instead");
+}
+
+#[tokio::test]
+async fn control_lane_overflow_reports_stuck() {
+    let q = OutQueue::new(100, 1 << 20, 2);
+    q.push_control(b(1)).expect("room");
+    q.push_control(b(1)).expect("room");
+    assert_eq!(q.push_control(b(1)), Err(QueueError::Stuck));
+}
+
+#[tokio::test]
+async fn a_frame_that_must_not_wait_is_refused_past_twice_the_bound() {
+    let q = OutQueue::new(100, 1 << 20, 2);
+    append_frame(&q, &data_frame(0, 250), Bound::None).expect("open");
+    assert!(matches!(
+        append_frame(&q, &data_frame(1, 0), Bound::Twice),
+        Err(Refused::Stuck)
+    ));
+}
+
+#[tokio::test]
+async fn close_drops_everything_and_wakes_waiters() {
+    let q = std::sync::Arc::new(OutQueue::new(10, 1 << 20, 10));
+    append_frame(&q, &data_frame(0, 10), Bound::None).expect("open");
+    let q2 = q.clone();
+    let waiter = tokio::spawn(async move { q2.wait_room().await });
+    tokio::task::yield_now().await;
+    q.close();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+        .await
+        .expect("waiter woke")
+        .expect("no panic");
+    assert_eq!(r, Err(QueueError::Closed));
+    assert_eq!(q.lens(), (0, 0));
+    assert!(q.drain(100).await.is_none());
+}
+
+#[tokio::test]
+async fn a_last_frame_survives_the_close_and_goes_out_alone() {
+    let q = OutQueue::new(100, 1 << 20, 10);
+    append_frame(&q, &data_frame(0, 10), Bound::None).expect("open");
+    let last = Frame::GoAway {
+        error: crate::frame::ErrorRecord::text(crate::frame::ErrorCode::Protocol, "bad"),
+    };
+    q.close_with(Some(encoded(&last)));
+    assert_eq!(drained_frames(&q, 100).await, vec![last]);
+    assert!(q.drain(100).await.is_none());
+}
+
+#[test]
+fn woken_producers_cannot_each_overshoot_the_bound() {
+    let q = OutQueue::new(100, 1 << 20, 10);
+    append_frame(&q, &data_frame(0, 46), Bound::Room).expect("room");
+    append_frame(&q, &data_frame(1, 46), Bound::Room).expect("room: 60 < 100");
+    assert!(matches!(
+        append_frame(&q, &data_frame(2, 46), Bound::Room),
+        Err(Refused::Full)
+    ));
+    assert_eq!(q.data_bytes(), 120);
+}
+
+#[tokio::test]
+async fn batches_respect_the_byte_bound_and_big_runs_go_alone() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    for seq in 0..10 {
+        q.push_tagged(encoded(&data_frame(seq, 86)), 100 + seq, Bound::None)
+            .expect("open");
+    }
+    assert_eq!(
+        drained_frames(&q, 250).await.len(),
+        2,
+        "100-byte frames, 250 bytes"
+    );
+    // A run over the copy limit behind a control frame: the control frame goes first, alone.
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    append_frame(&q, &data_frame(0, COPY_RUN_MAX), Bound::None).expect("open");
+    q.push_control(b(0)).expect("room");
+    let batch = q.drain(1 << 20).await.expect("open");
+    assert_eq!((batch.frames, batch.len()), (1, BATCH_HEADER_LEN));
+    assert_eq!(
+        drained_frames(&q, 1 << 20).await,
+        vec![data_frame(0, COPY_RUN_MAX)]
+    );
+}
+
+#[tokio::test]
+async fn top_up_copies_what_arrived_meanwhile() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    append_frame(&q, &data_frame(0, 8), Bound::Room).expect("room");
+    let mut batch = q.drain(1 << 20).await.expect("open");
+    append_frame(&q, &data_frame(1, 8), Bound::Room).expect("room");
+    q.top_up(&mut batch, 1 << 20);
+    assert!(q.is_empty());
+    let frames = decode_batch(batch.finish(), &Limits::default()).expect("valid");
+    assert_eq!(frames, vec![data_frame(0, 8), data_frame(1, 8)]);
+}
+
+#[tokio::test]
+async fn a_spare_buffer_is_kept_only_while_there_is_more_to_write() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    q.recycle(BytesMut::with_capacity(1 << 16));
+    assert!(q.lanes.lock().spare.is_none(), "idle: no buffer kept");
+    append_frame(&q, &data_frame(0, 8), Bound::Room).expect("room");
+    q.recycle(BytesMut::with_capacity(1 << 16));
+    assert!(
+        q.lanes.lock().spare.is_some(),
+        "busy: kept for the next run"
+    );
+}
