@@ -246,6 +246,48 @@ async fn send_from<M: Machine, S: Source>(
     }
 }
 
+/// Most messages [`send_stream`] gathers from a stream before it queues them.
+const GATHER: usize = 1024;
+
+/// Sends every message of `stream`: waits for one, takes every further one the stream has ready
+/// right now (at most [`GATHER`]), and queues them together, so a fast stream moves in batches
+/// and a slow one goes message by message without delay.
+async fn send_stream<M, S>(
+    session: &Session,
+    shared: &Shared<M>,
+    stream: S,
+) -> Result<(), SendFail<Error>>
+where
+    M: Machine,
+    S: Stream<Item = Bytes>,
+{
+    use futures::{FutureExt, StreamExt};
+    let mut stream = std::pin::pin!(stream);
+    let mut batch = VecDeque::new();
+    while let Some(first) = stream.next().await {
+        batch.push_back(first);
+        let mut ended = false;
+        while batch.len() < GATHER {
+            // Polling again with the real waker (the `next().await` above) re-registers it, so
+            // a poll with none here loses no wake-up.
+            match stream.next().now_or_never() {
+                Some(Some(item)) => batch.push_back(item),
+                Some(None) => {
+                    ended = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let mut src = BytesSource(batch.drain(..).peekable());
+        send_from(session, shared, &mut src).await?;
+        if ended {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Waits until the stream may send again (credit in both windows) or is over.
 async fn wait_credit<M: Machine>(shared: &Shared<M>) {
     futures::future::poll_fn(|cx| {
@@ -419,6 +461,24 @@ impl StreamSender {
     {
         let mut src = BytesSource(items.into_iter().peekable());
         send_from(&self.session, &self.shared, &mut src)
+            .await
+            .map_err(caller_send_error)
+    }
+
+    /// Sends every message of `stream` until it ends: whatever the stream has ready at once is
+    /// queued together, as [`send_all`](Self::send_all) would.
+    ///
+    /// # Errors
+    /// As [`send_all`](Self::send_all).
+    ///
+    /// # Cancel safety
+    /// If the future is dropped, the messages queued so far are sent, in order; messages taken
+    /// from `stream` and not yet queued are dropped.
+    pub async fn send_stream<S>(&mut self, stream: S) -> Result<(), Error>
+    where
+        S: Stream<Item = Bytes>,
+    {
+        send_stream(&self.session, &self.shared, stream)
             .await
             .map_err(caller_send_error)
     }
@@ -603,6 +663,27 @@ impl HandlerOutput {
     {
         let mut src = BytesSource(items.into_iter().peekable());
         match send_from(&self.session, &self.shared, &mut src).await {
+            Ok(()) => Ok(()),
+            Err(SendFail::Closed) => Err(self.over()),
+            Err(SendFail::Failed(e)) => Err(e),
+        }
+    }
+
+    /// Sends every message of `stream` until it ends: whatever the stream has ready at once is
+    /// queued together, as [`send_all`](Self::send_all) would. Forwarding a handler's input
+    /// (`out.send_stream(input)`) echoes it in batches.
+    ///
+    /// # Errors
+    /// As [`send_all`](Self::send_all).
+    ///
+    /// # Cancel safety
+    /// If the future is dropped, the messages queued so far are sent, in order; messages taken
+    /// from `stream` and not yet queued are dropped.
+    pub async fn send_stream<S>(&mut self, stream: S) -> Result<(), Error>
+    where
+        S: Stream<Item = Bytes>,
+    {
+        match send_stream(&self.session, &self.shared, stream).await {
             Ok(()) => Ok(()),
             Err(SendFail::Closed) => Err(self.over()),
             Err(SendFail::Failed(e)) => Err(e),

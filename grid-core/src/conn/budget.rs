@@ -82,6 +82,13 @@ impl Budget {
         self.inbound.load(Ordering::Relaxed).saturating_add(n) > self.max_inbound.saturating_mul(2)
     }
 
+    /// Bytes that can still arrive before [`inbound_overrun`](Self::inbound_overrun) says yes.
+    pub(crate) fn overrun_room(&self) -> usize {
+        self.max_inbound
+            .saturating_mul(2)
+            .saturating_sub(self.inbound.load(Ordering::Relaxed))
+    }
+
     /// Whether a new call carrying `payload` bytes may be admitted.
     pub(crate) fn admits(&self, payload: usize) -> bool {
         self.inbound.load(Ordering::Relaxed).saturating_add(payload) <= self.max_inbound

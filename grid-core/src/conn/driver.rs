@@ -26,7 +26,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::watchdog::Watchdog;
 use super::Ws;
-use crate::frame::{BatchDecoder, Frame};
+use crate::frame::{BatchDecoder, Frame, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
 
@@ -138,7 +138,8 @@ async fn read_loop(
     let cfg = session.config.clone();
     let limits = cfg.limits();
     let violation = |v| CloseReason::violation(v);
-    let mut run: Vec<Frame> = Vec::with_capacity(RUN_KEPT);
+    let mut run: Vec<(u32, Payload)> = Vec::with_capacity(RUN_KEPT);
+    let mut run_mux = MuxId::CONNECTION;
     loop {
         // Silence is detected by the keepalive task from the watchdog's stamps.
         let msg = match stream.next().await {
@@ -172,15 +173,19 @@ async fn read_loop(
                 Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
             };
             // A stream's data frames that arrived back to back go to it as one run.
-            if let Frame::Data { mux, .. } = &frame {
-                if run.first().is_some_and(|f| f.mux() != *mux) {
-                    session.dispatch_run(&mut run, now);
+            let frame = match frame {
+                Frame::Data { mux, seq, payload } => {
+                    if mux != run_mux && !run.is_empty() {
+                        session.dispatch_run(run_mux, &mut run, now);
+                    }
+                    run_mux = mux;
+                    run.push((seq, payload));
+                    continue;
                 }
-                run.push(frame);
-                continue;
-            }
+                other => other,
+            };
             if !run.is_empty() {
-                session.dispatch_run(&mut run, now);
+                session.dispatch_run(run_mux, &mut run, now);
             }
             if let Some(start) = session.dispatch(frame, now, &*registry) {
                 serve::spawn(&session, &registry, start);
@@ -190,7 +195,7 @@ async fn read_loop(
             }
         }
         if !run.is_empty() {
-            session.dispatch_run(&mut run, now);
+            session.dispatch_run(run_mux, &mut run, now);
         }
         if session.is_closed() {
             return;

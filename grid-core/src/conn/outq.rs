@@ -114,6 +114,9 @@ struct Lanes {
     last: Option<Bytes>,
     /// A cleared buffer the writer gave back, for the next run.
     spare: Option<BytesMut>,
+    /// How long the last run the writer took had grown: the capacity of a new run, so a busy
+    /// stream's runs do not grow by doubling (and copying) every time.
+    run_hint: usize,
 }
 
 impl Lanes {
@@ -198,7 +201,10 @@ impl DataWriter<'_> {
         if !self.lanes.data.back().is_some_and(fits) {
             let buf = match self.lanes.spare.take() {
                 Some(buf) => buf,
-                None => BytesMut::with_capacity(FIRST_RUN_CAPACITY),
+                None => BytesMut::with_capacity(self.lanes.run_hint.clamp(
+                    FIRST_RUN_CAPACITY,
+                    max_batch.saturating_add(FIRST_RUN_CAPACITY),
+                )),
             };
             let Batch { buf, .. } = Batch::new(buf);
             self.lanes.data.push_back(Entry::Run { buf, frames: 0 });
@@ -492,6 +498,7 @@ impl OutQueue {
             // A whole run is a whole batch: sent as it is, without a copy.
             if let Some(Entry::Run { buf, frames }) = lanes.data.pop_front() {
                 lanes.data_bytes -= buf.len() - BATCH_HEADER_LEN;
+                lanes.run_hint = buf.len();
                 self.after_take(lanes, was_full, true);
                 return Some(Some(Batch { buf, frames }));
             }
@@ -533,7 +540,10 @@ impl OutQueue {
             took_data = true;
             match e {
                 Entry::Tagged(_, f) => batch.buf.extend_from_slice(&f),
-                Entry::Run { buf, .. } => batch.buf.extend_from_slice(&buf[BATCH_HEADER_LEN..]),
+                Entry::Run { buf, .. } => {
+                    lanes.run_hint = buf.len();
+                    batch.buf.extend_from_slice(&buf[BATCH_HEADER_LEN..]);
+                }
             }
             batch.frames += frames;
         }

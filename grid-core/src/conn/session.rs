@@ -450,10 +450,11 @@ impl Session {
         })
     }
 
-    /// Handles a run of `Data` frames of one stream, as the reader found them back to back:
-    /// one lookup, one lock of the stream, one wake. Leaves `run` empty.
-    pub(crate) fn dispatch_run(&self, run: &mut Vec<Frame>, now: Instant) {
-        self.with_core(|core| core.handle_data_run(run.drain(..), now));
+    /// Handles a run of `Data` frames of stream `mux` (sequence number, payload), as the reader
+    /// found them back to back: one lookup, one lock of the stream, one wake. Leaves `run`
+    /// empty.
+    pub(crate) fn dispatch_run(&self, mux: MuxId, run: &mut Vec<(u32, Payload)>, now: Instant) {
+        self.with_core(|core| core.handle_data_run(mux, run.drain(..), now));
     }
 
     // ---- served calls -----------------------------------------------------------------------

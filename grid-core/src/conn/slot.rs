@@ -32,6 +32,7 @@ pub(crate) trait Machine: Send + 'static {
     fn buffered_bytes(&self) -> usize;
     fn hold_credit(&mut self, hold: bool);
     fn handle_frame(&mut self, frame: Frame, now: Instant);
+    fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant);
     fn fail_budget(&mut self);
     fn handle_timeout(&mut self, now: Instant);
 }
@@ -68,6 +69,10 @@ macro_rules! impl_machine {
             }
             fn handle_frame(&mut self, frame: Frame, now: Instant) {
                 <$t>::handle_frame(self, frame, now)
+            }
+            #[inline]
+            fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant) {
+                <$t>::handle_data(self, seq, payload, now)
             }
             fn fail_budget(&mut self) {
                 <$t>::fail_budget(self)
@@ -141,6 +146,12 @@ impl<M: Machine> Slot<M> {
         self.budget.inbound_overrun(len)
     }
 
+    /// Bytes the budget can still take before this stream overruns it (one read of the counter
+    /// for a whole run of frames).
+    pub(crate) fn overrun_room(&self) -> usize {
+        self.budget.overrun_room()
+    }
+
     /// Moves the next chunk of messages into `out` for the consumer (the chunk before counts as
     /// consumed), holding back credit while the budget is full.
     pub(crate) fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk {
@@ -171,6 +182,11 @@ impl Wake {
         recv: true,
         send: true,
     };
+
+    /// Adds what data frames concern: the consumer.
+    pub(crate) fn add_data(&mut self) {
+        self.recv = true;
+    }
 
     /// Adds the directions `frame` concerns.
     pub(crate) fn add(&mut self, frame: &Frame) {

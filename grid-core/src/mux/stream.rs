@@ -210,6 +210,28 @@ impl StreamCaller {
         self.send.is_ended()
     }
 
+    /// Takes one `Data` frame's sequence number and payload: what
+    /// [`handle_frame`](Self::handle_frame) does with a `Data` frame, for a reader that hands a
+    /// run of them over without building each frame.
+    #[inline]
+    pub fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant) {
+        if self.is_terminal() {
+            return;
+        }
+        self.last_heard = now;
+        if let Err(v) = self.recv.on_data(seq, payload) {
+            self.violated(v);
+        }
+    }
+
+    fn violated(&mut self, v: Violation) {
+        self.fail(MuxError::Protocol(v));
+        self.outbox.push_back(Frame::Cancel {
+            mux: self.mux,
+            reason: CancelReason::CallerGaveUp,
+        });
+    }
+
     /// Takes a frame addressed to this stream.
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) {
         if self.is_terminal() {
@@ -250,11 +272,7 @@ impl StreamCaller {
             _ => Err(Violation::Unexpected("frame for a stream caller")),
         };
         if let Err(v) = outcome {
-            self.fail(MuxError::Protocol(v));
-            self.outbox.push_back(Frame::Cancel {
-                mux: self.mux,
-                reason: CancelReason::CallerGaveUp,
-            });
+            self.violated(v);
         }
     }
 
@@ -577,6 +595,31 @@ impl StreamCallee {
         self.send.is_ended()
     }
 
+    /// Takes one `Data` frame's sequence number and payload: what
+    /// [`handle_frame`](Self::handle_frame) does with a `Data` frame, for a reader that hands a
+    /// run of them over without building each frame.
+    #[inline]
+    pub fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant) {
+        if self.is_terminal() {
+            return;
+        }
+        self.last_heard = now;
+        let outcome = match self.recv.as_mut() {
+            Some(recv) => recv.on_data(seq, payload),
+            None => Err(Violation::Unexpected("input on a stream without input")),
+        };
+        if let Err(v) = outcome {
+            self.violated(v);
+        }
+    }
+
+    fn violated(&mut self, v: Violation) {
+        if let Some(end) = self.send.end(self.mux, Some(v.to_record())) {
+            self.outbox.push_back(end);
+        }
+        self.cancel(CancelCause::Protocol);
+    }
+
     /// Takes a frame addressed to this stream.
     pub fn handle_frame(&mut self, frame: Frame, now: Instant) {
         if self.is_terminal() {
@@ -605,10 +648,7 @@ impl StreamCallee {
             _ => Err(Violation::Unexpected("frame for a stream callee")),
         };
         if let Err(v) = outcome {
-            if let Some(end) = self.send.end(self.mux, Some(v.to_record())) {
-                self.outbox.push_back(end);
-            }
-            self.cancel(CancelCause::Protocol);
+            self.violated(v);
         }
     }
 

@@ -70,6 +70,18 @@ enum ServedKind<H: Handles> {
     Stream(Shared<StreamCallee>, H::Cancel),
 }
 
+/// What a stream machine is handed: one frame, or a run of `Data` frames of its mux.
+enum Inbound<I> {
+    One(Frame),
+    Data(I),
+}
+
+impl Inbound<std::iter::Empty<(u32, Payload)>> {
+    fn one(frame: Frame) -> Self {
+        Inbound::One(frame)
+    }
+}
+
 /// One connection's calls, rules and budgets.
 pub(crate) struct ConnCore<H: Handles> {
     role: Role,
@@ -366,7 +378,7 @@ impl<H: Handles> ConnCore<H> {
             }
             Some(Outgoing::Stream(shared)) => {
                 let shared = shared.clone();
-                self.deliver_to_caller(mux, &shared, std::iter::once(frame), now);
+                self.deliver_to_caller(mux, &shared, Inbound::one(frame), now);
             }
         }
     }
@@ -376,7 +388,7 @@ impl<H: Handles> ConnCore<H> {
         &mut self,
         mux: MuxId,
         shared: &Shared<StreamCaller>,
-        frames: impl Iterator<Item = Frame>,
+        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
         now: Instant,
     ) {
         let mut slot = shared.lock();
@@ -388,20 +400,20 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
-    /// Takes a run of `Data` frames of one mux that arrived back to back: one table lookup, one
-    /// lock of the stream's slot and one wake for the whole run, with the same rules as
-    /// [`handle_frame`](Self::handle_frame) applied to each frame (data never starts a call, and
-    /// data for a mux we do not know is ignored).
-    pub(crate) fn handle_data_run(&mut self, mut run: impl Iterator<Item = Frame>, now: Instant) {
-        let Some(first) = run.next() else {
-            return;
-        };
+    /// Takes a run of `Data` frames of `mux` that arrived back to back, as (sequence number,
+    /// payload): one table lookup, one lock of the stream's slot and one wake for the whole run,
+    /// with the same rules as [`handle_frame`](Self::handle_frame) applied to each frame (data
+    /// never starts a call, and data for a mux we do not know is ignored).
+    pub(crate) fn handle_data_run(
+        &mut self,
+        mux: MuxId,
+        run: impl Iterator<Item = (u32, Payload)>,
+        now: Instant,
+    ) {
         if !self.is_open() {
             return;
         }
-        let mux = first.mux();
-        debug_assert!(matches!(first, Frame::Data { .. }), "a run is data frames");
-        let frames = std::iter::once(first).chain(run);
+        let frames = Inbound::Data(run);
         if self.role.allocated(mux) {
             if let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) {
                 let shared = shared.clone();
@@ -587,7 +599,7 @@ impl<H: Handles> ConnCore<H> {
             }
             ServedKind::Stream(shared, cancel) => {
                 let (shared, cancel) = (shared.clone(), cancel.clone());
-                self.deliver_to_callee(mux, &shared, cancel, std::iter::once(frame), now);
+                self.deliver_to_callee(mux, &shared, cancel, Inbound::one(frame), now);
             }
         }
     }
@@ -598,7 +610,7 @@ impl<H: Handles> ConnCore<H> {
         mux: MuxId,
         shared: &Shared<StreamCallee>,
         cancel: H::Cancel,
-        frames: impl Iterator<Item = Frame>,
+        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
         now: Instant,
     ) {
         let mut slot = shared.lock();
@@ -624,22 +636,35 @@ impl<H: Handles> ConnCore<H> {
     fn deliver<M: Machine>(
         &mut self,
         slot: &mut Slot<M>,
-        frames: impl Iterator<Item = Frame>,
+        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
         now: Instant,
     ) {
-        let mut wake = Wake::default();
         let was_terminal = slot.machine.is_terminal();
-        // Bytes taken since the budget was last settled, so that a run is checked as a whole.
-        let mut taken = 0;
-        for frame in frames {
-            wake.add(&frame);
-            let len = data_len(&frame);
-            if len > 0 && slot.would_overrun(taken + len) {
-                slot.machine.fail_budget();
-                wake = Wake::BOTH;
-            } else {
-                taken += len;
-                slot.machine.handle_frame(frame, now);
+        let mut wake = Wake::default();
+        match frames {
+            Inbound::One(frame) => {
+                wake.add(&frame);
+                let len = data_len(&frame);
+                if len > 0 && slot.would_overrun(len) {
+                    slot.machine.fail_budget();
+                } else {
+                    slot.machine.handle_frame(frame, now);
+                }
+            }
+            Inbound::Data(run) => {
+                wake.add_data();
+                // The budget is read once for the run: what the run adds counts against it.
+                let room = slot.overrun_room();
+                let mut taken = 0usize;
+                for (seq, payload) in run {
+                    let len = payload.as_ref().map_or(0, Bytes::len);
+                    taken += len;
+                    if len > 0 && taken > room {
+                        slot.machine.fail_budget();
+                        break;
+                    }
+                    slot.machine.handle_data(seq, payload, now);
+                }
             }
         }
         if slot.machine.is_terminal() && !was_terminal {
