@@ -101,7 +101,7 @@ impl Opts {
     }
 
     /// Settings from the command line: `--quick`, `--only a,b`, `--workloads a,b`,
-    /// `--concurrency 64,256`. Anything
+    /// `--concurrency 64,256`, `--stream-n N`, `--bidi-n N`. Anything
     /// else (cargo bench passes `--bench`) is ignored.
     pub(crate) fn from_args() -> Opts {
         let args: Vec<String> = std::env::args().collect();
@@ -121,6 +121,13 @@ impl Opts {
             .collect();
         if !c.is_empty() {
             o.concurrency = c;
+        }
+        // Longer streams for steadier figures on a busy machine (and for profiles).
+        if let Some(n) = list("--stream-n").first().and_then(|n| n.parse().ok()) {
+            o.stream_n = n;
+        }
+        if let Some(n) = list("--bidi-n").first().and_then(|n| n.parse().ok()) {
+            o.bidi_n = n;
         }
         o
     }

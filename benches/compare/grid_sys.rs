@@ -34,18 +34,17 @@ fn register(m: &Manager) -> Result<(), String> {
                 .try_into()
                 .map_err(|_| RemoteError::application("bad count"))?,
         );
-        for i in 0..n {
-            out.send(stream_msg(i)).await.map_err(gone)?;
-        }
-        Ok(())
+        out.send_all((0..n).map(stream_msg)).await.map_err(gone)
     })
     .map_err(|e| e.to_string())?;
     m.register_stream(BIDI, |_ctx, _payload, input, mut out| async move {
         let Some(mut input) = input else {
             return Err(RemoteError::application("no input"));
         };
-        while let Some(m) = input.recv().await {
-            out.send(m.map_err(gone)?).await.map_err(gone)?;
+        // Echo in batches: whatever input has arrived goes back together.
+        let mut batch = Vec::new();
+        while input.recv_many(&mut batch, 4096).await.map_err(gone)? > 0 {
+            out.send_all(batch.drain(..)).await.map_err(gone)?;
         }
         Ok(())
     })
@@ -90,7 +89,13 @@ fn echo_fn(conn: Connection) -> EchoFn {
 
 async fn server_stream(conn: Connection, n: u64) -> Result<u64, String> {
     // The defaults, as every system here runs with its own.
-    let opts = StreamOptions::default();
+    let mut opts = StreamOptions::default();
+    if let Ok(v) = std::env::var("CAP") {
+        opts.out_capacity = v.parse().unwrap();
+    }
+    if let Ok(v) = std::env::var("WIN") {
+        opts.out_window = v.parse().unwrap();
+    }
     let mut s = conn
         .open_stream(STREAM.id, Bytes::copy_from_slice(&n.to_be_bytes()), opts)
         .await
@@ -112,12 +117,10 @@ async fn bidi(conn: Connection, n: u64) -> Result<u64, String> {
     let mut sender = s.sender.ok_or("no sender")?;
     let mut receiver = s.receiver;
     let feeder = tokio::spawn(async move {
-        for i in 0..n {
-            sender
-                .send(stream_msg(i))
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+        sender
+            .send_all((0..n).map(stream_msg))
+            .await
+            .map_err(|e| e.to_string())?;
         sender.finish();
         Ok::<_, String>(())
     });

@@ -35,42 +35,37 @@ use crate::frame::{self, Payload};
 use crate::ids::HandlerId;
 use crate::mux::{CancelCause, MuxError, RecvChunk, SendRefusal, StreamCallee, StreamCaller};
 
-/// Polls the next message for a `Stream` impl: from `local`, the chunk taken last, without a
-/// lock; when it is empty, takes the next chunk under the stream's lock (which counts the last one
-/// as consumed and returns its credit). `None` after a clean end, one `Err` (mapped by
-/// `map_err`) when the direction failed, then `None`. `done` remembers the end.
-fn poll_stream<M: Machine>(
+/// Makes sure `local` (the chunk taken last, handed out without a lock) holds messages: when it
+/// is empty, takes the next chunk under the stream's lock, which counts the last one as consumed
+/// and returns its credit. `Ready(Ok(true))` with messages in `local`, `Ready(Ok(false))` after
+/// a clean end, one `Ready(Err)` (mapped by `map_err`) when the direction failed, after every
+/// message before it, then `Ready(Ok(false))`. `done` remembers the end.
+fn poll_fill<M: Machine>(
     session: &Session,
     shared: &Shared<M>,
     local: &mut VecDeque<Payload>,
     done: &mut bool,
     cx: &mut TaskContext<'_>,
     map_err: impl FnOnce(MuxError) -> Error,
-) -> Poll<Option<Result<Bytes, Error>>> {
-    if let Some(p) = local.pop_front() {
-        return Poll::Ready(Some(Ok(p.unwrap_or_default())));
+) -> Poll<Result<bool, Error>> {
+    if !local.is_empty() {
+        return Poll::Ready(Ok(true));
     }
     if *done {
-        return Poll::Ready(None);
+        return Poll::Ready(Ok(false));
     }
     let mut slot = shared.lock();
     let chunk = slot.poll_recv_chunk(local);
     session.transmit(&mut slot.machine);
     match chunk {
-        RecvChunk::Items(_) => {
-            drop(slot);
-            match local.pop_front() {
-                Some(p) => Poll::Ready(Some(Ok(p.unwrap_or_default()))),
-                None => Poll::Ready(None),
-            }
-        }
+        RecvChunk::Items(_) => Poll::Ready(Ok(true)),
         RecvChunk::End(Ok(())) => {
             *done = true;
-            Poll::Ready(None)
+            Poll::Ready(Ok(false))
         }
         RecvChunk::End(Err(e)) => {
             *done = true;
-            Poll::Ready(Some(Err(map_err(e))))
+            Poll::Ready(Err(map_err(e)))
         }
         RecvChunk::Empty => {
             match &slot.recv_waker {
@@ -79,6 +74,50 @@ fn poll_stream<M: Machine>(
             }
             Poll::Pending
         }
+    }
+}
+
+/// The next message for a `Stream` impl: `None` after a clean end, one `Err` when the direction
+/// failed, then `None` (see [`poll_fill`]).
+fn poll_stream<M: Machine>(
+    session: &Session,
+    shared: &Shared<M>,
+    local: &mut VecDeque<Payload>,
+    done: &mut bool,
+    cx: &mut TaskContext<'_>,
+    map_err: impl FnOnce(MuxError) -> Error,
+) -> Poll<Option<Result<Bytes, Error>>> {
+    match poll_fill(session, shared, local, done, cx, map_err) {
+        Poll::Ready(Ok(true)) => Poll::Ready(local.pop_front().map(|p| Ok(p.unwrap_or_default()))),
+        Poll::Ready(Ok(false)) => Poll::Ready(None),
+        Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Moves up to `limit` (at least 1) of the messages received so far into `buf`, waiting for one
+/// if there is none: `Ok(n)` with `n > 0`, `Ok(0)` after a clean end, one `Err` when the
+/// direction failed, after every message before it (see [`poll_fill`]).
+#[allow(clippy::too_many_arguments)]
+fn poll_many<M: Machine>(
+    session: &Session,
+    shared: &Shared<M>,
+    local: &mut VecDeque<Payload>,
+    done: &mut bool,
+    cx: &mut TaskContext<'_>,
+    map_err: impl FnOnce(MuxError) -> Error,
+    buf: &mut Vec<Bytes>,
+    limit: usize,
+) -> Poll<Result<usize, Error>> {
+    match poll_fill(session, shared, local, done, cx, map_err) {
+        Poll::Ready(Ok(true)) => {
+            let n = limit.max(1).min(local.len());
+            buf.extend(local.drain(..n).map(Option::unwrap_or_default));
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Ok(false)) => Poll::Ready(Ok(0)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -160,6 +199,8 @@ where
 enum Step<E> {
     /// Everything was queued.
     Done,
+    /// A whole batch was queued: let the writer have it, then go on.
+    More,
     /// No credit in one of the windows: wait for the peer.
     NoCredit,
     /// The socket's data lane is at its bound: wait for the writer.
@@ -202,6 +243,9 @@ fn append<M: Machine, S: Source>(
             frame::encode_data_with(mux, seq, checksum, dst, |d| src.write_next(d, max))
         })?;
         machine.spend(len);
+        if w.run_full() {
+            return Ok(Step::More);
+        }
     });
     match appended {
         Ok(step) => step,
@@ -234,6 +278,9 @@ async fn send_from<M: Machine, S: Source>(
         };
         match step {
             Step::Done => return Ok(()),
+            // Let the writer, woken by the first frames, take this batch on this worker while
+            // the rest of ours moves to another (a task woken here waits behind us otherwise).
+            Step::More => tokio::task::yield_now().await,
             Step::Closed => return Err(SendFail::Closed),
             Step::Failed(e) => return Err(SendFail::Failed(e)),
             Step::NoCredit => wait_credit(shared).await,
@@ -355,6 +402,34 @@ impl StreamReceiver {
     /// Cancel safe: a message is taken only when it is returned.
     pub async fn recv(&mut self) -> Option<Result<Bytes, Error>> {
         futures::StreamExt::next(self).await
+    }
+
+    /// Waits for the next message, then moves into `buf` every message already received after
+    /// it too (at most `limit`, and at most half a window at a time): one lock of the stream for
+    /// all of them. Returns how many it added; `0` after a clean end.
+    ///
+    /// # Errors
+    /// Why the stream ended, if not cleanly; returned once, after the messages before it.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: messages are moved only when the call returns.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> Result<usize, Error> {
+        let (session, handler) = (&self.session, self.handler);
+        let (shared, subroute) = (&self.shared, &self.subroute);
+        let (local, done) = (&mut self.local, &mut self.done);
+        futures::future::poll_fn(|cx| {
+            poll_many(
+                session,
+                shared,
+                local,
+                done,
+                cx,
+                |e| Error::from_mux(e, &session.peer, handler, subroute.as_deref()),
+                buf,
+                limit,
+            )
+        })
+        .await
     }
 
     /// Cancels the stream now; the callee's handler sees `CallerGaveUp`. Messages received and
@@ -564,6 +639,32 @@ impl HandlerInput {
     pub async fn recv(&mut self) -> Option<Result<Bytes, Error>> {
         futures::StreamExt::next(self).await
     }
+
+    /// Waits for the next message, then moves into `buf` every message already received after
+    /// it too (at most `limit`, and at most half a window at a time): one lock of the stream for
+    /// all of them. Returns how many it added; `0` once the caller finished sending.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] if the call was cancelled (the context says why).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: messages are moved only when the call returns.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> Result<usize, Error> {
+        let (session, shared) = (&self.session, &self.shared);
+        let (local, done) = (&mut self.local, &mut self.done);
+        futures::future::poll_fn(|cx| {
+            poll_many(session, shared, local, done, cx, input_error, buf, limit)
+        })
+        .await
+    }
+}
+
+/// What a handler sees when its input failed.
+fn input_error(e: MuxError) -> Error {
+    match e {
+        MuxError::Remote(rec) => Error::Remote(rec.into()),
+        _ => Error::Cancelled,
+    }
 }
 
 impl Stream for HandlerInput {
@@ -577,10 +678,7 @@ impl Stream for HandlerInput {
             &mut this.local,
             &mut this.done,
             cx,
-            |e| match e {
-                MuxError::Remote(rec) => Error::Remote(rec.into()),
-                _ => Error::Cancelled,
-            },
+            input_error,
         )
     }
 }

@@ -13,7 +13,7 @@
 use bytes::{Bytes, BytesMut};
 use grid_core::frame::{
     decode_batch, encode_batch, encode_frame, encoded_len, flags, BatchDecoder, BatchEncoder,
-    CancelReason, ErrorCode, ErrorRecord, Frame, Limits, Op, Route, BATCH_HEADER_LEN,
+    CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Op, Route, BATCH_HEADER_LEN,
     MAX_SUBROUTE_LEN,
 };
 use grid_core::{HandlerId, MuxId};
@@ -346,6 +346,44 @@ proptest! {
             prop_assert_eq!(*got, want);
         }
         prop_assert!(decoded.is_empty() || decoded.iter().any(Result::is_err));
+    }
+}
+
+/// Every item `next_non_data` yields, `Data` frames rebuilt from what it handed to its callback,
+/// in the order they came.
+fn split_decode(msg: &[u8]) -> Option<Vec<Result<Frame, FrameError>>> {
+    let mut dec = BatchDecoder::new(Bytes::copy_from_slice(msg), &limits()).ok()?;
+    let mut out = Vec::new();
+    loop {
+        let mut data = Vec::new();
+        let next = dec.next_non_data(|mux, seq, payload| {
+            data.push(Ok(Frame::Data { mux, seq, payload }));
+        });
+        out.extend(data);
+        match next {
+            Some(item) => out.push(item),
+            None => return Some(out),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(2_000))]
+
+    #[test]
+    fn decoding_data_apart_yields_what_iterating_yields(msg in mutated_batch()) {
+        let iterated = BatchDecoder::new(Bytes::from(msg.clone()), &limits())
+            .ok()
+            .map(|dec| dec.collect::<Vec<_>>());
+        prop_assert_eq!(split_decode(&msg), iterated);
+    }
+
+    #[test]
+    fn decoding_valid_batches_data_apart_yields_every_frame(frames in batch(40)) {
+        let msg = encode_mixed(&frames);
+        let expected: Vec<Result<Frame, FrameError>> =
+            frames.into_iter().map(|(f, _)| Ok(f)).collect();
+        prop_assert_eq!(split_decode(&msg), Some(expected));
     }
 }
 

@@ -26,7 +26,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::watchdog::Watchdog;
 use super::Ws;
-use crate::frame::{BatchDecoder, Frame, Payload};
+use crate::frame::{BatchDecoder, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
 
@@ -161,32 +161,35 @@ async fn read_loop(
             Message::Text(_) => return session.close(violation(ProtocolViolation::TextMessage)),
         };
         ConnStats::add(&session.stats.bytes_in, data.len());
-        let decoder = match BatchDecoder::new(data, &limits) {
+        let mut decoder = match BatchDecoder::new(data, &limits) {
             Ok(d) => d,
             Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
         };
         let now = Instant::now();
         ConnStats::add(&session.stats.frames_in, decoder.remaining());
-        for frame in decoder {
-            let frame = match frame {
-                Ok(f) => f,
-                Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
-            };
+        let mut handed_data = false;
+        loop {
             // A stream's data frames that arrived back to back go to it as one run.
-            let frame = match frame {
-                Frame::Data { mux, seq, payload } => {
-                    if mux != run_mux && !run.is_empty() {
-                        session.dispatch_run(run_mux, &mut run, now);
-                    }
-                    run_mux = mux;
-                    run.push((seq, payload));
-                    continue;
+            let next = decoder.next_non_data(|mux, seq, payload| {
+                handed_data = true;
+                if mux != run_mux && !run.is_empty() {
+                    session.dispatch_run(run_mux, &mut run, now);
                 }
-                other => other,
-            };
+                run_mux = mux;
+                run.push((seq, payload));
+                // The consumer may start on the first part while the rest is decoded.
+                if run.len() >= RUN_MAX {
+                    session.dispatch_run(run_mux, &mut run, now);
+                }
+            });
             if !run.is_empty() {
                 session.dispatch_run(run_mux, &mut run, now);
             }
+            let frame = match next {
+                None => break,
+                Some(Ok(f)) => f,
+                Some(Err(e)) => return session.close(violation(ProtocolViolation::Frame(e))),
+            };
             if let Some(start) = session.dispatch(frame, now, &*registry) {
                 serve::spawn(&session, &registry, start);
             }
@@ -194,19 +197,24 @@ async fn read_loop(
                 return;
             }
         }
-        if !run.is_empty() {
-            session.dispatch_run(run_mux, &mut run, now);
-        }
         if session.is_closed() {
             return;
         }
         // A burst's worth of room is not kept for an idle link.
         run.shrink_to(RUN_KEPT);
+        if handed_data {
+            // A consumer woken by these runs waits behind this task on this worker; yield, so
+            // it runs here while reading moves to another worker.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 /// Frames of room the reader keeps for a run between messages.
 const RUN_KEPT: usize = 64;
+
+/// Most frames the reader hands a stream at once.
+const RUN_MAX: usize = 256;
 
 async fn timer_loop(session: Arc<Session>) {
     loop {

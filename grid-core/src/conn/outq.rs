@@ -184,6 +184,17 @@ impl DataWriter<'_> {
         self.lanes.data_bytes < self.queue.max_data_bytes
     }
 
+    /// True once the last run holds a whole batch: a batching producer lets go of the lane here,
+    /// so the writer can send that run while the producer fills the next one.
+    pub(crate) fn run_full(&self) -> bool {
+        match self.lanes.data.back() {
+            Some(Entry::Run { buf, frames }) => {
+                *frames >= MAX_FRAMES_PER_BATCH || buf.len() >= self.queue.max_batch_bytes
+            }
+            _ => false,
+        }
+    }
+
     /// Encodes one frame into the lane with `encode`, which appends exactly one frame to the
     /// buffer it is given (and nothing if it fails: whatever it wrote is cut off again).
     ///

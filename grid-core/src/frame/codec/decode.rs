@@ -194,6 +194,49 @@ impl Iterator for BatchDecoder {
 
 impl FusedIterator for BatchDecoder {}
 
+impl BatchDecoder {
+    /// Like [`next`](Iterator::next), but hands every `Data` frame to `on_data` (mux, sequence
+    /// number, payload) as it goes, without building a [`Frame`] for it, and returns the next
+    /// frame of any other op, the error, or the end. The same checks run in the same order; a
+    /// reader uses it to move a stream's messages in runs.
+    #[inline]
+    pub fn next_non_data(
+        &mut self,
+        mut on_data: impl FnMut(MuxId, u32, Payload),
+    ) -> Option<Result<Frame, FrameError>> {
+        while !self.done && self.remaining > 0 {
+            let header = match decode_header(&self.msg, self.pos) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            if header.op != Op::Data {
+                break;
+            }
+            let mut body = header.body(&self.msg, self.pos, &self.limits);
+            let data = body.u32().and_then(|seq| {
+                let payload = body.payload(header.flags)?;
+                body.finish()?;
+                Ok((seq, payload))
+            });
+            match data {
+                Ok((seq, payload)) => {
+                    self.pos += header.frame_len;
+                    self.remaining -= 1;
+                    on_data(header.mux, seq, payload);
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.next()
+    }
+}
+
 /// Decodes a whole batch into its frames; fails on the first error.
 ///
 /// # Errors
@@ -213,6 +256,41 @@ pub fn decode_batch(msg: Bytes, limits: &Limits) -> Result<Vec<Frame>, FrameErro
 /// Decodes the frame at `msg[pos..]`, returning it and its length on the wire.
 #[inline]
 fn decode_frame(msg: &Bytes, pos: usize, limits: &Limits) -> Result<(Frame, usize), FrameError> {
+    let header = decode_header(msg, pos)?;
+    let mut body = header.body(msg, pos, limits);
+    let frame = decode_body(header.op, header.flags, header.mux, &mut body)?;
+    body.finish()?;
+    Ok((frame, header.frame_len))
+}
+
+/// A frame's header, checked (steps 4-10 of the decoding order) and its checksum verified.
+struct Header {
+    op: Op,
+    flags: u8,
+    mux: MuxId,
+    body_len: usize,
+    /// Header, body and trailer.
+    frame_len: usize,
+}
+
+impl Header {
+    /// A cursor over the body of the frame at `pos`.
+    #[inline]
+    fn body<'a>(&self, msg: &'a Bytes, pos: usize, limits: &'a Limits) -> Body<'a> {
+        Body {
+            msg,
+            op: self.op,
+            len: self.body_len,
+            pos: pos + FRAME_HEADER_LEN,
+            end: pos + FRAME_HEADER_LEN + self.body_len,
+            limits,
+        }
+    }
+}
+
+/// Checks the header of the frame at `msg[pos..]` and, when flagged, its checksum.
+#[inline]
+fn decode_header(msg: &Bytes, pos: usize) -> Result<Header, FrameError> {
     let input = msg.get(pos..).unwrap_or_default();
     let Some(header) = input.first_chunk::<FRAME_HEADER_LEN>() else {
         return Err(FrameError::Truncated {
@@ -270,17 +348,13 @@ fn decode_frame(msg: &Bytes, pos: usize, limits: &Limits) -> Result<(Frame, usiz
         }
     }
 
-    let mut body = Body {
-        msg,
+    Ok(Header {
         op,
-        len: body_len,
-        pos: pos + FRAME_HEADER_LEN,
-        end: pos + body_end,
-        limits,
-    };
-    let frame = decode_body(op, fl, MuxId(mux), &mut body)?;
-    body.finish()?;
-    Ok((frame, frame_len))
+        flags: fl,
+        mux: MuxId(mux),
+        body_len,
+        frame_len,
+    })
 }
 
 /// A cursor over one frame's body inside the message. Reads past the body's end are errors, never
