@@ -89,13 +89,7 @@ fn echo_fn(conn: Connection) -> EchoFn {
 
 async fn server_stream(conn: Connection, n: u64) -> Result<u64, String> {
     // The defaults, as every system here runs with its own.
-    let mut opts = StreamOptions::default();
-    if let Ok(v) = std::env::var("CAP") {
-        opts.out_capacity = v.parse().unwrap();
-    }
-    if let Ok(v) = std::env::var("WIN") {
-        opts.out_window = v.parse().unwrap();
-    }
+    let opts = StreamOptions::default();
     let mut s = conn
         .open_stream(STREAM.id, Bytes::copy_from_slice(&n.to_be_bytes()), opts)
         .await
