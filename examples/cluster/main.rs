@@ -200,10 +200,8 @@ fn free_names(n: usize) -> Result<Vec<String>, String> {
 }
 
 fn connections(m: &Manager) -> Result<Vec<Connection>, String> {
-    let mut peers: Vec<&str> = m.peers().collect();
-    peers.sort_unstable();
-    peers
-        .into_iter()
+    m.peers()
+        .iter()
         .map(|p| m.connection(p).map_err(|e| e.to_string()))
         .collect()
 }

@@ -81,7 +81,13 @@ pub type DialFn =
 struct ManagerInner {
     local: Arc<str>,
     config: Arc<Config>,
-    peers: HashMap<String, Arc<PeerConn>>,
+    /// Every peer, by name; changed by [`Manager::add_peer`] and [`Manager::remove_peer`].
+    peers: parking_lot::RwLock<HashMap<String, Arc<PeerConn>>>,
+    /// The dial loop of each peer this node dials.
+    dialers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// False until [`Manager::set_ready`] when started with
+    /// [`ManagerBuilder::start_not_ready`].
+    ready: tokio::sync::watch::Sender<bool>,
     registry: Arc<Registry>,
     auth: Arc<dyn Authenticator>,
     instance: InstanceId,
@@ -100,6 +106,28 @@ struct ManagerInner {
 }
 
 impl ManagerInner {
+    fn peer(&self, name: &str) -> Option<Arc<PeerConn>> {
+        self.peers.read().get(name).cloned()
+    }
+
+    fn peer_list(&self) -> Vec<Arc<PeerConn>> {
+        self.peers.read().values().cloned().collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Starts the dial loop of `pc` if this node is the one to dial it.
+    fn start_dialing(self: &Arc<Self>, pc: &Arc<PeerConn>) {
+        if should_dial(&self.local, &pc.peer) {
+            let task = tokio::spawn(dial_loop(self.clone(), pc.clone()));
+            if let Some(old) = self.dialers.lock().insert(pc.peer.to_string(), task) {
+                old.abort();
+            }
+        }
+    }
+
     fn now_ms(&self) -> i64 {
         millis_since_epoch(self.clock.as_ref().map_or_else(SystemTime::now, |c| c()))
     }
@@ -119,7 +147,7 @@ impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Manager")
             .field("local", &self.inner.local)
-            .field("peers", &self.inner.peers.len())
+            .field("peers", &self.inner.peers.read().len())
             .field("local_addr", &self.inner.local_addr)
             .finish()
     }
@@ -155,6 +183,7 @@ impl Manager {
             dialer: None,
             tls: None,
             clock: None,
+            ready: true,
         }
     }
 
@@ -173,9 +202,94 @@ impl Manager {
         &self.inner.config
     }
 
-    /// Every peer's name.
-    pub fn peers(&self) -> impl Iterator<Item = &str> {
-        self.inner.peers.keys().map(String::as_str)
+    /// Every peer's name, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.peers.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Adds a member while running: the node starts dialing it (or accepting it, by the dial
+    /// rule) and hands out [`Connection`]s to it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `peer` is this node or already a member, or its name has no address
+    /// (or needs TLS that is not set up); [`Error::Shutdown`] once shut down.
+    pub fn add_peer(&self, peer: impl Into<String>) -> Result<(), Error> {
+        let peer = peer.into();
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        if peer == *self.inner.local {
+            return Err(Error::Config(format!("{peer} is this node's own name")));
+        }
+        check_peer_name(&peer, self.inner.tls.as_ref())?;
+        let pc = {
+            let mut peers = self.inner.peers.write();
+            if peers.contains_key(&peer) {
+                return Err(Error::Config(format!("{peer} is already a member")));
+            }
+            let pc = Arc::new(PeerConn::new(
+                self.inner.local.clone(),
+                peer.clone().into(),
+                self.inner.config.clone(),
+                self.inner.events.clone(),
+            ));
+            peers.insert(peer, pc.clone());
+            pc
+        };
+        if self.inner.is_ready() {
+            self.inner.start_dialing(&pc);
+        }
+        Ok(())
+    }
+
+    /// Removes a member while running: no new call to it can start (handles fail with
+    /// [`Error::UnknownPeer`], the peer's sockets are refused), its link is drained — calls in
+    /// flight, both ways, may finish within `within` — then closed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`] if `peer` is not a member.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped midway, the peer is removed but its link may stay open until it
+    /// drops or the manager shuts down.
+    pub async fn remove_peer(&self, peer: &str, within: Duration) -> Result<(), Error> {
+        let pc = self
+            .inner
+            .peers
+            .write()
+            .remove(peer)
+            .ok_or_else(|| Error::UnknownPeer(peer.to_owned()))?;
+        if let Some(dialer) = self.inner.dialers.lock().remove(peer) {
+            dialer.abort();
+        }
+        pc.state.send_replace(ConnState::Removed);
+        let live = pc.current.read().clone();
+        if let Some(s) = live {
+            s.drain();
+            let _ = tokio::time::timeout(within, s.drained()).await;
+            s.close(crate::conn::CloseReason::local(
+                crate::conn::CloseKind::Removed,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens a node started with [`ManagerBuilder::start_not_ready`]: it accepts peers and
+    /// dials from now on. Call it once every handler is registered. Idempotent.
+    pub fn set_ready(&self) {
+        if self.inner.ready.send_replace(true) {
+            return;
+        }
+        for pc in self.inner.peer_list() {
+            self.inner.start_dialing(&pc);
+        }
+    }
+
+    /// True once the node accepts and dials peers.
+    pub fn is_ready(&self) -> bool {
+        self.inner.is_ready()
     }
 
     /// A handle to the connection with `peer`.
@@ -184,8 +298,7 @@ impl Manager {
     /// [`Error::UnknownPeer`] if `peer` is not one of this manager's peers.
     pub fn connection(&self, peer: &str) -> Result<Connection, Error> {
         self.inner
-            .peers
-            .get(peer)
+            .peer(peer)
             .map(|pc| Connection {
                 inner: pc.clone(),
                 subroute: None,
@@ -331,8 +444,8 @@ impl Manager {
     pub fn stats(&self) -> ManagerStats {
         let mut connections: Vec<ConnectionStats> = self
             .inner
-            .peers
-            .values()
+            .peer_list()
+            .into_iter()
             .map(|pc| {
                 Connection {
                     inner: pc.clone(),
@@ -371,9 +484,9 @@ impl Manager {
     /// Cancel safe.
     pub async fn wait_for_peers(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + timeout;
-        for peer in self.inner.peers.keys() {
+        for peer in self.peers() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            self.connection(peer)?.wait_for_connect(left).await?;
+            self.connection(&peer)?.wait_for_connect(left).await?;
         }
         Ok(())
     }
@@ -401,8 +514,8 @@ impl Manager {
             .store(true, std::sync::atomic::Ordering::Release);
         let sessions: Vec<Arc<Session>> = self
             .inner
-            .peers
-            .values()
+            .peer_list()
+            .iter()
             .filter_map(|pc| pc.session())
             .collect();
         for s in &sessions {
@@ -421,7 +534,7 @@ impl Manager {
     /// Cancel safe; shutdown has begun once the future is first polled.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        for pc in self.inner.peers.values() {
+        for pc in self.inner.peer_list() {
             let session = pc.current.read().clone();
             if let Some(s) = session {
                 // Handlers here see `ShuttingDown`; the peer learns it from the go-away, which
@@ -432,7 +545,8 @@ impl Manager {
             pc.state.send_replace(ConnState::Shutdown);
         }
         let tasks = std::mem::take(&mut *self.inner.tasks.lock());
-        for t in tasks {
+        let dialers = std::mem::take(&mut *self.inner.dialers.lock());
+        for t in tasks.into_iter().chain(dialers.into_values()) {
             t.abort();
         }
     }

@@ -72,6 +72,8 @@ pub enum ConnState {
     Connected,
     /// The manager shut down; the connection will not come back.
     Shutdown,
+    /// The peer was removed from the membership; the connection will not come back.
+    Removed,
 }
 
 /// Options of one call.
@@ -225,11 +227,15 @@ impl Connection {
                 if self.inner.session().is_some() {
                     return Ok(());
                 }
-                if *rx.borrow_and_update() == ConnState::Shutdown {
+                let state = *rx.borrow_and_update();
+                if let Some(e) = self.gone(state) {
+                    return Err(e);
+                }
+                // The state may say Connected a moment longer than its session lives; either
+                // way the next change (uninstalled, reconnected, shut down) is the one to see.
+                if rx.changed().await.is_err() {
                     return Err(Error::Shutdown);
                 }
-                // Wake on the next state change, or re-check shortly for a session closing.
-                let _ = tokio::time::timeout(Duration::from_millis(5), rx.changed()).await;
             }
         };
         match tokio::time::timeout(timeout, wait).await {
@@ -240,12 +246,22 @@ impl Connection {
         }
     }
 
+    /// The error for a link that will not come back: shut down, or its peer removed.
+    fn gone(&self, state: ConnState) -> Option<Error> {
+        match state {
+            ConnState::Shutdown => Some(Error::Shutdown),
+            ConnState::Removed => Some(Error::UnknownPeer(self.peer().to_owned())),
+            ConnState::Connected | ConnState::Disconnected => None,
+        }
+    }
+
     async fn live_session(&self, wait: Option<Duration>) -> Result<Arc<Session>, Error> {
         if let Some(s) = self.inner.session() {
             return Ok(s);
         }
-        if *self.inner.state.borrow() == ConnState::Shutdown {
-            return Err(Error::Shutdown);
+        let state = *self.inner.state.borrow();
+        if let Some(e) = self.gone(state) {
+            return Err(e);
         }
         match wait {
             Some(t) => {

@@ -140,6 +140,8 @@ pub enum RejectCode {
     ShuttingDown,
     /// The handshake did not complete in time.
     Timeout,
+    /// The receiver is up but not serving yet (it is registering its handlers); retry.
+    NotReady,
     /// A code this version does not know; kept so it can be logged.
     Other(u8),
 }
@@ -158,6 +160,7 @@ impl RejectCode {
             RejectCode::Unexpected => 8,
             RejectCode::ShuttingDown => 9,
             RejectCode::Timeout => 10,
+            RejectCode::NotReady => 11,
             RejectCode::Other(v) => v,
         }
     }
@@ -175,6 +178,7 @@ impl RejectCode {
             8 => RejectCode::Unexpected,
             9 => RejectCode::ShuttingDown,
             10 => RejectCode::Timeout,
+            11 => RejectCode::NotReady,
             v => RejectCode::Other(v),
         }
     }
@@ -193,6 +197,7 @@ impl fmt::Display for RejectCode {
             RejectCode::Unexpected => "unexpected message",
             RejectCode::ShuttingDown => "shutting down",
             RejectCode::Timeout => "timeout",
+            RejectCode::NotReady => "not ready",
             RejectCode::Other(v) => return write!(f, "reject code {v}"),
         };
         f.write_str(name)

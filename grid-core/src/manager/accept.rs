@@ -2,6 +2,7 @@
 //! the session on the peer that proved itself.
 
 use super::*;
+use crate::handshake::RejectCode;
 
 pub(super) async fn accept_loop(inner: Arc<ManagerInner>, listener: TcpListener) {
     loop {
@@ -99,7 +100,7 @@ pub(super) async fn serve_upgraded(
             }))
         }
     };
-    let Some(pc) = inner.peers.get(&info.name).cloned() else {
+    let Some(pc) = inner.peer(&info.name) else {
         return Err(Error::UnknownPeer(info.name));
     };
     if inner.shutdown.is_cancelled() || inner.is_draining() {
@@ -139,7 +140,7 @@ pub(super) async fn accept_handshake(
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
     let hello = recv_handshake(&mut ws).await?;
-    let known = |name: &str| inner.peers.contains_key(name);
+    let known = |name: &str| inner.peers.read().contains_key(name);
     let (welcome, next) = match hs.on_hello(hello, inner.now_ms(), &known, inner.auth.as_ref()) {
         Ok(ok) => ok,
         Err(rej) => return Err(reject(&mut ws, rej).await),
@@ -150,6 +151,23 @@ pub(super) async fn accept_handshake(
         Ok(ok) => ok,
         Err(rej) => return Err(reject(&mut ws, rej).await),
     };
+    // The dialer proved itself; a node that cannot serve it says why, with a code it retries on.
+    let refusal = if inner.shutdown.is_cancelled() || inner.is_draining() {
+        Some((
+            RejectCode::ShuttingDown,
+            format!("{} is shutting down", inner.local),
+        ))
+    } else if !inner.is_ready() {
+        Some((
+            RejectCode::NotReady,
+            format!("{} is not ready yet", inner.local),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, reason)) = refusal {
+        return Err(reject(&mut ws, Rejection::refusal(&info.name, code, reason)).await);
+    }
     // The dialer has proved itself and waits for `Ready`: the configured limits from here on.
     let mut ws = with_limits(ws, WsRole::Server, ws_config(&inner.config)).await;
     send_handshake(&mut ws, &ready).await?;

@@ -21,6 +21,7 @@ pub struct ManagerBuilder {
     pub(super) dialer: Option<DialFn>,
     pub(super) tls: Option<TlsConfig>,
     pub(super) clock: Option<ClockFn>,
+    pub(super) ready: bool,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -74,6 +75,15 @@ impl ManagerBuilder {
     /// check (tests give a node a skewed clock this way; see `Config::max_clock_skew`).
     pub fn clock(mut self, clock: ClockFn) -> ManagerBuilder {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Starts the node *not ready*: its listener refuses peers (with a `NotReady` handshake
+    /// rejection they retry after) and it dials nobody, until [`Manager::set_ready`] — so no
+    /// call can arrive before the application has registered its handlers (MinIO's
+    /// `BlockConnect`).
+    pub fn start_not_ready(mut self) -> ManagerBuilder {
+        self.ready = false;
         self
     }
 
@@ -141,14 +151,7 @@ impl ManagerBuilder {
             if p == self.local {
                 continue;
             }
-            address_of(&p)?;
-            if is_tls(&p) {
-                if self.tls.is_none() {
-                    return Err(needs_tls(&p));
-                }
-                // Its certificate is checked against the host in its name: refuse a bad one now.
-                tls::server_name(&p, &address_of(&p)?)?;
-            }
+            check_peer_name(&p, self.tls.as_ref())?;
             let pc = Arc::new(PeerConn::new(
                 local.clone(),
                 p.clone().into(),
@@ -169,7 +172,9 @@ impl ManagerBuilder {
         let inner = Arc::new(ManagerInner {
             local,
             config,
-            peers,
+            peers: parking_lot::RwLock::new(peers),
+            dialers: Mutex::new(HashMap::new()),
+            ready: tokio::sync::watch::channel(self.ready).0,
             registry: Arc::new(Registry::default()),
             auth,
             instance: random_instance()?,
@@ -188,10 +193,8 @@ impl ManagerBuilder {
         if let Some(l) = listener {
             tasks.push(tokio::spawn(accept_loop(inner.clone(), l)));
         }
-        for pc in inner.peers.values() {
-            if should_dial(&inner.local, &pc.peer) {
-                tasks.push(tokio::spawn(dial_loop(inner.clone(), pc.clone())));
-            }
+        for pc in inner.peer_list() {
+            inner.start_dialing(&pc);
         }
         inner.tasks.lock().extend(tasks);
         Ok(Manager { inner })

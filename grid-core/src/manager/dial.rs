@@ -7,6 +7,12 @@ pub(super) async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
     let cfg = inner.config.clone();
     let mut backoff = cfg.reconnect_min;
     let mut last_error = String::new();
+    // A node that is not ready dials nobody yet.
+    let mut ready = inner.ready.subscribe();
+    tokio::select! {
+        r = ready.wait_for(|r| *r) => if r.is_err() { return },
+        () = inner.shutdown.cancelled() => return,
+    }
     loop {
         if inner.shutdown.is_cancelled() || inner.is_draining() {
             return;

@@ -111,3 +111,17 @@ pub(super) async fn reject(ws: &mut Ws, rejection: Rejection) -> Error {
     }
     Error::Handshake(rejection.error)
 }
+
+/// Checks a peer's name: an address can be read from it, and an `https://` peer has TLS set up
+/// with a certificate name that fits.
+pub(super) fn check_peer_name(name: &str, tls: Option<&TlsConfig>) -> Result<(), Error> {
+    address_of(name)?;
+    if is_tls(name) {
+        if tls.is_none() {
+            return Err(needs_tls(name));
+        }
+        // Its certificate is checked against the host in its name: refuse a bad one now.
+        tls::server_name(name, &address_of(name)?)?;
+    }
+    Ok(())
+}

@@ -85,6 +85,8 @@ pub enum CloseKind {
     Killed,
     /// The manager shut down.
     Shutdown,
+    /// The peer was removed from the membership.
+    Removed,
     /// The tasks driving the socket stopped (their supervisor dropped them).
     DriverStopped,
 }
@@ -179,6 +181,7 @@ impl fmt::Display for CloseKind {
             CloseKind::Replaced => f.write_str("replaced by a new connection"),
             CloseKind::Killed => f.write_str("killed on request"),
             CloseKind::Shutdown => f.write_str("the manager shut down"),
+            CloseKind::Removed => f.write_str("the peer was removed from the membership"),
             CloseKind::DriverStopped => f.write_str("the socket's driver stopped"),
         }
     }
