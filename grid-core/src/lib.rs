@@ -20,6 +20,7 @@ pub mod ids;
 pub mod manager;
 pub mod mux;
 pub mod stream;
+pub mod table;
 pub mod tls;
 
 pub use auth::{Authenticator, HmacAuth, Keyring};
@@ -35,6 +36,7 @@ pub use handler::{Context, HandlerSpec};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
 pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
+pub use table::Supported;
 pub use tls::TlsConfig;
 
 pub use ids::{HandlerId, MuxId};

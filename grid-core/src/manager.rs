@@ -63,6 +63,7 @@ use crate::handshake::{
 };
 use crate::mux::Role;
 use crate::stream::{HandlerInput, HandlerOutput};
+use crate::table::{self, LocalTable};
 use crate::tls::{self, TlsConfig};
 use gate::{handshake_ws_config, with_limits, Gate, Pending};
 
@@ -134,6 +135,26 @@ impl ManagerInner {
 
     fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The part of this node's handler table that goes in a handshake record, and how many
+    /// registrations it covers; the rest follows in `Handlers` frames once the session is up.
+    fn handshake_table(&self) -> (Bytes, usize) {
+        let entries = self.registry.entries_since(0);
+        table::encode_prefix(
+            &entries,
+            self.registry.is_complete(),
+            table::MAX_HANDSHAKE_TABLE_LEN,
+        )
+    }
+
+    /// Tells every live session's peer about registrations it has not heard of.
+    fn announce_handlers(&self) {
+        for pc in self.peer_list() {
+            if let Some(s) = pc.session() {
+                s.announce(&*self.registry);
+            }
+        }
     }
 }
 
@@ -306,10 +327,14 @@ impl Manager {
             .ok_or_else(|| Error::UnknownPeer(peer.to_owned()))
     }
 
-    /// Registers a unary handler.
+    /// Registers a unary handler. Peers connected now learn of it from a `Handlers` update;
+    /// until that arrives, a peer whose table of this node is complete (this node was started
+    /// not ready) fails its calls to it at once, so register before [`set_ready`](Self::set_ready)
+    /// what peers may call right away.
     ///
     /// # Errors
-    /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers).
+    /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers), or past
+    /// the handler table's bounds ([`table::MAX_TABLE_ENTRIES`] routes, [`table::MAX_TABLE_BYTES`]).
     pub fn register_unary<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
@@ -335,7 +360,9 @@ impl Manager {
         let h: crate::handler::UnaryHandler = Arc::new(move |ctx, b| Box::pin(handler(ctx, b)));
         self.inner
             .registry
-            .insert(spec, subroute, Registered::Unary(h))
+            .insert(spec, subroute, Registered::Unary(h))?;
+        self.inner.announce_handlers();
+        Ok(())
     }
 
     /// Registers a stream handler.
@@ -368,7 +395,9 @@ impl Manager {
             Arc::new(move |ctx, b, i, o| Box::pin(handler(ctx, b, i, o)));
         self.inner
             .registry
-            .insert(spec, subroute, Registered::Stream(h))
+            .insert(spec, subroute, Registered::Stream(h))?;
+        self.inner.announce_handlers();
+        Ok(())
     }
 
     /// Serves an already-accepted byte stream (a TCP stream from your own listener): performs the

@@ -40,9 +40,11 @@ use tracing::debug;
 
 use crate::error::Error;
 use crate::frame::{Frame, Route};
+use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{StreamReceiver, StreamSender};
+use crate::table::Supported;
 
 pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
 pub use budget::HeldBytes;
@@ -50,7 +52,7 @@ pub(crate) use driver::run_session;
 pub use events::{LinkEvent, LinkEvents};
 pub use peer::DialFailure;
 pub(crate) use peer::PeerConn;
-use session::Session;
+use session::{NotStarted, Session};
 use stats::ConnStats;
 
 /// Any byte stream a WebSocket can run over: TCP, TLS, an in-memory pipe in tests.
@@ -283,6 +285,33 @@ impl Connection {
         }
     }
 
+    /// Whether the peer serves `spec` (under this handle's subroute), from the handler table it
+    /// announced on the live connection (`PROTOCOL.md` section 9), without a round trip.
+    ///
+    /// [`Supported::No`] only when the peer's table is complete (it was started not ready, see
+    /// [`ManagerBuilder::start_not_ready`](crate::ManagerBuilder::start_not_ready)): then a call
+    /// to `spec` fails at once with [`Error::UnknownHandler`] and sends nothing.
+    /// [`Supported::Unknown`] when not connected, when the peer is of a version that announces no
+    /// table, or when its table is incomplete and lacks `spec`; a call then goes out as usual.
+    pub fn supports(&self, spec: HandlerSpec) -> Supported {
+        self.inner
+            .session()
+            .map_or(Supported::Unknown, |s| s.peer_supports(&self.route(spec.id)))
+    }
+
+    /// The error for a call that was not registered on `session`.
+    fn not_started(&self, why: NotStarted, handler: HandlerId) -> Error {
+        match why {
+            NotStarted::Closed => Error::NotConnected {
+                peer: self.peer().to_owned(),
+            },
+            NotStarted::Unserved => Error::UnknownHandler {
+                handler,
+                subroute: self.subroute_str(),
+            },
+        }
+    }
+
     /// Fails fast once the peer said it is going away: it would refuse the call anyway.
     fn check_leaving(&self, session: &Session) -> Result<(), Error> {
         if session.peer_leaving() {
@@ -316,7 +345,9 @@ impl Connection {
     /// A unary call: sends `payload` to `handler` on the peer and waits for the response.
     ///
     /// # Errors
-    /// [`Error::Remote`] when the handler returned an error or panicked; [`Error::UnknownHandler`];
+    /// [`Error::Remote`] when the handler returned an error or panicked; [`Error::UnknownHandler`]
+    /// (at once, nothing sent, when the peer's complete handler table lacks it: see
+    /// [`supports`](Self::supports));
     /// [`Error::Deadline`]; [`Error::NotConnected`] (nothing was sent) or [`Error::Disconnected`]
     /// (the link dropped in flight); [`Error::PayloadTooLarge`].
     ///
@@ -347,15 +378,16 @@ impl Connection {
         }
         self.check_size(payload.len(), Some(&session))?;
         self.check_leaving(&session)?;
-        let (mux, rx) = session.register_unary().map_err(|_| Error::NotConnected {
-            peer: self.peer().to_owned(),
-        })?;
+        let route = self.route(handler);
+        let (mux, rx) = session
+            .register_unary(&route)
+            .map_err(|why| self.not_started(why, handler))?;
         let mut guard = UnaryGuard {
             session: &session,
             mux,
             armed: true,
         };
-        let frame = UnaryCaller::request(mux, self.route(handler), Some(payload), Some(remaining));
+        let frame = UnaryCaller::request(mux, route, Some(payload), Some(remaining));
         let result = tokio::time::timeout(remaining, async {
             if session.send_data(&frame).await.is_err() {
                 // Nothing was sent: the link went down before the request could be queued.
@@ -402,8 +434,10 @@ impl Connection {
     /// Opens a stream to `handler` with an initial payload.
     ///
     /// # Errors
-    /// [`Error::NotConnected`], [`Error::PayloadTooLarge`]. Errors of the stream itself (an
-    /// unknown handler, a remote error) arrive on the receiver.
+    /// [`Error::NotConnected`], [`Error::PayloadTooLarge`]; [`Error::UnknownHandler`] when the
+    /// peer's complete handler table lacks it (nothing sent, see [`supports`](Self::supports)).
+    /// Other errors of the stream (an unknown handler the peer has to tell, a remote error)
+    /// arrive on the receiver.
     ///
     /// # Cancel safety
     /// Cancel safe: a stream is opened only when the future completes.
@@ -434,10 +468,10 @@ impl Connection {
         let route = self.route(handler);
         let now = Instant::now();
         let (shared, open) = session
-            .register_stream(|mux| StreamCaller::open(mux, route, Some(payload), params, now))
-            .map_err(|_| Error::NotConnected {
-                peer: self.peer().to_owned(),
-            })?;
+            .register_stream(&self.route(handler), |mux| {
+                StreamCaller::open(mux, route, Some(payload), params, now)
+            })
+            .map_err(|why| self.not_started(why, handler))?;
         // The open frame is queued before any input frame can be: the sender does not exist yet.
         if session.push_data_now(&open).is_err() {
             let mut slot = shared.lock();

@@ -88,10 +88,14 @@ pub(super) async fn serve_upgraded(
     ws: Ws,
     pending: Pending,
 ) -> Result<(), Error> {
-    let handshake =
-        tokio::time::timeout(inner.config.handshake_timeout, accept_handshake(&inner, ws)).await;
+    let (table, announced) = inner.handshake_table();
+    let handshake = tokio::time::timeout(
+        inner.config.handshake_timeout,
+        accept_handshake(&inner, ws, table),
+    )
+    .await;
     drop(pending);
-    let (ws, info) = match handshake {
+    let (ws, mut info) = match handshake {
         Ok(r) => r?,
         Err(_) => {
             return Err(Error::Handshake(HandshakeError::Timeout {
@@ -116,20 +120,25 @@ pub(super) async fn serve_upgraded(
         pc.events.clone(),
         info.max_payload,
     );
+    session.set_tables(info.handlers.take(), announced);
     if !pc.install(session.clone(), info.instance) {
         return Err(Error::Shutdown);
     }
+    // What the handshake record had no room for, and what was registered meanwhile.
+    session.announce(&*inner.registry);
     run_session(session.clone(), ws, inner.registry.clone()).await;
     pc.uninstall(&session);
     debug!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "connection ended");
     Ok(())
 }
 
-/// The acceptor's handshake. `ws` arrives with handshake-sized limits; it is returned with the
-/// configured ones once the dialer has proved itself.
+/// The acceptor's handshake, announcing `table` (this node's handler table, or its first part).
+/// `ws` arrives with handshake-sized limits; it is returned with the configured ones once the
+/// dialer has proved itself.
 pub(super) async fn accept_handshake(
     inner: &ManagerInner,
     mut ws: Ws,
+    table: Bytes,
 ) -> Result<(Ws, PeerInfo), Error> {
     let hs = AcceptorHandshake::new(AcceptorParams {
         local: inner.local.to_string(),
@@ -138,7 +147,8 @@ pub(super) async fn accept_handshake(
         checksum: wants_checksum(&inner.config, is_tls(&inner.local)),
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
-    });
+    })
+    .announce(table);
     let hello = recv_handshake(&mut ws).await?;
     let known = |name: &str| inner.peers.read().contains_key(name);
     let (welcome, next) = match hs.on_hello(hello, inner.now_ms(), &known, inner.auth.as_ref()) {

@@ -175,7 +175,9 @@ impl ManagerBuilder {
             peers: parking_lot::RwLock::new(peers),
             dialers: Mutex::new(HashMap::new()),
             ready: tokio::sync::watch::channel(self.ready).0,
-            registry: Arc::new(Registry::default()),
+            // A node that starts not ready registers before it takes any peer: its handler
+            // table is complete (see `crate::table`).
+            registry: Arc::new(Registry::new(!self.ready)),
             auth,
             instance: random_instance()?,
             local_addr: listener.as_ref().and_then(|l| l.local_addr().ok()),

@@ -25,6 +25,8 @@ pub(super) async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
                 if !pc.install(session.clone(), instance) {
                     return;
                 }
+                // What the handshake record had no room for, and what was registered meanwhile.
+                session.announce(&*inner.registry);
                 // Not raced against shutdown: `Manager::shutdown` finds the installed session,
                 // sends its go-away and closes it, which ends `run_session`. (Racing here used
                 // to uninstall the session first, so shutdown never closed it and its socket
@@ -101,6 +103,7 @@ pub(super) async fn dial_once(
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
     let scheme = if is_tls(&pc.peer) { "wss" } else { "ws" };
     let url = format!("{scheme}://{address}{}", cfg.route);
+    let (table, announced) = inner.handshake_table();
     let handshake = async {
         // Handshake-sized limits until the acceptor has proved itself in its `Welcome`.
         let (ws, _) = tokio_tungstenite::client_async_with_config(
@@ -110,9 +113,9 @@ pub(super) async fn dial_once(
         )
         .await
         .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        dial_handshake(inner, &pc.peer, ws).await
+        dial_handshake(inner, &pc.peer, ws, table).await
     };
-    let (ws, info) = tokio::time::timeout(cfg.handshake_timeout, handshake)
+    let (ws, mut info) = tokio::time::timeout(cfg.handshake_timeout, handshake)
         .await
         .map_err(|_| {
             Error::Handshake(HandshakeError::Timeout {
@@ -129,15 +132,18 @@ pub(super) async fn dial_once(
         pc.events.clone(),
         info.max_payload,
     );
+    session.set_tables(info.handlers.take(), announced);
     Ok((session, ws, info.instance))
 }
 
-/// The dialer's handshake. `ws` arrives with handshake-sized limits; it is returned with the
-/// configured ones (set once the acceptor has proved itself).
+/// The dialer's handshake, announcing `table` (this node's handler table, or its first part).
+/// `ws` arrives with handshake-sized limits; it is returned with the configured ones (set once
+/// the acceptor has proved itself).
 pub(super) async fn dial_handshake(
     inner: &ManagerInner,
     peer: &str,
     mut ws: Ws,
+    table: Bytes,
 ) -> Result<(Ws, PeerInfo), Error> {
     let (hs, hello) = DialerHandshake::start(DialerParams {
         local: inner.local.to_string(),
@@ -149,6 +155,7 @@ pub(super) async fn dial_handshake(
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
+    let hs = hs.announce(table);
     send_handshake(&mut ws, &hello).await?;
     let welcome = recv_handshake(&mut ws).await?;
     let (confirm, next) = match hs.on_welcome(welcome, inner.now_ms(), inner.auth.as_ref()) {

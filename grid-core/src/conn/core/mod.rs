@@ -21,13 +21,19 @@
 //! - **budgets**: request payloads of running calls and buffered stream messages are charged to
 //!   the connection's inbound budget; a stream that would take it past twice its bound is failed
 //!   (see [`Slot::settle`]);
-//! - **the lifecycle** ([`Lifecycle`]) and its typed [`CloseReason`].
+//! - **the lifecycle** ([`Lifecycle`]) and its typed [`CloseReason`];
+//! - **the handler tables** (`PROTOCOL.md` section 9): what the peer announced it serves (a
+//!   [`HandlerTable`], grown by its `Handlers` updates, answering [`peer_supports`] for the
+//!   fail-fast of new calls) and how much of this node's own table the peer was told.
+//!
+//! [`peer_supports`]: ConnCore::peer_supports
 //!
 //! No tokio, no spawning, no clock: the shell (`session.rs`, `serve.rs`, `driver.rs`) drives it,
 //! and `tests.rs` drives it frame by frame with no socket at all.
 
 mod calls;
 mod reason;
+mod tables;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -53,6 +59,7 @@ use crate::mux::{
     unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
     StreamCallee, StreamCaller, UnaryCallee,
 };
+use crate::table::HandlerTable;
 use timers::TimerHeap;
 
 enum Outgoing<H: Handles> {
@@ -87,6 +94,11 @@ pub(crate) struct ConnCore<H: Handles> {
     transmit: VecDeque<(Frame, Lane)>,
     backlog_full: bool,
     events: VecDeque<Event<H>>,
+    /// What the peer announced it serves; `None` for a peer that announces no table (an older
+    /// node), which then gets no `Handlers` frames either.
+    peer_table: Option<HandlerTable>,
+    /// How many of this node's registrations the peer was told about, in registration order.
+    announced: usize,
 }
 
 impl<H: Handles> std::fmt::Debug for ConnCore<H> {
@@ -116,6 +128,8 @@ impl<H: Handles> ConnCore<H> {
             transmit: VecDeque::new(),
             backlog_full: false,
             events: VecDeque::new(),
+            peer_table: None,
+            announced: 0,
         }
     }
 
@@ -242,7 +256,8 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
-    /// Registers a unary call; `Err` hands `reply` back when the connection is closed.
+    /// Registers a unary call; `Err` hands `reply` back when the connection is closed. The
+    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock.
     pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
         if !self.is_open() || self.peer_leaving() {
             return Err(reply);
@@ -330,6 +345,7 @@ impl<H: Handles> ConnCore<H> {
                 let text = String::from_utf8_lossy(&error.message).into_owned();
                 self.close(CloseReason::remote(CloseKind::PeerReportedViolation(text)));
             }
+            Frame::Handlers { update } => self.on_handlers(&update),
             Frame::GoAway { .. } => {
                 // The peer is leaving: no new calls to it; what is in flight carries on until
                 // it closes the socket.

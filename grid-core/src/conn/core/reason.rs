@@ -9,6 +9,7 @@ use std::fmt;
 
 use crate::frame::{FrameError, Op};
 use crate::ids::MuxId;
+use crate::table::TableError;
 
 /// The life of one connection core.
 ///
@@ -118,6 +119,9 @@ pub enum ProtocolViolation {
         /// The op.
         op: Op,
     },
+    /// A `Handlers` update that is malformed, repeats a route, or takes the peer's handler table
+    /// past its bounds (`PROTOCOL.md` section 9).
+    HandlerTable(TableError),
 }
 
 impl CloseReason {
@@ -201,6 +205,7 @@ impl fmt::Display for ProtocolViolation {
             ProtocolViolation::UnexpectedOp { op } => {
                 write!(f, "unexpected {op:?} after the handshake")
             }
+            ProtocolViolation::HandlerTable(e) => write!(f, "bad handler table update: {e}"),
         }
     }
 }
