@@ -141,11 +141,10 @@ impl ManagerInner {
     /// registrations it covers; the rest follows in `Handlers` frames once the session is up.
     fn handshake_table(&self) -> (Bytes, usize) {
         let entries = self.registry.entries_since(0);
-        table::encode_prefix(
-            &entries,
-            self.registry.is_complete(),
-            table::MAX_HANDSHAKE_TABLE_LEN,
-        )
+        // Registration is over only once the node is ready. An acceptor that takes its snapshot
+        // before (and then turns ready before refusing the handshake) announces it incomplete.
+        let complete = self.registry.is_complete() && self.is_ready();
+        table::encode_prefix(&entries, complete, table::MAX_HANDSHAKE_TABLE_LEN)
     }
 
     /// Tells every live session's peer about registrations it has not heard of.

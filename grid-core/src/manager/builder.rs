@@ -195,8 +195,13 @@ impl ManagerBuilder {
         if let Some(l) = listener {
             tasks.push(tokio::spawn(accept_loop(inner.clone(), l)));
         }
-        for pc in inner.peer_list() {
-            inner.start_dialing(&pc);
+        // A node that starts not ready dials from `set_ready` on (which starts every dial loop):
+        // starting them here too would give a peer two loops, whose two sessions replace each
+        // other.
+        if self.ready {
+            for pc in inner.peer_list() {
+                inner.start_dialing(&pc);
+            }
         }
         inner.tasks.lock().extend(tasks);
         Ok(Manager { inner })
