@@ -579,6 +579,8 @@ struct DocVector {
 /// starts a comment and whitespace separates groups of hex digits.
 fn doc_vectors() -> Vec<DocVector> {
     let (_, section) = DOC.split_once(SECTION).expect("PROTOCOL.md has section 8");
+    // Section 8 ends where the next one starts.
+    let section = section.split("\n## ").next().unwrap_or_default();
     let mut lines = section.lines();
     let mut found = Vec::new();
     while let Some(line) = lines.next() {
