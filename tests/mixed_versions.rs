@@ -53,9 +53,13 @@ async fn upgrade_in_progress() -> Vec<Manager> {
             .await
             .unwrap();
         if i == 0 {
-            old::CatalogServer::new(old::Server).register(&node).unwrap();
+            old::CatalogServer::new(old::Server)
+                .register(&node)
+                .unwrap();
         } else {
-            new::CatalogServer::new(new::Server).register(&node).unwrap();
+            new::CatalogServer::new(new::Server)
+                .register(&node)
+                .unwrap();
         }
         node.set_ready();
         nodes.push(node);

@@ -282,6 +282,13 @@ impl HandlerTable {
         }
     }
 
+    /// True when the table is complete and lacks `route`: a call to it must fail at once. Looks
+    /// the route up only in a complete table, so a call to a peer whose table is incomplete pays
+    /// nothing for the check.
+    pub fn lacks(&self, route: &Route) -> bool {
+        self.complete && !self.contains(route.handler, route.subroute.as_deref())
+    }
+
     /// True once the sender said its table is complete.
     pub fn is_complete(&self) -> bool {
         self.complete
@@ -402,7 +409,12 @@ pub fn encode(routes: &[Route], complete: bool) -> Result<Bytes, TableError> {
             limit: MAX_TABLE_ENTRIES,
         });
     }
-    if items.iter().map(|(s, _)| route_cost(s.len())).sum::<usize>() > MAX_TABLE_BYTES {
+    if items
+        .iter()
+        .map(|(s, _)| route_cost(s.len()))
+        .sum::<usize>()
+        > MAX_TABLE_BYTES
+    {
         return Err(TableError::TooManyBytes {
             limit: MAX_TABLE_BYTES,
         });
@@ -413,10 +425,7 @@ pub fn encode(routes: &[Route], complete: bool) -> Result<Bytes, TableError> {
 /// Writes sorted, distinct `(subroute, id)` items (empty subroute: none) as one message. The
 /// callers keep them within the bounds, so a group's count fits its `u16`.
 fn write(items: Vec<(&[u8], u32)>, complete: bool) -> Bytes {
-    let len = 1 + items
-        .iter()
-        .map(|(s, _)| worst_len(s.len()))
-        .sum::<usize>();
+    let len = 1 + items.iter().map(|(s, _)| worst_len(s.len())).sum::<usize>();
     let mut buf = BytesMut::with_capacity(len);
     buf.put_u8(if complete { COMPLETE } else { 0 });
     let mut groups = items.chunk_by(|a, b| a.0 == b.0);
@@ -524,6 +533,10 @@ mod tests {
         let complete = HandlerTable::decode(&encode(&[route(5, None)], true).expect("valid"))
             .expect("decodes");
         assert_eq!(complete.supports(&route(6, None)), Supported::No);
+        // What fails fast: only a route a complete table lacks.
+        assert!(complete.lacks(&route(6, None)));
+        assert!(!complete.lacks(&route(5, None)));
+        assert!(!table.lacks(&route(6, Some("b"))));
     }
 
     #[test]
@@ -596,8 +609,8 @@ mod tests {
             assert_eq!(HandlerTable::decode(&msg), Err(want), "{what}");
         }
         // The group without a subroute must come first, and only once.
-        let msg = hex::decode("00 0161 0001 00000001 00 0001 00000001".replace(' ', ""))
-            .expect("hex");
+        let msg =
+            hex::decode("00 0161 0001 00000001 00 0001 00000001".replace(' ', "")).expect("hex");
         assert_eq!(HandlerTable::decode(&msg), Err(TableError::Unordered));
     }
 
@@ -646,14 +659,23 @@ mod tests {
     #[test]
     fn table_prefixes_fit_their_bound_and_complete_only_at_the_end() {
         let entries: Vec<Entry> = (1..=100u32)
-            .map(|i| (HandlerId(i), (i % 2 == 0).then(|| format!("disk{i}").into())))
+            .map(|i| {
+                (
+                    HandlerId(i),
+                    (i % 2 == 0).then(|| format!("disk{i}").into()),
+                )
+            })
             .collect();
         let mut table = HandlerTable::default();
         let mut done = 0;
         let mut parts = 0;
         while done < entries.len() {
             let (msg, n) = encode_prefix(&entries[done..], true, 256);
-            assert!(n > 0 && msg.len() <= 256, "{n} entries in {} bytes", msg.len());
+            assert!(
+                n > 0 && msg.len() <= 256,
+                "{n} entries in {} bytes",
+                msg.len()
+            );
             done += n;
             parts += 1;
             assert_eq!(msg[0] == COMPLETE, done == entries.len());

@@ -54,9 +54,9 @@ fn register_echo(m: &Manager, spec: HandlerSpec) {
 fn register_feed(m: &Manager) {
     m.register_stream_at(FEED, Some("disk1"), |_, b, _, mut out| async move {
         for _ in 0..3 {
-            out.send(b.clone()).await.map_err(|_| {
-                RemoteError::text(ErrorCode::Cancelled, "the caller went away")
-            })?;
+            out.send(b.clone())
+                .await
+                .map_err(|_| RemoteError::text(ErrorCode::Cancelled, "the caller went away"))?;
         }
         Ok(())
     })
@@ -102,16 +102,22 @@ async fn pair(not_ready: bool, register: impl Fn(&Manager)) -> (Manager, Manager
 }
 
 async fn echo(conn: &Connection, spec: HandlerSpec, text: &'static str) -> Result<Bytes, Error> {
-    tokio::time::timeout(WAIT, conn.request(spec.id, Bytes::from_static(text.as_bytes())))
-        .await
-        .expect("a call hung")
+    tokio::time::timeout(
+        WAIT,
+        conn.request(spec.id, Bytes::from_static(text.as_bytes())),
+    )
+    .await
+    .expect("a call hung")
 }
 
 fn is_unknown(r: &Result<impl std::fmt::Debug, Error>, spec: HandlerSpec, sub: Option<&str>) {
     match r {
         Err(Error::UnknownHandler { handler, subroute })
             if *handler == spec.id && subroute.as_deref() == sub => {}
-        other => panic!("expected UnknownHandler for {} {sub:?}, got {other:?}", spec.name),
+        other => panic!(
+            "expected UnknownHandler for {} {sub:?}, got {other:?}",
+            spec.name
+        ),
     }
 }
 
@@ -130,7 +136,11 @@ async fn a_call_to_a_handler_a_complete_peer_lacks_fails_at_once_with_no_frame_s
 
         assert_eq!(conn.supports(ECHO), Supported::Yes);
         assert_eq!(conn.supports(MISSING), Supported::No);
-        assert_eq!(conn.supports(FEED), Supported::No, "only under its subroute");
+        assert_eq!(
+            conn.supports(FEED),
+            Supported::No,
+            "only under its subroute"
+        );
         assert_eq!(conn.subroute("disk1").supports(FEED), Supported::Yes);
         assert_eq!(conn.subroute("disk2").supports(FEED), Supported::No);
 

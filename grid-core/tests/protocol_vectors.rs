@@ -46,7 +46,10 @@ impl SpecTable {
     fn routes(&self) -> Vec<Route> {
         self.groups
             .iter()
-            .flat_map(|(sub, ids)| ids.iter().map(move |id| route(*id, (!sub.is_empty()).then_some(*sub))))
+            .flat_map(|(sub, ids)| {
+                ids.iter()
+                    .map(move |id| route(*id, (!sub.is_empty()).then_some(*sub)))
+            })
             .collect()
     }
 }
@@ -374,7 +377,13 @@ fn table_lines(t: &SpecTable) -> Vec<Line> {
         } else {
             format!("group: subroute length {len}, {}", show(sub))
         };
-        lines.push(([vec![len], sub.to_vec()].into_iter().filter(|f| !f.is_empty()).collect(), comment));
+        lines.push((
+            [vec![len], sub.to_vec()]
+                .into_iter()
+                .filter(|f| !f.is_empty())
+                .collect(),
+            comment,
+        ));
         let n = u16::try_from(ids.len()).unwrap();
         let names: Vec<String> = ids.iter().map(|id| format!("{id:#010x}")).collect();
         lines.push((
@@ -497,7 +506,9 @@ fn spec_frame<'a>(
             (12, 0, 0)
         }
         Frame::Handlers { .. } => {
-            body.extend(table_lines(tables.next().expect("a table for each Handlers frame")));
+            body.extend(table_lines(
+                tables.next().expect("a table for each Handlers frame"),
+            ));
             (18, 0, 0)
         }
         Frame::Handshake { op, payload } => {

@@ -294,9 +294,9 @@ impl Connection {
     /// [`Supported::Unknown`] when not connected, when the peer is of a version that announces no
     /// table, or when its table is incomplete and lacks `spec`; a call then goes out as usual.
     pub fn supports(&self, spec: HandlerSpec) -> Supported {
-        self.inner
-            .session()
-            .map_or(Supported::Unknown, |s| s.peer_supports(&self.route(spec.id)))
+        self.inner.session().map_or(Supported::Unknown, |s| {
+            s.peer_supports(&self.route(spec.id))
+        })
     }
 
     /// The error for a call that was not registered on `session`.

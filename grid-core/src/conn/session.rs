@@ -392,7 +392,7 @@ impl Session {
     ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), NotStarted> {
         let (tx, rx) = oneshot::channel();
         let mux = self.with_core(|core| {
-            if core.peer_supports(route) == Supported::No {
+            if core.peer_lacks(route) {
                 return Err(NotStarted::Unserved);
             }
             core.register_unary(tx).map_err(|_| NotStarted::Closed)
@@ -413,7 +413,7 @@ impl Session {
         make: impl FnOnce(MuxId) -> (StreamCaller, Frame),
     ) -> Result<(Shared<StreamCaller>, Frame), NotStarted> {
         self.with_core(|core| {
-            if core.peer_supports(route) == Supported::No {
+            if core.peer_lacks(route) {
                 return Err(NotStarted::Unserved);
             }
             core.register_stream(make).ok_or(NotStarted::Closed)

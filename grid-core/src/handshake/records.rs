@@ -363,7 +363,9 @@ mod opt_bin {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
         super::bin_vec::deserialize(d).map(Some)
     }
 }
@@ -440,7 +442,9 @@ mod tests {
         assert!(decode::<ReadyRecord>("Ready", &deep).is_err());
 
         // The table must be a bin, not an array of integers.
-        let array = [0x81, 0xa8, b'h', b'a', b'n', b'd', b'l', b'e', b'r', b's', 0x91, 0x00];
+        let array = [
+            0x81, 0xa8, b'h', b'a', b'n', b'd', b'l', b'e', b'r', b's', 0x91, 0x00,
+        ];
         assert!(decode::<ReadyRecord>("Ready", &array).is_err());
 
         let big = vec![0u8; MAX_RECORD_LEN + 1];
@@ -468,7 +472,10 @@ mod tests {
         });
         assert_eq!(confirm, ready);
         // An older node decodes both as the empty records it knew.
-        assert_eq!(decode::<OldEmptyRecord>("Ready", &ready), Ok(OldEmptyRecord {}));
+        assert_eq!(
+            decode::<OldEmptyRecord>("Ready", &ready),
+            Ok(OldEmptyRecord {})
+        );
         assert_eq!(
             decode::<OldEmptyRecord>("Confirm body", &confirm),
             Ok(OldEmptyRecord {})

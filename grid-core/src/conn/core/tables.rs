@@ -24,6 +24,12 @@ impl<H: Handles> ConnCore<H> {
             .map_or(Supported::Unknown, |t| t.supports(route))
     }
 
+    /// True when the peer's complete table lacks `route`: a new call to it fails at once, with
+    /// nothing sent. The check of every new call: one lookup in a complete table, none otherwise.
+    pub(crate) fn peer_lacks(&self, route: &Route) -> bool {
+        self.peer_table.as_ref().is_some_and(|t| t.lacks(route))
+    }
+
     /// Tells the peer about the registrations of `local` it has not heard of, in `Handlers`
     /// frames of at most `max_len` bytes (the link's payload limit). Nothing goes to a peer that
     /// announced no table: an older node would take the unknown op for a violation.

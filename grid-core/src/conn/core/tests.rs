@@ -485,8 +485,14 @@ fn only_a_complete_peer_table_says_a_route_is_not_served() {
     h.core.set_tables(peer_table(&[UNARY], false), 0);
     assert_eq!(h.core.peer_supports(&route(UNARY)), Supported::Yes);
     assert_eq!(h.core.peer_supports(&route(STREAM)), Supported::Unknown);
+    assert!(
+        !h.core.peer_lacks(&route(STREAM)),
+        "an incomplete table fails nothing fast"
+    );
     h.core.set_tables(peer_table(&[UNARY], true), 0);
     assert_eq!(h.core.peer_supports(&route(STREAM)), Supported::No);
+    assert!(h.core.peer_lacks(&route(STREAM)));
+    assert!(!h.core.peer_lacks(&route(UNARY)));
     // The subroute is part of the route.
     let under = Route {
         handler: UNARY,
@@ -563,7 +569,12 @@ fn handlers_updates_grow_the_peer_table_and_bad_ones_close_with_their_reason() {
 #[test]
 fn announce_tells_the_peer_only_what_it_has_not_heard_in_parts_that_fit() {
     let entries: Vec<crate::table::Entry> = (1..=40u32)
-        .map(|i| (HandlerId(i), (i % 3 == 0).then(|| format!("disk{i}").into())))
+        .map(|i| {
+            (
+                HandlerId(i),
+                (i % 3 == 0).then(|| format!("disk{i}").into()),
+            )
+        })
         .collect();
     let local = Local(entries.clone(), true);
 
@@ -586,7 +597,10 @@ fn announce_tells_the_peer_only_what_it_has_not_heard_in_parts_that_fit() {
     }
     assert_eq!(seen.len(), 30);
     assert!(seen.contains(HandlerId(11), None));
-    assert!(!seen.contains(HandlerId(10), None), "already in the handshake");
+    assert!(
+        !seen.contains(HandlerId(10), None),
+        "already in the handshake"
+    );
     assert!(seen.contains(HandlerId(12), Some(b"disk12")));
 
     // Nothing new: nothing sent. One more registration: one more update.

@@ -69,7 +69,11 @@ fn handshake_with_a_side_that_announces_no_table_reads_as_none() {
 fn handshake_malformed_tables_are_refused_as_malformed() {
     let (d, a) = pair();
     // Reserved flags, ids out of order, a truncated group.
-    for bad in [&[0x80][..], &[0x00, 0x00, 0x00, 0x02, 0, 0, 0, 2, 0, 0, 0, 1], &[0x00, 0x05]] {
+    for bad in [
+        &[0x80][..],
+        &[0x00, 0x00, 0x00, 0x02, 0, 0, 0, 2, 0, 0, 0, 1],
+        &[0x00, 0x05],
+    ] {
         // In the dialer's Confirm: refused by the acceptor, with a Reject to send.
         let (dialer, hello) = DialerHandshake::start(dialer_params(d, a, 1, T0));
         let dialer = dialer.announce(Bytes::copy_from_slice(bad));
@@ -77,13 +81,18 @@ fn handshake_malformed_tables_are_refused_as_malformed() {
             .on_hello(hello, T0, &anyone, &auth())
             .expect("hello");
         let (confirm, _) = dialer.on_welcome(welcome, T0, &auth()).expect("welcome");
-        let r = acceptor.on_confirm(confirm, &auth()).expect_err("bad table");
+        let r = acceptor
+            .on_confirm(confirm, &auth())
+            .expect_err("bad table");
         assert!(
             matches!(&r.error, HandshakeError::Malformed { op: Op::Confirm, detail, .. } if detail.contains("handler table")),
             "{:?}",
             r.error
         );
-        assert_eq!(reject_of(r.frame.as_deref().expect("a Reject")).0, RejectCode::Malformed);
+        assert_eq!(
+            reject_of(r.frame.as_deref().expect("a Reject")).0,
+            RejectCode::Malformed
+        );
 
         // In the acceptor's Ready: refused by the dialer.
         let (dialer, hello) = DialerHandshake::start(dialer_params(d, a, 1, T0));
