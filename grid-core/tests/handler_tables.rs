@@ -275,3 +275,45 @@ async fn an_older_peer_gets_calls_as_before_and_no_update() {
     is_unknown(&r, MISSING, None);
     cluster.assert_honest_works("with an older peer").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_too_large_for_the_handshake_follows_in_updates_and_is_complete_at_the_end() {
+    // 400 disks: about 8 KiB of table, more than a handshake record carries.
+    let disks: Vec<String> = (0..400).map(|i| format!("/mnt/disk{i:03}")).collect();
+    let (a, b) = pair(true, |m| {
+        register_echo(m, ECHO);
+        for d in &disks {
+            m.register_unary_at(LATE, Some(d), |_, p| async move { Ok::<_, RemoteError>(p) })
+                .unwrap();
+        }
+    })
+    .await;
+    for (from, to) in [(&a, &b), (&b, &a)] {
+        let conn = from.connection(to.name()).unwrap();
+        // The rest of the table was queued before any response: after a round trip it is in.
+        assert_eq!(echo(&conn, ECHO, "sync").await.unwrap(), "sync");
+        for d in [&disks[0], &disks[399]] {
+            assert_eq!(
+                conn.subroute(d.as_str()).supports(LATE),
+                Supported::Yes,
+                "{d}"
+            );
+        }
+        assert_eq!(conn.subroute("/mnt/disk400").supports(LATE), Supported::No);
+        let sent = conn.stats().frames_out;
+        is_unknown(
+            &echo(&conn.subroute("/mnt/disk400"), LATE, "x").await,
+            LATE,
+            Some("/mnt/disk400"),
+        );
+        assert_eq!(conn.stats().frames_out, sent, "no frame was sent");
+        assert_eq!(
+            echo(&conn.subroute("/mnt/disk399"), LATE, "y")
+                .await
+                .unwrap(),
+            "y"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
