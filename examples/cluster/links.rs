@@ -2,7 +2,7 @@
 //! library's reason, and remembered for the checks. A cut made on purpose is announced first
 //! ([`LinkWatch::plan_cut`]) so it is not counted as a failure.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,26 +103,40 @@ impl LinkWatch {
     }
 }
 
+/// What the watcher last saw of one link.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    state: ConnState,
+    connects: u64,
+    since: Instant,
+}
+
+fn seen(conn: &Connection) -> Seen {
+    Seen {
+        state: conn.state(),
+        connects: conn.stats().connects,
+        since: Instant::now(),
+    }
+}
+
+/// Polls every link (the library has no change notification): a state change, or a connect
+/// count that moved while the state looked the same (a drop shorter than one poll), is a drop.
 async fn watch(conns: Vec<Connection>, shared: Arc<Shared>, progress: Progress) {
-    let mut last: HashMap<usize, (ConnState, Instant)> = conns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (i, (c.state(), Instant::now())))
-        .collect();
+    let mut last: Vec<Seen> = conns.iter().map(seen).collect();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while !shared.stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        for (i, conn) in conns.iter().enumerate() {
-            let now = conn.state();
-            let Some((before, since)) = last.get(&i).copied() else {
-                continue;
-            };
-            if now == before {
+        for (conn, before) in conns.iter().zip(last.iter_mut()) {
+            let now = seen(conn);
+            let went_down = before.state == ConnState::Connected
+                && (now.state != ConnState::Connected || now.connects > before.connects);
+            let came_up = now.state == ConnState::Connected
+                && (before.state != ConnState::Connected || now.connects > before.connects);
+            if now.state == before.state && now.connects == before.connects {
                 continue;
             }
-            last.insert(i, (now, Instant::now()));
             let link = format!("{} → {}", conn.local(), conn.peer());
-            if before == ConnState::Connected {
+            if went_down {
                 let reason = conn
                     .last_close_reason()
                     .unwrap_or_else(|| "no reason recorded".to_owned());
@@ -133,22 +147,29 @@ async fn watch(conns: Vec<Connection>, shared: Arc<Shared>, progress: Progress) 
                 let during_workload = !shared.workload_over.load(Ordering::Relaxed);
                 let what = if planned {
                     "down (cut on purpose)"
-                } else {
+                } else if during_workload {
                     "DOWN"
+                } else {
+                    "down (after this node's workload)"
                 };
                 progress.print(&format!("  link {link} {what}: {reason}"));
                 shared.drops.lock().push(LinkDrop {
-                    link,
+                    link: link.clone(),
                     reason,
                     planned,
                     during_workload,
                 });
-            } else if now == ConnState::Connected {
+            }
+            if came_up && went_down {
+                progress.print(&format!("  link {link} up again within one poll (10 ms)"));
+            } else if came_up {
+                // `before.since` is when this link was first seen down.
                 progress.print(&format!(
                     "  link {link} up again after {:.1?}",
-                    since.elapsed()
+                    before.since.elapsed()
                 ));
             }
+            *before = now;
         }
     }
 }

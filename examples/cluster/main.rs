@@ -101,7 +101,7 @@ fn parse_seconds(s: &str, min: f64, max: f64) -> Result<Duration, String> {
         return Err(format!("{s:?} is not a finite number of seconds"));
     }
     if !(min..=max).contains(&secs) {
-        return Err(format!("{secs} s is outside {min} to {max} s"));
+        return Err(format!("{secs} s: must be from {min} to {max} seconds"));
     }
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
@@ -261,6 +261,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(progress.log_writer())
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -784,7 +785,7 @@ mod tests {
             assert_eq!(e.exit_code(), 2, "{bad}: {e}");
         }
         let e = args("--duration -5").unwrap_err().to_string();
-        assert!(e.contains("outside"), "{e}");
+        assert!(e.contains("must be from"), "{e}");
         let e = args("--payload 100000000").unwrap_err().to_string();
         assert!(e.contains("over the limit"), "{e}");
         assert_eq!(args("--nodes 4").map(|a| a.nodes).ok(), Some(4));
