@@ -82,7 +82,10 @@ fn three_nodes_in_one_process() {
         "3 of 3 links up",
         "planned drop(s), no other",
     ] {
-        assert!(stdout.contains(needle), "summary lacks {needle:?}:\n{stdout}");
+        assert!(
+            stdout.contains(needle),
+            "summary lacks {needle:?}:\n{stdout}"
+        );
     }
     // Pings run every second and the run lasts longer: every link has a round-trip time.
     assert!(!stdout.contains("no ping yet"), "{stdout}");
@@ -128,7 +131,10 @@ fn three_nodes_as_three_processes() {
             "every peer finished round 2",
             "2 of 2 links up",
         ] {
-            assert!(stdout.contains(needle), "summary lacks {needle:?}:\n{stdout}");
+            assert!(
+                stdout.contains(needle),
+                "summary lacks {needle:?}:\n{stdout}"
+            );
         }
     }
 }
@@ -151,7 +157,10 @@ fn run_example(args: &[&str]) -> (Option<i32>, String) {
 #[test]
 fn bad_arguments_exit_2_with_a_message_not_a_panic() {
     for (args, says) in [
-        (&["--nodes", "zero"][..], "invalid value 'zero' for '--nodes"),
+        (
+            &["--nodes", "zero"][..],
+            "invalid value 'zero' for '--nodes",
+        ),
         (&["--nodes", "1"][..], "not in 2..=500"),
         (&["--duration", "-5"][..], "must be from 0.2"),
         (&["--duration", "NaN"][..], "not a finite number"),
@@ -165,7 +174,12 @@ fn bad_arguments_exit_2_with_a_message_not_a_panic() {
         (&["--frobnicate"][..], "unexpected argument"),
         (&["--node", "http://127.0.0.1:1"][..], "--peers"),
         (
-            &["--node", "http://127.0.0.1:1", "--peers", "http://127.0.0.1:1"][..],
+            &[
+                "--node",
+                "http://127.0.0.1:1",
+                "--peers",
+                "http://127.0.0.1:1",
+            ][..],
             "names no node other than",
         ),
     ] {

@@ -160,7 +160,11 @@ async fn shutdown_stays_down(shut_dialer: bool) {
                 .unwrap();
         }
     }
-    assert_ne!(back.state(), grid::ConnState::Connected, "the link came back");
+    assert_ne!(
+        back.state(),
+        grid::ConnState::Connected,
+        "the link came back"
+    );
     assert_eq!(back.stats().connects, 1, "{:?}", back.stats());
     assert_eq!(conn.state(), grid::ConnState::Shutdown);
 }

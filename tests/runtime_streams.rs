@@ -158,7 +158,11 @@ async fn wait_count(count: &mut tokio::sync::watch::Receiver<u32>, n: u32, what:
     let reached = tokio::time::timeout(common::WAIT, count.wait_for(|c| *c >= n))
         .await
         .is_ok();
-    assert!(reached, "{what}: {} of {n} within the bound", *count.borrow());
+    assert!(
+        reached,
+        "{what}: {} of {n} within the bound",
+        *count.borrow()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

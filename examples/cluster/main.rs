@@ -244,7 +244,9 @@ impl Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(msg) = args.validate() {
-        Args::command().error(ErrorKind::ValueValidation, msg).exit();
+        Args::command()
+            .error(ErrorKind::ValueValidation, msg)
+            .exit();
     }
     let progress = Progress::new();
     // Warnings of the library (a refused handshake, a peer that cannot be reached) are shown
@@ -364,7 +366,11 @@ fn links_up(nodes: &[(Manager, Vec<Connection>)], multi_process: bool, when: &st
             if down.is_empty() {
                 format!("{live} of {} links up", conns.len())
             } else {
-                format!("{live} of {} links up; down: {}", conns.len(), down.join(", "))
+                format!(
+                    "{live} of {} links up; down: {}",
+                    conns.len(),
+                    down.join(", ")
+                )
             },
         );
     }
@@ -517,14 +523,16 @@ async fn run_one(args: &Args, progress: &Progress) -> Result<bool, String> {
     run.checks.push(links.check());
 
     progress.phase("round 1: waiting for every node to finish its workload");
-    run.checks.push(round(&nodes[0].1, &name, &store, &peers, 1, args.peer_timeout).await);
+    run.checks
+        .push(round(&nodes[0].1, &name, &store, &peers, 1, args.peer_timeout).await);
     // One node cuts a link, once every node's workload is over (so no other node's calls are
     // in the way): the smallest name.
     if peers.iter().all(|p| *p > name) {
         run.cut(&nodes[0].1[0]).await;
     }
     progress.phase("round 2: waiting for the link cut and every node");
-    run.checks.push(round(&nodes[0].1, &name, &store, &peers, 2, args.peer_timeout).await);
+    run.checks
+        .push(round(&nodes[0].1, &name, &store, &peers, 2, args.peer_timeout).await);
     progress.phase("checking that nothing is left in flight");
     run.checks.push(workload::drained(&managers).await);
     let ok = run.report(&managers);
@@ -666,9 +674,8 @@ impl Run<'_> {
             ),
         ));
 
-        self.progress.phase(
-            "quorum lock contended by 2 clients per node, refreshed over two-way streams",
-        );
+        self.progress
+            .phase("quorum lock contended by 2 clients per node, refreshed over two-way streams");
         let lock =
             workload::lock_contention(self.nodes, self.tables, 2, p.duration / 2, self.progress)
                 .await;

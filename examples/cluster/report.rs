@@ -37,23 +37,19 @@ impl Latencies {
 
     /// The `p`-th percentile (0..=100), or `None` without samples.
     pub(crate) fn percentile(&self, p: f64) -> Option<Duration> {
-        (!self.0.is_empty())
-            .then(|| Duration::from_micros(self.0.value_at_quantile(p / 100.0)))
+        (!self.0.is_empty()).then(|| Duration::from_micros(self.0.value_at_quantile(p / 100.0)))
     }
 
     /// `p50 / p99 / p99.9 / max`, or "no samples".
     pub(crate) fn summary(&self) -> String {
-        let p = |q| self.percentile(q).map_or("-".to_owned(), |d| format!("{d:.2?}"));
+        let p = |q| {
+            self.percentile(q)
+                .map_or("-".to_owned(), |d| format!("{d:.2?}"))
+        };
         if self.0.is_empty() {
             return "no samples".to_owned();
         }
-        format!(
-            "{} / {} / {} / {}",
-            p(50.0),
-            p(99.0),
-            p(99.9),
-            p(100.0)
-        )
+        format!("{} / {} / {} / {}", p(50.0), p(99.0), p(99.9), p(100.0))
     }
 }
 
@@ -99,9 +95,9 @@ impl Progress {
     /// A bar that fills over `length` (a timed phase); its message carries live counts.
     pub(crate) fn timed(&self, length: Duration) -> Bar {
         let bar = ProgressBar::new(u64::try_from(length.as_millis()).unwrap_or(u64::MAX).max(1));
-        if let Ok(style) = ProgressStyle::with_template(
-            "  {spinner} [{elapsed_precise}] {bar:30.cyan/blue} {msg}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("  {spinner} [{elapsed_precise}] {bar:30.cyan/blue} {msg}")
+        {
             bar.set_style(style);
         }
         self.add(bar)

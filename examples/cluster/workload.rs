@@ -79,7 +79,9 @@ pub(crate) async fn unary_load(
                             other => {
                                 errors.fetch_add(1, Ordering::Relaxed);
                                 let why = match other {
-                                    Ok(b) => format!("echo returned {} of {} bytes", b.len(), body.len()),
+                                    Ok(b) => {
+                                        format!("echo returned {} of {} bytes", b.len(), body.len())
+                                    }
                                     Err(e) => e.to_string(),
                                 };
                                 *reasons.lock().entry(why).or_insert(0) += 1;

@@ -35,7 +35,9 @@ pub fn test_config() -> Config {
 
 /// `n` node names. They are identities, not addresses: see [`AddressBook`].
 pub fn names(n: usize) -> Vec<String> {
-    (0..n).map(|i| format!("http://node{i}.test:7000")).collect()
+    (0..n)
+        .map(|i| format!("http://node{i}.test:7000"))
+        .collect()
 }
 
 /// Where each node of a test cluster listens, by name. A dial to a node not yet started waits
