@@ -3,8 +3,10 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The example binary that `cargo test` built next to this test's binary.
@@ -274,5 +276,69 @@ fn a_port_in_use_is_reported_not_panicked() {
     assert!(
         stderr.contains("already in use") && !stderr.contains("panicked"),
         "{stderr}"
+    );
+}
+
+/// Reads `child`'s stderr line by line on a thread; the lines arrive on the returned channel.
+fn stderr_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for a line containing `needle`; returns every line read so far.
+fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, seen: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.last().is_some_and(|l| l.contains(needle)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no line with {needle:?}; stderr so far:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+/// In multi-process mode a peer that dies mid-run is named when it dies (with the library's
+/// reason), and the run fails its checks instead of passing or hanging.
+#[test]
+fn a_peer_that_dies_is_named_when_it_dies() {
+    let names = reserved_names(2);
+    let peers = names.join(",");
+    let spawn = |name: &str| {
+        Command::new(example_binary())
+            .args(["--node", name, "--peers", &peers, "--duration", "4"])
+            .args(["--peer-timeout", "3", "--concurrency", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut survivor = spawn(&names[0]);
+    let mut victim = spawn(&names[1]);
+    let lines = stderr_lines(&mut survivor);
+    let mut seen = Vec::new();
+    wait_for_line(&lines, "== unary echo", &mut seen);
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let down = format!("→ {} DOWN", names[1]);
+    wait_for_line(&lines, &down, &mut seen);
+    // Drain the rest so the child never blocks on a full pipe, then check how it ended.
+    let rest = std::thread::spawn(move || lines.iter().collect::<Vec<_>>());
+    let out = wait_bounded(survivor, Duration::from_secs(120));
+    seen.extend(rest.join().unwrap());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", seen.join("\n"));
+    assert!(stdout.contains("RESULT: some checks FAILED"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("not heard from within 3s: {}", names[1])),
+        "the summary does not name the dead peer:\n{stdout}"
     );
 }
