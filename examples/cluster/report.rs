@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{CellAlignment, Table};
+use comfy_table::{CellAlignment, ContentArrangement, Table};
 use grid::Manager;
 use hdrhistogram::Histogram;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -210,10 +210,15 @@ impl Check {
     }
 }
 
+/// Tables wrap long cells at this width (the example does not ask the terminal for its own).
+const TABLE_WIDTH: u16 = 120;
+
 fn new_table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(header.iter().copied());
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(TABLE_WIDTH)
+        .set_header(header.iter().copied());
     t
 }
 
@@ -248,8 +253,11 @@ pub(crate) fn node_stats(managers: &[&Manager]) {
                 c.frames_in.to_string(),
                 c.frames_out.to_string(),
                 c.in_flight.total().to_string(),
-                c.last_rtt
-                    .map_or("no ping yet".to_owned(), |d| format!("{d:.1?}")),
+                match (c.last_rtt, c.state) {
+                    (Some(d), _) => format!("{d:.1?}"),
+                    (None, grid::ConnState::Connected) => "no ping yet".to_owned(),
+                    (None, _) => "-".to_owned(),
+                },
             ]);
         }
     }
