@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
-use grid::{Config, Connection, Manager};
+use grid::{CallError, Config, Connection, Manager};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
@@ -546,6 +546,10 @@ async fn run_one(args: &Args, progress: &Progress) -> Result<bool, String> {
 }
 
 /// Tells every peer this node finished round `n`, then waits until every peer said the same.
+///
+/// A peer may finish the last round and leave while our `done` is on its way back to us: it
+/// counted ours (it leaves only once it heard from every node), so a lost answer from a peer
+/// that already told us it finished this round is not a failure.
 async fn round(
     conns: &[Connection],
     name: &str,
@@ -557,18 +561,33 @@ async fn round(
     let mut failed = Vec::new();
     for conn in conns {
         let client = StoreClient::new(conn.clone());
-        match tokio::time::timeout(timeout, client.done(name.to_owned())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failed.push(format!("telling {}: {e}", conn.peer())),
-            Err(_) => failed.push(format!("telling {}: no answer", conn.peer())),
-        }
+        // (peer, why, whether the link dropped: the one failure a departed peer explains)
+        let failure = match tokio::time::timeout(timeout, client.done(name.to_owned())).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(CallError::Transport(e))) if e.is_connection_error() => (e.to_string(), true),
+            Ok(Err(e)) => (e.to_string(), false),
+            Err(_) => ("no answer".to_owned(), false),
+        };
+        failed.push((conn.peer().to_owned(), failure.0, failure.1));
     }
     let missing = store.wait_round(peers, n, timeout).await;
+    let (left, failed): (Vec<_>, Vec<_>) = failed
+        .into_iter()
+        .partition(|(peer, _, dropped)| *dropped && !missing.contains(peer));
     let check = format!("every peer finished round {n}");
+    let left_note = if left.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = left.iter().map(|(p, _, _)| p.as_str()).collect();
+        format!(" ({} finished and left first)", names.join(", "))
+    };
     if missing.is_empty() && failed.is_empty() {
-        return Check::pass(check, format!("{} peer(s)", peers.len()));
+        return Check::pass(check, format!("{} peer(s){left_note}", peers.len()));
     }
-    let mut why = failed;
+    let mut why: Vec<String> = failed
+        .iter()
+        .map(|(peer, e, _)| format!("telling {peer}: {e}"))
+        .collect();
     if !missing.is_empty() {
         let reasons: Vec<String> = missing
             .iter()
@@ -617,7 +636,9 @@ impl Run<'_> {
             .phase("unary echo between every pair of nodes, both directions");
         let unary = workload::unary_load(self.nodes, &p, self.progress).await;
         let mut why = format!("{} calls, {} errors", unary.calls, unary.errors);
-        for (reason, n) in unary.reasons.iter().rev().take(3) {
+        let mut reasons: Vec<(&String, &u64)> = unary.reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1));
+        for (reason, n) in reasons.into_iter().take(3) {
             why.push_str(&format!("; {n} × {reason}"));
         }
         self.checks.push(Check::that(
