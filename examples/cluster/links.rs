@@ -127,6 +127,9 @@ async fn watch(conns: Vec<Connection>, shared: Arc<Shared>, progress: Progress) 
     while !shared.stop.load(Ordering::Relaxed) {
         tick.tick().await;
         for (conn, before) in conns.iter().zip(last.iter_mut()) {
+            if shared.stop.load(Ordering::Relaxed) {
+                return;
+            }
             let now = seen(conn);
             let went_down = before.state == ConnState::Connected
                 && (now.state != ConnState::Connected || now.connects > before.connects);

@@ -453,6 +453,7 @@ async fn run_local(args: &Args, progress: &Progress) -> Result<bool, String> {
     progress.phase("checking that nothing is left in flight");
     run.checks.push(workload::drained(&managers).await);
     let ok = run.report(&managers);
+    drop(links); // our own shutdown below is no news
     for m in &managers {
         m.shutdown().await;
     }
@@ -541,6 +542,7 @@ async fn run_one(args: &Args, progress: &Progress) -> Result<bool, String> {
     progress.phase("checking that nothing is left in flight");
     run.checks.push(workload::drained(&managers).await);
     let ok = run.report(&managers);
+    drop(links); // our own shutdown below is no news
     m.shutdown().await;
     Ok(ok)
 }
