@@ -85,3 +85,23 @@ pub(crate) fn server_name(peer: &str, _host_port: &str) -> Result<Never, Error> 
         "{peer}: an https:// name needs TLS, and grid was built without its `tls` feature"
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_the_feature_tls_configs_are_refused_saying_why() {
+        for r in [
+            TlsConfig::from_pem(b"", b"", b""),
+            TlsConfig::from_pem_mutual(b"", b"", b""),
+        ] {
+            match r {
+                Err(Error::Config(msg)) => assert!(msg.contains("`tls` feature"), "{msg}"),
+                Err(other) => panic!("expected a config error, got {other}"),
+                Ok(never) => match never.never {},
+            }
+        }
+        assert!(server_name("https://a:1", "a:1").is_err());
+    }
+}
