@@ -20,6 +20,7 @@ pub mod ids;
 pub mod manager;
 pub mod mux;
 pub mod stream;
+#[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
 pub mod tls;
 
 pub use auth::{Authenticator, HmacAuth, Keyring};
