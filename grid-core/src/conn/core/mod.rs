@@ -41,6 +41,7 @@ pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -71,6 +72,29 @@ enum ServedKind<H: Handles> {
     Stream(Shared<StreamCallee>, H::Cancel),
 }
 
+/// Hashes a call generation with one multiply (Fibonacci hashing, so the high bits the table's
+/// tags use vary too): generations are unique and allocated by this side, so no peer can choose
+/// them to collide (mux ids, which the peer chooses, keep the keyed default hash).
+#[derive(Debug, Default)]
+struct Generations(u64);
+
+impl Hasher for Generations {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for `u64` keys; anything else folds in, byte by byte.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// One connection's calls, rules and budgets.
 pub(crate) struct ConnCore<H: Handles> {
     role: Role,
@@ -81,7 +105,8 @@ pub(crate) struct ConnCore<H: Handles> {
     calls: HashMap<MuxId, Outgoing<H>>,
     served: HashMap<MuxId, Served<H>>,
     /// Every admitted call whose task has not finished: generation → (mux, bytes charged).
-    admitted: HashMap<u64, (MuxId, usize)>,
+    /// Generations are ours (sequential), so they need no keyed hash.
+    admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<Generations>>,
     budget: Arc<Budget>,
     timers: TimerHeap,
     timer_moved: bool,
@@ -110,7 +135,7 @@ impl<H: Handles> ConnCore<H> {
             next_generation: 1,
             calls: HashMap::new(),
             served: HashMap::new(),
-            admitted: HashMap::new(),
+            admitted: HashMap::default(),
             budget,
             timers: TimerHeap::default(),
             timer_moved: false,
