@@ -2,12 +2,12 @@
 //! library's reason, and remembered for the checks. A cut made on purpose is announced first
 //! ([`LinkWatch::plan_cut`]) so it is not counted as a failure.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use grid::{ConnState, Connection, Manager};
+use grid::{LinkEvent, LinkEvents, Manager};
 use parking_lot::Mutex;
 
 use crate::report::{Check, Progress};
@@ -49,11 +49,16 @@ impl LinkWatch {
     /// Starts watching every connection of every manager in `managers`.
     pub(crate) fn start(managers: &[&Manager], progress: &Progress) -> LinkWatch {
         let shared = Arc::new(Shared::default());
-        let mut conns: Vec<Connection> = Vec::new();
         for m in managers {
-            conns.extend(m.peers().iter().filter_map(|p| m.connection(p).ok()));
+            // Subscribed here, before the caller goes on: no event can be missed.
+            let events = m.events();
+            tokio::spawn(watch(
+                m.name().to_owned(),
+                events,
+                shared.clone(),
+                progress.clone(),
+            ));
         }
-        tokio::spawn(watch(conns, shared.clone(), progress.clone()));
         LinkWatch { shared }
     }
 
@@ -101,50 +106,22 @@ impl LinkWatch {
     }
 }
 
-/// What the watcher last saw of one link.
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    state: ConnState,
-    connects: u64,
-    since: Instant,
-}
-
-fn seen(conn: &Connection) -> Seen {
-    Seen {
-        state: conn.state(),
-        connects: conn.stats().connects,
-        since: Instant::now(),
-    }
-}
-
-/// Polls every link (the library has no change notification): a state change, or a connect
-/// count that moved while the state looked the same (a drop shorter than one poll), is a drop.
-async fn watch(conns: Vec<Connection>, shared: Arc<Shared>, progress: Progress) {
-    let mut last: Vec<Seen> = conns.iter().map(seen).collect();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    while !shared.stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        for (conn, before) in conns.iter().zip(last.iter_mut()) {
-            if shared.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let now = seen(conn);
-            let went_down = before.state == ConnState::Connected
-                && (now.state != ConnState::Connected || now.connects > before.connects);
-            let came_up = now.state == ConnState::Connected
-                && (before.state != ConnState::Connected || now.connects > before.connects);
-            if now.state == before.state && now.connects == before.connects {
-                continue;
-            }
-            let link = format!("{} → {}", conn.local(), conn.peer());
-            if went_down {
-                let reason = conn
-                    .last_close_reason()
-                    .map_or_else(|| "no reason recorded".to_owned(), |r| r.to_string());
+/// Follows one manager's link events: a drop is named when it happens, with its typed reason; a
+/// restart (a new process under the same name) and a peer going away are printed too.
+async fn watch(local: String, mut events: LinkEvents, shared: Arc<Shared>, progress: Progress) {
+    let mut down_since: HashMap<String, Instant> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match event {
+            LinkEvent::Disconnected { peer, reason } => {
+                let link = format!("{local} → {peer}");
+                down_since.insert(peer.to_string(), Instant::now());
                 let planned = shared
                     .planned
                     .lock()
-                    .contains(&(conn.local().to_owned(), conn.peer().to_owned()));
+                    .contains(&(local.clone(), peer.to_string()));
                 let during_workload = !shared.workload_over.load(Ordering::Relaxed);
                 let what = if planned {
                     "down (cut on purpose)"
@@ -155,22 +132,41 @@ async fn watch(conns: Vec<Connection>, shared: Arc<Shared>, progress: Progress) 
                 };
                 progress.print(&format!("  link {link} {what}: {reason}"));
                 shared.drops.lock().push(LinkDrop {
-                    link: link.clone(),
-                    reason,
+                    link,
+                    reason: reason.to_string(),
                     planned,
                     during_workload,
                 });
             }
-            if came_up && went_down {
-                progress.print(&format!("  link {link} up again within one poll (10 ms)"));
-            } else if came_up {
-                // `before.since` is when this link was first seen down.
-                progress.print(&format!(
-                    "  link {link} up again after {:.1?}",
-                    before.since.elapsed()
-                ));
+            LinkEvent::Connected { peer, .. } => {
+                if let Some(t) = down_since.remove(peer.as_ref()) {
+                    progress.print(&format!(
+                        "  link {local} → {peer} up again after {:.1?}",
+                        t.elapsed()
+                    ));
+                }
             }
-            *before = now;
+            LinkEvent::Restarted { peer, old, new } => progress.print(&format!(
+                "  {peer} restarted (instance {} → {})",
+                short(&old),
+                short(&new)
+            )),
+            LinkEvent::GoingAway { peer } => {
+                progress.print(&format!("  {peer} is going away (draining)"));
+            }
+            LinkEvent::Missed { count } => {
+                progress.print(&format!("  ({count} link events missed)"));
+            }
+            _ => {}
         }
     }
+}
+
+/// The first bytes of an instance id, in hex.
+fn short(instance: &[u8]) -> String {
+    instance
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

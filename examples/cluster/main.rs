@@ -451,12 +451,14 @@ async fn run_local(args: &Args, progress: &Progress) -> Result<bool, String> {
     progress.phase("checking that nothing is left in flight");
     run.checks.push(workload::drained(&managers).await);
     let ok = run.report(&managers);
-    drop(links); // our own shutdown below is no news
-    for m in &managers {
-        m.shutdown().await;
-    }
+    drop(links); // our own leaving below is no news
+                 // Every node drains: peers learn it at once (a go-away), calls in flight may finish.
+    futures::future::join_all(managers.iter().map(|m| m.drain(DRAIN))).await;
     Ok(ok)
 }
+
+/// How long a leaving node lets calls in flight finish.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// One node of a multi-process cluster. Besides its own workload it keeps the others' in step:
 /// round 1 ends when every node finished its workload, round 2 when the one node that cuts a
@@ -540,8 +542,9 @@ async fn run_one(args: &Args, progress: &Progress) -> Result<bool, String> {
     progress.phase("checking that nothing is left in flight");
     run.checks.push(workload::drained(&managers).await);
     let ok = run.report(&managers);
-    drop(links); // our own shutdown below is no news
-    m.shutdown().await;
+    drop(links); // our own leaving below is no news
+                 // Drain: a peer's call still in flight (its last round, say) is answered before we go.
+    m.drain(DRAIN).await;
     Ok(ok)
 }
 
