@@ -53,12 +53,25 @@ impl TlsConfig {
         Err(disabled())
     }
 
-    pub(crate) fn acceptor(&self) -> Never {
+    pub(crate) fn connector(&self) -> Never {
         match self.never {}
     }
 
-    pub(crate) fn connector(&self) -> Never {
+    pub(crate) async fn accept(
+        &self,
+        _io: BoxedTransport,
+    ) -> std::io::Result<(BoxedTransport, Option<PeerCert>)> {
         match self.never {}
+    }
+}
+
+/// Stands where the real module has a mutual-TLS client's certificate; none exists.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerCert(Infallible);
+
+impl PeerCert {
+    pub(crate) fn names(&self, _peer: &str, _host_port: &str) -> bool {
+        match self.0 {}
     }
 }
 
@@ -66,10 +79,6 @@ impl TlsConfig {
 pub(crate) struct Never(Infallible);
 
 impl Never {
-    pub(crate) async fn accept(&self, _io: BoxedTransport) -> std::io::Result<BoxedTransport> {
-        match self.0 {}
-    }
-
     pub(crate) async fn connect(
         &self,
         _name: Never,
