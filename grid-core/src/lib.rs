@@ -21,6 +21,7 @@ pub mod manager;
 pub mod mux;
 pub mod stream;
 pub mod table;
+#[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
 pub mod tls;
 
 pub use auth::{Authenticator, HmacAuth, Keyring};

@@ -434,7 +434,7 @@ impl Manager {
     pub async fn accept_websocket(&self, ws: Ws) -> Result<(), Error> {
         let pending = self.inner.gate.enter()?;
         let ws = with_limits(ws, WsRole::Server, handshake_ws_config()).await;
-        serve_upgraded(self.inner.clone(), ws, pending).await
+        serve_upgraded(self.inner.clone(), ws, None, pending).await
     }
 
     /// Takes a place among the pending handshakes for a socket another server is about to hand
@@ -459,7 +459,7 @@ impl Manager {
             Some(handshake_ws_config()),
         )
         .await;
-        serve_upgraded(self.inner.clone(), ws, pending).await
+        serve_upgraded(self.inner.clone(), ws, None, pending).await
     }
 
     /// Logs a refused incoming socket, rate-limited per address.

@@ -360,6 +360,15 @@ impl Connection {
         payload: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
+        cooperative(self.call_once(handler, payload, opts).await).await
+    }
+
+    async fn call_once(
+        &self,
+        handler: HandlerId,
+        payload: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, Error> {
         self.check_size(payload.len(), None)?;
         let timeout = opts.timeout.unwrap_or(self.inner.config.default_timeout);
         // Reading the clock costs a syscall on some VMs: only when the call had to wait.
@@ -447,11 +456,40 @@ impl Connection {
         payload: Bytes,
         opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
+        cooperative(self.open_stream_once(handler, payload, opts).await).await
+    }
+
+    async fn open_stream_once(
+        &self,
+        handler: HandlerId,
+        payload: Bytes,
+        mut opts: StreamOptions,
+    ) -> Result<ClientStream, Error> {
         self.check_size(payload.len(), None)?;
+        if opts.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Deadline);
+        }
         let wait = opts
             .wait_for_connect
             .then(|| opts.timeout.unwrap_or(self.inner.config.default_timeout));
-        let session = self.live_session(wait).await?;
+        let session = match self.inner.session() {
+            Some(s) => s,
+            None => {
+                // The stream's deadline counts from the call: time spent waiting for the link
+                // is taken off it, and a deadline that ran out meanwhile fails here, before
+                // anything is sent.
+                let started = Instant::now();
+                let s = self.live_session(wait).await?;
+                if let Some(t) = opts.timeout {
+                    let left = t.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Err(Error::Deadline);
+                    }
+                    opts.timeout = Some(left);
+                }
+                s
+            }
+        };
         self.check_size(payload.len(), Some(&session))?;
         self.check_leaving(&session)?;
         session.data_room().await.map_err(|_| Error::NotConnected {
@@ -523,6 +561,16 @@ impl Connection {
             s.close(CloseReason::local(CloseKind::Killed));
         }
     }
+}
+
+/// Hands a call's result back through tokio's cooperative budget when it failed: a call that
+/// fails at once (not connected, shutting down, a peer going away) never awaits anything, so a
+/// task retrying it in a loop would otherwise never yield and could starve its runtime.
+async fn cooperative<T>(result: Result<T, Error>) -> Result<T, Error> {
+    if result.is_err() {
+        tokio::task::consume_budget().await;
+    }
+    result
 }
 
 /// Cancels a unary call whose future is dropped before it finished.

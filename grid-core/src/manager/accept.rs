@@ -3,6 +3,12 @@
 
 use super::*;
 use crate::handshake::RejectCode;
+use crate::tls::PeerCert;
+
+/// Whether a mutual-TLS client certificate is valid for the host in the node `name`.
+fn cert_names(cert: &PeerCert, name: &str) -> bool {
+    address_of(name).is_ok_and(|host_port| cert.names(name, &host_port))
+}
 
 pub(super) async fn accept_loop(inner: Arc<ManagerInner>, listener: TcpListener) {
     loop {
@@ -55,29 +61,28 @@ pub(super) async fn serve_socket(
         }
     };
     let tls = match &inner.tls {
-        Some(t) if is_tls(&inner.local) => Some(t.acceptor()),
+        Some(t) if is_tls(&inner.local) => Some(t.clone()),
         _ => None,
     };
     let upgrade = async {
-        let io = match tls {
-            Some(acceptor) => Box::new(
-                acceptor
-                    .accept(io)
-                    .await
-                    .map_err(|e| tls_failed("accept failed", &e))?,
-            ) as BoxedTransport,
-            None => io,
+        let (io, cert) = match tls {
+            Some(tls) => tls
+                .accept(io)
+                .await
+                .map_err(|e| tls_failed("accept failed", &e))?,
+            None => (io, None),
         };
         tokio_tungstenite::accept_hdr_async_with_config(io, check_path, Some(handshake_ws_config()))
             .await
+            .map(|ws| (ws, cert))
             .map_err(|e| Error::Io(std::io::Error::other(e)))
     };
     // One deadline for the TLS handshake and the upgrade: a peer that connects and stalls in
     // either costs a task for at most this long.
-    let ws = tokio::time::timeout(inner.config.handshake_timeout, upgrade)
+    let (ws, cert) = tokio::time::timeout(inner.config.handshake_timeout, upgrade)
         .await
         .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    serve_upgraded(inner, ws, pending).await
+    serve_upgraded(inner, ws, cert, pending).await
 }
 
 /// Runs the acceptor's handshake on `ws` (which has handshake-sized limits), then the connection.
@@ -86,12 +91,13 @@ pub(super) async fn serve_socket(
 pub(super) async fn serve_upgraded(
     inner: Arc<ManagerInner>,
     ws: Ws,
+    cert: Option<PeerCert>,
     pending: Pending,
 ) -> Result<(), Error> {
     let (table, announced) = inner.handshake_table();
     let handshake = tokio::time::timeout(
         inner.config.handshake_timeout,
-        accept_handshake(&inner, ws, table),
+        accept_handshake(&inner, ws, cert, table),
     )
     .await;
     drop(pending);
@@ -138,6 +144,7 @@ pub(super) async fn serve_upgraded(
 pub(super) async fn accept_handshake(
     inner: &ManagerInner,
     mut ws: Ws,
+    cert: Option<PeerCert>,
     table: Bytes,
 ) -> Result<(Ws, PeerInfo), Error> {
     let hs = AcceptorHandshake::new(AcceptorParams {
@@ -162,7 +169,17 @@ pub(super) async fn accept_handshake(
         Err(rej) => return Err(reject(&mut ws, rej).await),
     };
     // The dialer proved itself; a node that cannot serve it says why, with a code it retries on.
-    let refusal = if inner.shutdown.is_cancelled() || inner.is_draining() {
+    // With mutual TLS its certificate must also name the node it claims to be.
+    let wrong_cert = cert.as_ref().is_some_and(|c| !cert_names(c, &info.name));
+    let refusal = if wrong_cert {
+        Some((
+            RejectCode::BadProof,
+            format!(
+                "the TLS client certificate is not valid for the host in {}",
+                info.name
+            ),
+        ))
+    } else if inner.shutdown.is_cancelled() || inner.is_draining() {
         Some((
             RejectCode::ShuttingDown,
             format!("{} is shutting down", inner.local),
