@@ -1,7 +1,7 @@
 //! A smoke figure: unary 512-byte echo at concurrency 64 over one connection, grid next to a
 //! minimal hand-written mux over one plain tokio-tungstenite socket, in the same run.
 //!
-//! `cargo run --release --example smoke_echo [seconds]`
+//! `cargo run --release --example smoke_echo -- [SECONDS] [--concurrency N] [--only grid|raw]`
 //!
 //! Both run in this process on a 2-worker runtime, over loopback. The raw mux is the practical
 //! floor for our transport: a u64 id plus the payload per binary message, one writer task per side
@@ -13,19 +13,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use clap::Parser;
 use futures::{SinkExt, StreamExt};
 use grid::{HandlerSpec, Manager, RemoteError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_tungstenite::tungstenite::Message;
 
-/// Concurrent callers; `SMOKE_C` overrides.
-fn concurrency() -> usize {
-    std::env::var("SMOKE_C")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+/// Unary 512-byte echo over one connection: grid next to a minimal tokio-tungstenite mux.
+#[derive(Debug, Parser)]
+#[command(name = "smoke_echo", about)]
+struct Args {
+    /// Seconds of load for each system
+    #[arg(default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    seconds: u64,
+    /// Concurrent callers
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    concurrency: u64,
+    /// Run one system alone (for profiling)
+    #[arg(long, value_parser = ["grid", "raw"])]
+    only: Option<String>,
 }
+
 const PAYLOAD: usize = 512;
 const ECHO: HandlerSpec = HandlerSpec::named("Smoke.echo");
 
@@ -74,15 +83,19 @@ async fn raw_ws_server(listener: TcpListener) {
     }
 }
 
-async fn raw_ws(seconds: u64) -> f64 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+async fn raw_ws(seconds: u64, concurrency: u64) -> Result<f64, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("raw-ws: cannot listen: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     tokio::spawn(raw_ws_server(listener));
-    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("raw-ws: cannot connect: {e}"))?;
     tcp.set_nodelay(true).ok();
     let (ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), tcp)
         .await
-        .expect("upgrade");
+        .map_err(|e| format!("raw-ws: WebSocket upgrade failed: {e}"))?;
     let (sink, mut stream) = ws.split();
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(writer(sink, rx));
@@ -90,14 +103,16 @@ async fn raw_ws(seconds: u64) -> f64 {
     let w2 = waiters.clone();
     tokio::spawn(async move {
         while let Some(Ok(Message::Binary(b))) = stream.next().await {
-            let id = u64::from_be_bytes(b[..8].try_into().expect("id"));
-            if let Some(w) = w2.lock().await.remove(&id) {
+            let Some(id) = b.get(..8).and_then(|h| h.try_into().ok()) else {
+                continue;
+            };
+            if let Some(w) = w2.lock().await.remove(&u64::from_be_bytes(id)) {
                 let _ = w.send(b.slice(8..));
             }
         }
     });
     let next_id = Arc::new(AtomicU64::new(0));
-    run_load(seconds, move || {
+    run_load(seconds, concurrency, move || {
         let (tx, waiters, next_id) = (tx.clone(), waiters.clone(), next_id.clone());
         async move {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -106,21 +121,34 @@ async fn raw_ws(seconds: u64) -> f64 {
             msg.extend_from_slice(&[7u8; PAYLOAD]);
             let (otx, orx) = oneshot::channel();
             waiters.lock().await.insert(id, otx);
-            tx.send(Message::Binary(msg.into())).expect("writer alive");
-            let resp = orx.await.expect("response");
-            assert_eq!(resp.len(), PAYLOAD);
+            tx.send(Message::Binary(msg.into()))
+                .map_err(|_| "raw-ws: the writer stopped".to_owned())?;
+            let resp = orx
+                .await
+                .map_err(|_| "raw-ws: the connection closed".to_owned())?;
+            check_len(resp.len())
         }
     })
     .await
 }
 
-async fn grid(seconds: u64) -> f64 {
-    let names: Vec<String> = (0..2)
+fn check_len(len: usize) -> Result<(), String> {
+    if len == PAYLOAD {
+        Ok(())
+    } else {
+        Err(format!("echo returned {len} of {PAYLOAD} bytes"))
+    }
+}
+
+async fn grid(seconds: u64, concurrency: u64) -> Result<f64, String> {
+    // Names on ports free a moment ago; each manager binds the address in its name.
+    let names = (0..2)
         .map(|_| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            format!("http://{}", l.local_addr().expect("addr"))
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            Ok(format!("http://{}", l.local_addr()?))
         })
-        .collect();
+        .collect::<std::io::Result<Vec<String>>>()
+        .map_err(|e| format!("grid: cannot find free ports: {e}"))?;
     let mut managers = Vec::new();
     for n in &names {
         let m = Manager::builder(n.clone())
@@ -128,25 +156,32 @@ async fn grid(seconds: u64) -> f64 {
             .secret("smoke")
             .start()
             .await
-            .expect("start");
-        m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
-            .expect("register");
+            .map_err(|e| format!("grid: cannot start {n}: {e}"))?;
         managers.push(m);
     }
-    let conn = managers[0].connection(&names[1]).expect("peer");
+    for m in &managers {
+        m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
+            .map_err(|e| e.to_string())?;
+    }
+    let conn = managers[0]
+        .connection(&names[1])
+        .map_err(|e| e.to_string())?;
     conn.wait_for_connect(Duration::from_secs(10))
         .await
-        .expect("connected");
+        .map_err(|e| format!("grid: {e}"))?;
     let payload = Bytes::from(vec![7u8; PAYLOAD]);
     let stats_conn = conn.clone();
-    let rate = run_load(seconds, move || {
+    let rate = run_load(seconds, concurrency, move || {
         let (conn, payload) = (conn.clone(), payload.clone());
         async move {
-            let resp = conn.request(ECHO.id, payload).await.expect("echo");
-            assert_eq!(resp.len(), PAYLOAD);
+            let resp = conn
+                .request(ECHO.id, payload)
+                .await
+                .map_err(|e| format!("grid: {e}"))?;
+            check_len(resp.len())
         }
     })
-    .await;
+    .await?;
     let s = stats_conn.stats();
     println!(
         "  grid client: {} frames in {} WebSocket messages ({:.1} frames per message)",
@@ -154,65 +189,75 @@ async fn grid(seconds: u64) -> f64 {
         s.messages_out,
         s.frames_out as f64 / s.messages_out.max(1) as f64
     );
-    rate
+    Ok(rate)
 }
 
-/// Runs `concurrency()` loops of `call` for `seconds`; returns completed calls per second.
-async fn run_load<F, Fut>(seconds: u64, call: F) -> f64
+/// Runs `concurrency` loops of `call` for `seconds`; returns completed calls per second, or the
+/// first failure.
+async fn run_load<F, Fut>(seconds: u64, concurrency: u64, call: F) -> Result<f64, String>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
 {
     let call = Arc::new(call);
     let done = Arc::new(AtomicU64::new(0));
     let end = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..concurrency())
+    let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
             let (call, done) = (call.clone(), done.clone());
             tokio::spawn(async move {
                 while Instant::now() < end {
-                    call().await;
+                    call().await?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok::<(), String>(())
             })
         })
         .collect();
     for t in tasks {
-        t.await.expect("load task");
+        t.await.map_err(|e| format!("a load task failed: {e}"))??;
     }
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-fn main() {
-    let seconds: u64 = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
-    rt.block_on(async {
-        // SMOKE_ONLY=grid or =raw runs one side alone (for profiling).
-        let only = std::env::var("SMOKE_ONLY").unwrap_or_default();
-        let raw = if only == "grid" {
-            f64::NAN
-        } else {
-            raw_ws(seconds).await
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let only = args.only.as_deref();
+    let result = rt.block_on(async {
+        let raw = match only {
+            Some("grid") => f64::NAN,
+            _ => raw_ws(args.seconds, args.concurrency).await?,
         };
-        let g = if only == "raw" {
-            f64::NAN
-        } else {
-            grid(seconds).await
+        let g = match only {
+            Some("raw") => f64::NAN,
+            _ => grid(args.seconds, args.concurrency).await?,
         };
         println!(
-            "unary {PAYLOAD} B echo, concurrency {}, one connection, {seconds} s each",
-            concurrency()
+            "unary {PAYLOAD} B echo, concurrency {}, one connection, {} s each",
+            args.concurrency, args.seconds
         );
         println!("  raw tokio-tungstenite mux : {raw:>10.0} req/s");
         println!("  grid (raw byte API)       : {g:>10.0} req/s");
         println!("  grid / raw-ws             : {:>10.2}", g / raw);
+        Ok::<(), String>(())
     });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }

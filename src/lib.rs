@@ -4,6 +4,10 @@
 //! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`),
 //! the typed layer ([`Sender`], [`Receiver`], [`RequestSink`], [`ResponseStream`], [`CallError`])
 //! and the [`handler`](macro@handler) macro.
+//!
+//! Cargo features: `tls` (on by default) runs `https://` names over rustls ([`TlsConfig`]);
+//! without it no TLS stack is built and `https://` names are refused. `hyper` serves grid's
+//! route from an existing hyper 1 / axum 0.8 server (`grid::embed`).
 
 pub use grid_core::*;
 

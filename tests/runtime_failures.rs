@@ -150,24 +150,17 @@ async fn failures_kill_socket_mid_stream() {
 
 /// Starts a pair where the dialing node dials through `proxy`. Returns (dialer, acceptor).
 async fn proxied_pair(proxy: &common::Proxy, config: Config) -> Vec<Manager> {
-    let names = common::free_names(2);
+    let names = common::names(2);
     let dialer = grid::handshake::dialer_of(&names[0], &names[1]).to_owned();
     let acceptor = names.iter().find(|n| **n != dialer).unwrap().clone();
-    let d = Manager::builder(dialer)
-        .peers(names.clone())
-        .secret("test-secret")
-        .config(config.clone())
-        .dialer(proxy.dialer())
-        .start()
-        .await
-        .unwrap();
-    let a = Manager::builder(acceptor)
-        .peers(names.clone())
-        .secret("test-secret")
-        .config(config)
-        .start()
-        .await
-        .unwrap();
+    let book = common::AddressBook::default();
+    let d = book
+        .start(
+            book.builder(&dialer, &names, config.clone())
+                .dialer(proxy.dialer(&book)),
+        )
+        .await;
+    let a = book.start(book.builder(&acceptor, &names, config)).await;
     let nodes = vec![d, a];
     common::wait_mesh(&nodes).await;
     nodes
@@ -214,7 +207,20 @@ async fn load_then_fail(nodes: &[Manager], proxy: &common::Proxy, kill: bool) {
             }
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every call has taken its slot (each registers before it waits for queue room); none may
+    // have finished, since the peer reads nothing.
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let in_flight = nodes[0].stats().in_flight;
+        if in_flight.unary_out == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the calls never all started: {in_flight:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(
         calls.iter().all(|c| !c.is_finished()),
         "calls finished although the peer reads nothing"

@@ -5,10 +5,12 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grid::{Config, Error, ErrorCode, HandlerSpec, Manager, RemoteError};
+use grid::{Config, Error, ErrorCode, HandlerSpec, RemoteError};
 
 const EARLY_PANIC: HandlerSpec = HandlerSpec::named("Review.early_panic");
 const ECHO: HandlerSpec = HandlerSpec::named("Review.echo");
@@ -49,20 +51,16 @@ async fn a_handler_that_panics_before_returning_its_future_is_a_remote_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payload_over_the_peers_smaller_limit_is_refused_locally() {
-    let names = common::free_names(2);
+    let names = common::names(2);
+    let book = common::AddressBook::default();
     let limits = [4usize << 20, 1 << 20];
     let mut nodes = Vec::new();
     for (name, limit) in names.iter().zip(limits) {
-        let m = Manager::builder(name.clone())
-            .peers(names.clone())
-            .secret("test-secret")
-            .config(Config {
-                max_payload: limit,
-                ..common::test_config()
-            })
-            .start()
-            .await
-            .unwrap();
+        let config = Config {
+            max_payload: limit,
+            ..common::test_config()
+        };
+        let m = book.start(book.builder(name, &names, config)).await;
         m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
             .unwrap();
         nodes.push(m);
@@ -82,17 +80,48 @@ async fn a_payload_over_the_peers_smaller_limit_is_refused_locally() {
     common::assert_drained(&nodes).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_shutdown_the_connection_stays_down_and_calls_fail_fast() {
-    let nodes = common::connected(2, common::test_config()).await;
+/// A pair whose dialing node counts its dials; `shut_dialer` picks which node shuts down.
+/// After the shutdown the link stays down, calls on the shut-down node fail fast, and the peer
+/// sees the link go down with a reason and gets no connection back.
+async fn shutdown_stays_down(shut_dialer: bool) {
+    let names = common::names(2);
+    let dialer = grid::handshake::dialer_of(&names[0], &names[1]).to_owned();
+    let acceptor = names.iter().find(|n| **n != dialer).unwrap().clone();
+    let book = common::AddressBook::default();
+    let dials = Arc::new(AtomicUsize::new(0));
+    let (dialed_tx, mut dialed) = tokio::sync::mpsc::unbounded_channel();
+    let counting: grid::DialFn = {
+        let (inner, dials) = (book.dialer(), dials.clone());
+        Arc::new(move |target| {
+            dials.fetch_add(1, Ordering::SeqCst);
+            let _ = dialed_tx.send(());
+            inner(target)
+        })
+    };
+    let d = book
+        .start(
+            book.builder(&dialer, &names, common::test_config())
+                .dialer(counting),
+        )
+        .await;
+    let a = book
+        .start(book.builder(&acceptor, &names, common::test_config()))
+        .await;
+    let nodes = [d, a];
+    common::wait_mesh(&nodes).await;
     for m in &nodes {
         m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })
             .unwrap();
     }
-    nodes[0].shutdown().await;
-    // Give any dial that was in progress time to finish: it must not revive the connection.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let conn = nodes[0].connection(nodes[1].name()).unwrap();
+    let (gone, survivor) = if shut_dialer {
+        (&nodes[0], &nodes[1])
+    } else {
+        (&nodes[1], &nodes[0])
+    };
+    gone.shutdown().await;
+    let dials_at_shutdown = dials.load(Ordering::SeqCst);
+
+    let conn = gone.connection(survivor.name()).unwrap();
     let started = Instant::now();
     let r = conn.request(ECHO.id, Bytes::from_static(b"x")).await;
     assert!(
@@ -104,8 +133,9 @@ async fn after_shutdown_the_connection_stays_down_and_calls_fail_fast() {
         conn.wait_for_connect(Duration::from_millis(200)).await,
         Err(Error::Shutdown)
     ));
-    // The peer sees the link go down with a reason, and gets no connection back.
-    let back = nodes[1].connection(nodes[0].name()).unwrap();
+
+    // The peer sees the link go down with a reason.
+    let back = survivor.connection(gone.name()).unwrap();
     let deadline = Instant::now() + common::WAIT;
     while back.state() == grid::ConnState::Connected {
         assert!(
@@ -115,4 +145,36 @@ async fn after_shutdown_the_connection_stays_down_and_calls_fail_fast() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(back.last_close_reason().is_some(), "a reason is kept");
+
+    if shut_dialer {
+        // The shut-down node's dial loop is gone: not one dial after `shutdown` returned.
+        assert_eq!(dials.load(Ordering::SeqCst), dials_at_shutdown);
+    } else {
+        // The survivor keeps redialing; let it try twice more, then the link must still be
+        // down: the shut-down node accepts nothing.
+        while dialed.try_recv().is_ok() {}
+        for _ in 0..2 {
+            tokio::time::timeout(common::WAIT, dialed.recv())
+                .await
+                .expect("the surviving dialer stopped redialing")
+                .unwrap();
+        }
+    }
+    assert_ne!(
+        back.state(),
+        grid::ConnState::Connected,
+        "the link came back"
+    );
+    assert_eq!(back.stats().connects, 1, "{:?}", back.stats());
+    assert_eq!(conn.state(), grid::ConnState::Shutdown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_acceptor_shuts_down_the_link_stays_down_and_calls_fail_fast() {
+    shutdown_stays_down(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_dialer_shuts_down_the_link_stays_down_and_calls_fail_fast() {
+    shutdown_stays_down(true).await;
 }

@@ -18,6 +18,7 @@ const COUNT: HandlerSpec = HandlerSpec::named("Streams.count");
 const HANG: HandlerSpec = HandlerSpec::named("Streams.hang");
 const FAIL_AFTER: HandlerSpec = HandlerSpec::named("Streams.fail_after");
 const STALL: HandlerSpec = HandlerSpec::named("Streams.stall");
+const FILL: HandlerSpec = HandlerSpec::named("Streams.fill");
 
 fn n_bytes(n: u32) -> Bytes {
     Bytes::from(n.to_be_bytes().to_vec())
@@ -152,17 +153,47 @@ async fn stream_handler_error_after_k_items() {
     common::assert_drained(&nodes).await;
 }
 
+/// Waits (bounded) until the counter a task reports to has reached `n`.
+async fn wait_count(count: &mut tokio::sync::watch::Receiver<u32>, n: u32, what: &str) {
+    let reached = tokio::time::timeout(common::WAIT, count.wait_for(|c| *c >= n))
+        .await
+        .is_ok();
+    assert!(
+        reached,
+        "{what}: {} of {n} within the bound",
+        *count.borrow()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_unread_output_does_not_block_unary_calls() {
     let nodes = common::connected(2, common::test_config()).await;
     register_common(&nodes);
+    // Like COUNT, and it reports how many items it has sent so far.
+    let (sent_tx, mut sent) = tokio::sync::watch::channel(0u32);
+    nodes[1]
+        .register_stream(FILL, move |_ctx, b, _input, mut out| {
+            let sent_tx = sent_tx.clone();
+            async move {
+                for i in 0..parse(&b) {
+                    out.send(n_bytes(i)).await.map_err(internal)?;
+                    sent_tx.send_replace(i + 1);
+                }
+                Ok(())
+            }
+        })
+        .unwrap();
     let conn = nodes[0].connection(nodes[1].name()).unwrap();
+    let opts = StreamOptions {
+        out_capacity: 16,
+        ..StreamOptions::default()
+    };
     let mut s = conn
-        .open_stream(COUNT.id, n_bytes(1000), StreamOptions::default())
+        .open_stream(FILL.id, n_bytes(1000), opts)
         .await
         .unwrap();
-    // Let the handler fill the stream's window while nobody reads.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The handler fills the stream's window while nobody reads.
+    wait_count(&mut sent, 16, "items sent ahead of the reader").await;
     let calls = (0..100u32).map(|i| {
         let conn = conn.clone();
         async move { conn.request(UNARY.id, n_bytes(i)).await }
@@ -173,6 +204,10 @@ async fn stream_unread_output_does_not_block_unary_calls() {
     for (i, r) in results.into_iter().enumerate() {
         assert_eq!(parse(&r.unwrap()) as usize, i);
     }
+    assert!(
+        *sent.borrow() < 1000,
+        "the handler sent everything although nobody read: no flow control"
+    );
     for i in 0..1000u32 {
         assert_eq!(parse(&s.receiver.next().await.unwrap().unwrap()), i);
     }
@@ -216,17 +251,15 @@ async fn stream_stalled_handler_does_not_block_unary_calls() {
     let mut sender = s.sender.unwrap();
     let mut receiver = s.receiver;
     // The pusher blocks once the handler's window is full; that must not hold up anything else.
+    let (pushed_tx, mut pushed) = tokio::sync::watch::channel(0u32);
     let pusher = tokio::spawn(async move {
         for i in 0..100u32 {
             sender.send(n_bytes(i)).await.unwrap();
+            pushed_tx.send_replace(i + 1);
         }
         sender.finish();
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !pusher.is_finished(),
-        "the handler reads nothing: the pusher must wait"
-    );
+    wait_count(&mut pushed, 8, "items pushed into the handler's window").await;
     let calls = (0..100u32).map(|i| {
         let conn = conn.clone();
         async move { conn.request(UNARY.id, n_bytes(i)).await }
@@ -237,6 +270,11 @@ async fn stream_stalled_handler_does_not_block_unary_calls() {
     for (i, r) in results.into_iter().enumerate() {
         assert_eq!(parse(&r.unwrap()) as usize, i);
     }
+    assert!(
+        !pusher.is_finished() && *pushed.borrow() < 100,
+        "the handler reads nothing, yet the pusher sent {} items",
+        *pushed.borrow()
+    );
     release_tx.send(true).unwrap();
     tokio::time::timeout(common::WAIT, pusher)
         .await

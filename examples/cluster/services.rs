@@ -73,7 +73,8 @@ pub(crate) trait Store {
         count: u32,
         out: grid::Sender<Entry>,
     ) -> Result<(), StoreError>;
-    /// The caller finished its workload (multi-process mode waits for every peer's).
+    /// The caller finished a round of its work (multi-process mode: the workload, then the
+    /// link cut); each call counts one round.
     async fn done(&self, node: String) -> Result<(), StoreError>;
 }
 
@@ -152,11 +153,49 @@ impl DLock for LockTable {
     }
 }
 
-/// The store: stateless apart from the set of peers that said they are done.
+/// The store: stateless apart from how many times each peer said it is done.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct StoreImpl {
-    /// Peers that called `done`.
-    pub(crate) done: Arc<Mutex<Vec<String>>>,
+    done: Arc<Done>,
+}
+
+#[derive(Debug, Default)]
+struct Done {
+    /// How many times each peer called `done`: once per finished round.
+    rounds: Mutex<HashMap<String, u32>>,
+    changed: tokio::sync::Notify,
+}
+
+impl StoreImpl {
+    /// Waits until every one of `peers` has called `done` at least `round` times, at most
+    /// `timeout`. Returns the peers still missing (empty when all arrived).
+    pub(crate) async fn wait_round(
+        &self,
+        peers: &[String],
+        round: u32,
+        timeout: Duration,
+    ) -> Vec<String> {
+        let missing = || -> Vec<String> {
+            let rounds = self.done.rounds.lock();
+            peers
+                .iter()
+                .filter(|p| rounds.get(*p).copied().unwrap_or(0) < round)
+                .cloned()
+                .collect()
+        };
+        let wait = async {
+            loop {
+                // Register for the wake-up before looking, so a `done` in between is not missed.
+                let changed = self.done.changed.notified();
+                if missing().is_empty() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
+        missing()
+    }
 }
 
 impl Store for StoreImpl {
@@ -186,7 +225,8 @@ impl Store for StoreImpl {
     }
 
     async fn done(&self, node: String) -> Result<(), StoreError> {
-        self.done.lock().push(node);
+        *self.done.rounds.lock().entry(node).or_insert(0) += 1;
+        self.done.changed.notify_waiters();
         Ok(())
     }
 }

@@ -1,14 +1,16 @@
 //! The workload phases: unary load between every pair, a streamed listing, a contended quorum
 //! lock, and a link cut with its recovery. Each phase returns figures and checks for the report.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use grid::{CallError, ConnState, Connection, Error, Manager};
+use grid::{CallError, Connection, Error, Manager};
 use parking_lot::Mutex;
 
+use crate::links::LinkWatch;
 use crate::report::{Check, Latencies, Progress};
 use crate::services::{DLockClient, LockRequest, LockTable, StoreClient};
 
@@ -20,7 +22,7 @@ pub(crate) struct Params {
     /// Bytes of each echo body.
     pub(crate) payload: usize,
     /// Concurrent callers per ordered pair of nodes.
-    pub(crate) concurrency: usize,
+    pub(crate) concurrency: u32,
     /// Entries in the streamed listing.
     pub(crate) list_entries: u32,
 }
@@ -32,6 +34,8 @@ pub(crate) struct UnaryFigures {
     pub(crate) calls: u64,
     /// Failed calls.
     pub(crate) errors: u64,
+    /// Why calls failed: the library's message, and how many times.
+    pub(crate) reasons: BTreeMap<String, u64>,
     /// Wall time.
     pub(crate) elapsed: Duration,
     /// Per-call latencies.
@@ -47,6 +51,7 @@ pub(crate) async fn unary_load(
     let body = "x".repeat(params.payload);
     let calls = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let reasons = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
     let lat = Arc::new(Mutex::new(Latencies::default()));
     let end = Instant::now() + params.duration;
     let started = Instant::now();
@@ -55,8 +60,13 @@ pub(crate) async fn unary_load(
         for conn in conns {
             for _ in 0..params.concurrency {
                 let client = StoreClient::new(conn.clone());
-                let (body, calls, errors, lat) =
-                    (body.clone(), calls.clone(), errors.clone(), lat.clone());
+                let (body, calls, errors, reasons, lat) = (
+                    body.clone(),
+                    calls.clone(),
+                    errors.clone(),
+                    reasons.clone(),
+                    lat.clone(),
+                );
                 tasks.push(tokio::spawn(async move {
                     let mut local = Latencies::default();
                     while Instant::now() < end {
@@ -66,31 +76,48 @@ pub(crate) async fn unary_load(
                                 local.record(t.elapsed());
                                 calls.fetch_add(1, Ordering::Relaxed);
                             }
-                            _ => {
+                            other => {
                                 errors.fetch_add(1, Ordering::Relaxed);
+                                let why = match other {
+                                    Ok(b) => {
+                                        format!("echo returned {} of {} bytes", b.len(), body.len())
+                                    }
+                                    Err(e) => e.to_string(),
+                                };
+                                *reasons.lock().entry(why).or_insert(0) += 1;
+                                // A failing call returns at once: do not spin on it.
+                                tokio::time::sleep(Duration::from_millis(10)).await;
                             }
                         }
                     }
-                    lat.lock().merge(local);
+                    lat.lock().merge(&local);
                 }));
             }
         }
     }
-    while Instant::now() < end {
-        progress.line(&format!(
-            "unary: {} calls, {} errors",
+    let bar = progress.timed(params.duration);
+    let counts = || {
+        format!(
+            "{} calls, {} errors",
             calls.load(Ordering::Relaxed),
             errors.load(Ordering::Relaxed)
-        ));
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        )
+    };
+    while Instant::now() < end {
+        bar.elapsed(started.elapsed());
+        bar.message(counts());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for t in tasks {
         let _ = t.await;
     }
+    bar.finish(&format!("unary: {}", counts()));
     let latencies = std::mem::take(&mut *lat.lock());
+    let reasons = std::mem::take(&mut *reasons.lock());
     UnaryFigures {
         calls: calls.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
+        reasons,
         elapsed: started.elapsed(),
         latencies,
     }
@@ -223,20 +250,24 @@ pub(crate) async fn lock_contention(
             }));
         }
     }
+    let started = Instant::now();
+    let bar = progress.timed(run_for);
+    let counts = || {
+        let f = figures.lock();
+        format!(
+            "{} acquired, {} contended, {} violations",
+            f.acquired, f.contended, f.violations
+        )
+    };
     while Instant::now() < end {
-        let line = {
-            let f = figures.lock();
-            format!(
-                "lock: {} acquired, {} contended, {} violations",
-                f.acquired, f.contended, f.violations
-            )
-        };
-        progress.line(&line);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        bar.elapsed(started.elapsed());
+        bar.message(counts());
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for t in tasks {
         let _ = t.await;
     }
+    bar.finish(&format!("lock: {}", counts()));
     Arc::try_unwrap(figures)
         .map(Mutex::into_inner)
         .unwrap_or_default()
@@ -294,10 +325,12 @@ pub(crate) struct CutFigures {
     pub(crate) recovered: bool,
 }
 
-/// Unary load on one link while its socket is killed; measures the recovery.
+/// Unary load on one link while its socket is killed; measures the recovery. The cut is
+/// announced to `links` first, so the watcher does not count it as a failure.
 pub(crate) async fn link_cut(
     conn: &Connection,
     run_for: Duration,
+    links: &LinkWatch,
     progress: &Progress,
 ) -> CutFigures {
     let figures = Arc::new(Mutex::new(CutFigures::default()));
@@ -329,27 +362,26 @@ pub(crate) async fn link_cut(
             }
         }));
     }
+    // Let the load run before the cut.
     tokio::time::sleep(run_for / 4).await;
-    progress.line(&format!(
-        "link cut: killing {} → {}",
+    links.plan_cut(conn.local(), conn.peer());
+    progress.print(&format!(
+        "  killing the socket of {} → {}",
         conn.local(),
         conn.peer()
     ));
+    let connects = conn.stats().connects;
     let cut = Instant::now();
     conn.kill_socket();
-    let reconnect = loop {
-        if conn.state() == ConnState::Connected && cut.elapsed() > Duration::from_millis(1) {
-            break Some(cut.elapsed());
-        }
-        if cut.elapsed() > Duration::from_secs(10) {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    // `wait_for_connect` returns on a live session: the killed one no longer counts.
+    let reconnect = match conn.wait_for_connect(Duration::from_secs(10)).await {
+        Ok(()) if conn.stats().connects > connects => Some(cut.elapsed()),
+        _ => None,
     };
-    progress.line(&format!("link cut: reconnected after {reconnect:?}"));
     for t in tasks {
         let _ = t.await;
     }
+    links.cut_done();
     let recovered = StoreClient::new(conn.clone())
         .echo("after".to_owned())
         .await
@@ -372,7 +404,10 @@ pub(crate) async fn drained(managers: &[&Manager]) -> Check {
             .map(|m| format!("{}: {:?}", m.name(), m.stats().in_flight))
             .collect();
         if busy.is_empty() {
-            return Check::pass("in-flight counts back at zero on every node");
+            return Check::pass(
+                "in-flight counts back at zero on every node",
+                format!("{} node(s) checked", managers.len()),
+            );
         }
         if Instant::now() > deadline {
             return Check::fail(

@@ -86,7 +86,9 @@ pub enum Error {
     /// The remote handler returned an error, or panicked, or refused the call.
     #[error("remote error: {0}")]
     Remote(RemoteError),
-    /// The remote node has no handler for this id (or not under this subroute).
+    /// The remote node has no handler for this id (or not under this subroute). It said so in
+    /// reply to the call, or, when its handler table is complete and lacks the handler, the call
+    /// failed at once with nothing sent (see [`Connection::supports`](crate::Connection::supports)).
     #[error("no handler {handler} (subroute {subroute:?}) on the remote node")]
     UnknownHandler {
         /// The handler called.

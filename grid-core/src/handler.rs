@@ -3,6 +3,11 @@
 //! A handler is registered under a [`HandlerId`] and optionally a static subroute name (one per
 //! disk, say). Lookups happen on the socket reader for every request, so the registry is a
 //! read-mostly map behind an `RwLock` that registration takes only briefly.
+//!
+//! The registry is also this node's handler table ([`LocalTable`]): every registration is
+//! appended to a log, in order, which each connection announces to its peer from where it left
+//! off (`PROTOCOL.md` section 9). Registration is bounded by the table's bounds, so a node never
+//! announces more than a peer accepts.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,6 +26,7 @@ use crate::frame::{ErrorCode, ErrorRecord};
 use crate::ids::HandlerId;
 use crate::mux::CancelCause;
 use crate::stream::{HandlerInput, HandlerOutput};
+use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
 
 /// A unary handler: request bytes in, response bytes or an error out.
 pub type UnaryHandler =
@@ -72,6 +78,11 @@ pub(crate) enum Registered {
 pub(crate) struct Registry {
     names: RwLock<HashMap<HandlerId, &'static str>>,
     handlers: RwLock<HashMap<Key, Registered>>,
+    /// Every registration in order, and their cost against the table's byte bound.
+    log: RwLock<(Vec<Entry>, usize)>,
+    /// Whether this node promises its peers it serves nothing it has not announced (it was
+    /// started not ready, so it registers before taking any peer).
+    complete: bool,
 }
 
 impl fmt::Debug for Registry {
@@ -83,6 +94,14 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// An empty registry; `complete` as in [`LocalTable::is_complete`].
+    pub(crate) fn new(complete: bool) -> Registry {
+        Registry {
+            complete,
+            ..Registry::default()
+        }
+    }
+
     pub(crate) fn insert(
         &self,
         spec: HandlerSpec,
@@ -122,6 +141,18 @@ impl Registry {
                 subroute.map_or(String::new(), |s| format!(" under subroute {s:?}"))
             )));
         }
+        let mut log = self.log.write();
+        let cost = table::route_cost(subroute.map_or(0, str::len));
+        if log.0.len() >= MAX_TABLE_ENTRIES || log.1 + cost > MAX_TABLE_BYTES {
+            return Err(Error::Registration(format!(
+                "{}: a node serves at most {MAX_TABLE_ENTRIES} handlers and subroutes, and \
+                 {MAX_TABLE_BYTES} bytes of ids and subroute names (the bounds of the handler \
+                 table its peers accept)",
+                spec.name
+            )));
+        }
+        log.0.push(key.clone());
+        log.1 += cost;
         names.insert(spec.id, spec.name);
         handlers.insert(key, handler);
         Ok(())
@@ -167,6 +198,16 @@ impl Registry {
                 format!("no handler {id}"),
             )),
         }
+    }
+}
+
+impl LocalTable for Registry {
+    fn entries_since(&self, from: usize) -> Vec<Entry> {
+        self.log.read().0.get(from..).unwrap_or_default().to_vec()
+    }
+
+    fn is_complete(&self) -> bool {
+        self.complete
     }
 }
 
@@ -329,5 +370,42 @@ mod tests {
         assert!(msg.contains("A.a") && msg.contains("B.b"), "{msg}");
         r.insert(a, Some("x"), unary())
             .expect("same handler, new subroute");
+    }
+
+    #[test]
+    fn the_registry_logs_registrations_in_order_for_the_table() {
+        let r = Registry::new(true);
+        assert!(r.is_complete());
+        let spec = HandlerSpec::named("Disk.read");
+        r.insert(spec, None, unary()).expect("fresh");
+        r.insert(spec, Some("d1"), unary()).expect("fresh");
+        // A refused registration is not logged.
+        assert!(r.insert(spec, Some("d1"), unary()).is_err());
+        let other = HandlerSpec::named("Disk.write");
+        r.insert(other, Some("d1"), unary()).expect("fresh");
+        assert_eq!(
+            r.entries_since(1),
+            vec![(spec.id, Some("d1".into())), (other.id, Some("d1".into()))]
+        );
+        assert_eq!(r.entries_since(3), vec![]);
+        assert_eq!(r.entries_since(7), vec![]);
+    }
+
+    #[test]
+    fn registration_stops_at_the_table_bounds() {
+        let r = Registry::default();
+        let spec = HandlerSpec::named("Disk.read");
+        let long = "x".repeat(250);
+        let mut n = 0;
+        let err = loop {
+            match r.insert(spec, Some(&format!("{long}{n:05}")), unary()) {
+                Ok(()) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        // 255-byte names cost 259 bytes each: the byte bound comes first.
+        assert_eq!(n, MAX_TABLE_BYTES / table::route_cost(255));
+        assert!(err.to_string().contains("at most"), "{err}");
+        assert_eq!(r.entries_since(0).len(), n);
     }
 }

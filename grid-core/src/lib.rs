@@ -20,6 +20,8 @@ pub mod ids;
 pub mod manager;
 pub mod mux;
 pub mod stream;
+pub mod table;
+#[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
 pub mod tls;
 
 pub use auth::{Authenticator, HmacAuth, Keyring};
@@ -35,6 +37,7 @@ pub use handler::{Context, HandlerSpec};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
 pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
+pub use table::Supported;
 pub use tls::TlsConfig;
 
 pub use ids::{HandlerId, MuxId};

@@ -13,8 +13,20 @@
 //! [`Config::max_pending_handshakes`], WebSocket limits of one handshake message, and refusal
 //! logs at a bounded rate.
 
+mod accept;
+mod builder;
+mod dial;
 mod gate;
 mod refusals;
+mod wire;
+
+use accept::{accept_loop, serve_socket, serve_upgraded};
+use builder::Listen;
+pub use builder::ManagerBuilder;
+use dial::dial_loop;
+pub(crate) use wire::ws_config;
+pub use wire::ClockFn;
+use wire::*;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -51,6 +63,7 @@ use crate::handshake::{
 };
 use crate::mux::Role;
 use crate::stream::{HandlerInput, HandlerOutput};
+use crate::table::{self, LocalTable};
 use crate::tls::{self, TlsConfig};
 use gate::{handshake_ws_config, with_limits, Gate, Pending};
 
@@ -66,207 +79,16 @@ pub struct DialTarget {
 /// A custom dialer: service discovery, a proxy, or a test harness that injects faults.
 pub type DialFn =
     Arc<dyn Fn(DialTarget) -> BoxFuture<'static, std::io::Result<BoxedTransport>> + Send + Sync>;
-
-#[derive(Debug)]
-enum Listen {
-    FromName,
-    Addr(String),
-    Bound(std::net::TcpListener),
-    None,
-}
-
-/// Builds a [`Manager`]. See [`Manager::builder`].
-pub struct ManagerBuilder {
-    local: String,
-    peers: Vec<String>,
-    auth: Option<Arc<dyn Authenticator>>,
-    config: Config,
-    listen: Listen,
-    addresses: HashMap<String, String>,
-    dialer: Option<DialFn>,
-    tls: Option<TlsConfig>,
-    clock: Option<ClockFn>,
-}
-
-impl fmt::Debug for ManagerBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManagerBuilder")
-            .field("local", &self.local)
-            .field("peers", &self.peers)
-            .field("listen", &self.listen)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ManagerBuilder {
-    /// Adds peers by name (URL-like, e.g. `http://10.0.0.2:9000`). The local name is skipped, so
-    /// every node can be given the same full list.
-    pub fn peers<I, S>(mut self, peers: I) -> ManagerBuilder
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.peers.extend(peers.into_iter().map(Into::into));
-        self
-    }
-
-    /// Authenticates handshakes with an HMAC over a shared cluster secret (the default scheme).
-    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> ManagerBuilder {
-        self.auth = Some(Arc::new(HmacAuth::new(secret)));
-        self
-    }
-
-    /// Authenticates handshakes with a custom scheme.
-    pub fn authenticator(mut self, auth: Arc<dyn Authenticator>) -> ManagerBuilder {
-        self.auth = Some(auth);
-        self
-    }
-
-    /// Replaces the whole configuration.
-    pub fn config(mut self, config: Config) -> ManagerBuilder {
-        self.config = config;
-        self
-    }
-
-    /// Binds the embedded listener to `addr` (e.g. `127.0.0.1:0`) instead of the address in the
-    /// local name.
-    pub fn listen(mut self, addr: impl Into<String>) -> ManagerBuilder {
-        self.listen = Listen::Addr(addr.into());
-        self
-    }
-
-    /// Reads the wall clock from `clock` instead of the system's, for the handshake's clock
-    /// check (tests give a node a skewed clock this way; see `Config::max_clock_skew`).
-    pub fn clock(mut self, clock: ClockFn) -> ManagerBuilder {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Serves on a listener the caller already bound (tests bind port 0, read the address for
-    /// the node's name, and keep the socket: no port is released and rebound).
-    pub fn listener(mut self, listener: std::net::TcpListener) -> ManagerBuilder {
-        self.listen = Listen::Bound(listener);
-        self
-    }
-
-    /// Binds no listener: incoming sockets are handed over with [`Manager::accept`] or
-    /// [`Manager::accept_websocket`].
-    pub fn no_listener(mut self) -> ManagerBuilder {
-        self.listen = Listen::None;
-        self
-    }
-
-    /// Reaches `peer` at `address` (`host:port`) instead of the address in its name.
-    pub fn peer_address(
-        mut self,
-        peer: impl Into<String>,
-        address: impl Into<String>,
-    ) -> ManagerBuilder {
-        self.addresses.insert(peer.into(), address.into());
-        self
-    }
-
-    /// Dials peers through `dialer` instead of plain TCP. For a peer with an `https://` name,
-    /// TLS still runs on top of the byte stream the dialer returns.
-    pub fn dialer(mut self, dialer: DialFn) -> ManagerBuilder {
-        self.dialer = Some(dialer);
-        self
-    }
-
-    /// Sets the TLS configuration, required when the local name or any peer's is `https://`.
-    /// The listener serves TLS when the local name is `https://`; peers whose names are
-    /// `https://` are dialed over TLS, whatever the local name. See [`crate::tls`].
-    pub fn tls(mut self, tls: TlsConfig) -> ManagerBuilder {
-        self.tls = Some(tls);
-        self
-    }
-
-    /// Validates the configuration, binds the listener and starts dialing.
-    ///
-    /// # Errors
-    /// [`Error::Config`] for bad names or settings (an `https://` name without
-    /// [`tls`](Self::tls)), [`Error::Io`] when the listener cannot bind.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: nothing is started until the listener is bound.
-    pub async fn start(self) -> Result<Manager, Error> {
-        let auth = self
-            .auth
-            .ok_or_else(|| Error::Config("no secret or authenticator given".into()))?;
-        address_of(&self.local)?;
-        if is_tls(&self.local) && self.tls.is_none() {
-            return Err(needs_tls(&self.local));
-        }
-        let gate = Gate::new(&self.config)?;
-        let local: Arc<str> = self.local.clone().into();
-        let config = Arc::new(self.config);
-        let mut peers = HashMap::new();
-        let events = tokio::sync::broadcast::channel(crate::conn::events::CAPACITY).0;
-        for p in self.peers {
-            if p == self.local {
-                continue;
-            }
-            address_of(&p)?;
-            if is_tls(&p) {
-                if self.tls.is_none() {
-                    return Err(needs_tls(&p));
-                }
-                // Its certificate is checked against the host in its name: refuse a bad one now.
-                tls::server_name(&p, &address_of(&p)?)?;
-            }
-            let pc = Arc::new(PeerConn::new(
-                local.clone(),
-                p.clone().into(),
-                config.clone(),
-                events.clone(),
-            ));
-            peers.insert(p, pc);
-        }
-        let listener = match self.listen {
-            Listen::None => None,
-            Listen::FromName => Some(TcpListener::bind(address_of(&self.local)?).await?),
-            Listen::Addr(ref a) => Some(TcpListener::bind(a.as_str()).await?),
-            Listen::Bound(l) => {
-                l.set_nonblocking(true)?;
-                Some(TcpListener::from_std(l)?)
-            }
-        };
-        let inner = Arc::new(ManagerInner {
-            local,
-            config,
-            peers,
-            registry: Arc::new(Registry::default()),
-            auth,
-            instance: random_instance()?,
-            local_addr: listener.as_ref().and_then(|l| l.local_addr().ok()),
-            shutdown: CancellationToken::new(),
-            addresses: self.addresses,
-            dialer: self.dialer,
-            tls: self.tls,
-            gate,
-            tasks: Mutex::new(Vec::new()),
-            events,
-            clock: self.clock,
-            draining: std::sync::atomic::AtomicBool::new(false),
-        });
-        let mut tasks = Vec::new();
-        if let Some(l) = listener {
-            tasks.push(tokio::spawn(accept_loop(inner.clone(), l)));
-        }
-        for pc in inner.peers.values() {
-            if should_dial(&inner.local, &pc.peer) {
-                tasks.push(tokio::spawn(dial_loop(inner.clone(), pc.clone())));
-            }
-        }
-        inner.tasks.lock().extend(tasks);
-        Ok(Manager { inner })
-    }
-}
-
 struct ManagerInner {
     local: Arc<str>,
     config: Arc<Config>,
-    peers: HashMap<String, Arc<PeerConn>>,
+    /// Every peer, by name; changed by [`Manager::add_peer`] and [`Manager::remove_peer`].
+    peers: parking_lot::RwLock<HashMap<String, Arc<PeerConn>>>,
+    /// The dial loop of each peer this node dials.
+    dialers: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// False until [`Manager::set_ready`] when started with
+    /// [`ManagerBuilder::start_not_ready`].
+    ready: tokio::sync::watch::Sender<bool>,
     registry: Arc<Registry>,
     auth: Arc<dyn Authenticator>,
     instance: InstanceId,
@@ -285,12 +107,53 @@ struct ManagerInner {
 }
 
 impl ManagerInner {
+    fn peer(&self, name: &str) -> Option<Arc<PeerConn>> {
+        self.peers.read().get(name).cloned()
+    }
+
+    fn peer_list(&self) -> Vec<Arc<PeerConn>> {
+        self.peers.read().values().cloned().collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Starts the dial loop of `pc` if this node is the one to dial it.
+    fn start_dialing(self: &Arc<Self>, pc: &Arc<PeerConn>) {
+        if should_dial(&self.local, &pc.peer) {
+            let task = tokio::spawn(dial_loop(self.clone(), pc.clone()));
+            if let Some(old) = self.dialers.lock().insert(pc.peer.to_string(), task) {
+                old.abort();
+            }
+        }
+    }
+
     fn now_ms(&self) -> i64 {
         millis_since_epoch(self.clock.as_ref().map_or_else(SystemTime::now, |c| c()))
     }
 
     fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The part of this node's handler table that goes in a handshake record, and how many
+    /// registrations it covers; the rest follows in `Handlers` frames once the session is up.
+    fn handshake_table(&self) -> (Bytes, usize) {
+        let entries = self.registry.entries_since(0);
+        // Registration is over only once the node is ready. An acceptor that takes its snapshot
+        // before (and then turns ready before refusing the handshake) announces it incomplete.
+        let complete = self.registry.is_complete() && self.is_ready();
+        table::encode_prefix(&entries, complete, table::MAX_HANDSHAKE_TABLE_LEN)
+    }
+
+    /// Tells every live session's peer about registrations it has not heard of.
+    fn announce_handlers(&self) {
+        for pc in self.peer_list() {
+            if let Some(s) = pc.session() {
+                s.announce(&*self.registry);
+            }
+        }
     }
 }
 
@@ -304,7 +167,7 @@ impl fmt::Debug for Manager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Manager")
             .field("local", &self.inner.local)
-            .field("peers", &self.inner.peers.len())
+            .field("peers", &self.inner.peers.read().len())
             .field("local_addr", &self.inner.local_addr)
             .finish()
     }
@@ -340,6 +203,7 @@ impl Manager {
             dialer: None,
             tls: None,
             clock: None,
+            ready: true,
         }
     }
 
@@ -358,9 +222,94 @@ impl Manager {
         &self.inner.config
     }
 
-    /// Every peer's name.
-    pub fn peers(&self) -> impl Iterator<Item = &str> {
-        self.inner.peers.keys().map(String::as_str)
+    /// Every peer's name, sorted.
+    pub fn peers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.inner.peers.read().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Adds a member while running: the node starts dialing it (or accepting it, by the dial
+    /// rule) and hands out [`Connection`]s to it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `peer` is this node or already a member, or its name has no address
+    /// (or needs TLS that is not set up); [`Error::Shutdown`] once shut down.
+    pub fn add_peer(&self, peer: impl Into<String>) -> Result<(), Error> {
+        let peer = peer.into();
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::Shutdown);
+        }
+        if peer == *self.inner.local {
+            return Err(Error::Config(format!("{peer} is this node's own name")));
+        }
+        check_peer_name(&peer, self.inner.tls.as_ref())?;
+        let pc = {
+            let mut peers = self.inner.peers.write();
+            if peers.contains_key(&peer) {
+                return Err(Error::Config(format!("{peer} is already a member")));
+            }
+            let pc = Arc::new(PeerConn::new(
+                self.inner.local.clone(),
+                peer.clone().into(),
+                self.inner.config.clone(),
+                self.inner.events.clone(),
+            ));
+            peers.insert(peer, pc.clone());
+            pc
+        };
+        if self.inner.is_ready() {
+            self.inner.start_dialing(&pc);
+        }
+        Ok(())
+    }
+
+    /// Removes a member while running: no new call to it can start (handles fail with
+    /// [`Error::UnknownPeer`], the peer's sockets are refused), its link is drained — calls in
+    /// flight, both ways, may finish within `within` — then closed.
+    ///
+    /// # Errors
+    /// [`Error::UnknownPeer`] if `peer` is not a member.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped midway, the peer is removed but its link may stay open until it
+    /// drops or the manager shuts down.
+    pub async fn remove_peer(&self, peer: &str, within: Duration) -> Result<(), Error> {
+        let pc = self
+            .inner
+            .peers
+            .write()
+            .remove(peer)
+            .ok_or_else(|| Error::UnknownPeer(peer.to_owned()))?;
+        if let Some(dialer) = self.inner.dialers.lock().remove(peer) {
+            dialer.abort();
+        }
+        pc.state.send_replace(ConnState::Removed);
+        let live = pc.current.read().clone();
+        if let Some(s) = live {
+            s.drain();
+            let _ = tokio::time::timeout(within, s.drained()).await;
+            s.close(crate::conn::CloseReason::local(
+                crate::conn::CloseKind::Removed,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Opens a node started with [`ManagerBuilder::start_not_ready`]: it accepts peers and
+    /// dials from now on. Call it once every handler is registered. Idempotent.
+    pub fn set_ready(&self) {
+        if self.inner.ready.send_replace(true) {
+            return;
+        }
+        for pc in self.inner.peer_list() {
+            self.inner.start_dialing(&pc);
+        }
+    }
+
+    /// True once the node accepts and dials peers.
+    pub fn is_ready(&self) -> bool {
+        self.inner.is_ready()
     }
 
     /// A handle to the connection with `peer`.
@@ -369,8 +318,7 @@ impl Manager {
     /// [`Error::UnknownPeer`] if `peer` is not one of this manager's peers.
     pub fn connection(&self, peer: &str) -> Result<Connection, Error> {
         self.inner
-            .peers
-            .get(peer)
+            .peer(peer)
             .map(|pc| Connection {
                 inner: pc.clone(),
                 subroute: None,
@@ -378,10 +326,14 @@ impl Manager {
             .ok_or_else(|| Error::UnknownPeer(peer.to_owned()))
     }
 
-    /// Registers a unary handler.
+    /// Registers a unary handler. Peers connected now learn of it from a `Handlers` update;
+    /// until that arrives, a peer whose table of this node is complete (this node was started
+    /// not ready) fails its calls to it at once, so register before [`set_ready`](Self::set_ready)
+    /// what peers may call right away.
     ///
     /// # Errors
-    /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers).
+    /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers), or past
+    /// the handler table's bounds ([`table::MAX_TABLE_ENTRIES`] routes, [`table::MAX_TABLE_BYTES`]).
     pub fn register_unary<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
@@ -407,7 +359,9 @@ impl Manager {
         let h: crate::handler::UnaryHandler = Arc::new(move |ctx, b| Box::pin(handler(ctx, b)));
         self.inner
             .registry
-            .insert(spec, subroute, Registered::Unary(h))
+            .insert(spec, subroute, Registered::Unary(h))?;
+        self.inner.announce_handlers();
+        Ok(())
     }
 
     /// Registers a stream handler.
@@ -440,7 +394,9 @@ impl Manager {
             Arc::new(move |ctx, b, i, o| Box::pin(handler(ctx, b, i, o)));
         self.inner
             .registry
-            .insert(spec, subroute, Registered::Stream(h))
+            .insert(spec, subroute, Registered::Stream(h))?;
+        self.inner.announce_handlers();
+        Ok(())
     }
 
     /// Serves an already-accepted byte stream (a TCP stream from your own listener): performs the
@@ -478,7 +434,7 @@ impl Manager {
     pub async fn accept_websocket(&self, ws: Ws) -> Result<(), Error> {
         let pending = self.inner.gate.enter()?;
         let ws = with_limits(ws, WsRole::Server, handshake_ws_config()).await;
-        serve_upgraded(self.inner.clone(), ws, pending).await
+        serve_upgraded(self.inner.clone(), ws, None, pending).await
     }
 
     /// Takes a place among the pending handshakes for a socket another server is about to hand
@@ -503,7 +459,7 @@ impl Manager {
             Some(handshake_ws_config()),
         )
         .await;
-        serve_upgraded(self.inner.clone(), ws, pending).await
+        serve_upgraded(self.inner.clone(), ws, None, pending).await
     }
 
     /// Logs a refused incoming socket, rate-limited per address.
@@ -516,8 +472,8 @@ impl Manager {
     pub fn stats(&self) -> ManagerStats {
         let mut connections: Vec<ConnectionStats> = self
             .inner
-            .peers
-            .values()
+            .peer_list()
+            .into_iter()
             .map(|pc| {
                 Connection {
                     inner: pc.clone(),
@@ -556,9 +512,9 @@ impl Manager {
     /// Cancel safe.
     pub async fn wait_for_peers(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = tokio::time::Instant::now() + timeout;
-        for peer in self.inner.peers.keys() {
+        for peer in self.peers() {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            self.connection(peer)?.wait_for_connect(left).await?;
+            self.connection(&peer)?.wait_for_connect(left).await?;
         }
         Ok(())
     }
@@ -586,8 +542,8 @@ impl Manager {
             .store(true, std::sync::atomic::Ordering::Release);
         let sessions: Vec<Arc<Session>> = self
             .inner
-            .peers
-            .values()
+            .peer_list()
+            .iter()
             .filter_map(|pc| pc.session())
             .collect();
         for s in &sessions {
@@ -606,7 +562,7 @@ impl Manager {
     /// Cancel safe; shutdown has begun once the future is first polled.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        for pc in self.inner.peers.values() {
+        for pc in self.inner.peer_list() {
             let session = pc.current.read().clone();
             if let Some(s) = session {
                 // Handlers here see `ShuttingDown`; the peer learns it from the go-away, which
@@ -617,424 +573,12 @@ impl Manager {
             pc.state.send_replace(ConnState::Shutdown);
         }
         let tasks = std::mem::take(&mut *self.inner.tasks.lock());
-        for t in tasks {
+        let dialers = std::mem::take(&mut *self.inner.dialers.lock());
+        for t in tasks.into_iter().chain(dialers.into_values()) {
             t.abort();
         }
     }
 }
-
-/// `host:port` from a name like `http://host:port` or `https://host:port`.
-fn address_of(name: &str) -> Result<String, Error> {
-    let Some(rest) = name
-        .strip_prefix("http://")
-        .or_else(|| name.strip_prefix("https://"))
-    else {
-        return Err(Error::Config(format!(
-            "{name}: a node name must look like http://host:port or https://host:port"
-        )));
-    };
-    let host_port = rest.split('/').next().unwrap_or_default();
-    if host_port.is_empty() || !host_port.contains(':') {
-        return Err(Error::Config(format!(
-            "{name}: a node name must include host and port"
-        )));
-    }
-    Ok(host_port.to_owned())
-}
-
-/// True for an `https://` name: its node accepts TLS only.
-fn is_tls(name: &str) -> bool {
-    name.starts_with("https://")
-}
-
-fn needs_tls(name: &str) -> Error {
-    Error::Config(format!(
-        "{name}: https:// names need .tls(...) on the ManagerBuilder"
-    ))
-}
-
-fn tls_failed(what: &str, e: &std::io::Error) -> Error {
-    Error::Io(std::io::Error::new(e.kind(), format!("TLS {what}: {e}")))
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The wall clock the handshake reads (see [`ManagerBuilder::clock`]).
-pub type ClockFn = Arc<dyn Fn() -> SystemTime + Send + Sync>;
-
-fn millis_since_epoch(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
-    let limits = config.limits();
-    // tungstenite's default 128 KiB read buffer is zero-filled on the first read, so it is
-    // resident for every idle connection; 32 KiB (MinIO's size) keeps an idle link cheap and
-    // still takes a whole batch of small frames per read.
-    WebSocketConfig::default()
-        .max_message_size(Some(limits.max_batch))
-        .max_frame_size(Some(limits.max_batch))
-        .read_buffer_size(32 << 10)
-}
-
-/// Whether this side asks for frame checksums on a link; `tls_link` is true when the accepting
-/// node's name is `https://` (TLS already protects integrity).
-fn wants_checksum(config: &Config, tls_link: bool) -> bool {
-    config.checksum.unwrap_or(!tls_link)
-}
-
-async fn send_handshake(ws: &mut Ws, frame: &Frame) -> Result<(), Error> {
-    ws.send(Message::Binary(encode_batch(
-        std::slice::from_ref(frame),
-        false,
-    )))
-    .await
-    .map_err(|e| Error::Io(std::io::Error::other(e)))
-}
-
-async fn recv_handshake(ws: &mut Ws) -> Result<Frame, Error> {
-    loop {
-        let msg = ws
-            .next()
-            .await
-            .ok_or_else(|| Error::Io(std::io::ErrorKind::UnexpectedEof.into()))?
-            .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        match msg {
-            Message::Binary(b) => {
-                let mut frames = decode_batch(b, &HANDSHAKE_LIMITS)
-                    .map_err(|e| Error::Protocol(format!("handshake: {e}")))?;
-                if frames.len() != 1 {
-                    return Err(Error::Protocol(format!(
-                        "handshake: {} frames in one message",
-                        frames.len()
-                    )));
-                }
-                return frames
-                    .pop()
-                    .ok_or_else(|| Error::Protocol("handshake: empty message".into()));
-            }
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-            Message::Text(_) | Message::Close(_) => {
-                return Err(Error::Protocol("handshake: socket closed".into()))
-            }
-        }
-    }
-}
-
-async fn reject(ws: &mut Ws, rejection: Rejection) -> Error {
-    if let Some(frame) = rejection.frame {
-        let _ = send_handshake(ws, &frame).await;
-        let _ = ws.close(None).await;
-    }
-    Error::Handshake(rejection.error)
-}
-
-async fn accept_loop(inner: Arc<ManagerInner>, listener: TcpListener) {
-    loop {
-        let (tcp, from) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(local = %inner.local, "accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = inner.shutdown.cancelled() => return,
-        };
-        // Refused before any TLS or WebSocket work: the socket is just closed.
-        let pending = match inner.gate.enter() {
-            Ok(p) => p,
-            Err(e) => {
-                drop(tcp);
-                inner.gate.log_refusal(&inner.local, Some(from), &e);
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let inner = inner.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_socket(inner.clone(), Box::new(tcp), pending).await {
-                inner.gate.log_refusal(&inner.local, Some(from), &e);
-            }
-        });
-    }
-}
-
-async fn serve_socket(
-    inner: Arc<ManagerInner>,
-    io: BoxedTransport,
-    pending: Pending,
-) -> Result<(), Error> {
-    let route = inner.config.route.clone();
-    // The callback's signature is tungstenite's; its large error type is not ours to shrink.
-    #[allow(clippy::result_large_err)]
-    let check_path = move |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
-        if req.uri().path() == route {
-            Ok(resp)
-        } else {
-            let mut err =
-                ErrorResponse::new(Some(format!("no grid route at {}", req.uri().path())));
-            *err.status_mut() = tokio_tungstenite::tungstenite::http::StatusCode::NOT_FOUND;
-            Err(err)
-        }
-    };
-    let tls = match &inner.tls {
-        Some(t) if is_tls(&inner.local) => Some(t.acceptor()),
-        _ => None,
-    };
-    let upgrade = async {
-        let io = match tls {
-            Some(acceptor) => Box::new(
-                acceptor
-                    .accept(io)
-                    .await
-                    .map_err(|e| tls_failed("accept failed", &e))?,
-            ) as BoxedTransport,
-            None => io,
-        };
-        tokio_tungstenite::accept_hdr_async_with_config(io, check_path, Some(handshake_ws_config()))
-            .await
-            .map_err(|e| Error::Io(std::io::Error::other(e)))
-    };
-    // One deadline for the TLS handshake and the upgrade: a peer that connects and stalls in
-    // either costs a task for at most this long.
-    let ws = tokio::time::timeout(inner.config.handshake_timeout, upgrade)
-        .await
-        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    serve_upgraded(inner, ws, pending).await
-}
-
-/// Runs the acceptor's handshake on `ws` (which has handshake-sized limits), then the connection.
-/// `pending` is the socket's place among the pending handshakes, given back when the handshake
-/// ends.
-async fn serve_upgraded(inner: Arc<ManagerInner>, ws: Ws, pending: Pending) -> Result<(), Error> {
-    let handshake =
-        tokio::time::timeout(inner.config.handshake_timeout, accept_handshake(&inner, ws)).await;
-    drop(pending);
-    let (ws, info) = match handshake {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(Error::Handshake(HandshakeError::Timeout {
-                peer: String::new(),
-                after_ms: millis(inner.config.handshake_timeout),
-            }))
-        }
-    };
-    let Some(pc) = inner.peers.get(&info.name).cloned() else {
-        return Err(Error::UnknownPeer(info.name));
-    };
-    if inner.shutdown.is_cancelled() || inner.is_draining() {
-        return Err(Error::Shutdown);
-    }
-    info!(local = %inner.local, peer = %pc.peer, "accepted connection");
-    let session = Session::new(
-        pc.peer.clone(),
-        Role::Acceptor,
-        info.checksum,
-        inner.config.clone(),
-        pc.stats.clone(),
-        pc.events.clone(),
-        info.max_payload,
-    );
-    if !pc.install(session.clone(), info.instance) {
-        return Err(Error::Shutdown);
-    }
-    run_session(session.clone(), ws, inner.registry.clone()).await;
-    pc.uninstall(&session);
-    debug!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "connection ended");
-    Ok(())
-}
-
-/// The acceptor's handshake. `ws` arrives with handshake-sized limits; it is returned with the
-/// configured ones once the dialer has proved itself.
-async fn accept_handshake(inner: &ManagerInner, mut ws: Ws) -> Result<(Ws, PeerInfo), Error> {
-    let hs = AcceptorHandshake::new(AcceptorParams {
-        local: inner.local.to_string(),
-        instance: inner.instance,
-        nonce: random_nonce()?,
-        checksum: wants_checksum(&inner.config, is_tls(&inner.local)),
-        max_payload: inner.config.max_payload as u64,
-        max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
-    });
-    let hello = recv_handshake(&mut ws).await?;
-    let known = |name: &str| inner.peers.contains_key(name);
-    let (welcome, next) = match hs.on_hello(hello, inner.now_ms(), &known, inner.auth.as_ref()) {
-        Ok(ok) => ok,
-        Err(rej) => return Err(reject(&mut ws, rej).await),
-    };
-    send_handshake(&mut ws, &welcome).await?;
-    let confirm = recv_handshake(&mut ws).await?;
-    let (ready, info) = match next.on_confirm(confirm, inner.auth.as_ref()) {
-        Ok(ok) => ok,
-        Err(rej) => return Err(reject(&mut ws, rej).await),
-    };
-    // The dialer has proved itself and waits for `Ready`: the configured limits from here on.
-    let mut ws = with_limits(ws, WsRole::Server, ws_config(&inner.config)).await;
-    send_handshake(&mut ws, &ready).await?;
-    Ok((ws, info))
-}
-
-async fn dial_loop(inner: Arc<ManagerInner>, pc: Arc<PeerConn>) {
-    let cfg = inner.config.clone();
-    let mut backoff = cfg.reconnect_min;
-    let mut last_error = String::new();
-    loop {
-        if inner.shutdown.is_cancelled() || inner.is_draining() {
-            return;
-        }
-        match dial_once(&inner, &pc).await {
-            Ok((session, ws, instance)) => {
-                backoff = cfg.reconnect_min;
-                last_error.clear();
-                info!(local = %inner.local, peer = %pc.peer, "connected");
-                if !pc.install(session.clone(), instance) {
-                    return;
-                }
-                // Not raced against shutdown: `Manager::shutdown` finds the installed session,
-                // sends its go-away and closes it, which ends `run_session`. (Racing here used
-                // to uninstall the session first, so shutdown never closed it and its socket
-                // lived on, kept alive by its own pings.)
-                run_session(session.clone(), ws, inner.registry.clone()).await;
-                pc.uninstall(&session);
-                info!(local = %inner.local, peer = %pc.peer, reason = ?session.close_reason(), "disconnected");
-            }
-            Err(e) => {
-                pc.record_dial_failure(&e);
-                // Log each distinct failure once, not every retry.
-                let msg = e.to_string();
-                if msg != last_error {
-                    warn!(local = %inner.local, peer = %pc.peer, "cannot connect: {msg}");
-                    last_error = msg;
-                }
-            }
-        }
-        let jittered = backoff.mul_f64(0.5 + fastrand::f64() * 0.5);
-        tokio::select! {
-            () = tokio::time::sleep(jittered) => {}
-            () = inner.shutdown.cancelled() => return,
-        }
-        backoff = (backoff * 2).min(cfg.reconnect_max);
-    }
-}
-
-async fn dial_once(
-    inner: &ManagerInner,
-    pc: &PeerConn,
-) -> Result<(Arc<Session>, Ws, InstanceId), Error> {
-    let cfg = &inner.config;
-    let address = match inner.addresses.get(pc.peer.as_ref()) {
-        Some(a) => a.clone(),
-        None => address_of(&pc.peer)?,
-    };
-    // TLS when the peer's name says https://; its certificate must be valid for the host in that
-    // name, wherever `address` points.
-    let tls = if is_tls(&pc.peer) {
-        let tls = inner.tls.as_ref().ok_or_else(|| needs_tls(&pc.peer))?;
-        Some((
-            tls.connector(),
-            tls::server_name(&pc.peer, &address_of(&pc.peer)?)?,
-        ))
-    } else {
-        None
-    };
-    let target = DialTarget {
-        peer: pc.peer.to_string(),
-        address: address.clone(),
-    };
-    let connect = async {
-        let io = match &inner.dialer {
-            Some(d) => d(target).await?,
-            None => {
-                let tcp = TcpStream::connect(address.as_str()).await?;
-                tcp.set_nodelay(true)?;
-                Box::new(tcp) as BoxedTransport
-            }
-        };
-        match tls {
-            Some((connector, name)) => {
-                let io = connector
-                    .connect(name, io)
-                    .await
-                    .map_err(|e| tls_failed("handshake failed", &e))?;
-                Ok::<_, Error>(Box::new(io) as BoxedTransport)
-            }
-            None => Ok(io),
-        }
-    };
-    let io = tokio::time::timeout(cfg.dial_timeout, connect)
-        .await
-        .map_err(|_| Error::Io(std::io::ErrorKind::TimedOut.into()))??;
-    let scheme = if is_tls(&pc.peer) { "wss" } else { "ws" };
-    let url = format!("{scheme}://{address}{}", cfg.route);
-    let handshake = async {
-        // Handshake-sized limits until the acceptor has proved itself in its `Welcome`.
-        let (ws, _) = tokio_tungstenite::client_async_with_config(
-            url.as_str(),
-            io,
-            Some(handshake_ws_config()),
-        )
-        .await
-        .map_err(|e| Error::Io(std::io::Error::other(e)))?;
-        dial_handshake(inner, &pc.peer, ws).await
-    };
-    let (ws, info) = tokio::time::timeout(cfg.handshake_timeout, handshake)
-        .await
-        .map_err(|_| {
-            Error::Handshake(HandshakeError::Timeout {
-                peer: pc.peer.to_string(),
-                after_ms: millis(cfg.handshake_timeout),
-            })
-        })??;
-    let session = Session::new(
-        pc.peer.clone(),
-        Role::Dialer,
-        info.checksum,
-        cfg.clone(),
-        pc.stats.clone(),
-        pc.events.clone(),
-        info.max_payload,
-    );
-    Ok((session, ws, info.instance))
-}
-
-/// The dialer's handshake. `ws` arrives with handshake-sized limits; it is returned with the
-/// configured ones (set once the acceptor has proved itself).
-async fn dial_handshake(
-    inner: &ManagerInner,
-    peer: &str,
-    mut ws: Ws,
-) -> Result<(Ws, PeerInfo), Error> {
-    let (hs, hello) = DialerHandshake::start(DialerParams {
-        local: inner.local.to_string(),
-        remote: peer.to_owned(),
-        instance: inner.instance,
-        nonce: random_nonce()?,
-        now_ms: inner.now_ms(),
-        checksum: wants_checksum(&inner.config, is_tls(peer)),
-        max_payload: inner.config.max_payload as u64,
-        max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
-    });
-    send_handshake(&mut ws, &hello).await?;
-    let welcome = recv_handshake(&mut ws).await?;
-    let (confirm, next) = match hs.on_welcome(welcome, inner.now_ms(), inner.auth.as_ref()) {
-        Ok(ok) => ok,
-        Err(rej) => return Err(reject(&mut ws, rej).await),
-    };
-    // The acceptor has proved itself and waits for `Confirm`: the configured limits from here on.
-    let mut ws = with_limits(ws, WsRole::Client, ws_config(&inner.config)).await;
-    send_handshake(&mut ws, &confirm).await?;
-    let ready = recv_handshake(&mut ws).await?;
-    let info = next
-        .on_ready(ready)
-        .map_err(|r| Error::Handshake(r.error))?;
-    Ok((ws, info))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

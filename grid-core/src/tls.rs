@@ -27,6 +27,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::conn::BoxedTransport;
 use crate::error::Error;
 
 /// The TLS settings of a [`Manager`](crate::Manager): a rustls server configuration for
@@ -94,6 +95,23 @@ impl TlsConfig {
 
     pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.server.clone())
+    }
+
+    /// Accepts a TLS connection; with mutual TLS, also hands back the client's certificate, so
+    /// the node name the client claims in grid's handshake can be bound to it
+    /// ([`PeerCert::names`]).
+    pub(crate) async fn accept(
+        &self,
+        io: BoxedTransport,
+    ) -> std::io::Result<(BoxedTransport, Option<PeerCert>)> {
+        let stream = self.acceptor().accept(io).await?;
+        let cert = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[CertificateDer<'_>]>::first)
+            .map(|c| PeerCert(c.clone().into_owned()));
+        Ok((Box::new(stream), cert))
     }
 
     pub(crate) fn connector(&self) -> TlsConnector {
@@ -172,6 +190,23 @@ fn certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> 
         )));
     }
     Ok(certs)
+}
+
+/// The end-entity certificate a mutual-TLS client presented.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerCert(CertificateDer<'static>);
+
+impl PeerCert {
+    /// True when the certificate is valid for the host in `peer`'s `https://host:port` name:
+    /// a member with a certificate for its own host cannot claim another member's name.
+    pub(crate) fn names(&self, peer: &str, host_port: &str) -> bool {
+        let Ok(name) = server_name(peer, host_port) else {
+            return false;
+        };
+        webpki::EndEntityCert::try_from(&self.0)
+            .and_then(|ee| ee.verify_is_valid_for_subject_name(&name))
+            .is_ok()
+    }
 }
 
 /// The name a peer's certificate must be valid for: the host of its `https://host:port` name

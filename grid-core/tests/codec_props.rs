@@ -160,6 +160,10 @@ fn frame() -> impl Strategy<Value = Frame> {
             nonce
         }),
         record().prop_map(|error| Frame::GoAway { error }),
+        // The codec carries a table message as it is; at least its flags byte.
+        vec(any::<u8>(), 1..=64).prop_map(|b| Frame::Handlers {
+            update: Bytes::from(b)
+        }),
         (handshake_op(), bytes(64)).prop_map(|(op, payload)| Frame::Handshake { op, payload }),
     ]
 }

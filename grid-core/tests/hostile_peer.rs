@@ -653,3 +653,120 @@ async fn a_stuck_control_lane_closes_the_connection() {
     cluster.assert_honest_works("after the ping flood").await;
     peer.cut().await;
 }
+
+/// A member's handler table is checked and bounded (`PROTOCOL.md` section 9): a `Handlers`
+/// update that is malformed, repeats a route, or takes the table past its bound of routes closes
+/// that member's connection with the typed violation (and a `Protocol` go-away), as does an update
+/// from a member that announced no table in its handshake. The honest peer is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_or_oversized_handler_table_closes_the_connection() {
+    use grid_core::frame::Route;
+    use grid_core::table::{self, TableError, MAX_TABLE_ENTRIES};
+    use grid_core::{CloseKind, HandlerId, ProtocolViolation};
+
+    fn update(ids: &[u32]) -> Frame {
+        let routes: Vec<Route> = ids
+            .iter()
+            .map(|id| Route {
+                handler: HandlerId(*id),
+                subroute: None,
+            })
+            .collect();
+        Frame::Handlers {
+            update: table::encode(&routes, false).unwrap(),
+        }
+    }
+    // One group without a subroute declaring `n` ids, 1..=n: more than the encoder would write.
+    fn raw_update(n: u16) -> Frame {
+        let mut b = vec![0u8, 0];
+        b.extend_from_slice(&n.to_be_bytes());
+        for id in 1..=u32::from(n) {
+            b.extend_from_slice(&id.to_be_bytes());
+        }
+        Frame::Handlers {
+            update: Bytes::from(b),
+        }
+    }
+    let cluster = Cluster::start(base_config(), 1).await;
+    let empty = Some(table::encode(&[], false).unwrap());
+    let too_many = u16::try_from(MAX_TABLE_ENTRIES + 1).unwrap();
+    let cases: Vec<(&str, Option<Bytes>, Vec<Frame>, ProtocolViolation)> = vec![
+        (
+            "a table past its bound of routes",
+            empty.clone(),
+            vec![raw_update(too_many)],
+            ProtocolViolation::HandlerTable(TableError::TooManyEntries {
+                limit: MAX_TABLE_ENTRIES,
+            }),
+        ),
+        (
+            "the bound reached over several updates",
+            empty.clone(),
+            vec![
+                raw_update(u16::try_from(MAX_TABLE_ENTRIES).unwrap()),
+                update(&[u32::MAX]),
+            ],
+            ProtocolViolation::HandlerTable(TableError::TooManyEntries {
+                limit: MAX_TABLE_ENTRIES,
+            }),
+        ),
+        (
+            "ids out of order",
+            empty.clone(),
+            vec![Frame::Handlers {
+                update: Bytes::from_static(&[0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1]),
+            }],
+            ProtocolViolation::HandlerTable(TableError::Unordered),
+        ),
+        (
+            "reserved flags",
+            empty.clone(),
+            vec![Frame::Handlers {
+                update: Bytes::from_static(&[0x40, 0, 0, 1, 0, 0, 0, 1]),
+            }],
+            ProtocolViolation::HandlerTable(TableError::Flags(0x40)),
+        ),
+        (
+            "a route announced twice",
+            empty.clone(),
+            vec![update(&[7, 8]), update(&[8])],
+            ProtocolViolation::HandlerTable(TableError::Duplicate {
+                handler: HandlerId(8),
+                subroute: None,
+            }),
+        ),
+        (
+            "an update that adds nothing",
+            empty.clone(),
+            vec![Frame::Handlers {
+                update: Bytes::from_static(&[0x01]),
+            }],
+            ProtocolViolation::HandlerTable(TableError::EmptyUpdate),
+        ),
+        (
+            "an update from a member that announced no table",
+            None,
+            vec![update(&[7])],
+            ProtocolViolation::UnexpectedOp {
+                op: grid_core::frame::Op::Handlers,
+            },
+        ),
+    ];
+    for (what, announced, frames, violation) in cases {
+        let mut peer = cluster.attacker_announcing(0, announced).await;
+        peer.read_eagerly();
+        // The node may close before the last frames are written: that is its answer.
+        let _ = peer.send(&frames).await;
+        let before = peer.expect_closed(what).await;
+        assert_protocol_close(what, &before);
+        cluster.expect_node_disconnected(&peer.name, what).await;
+        let reason = cluster
+            .node
+            .connection(&peer.name)
+            .unwrap()
+            .last_close_reason()
+            .expect("the node records why");
+        assert_eq!(reason.kind, CloseKind::Violation(violation), "{what}");
+        cluster.assert_honest_works(what).await;
+    }
+}

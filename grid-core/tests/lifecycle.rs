@@ -344,3 +344,111 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
     );
     a.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_not_ready_refuses_peers_until_its_handlers_are_registered() {
+    // `b` accepts `a` by the dial rule, and starts not ready.
+    let (x, y) = (bound(), bound());
+    let ((la, a), (lb, b)) = if grid_core::handshake::dialer_of(&x.1, &y.1) == x.1 {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    let names = [a.clone(), b.clone()];
+    let ma = node(la, &a, &names).await;
+    let mb = Manager::builder(b.as_str())
+        .peers(names.iter().cloned())
+        .secret("lifecycle-secret")
+        .config(config())
+        .listener(lb)
+        .start_not_ready()
+        .start()
+        .await
+        .unwrap();
+    assert!(!mb.is_ready());
+    let to_b = ma.connection(&b).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refusal = loop {
+        if let Some(f) = to_b.last_dial_failure() {
+            break f;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "a never tried b");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    match refusal {
+        grid_core::DialFailure::Handshake(grid_core::handshake::HandshakeError::Rejected {
+            code,
+            ..
+        }) => assert_eq!(code, grid_core::handshake::RejectCode::NotReady),
+        other => panic!("expected NotReady, got {other:?}"),
+    }
+    assert_eq!(to_b.state(), grid_core::ConnState::Disconnected);
+    mb.register_unary(ECHO, |_, p| async move { Ok(p) })
+        .unwrap();
+    mb.set_ready();
+    to_b.wait_for_connect(WAIT).await.unwrap();
+    assert_eq!(
+        echo(&to_b, "ready").await.unwrap(),
+        Bytes::from_static(b"ready")
+    );
+    ma.shutdown().await;
+    mb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_added_and_removed_under_load_leave_other_links_untouched() {
+    let (a, b) = pair().await;
+    // Load between a and b for the whole test.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = {
+        let (c, stop) = (a.connection(b.name()).unwrap(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                echo(&c, "load").await.expect("the a-b link never fails");
+                n += 1;
+            }
+            n
+        })
+    };
+    // c joins: it knows a and b from the start; they learn of it while running.
+    let (lc, c) = bound();
+    let mc = node(lc, &c, &[a.name().to_owned(), b.name().to_owned()]).await;
+    mc.register_unary(ECHO, |_, p| async move { Ok(p) })
+        .unwrap();
+    for m in [&a, &b] {
+        m.add_peer(c.clone()).unwrap();
+        assert!(m.add_peer(c.clone()).is_err(), "a member is added once");
+    }
+    mc.wait_for_peers(WAIT).await.unwrap();
+    let a_to_c = a.connection(&c).unwrap();
+    a_to_c.wait_for_connect(WAIT).await.unwrap();
+    assert_eq!(
+        echo(&a_to_c, "hi c").await.unwrap(),
+        Bytes::from_static(b"hi c")
+    );
+    let mut c_events = mc.connection(a.name()).unwrap().events();
+    // a removes c: its link is drained and closed, and c can no longer be called through a.
+    a.remove_peer(&c, Duration::from_secs(2)).await.unwrap();
+    assert!(!a.peers().contains(&c));
+    match echo(&a_to_c, "gone").await {
+        Err(Error::UnknownPeer(p)) => assert_eq!(p, c),
+        other => panic!("a call to a removed member must fail with UnknownPeer: {other:?}"),
+    }
+    assert!(matches!(a.connection(&c), Err(Error::UnknownPeer(_))));
+    wait_for("c sees the link to a close", &mut c_events, |e| {
+        matches!(e, LinkEvent::Disconnected { .. }).then_some(())
+    })
+    .await;
+    // b's link to c is untouched, and the a-b load never saw an error.
+    assert_eq!(
+        echo(&b.connection(&c).unwrap(), "b-c").await.unwrap(),
+        Bytes::from_static(b"b-c")
+    );
+    stop.cancel();
+    let calls = tokio::time::timeout(WAIT, load).await.unwrap().unwrap();
+    assert!(calls > 0);
+    for m in [&a, &b, &mc] {
+        m.shutdown().await;
+    }
+}

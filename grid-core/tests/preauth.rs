@@ -206,6 +206,11 @@ async fn pending_handshakes_are_capped_on_accept() {
     scripted::expect_stats(node, "three pending", |s| s.pending_handshakes == CAP - 1).await;
     reconnect_honest(&cluster).await;
     cluster.assert_honest_works("with three stallers").await;
+    // The honest peer's place comes back a moment after its link is up.
+    scripted::expect_stats(node, "the honest place is back", |s| {
+        s.pending_handshakes == CAP - 1
+    })
+    .await;
 
     // A fourth staller fills the cap: the next socket is refused at once, untouched.
     stallers.push(accept_pipe(node));
@@ -333,6 +338,12 @@ async fn the_listener_refuses_excess_sockets_at_once_and_logs_them_at_a_bounded_
         .unwrap();
     }
     honest.wait_for_peers(WAIT).await.unwrap();
+    // The honest peer can see its link up a moment before the node gives its handshake place
+    // back: start from an empty gate.
+    scripted::expect_stats(&node, "the honest handshake's place is back", |s| {
+        s.pending_handshakes == 0
+    })
+    .await;
 
     let mut stallers = Vec::new();
     for _ in 0..CAP {

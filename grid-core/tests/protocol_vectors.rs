@@ -17,6 +17,7 @@ use bytes::Bytes;
 use grid_core::frame::{
     decode_batch, encode_batch, CancelReason, ErrorCode, ErrorRecord, Frame, Limits, Op, Route,
 };
+use grid_core::table::{self, HandlerTable};
 use grid_core::{HandlerId, MuxId};
 
 const DOC: &str = include_str!("../../PROTOCOL.md");
@@ -28,6 +29,41 @@ struct Vector {
     about: &'static str,
     checksum: bool,
     frames: Vec<Frame>,
+    /// The handler-table message of each `Handlers` frame, in order, as section 9 lays it out.
+    tables: Vec<SpecTable>,
+}
+
+/// A handler-table message as `PROTOCOL.md` section 9 writes it: the `COMPLETE` flag, then each
+/// group (subroute, empty for none; its handler ids), in wire order.
+#[derive(Clone)]
+struct SpecTable {
+    complete: bool,
+    groups: Vec<(&'static [u8], Vec<u32>)>,
+}
+
+impl SpecTable {
+    /// Every route the message announces.
+    fn routes(&self) -> Vec<Route> {
+        self.groups
+            .iter()
+            .flat_map(|(sub, ids)| {
+                ids.iter()
+                    .map(move |id| route(*id, (!sub.is_empty()).then_some(*sub)))
+            })
+            .collect()
+    }
+}
+
+/// A vector of one `Handlers` frame whose body the crate's table encoder writes from the routes
+/// of `spec`, given in reverse (the encoder must put them in order).
+fn handlers_vector(name: &'static str, about: &'static str, spec: SpecTable) -> Vector {
+    let mut routes = spec.routes();
+    routes.reverse();
+    let update = table::encode(&routes, spec.complete).unwrap();
+    Vector {
+        tables: vec![spec],
+        ..vector(name, about, vec![Frame::Handlers { update }])
+    }
 }
 
 fn b(s: &'static [u8]) -> Bytes {
@@ -54,6 +90,7 @@ fn vector(name: &'static str, about: &'static str, frames: Vec<Frame>) -> Vector
         about,
         checksum: false,
         frames,
+        tables: Vec::new(),
     }
 }
 
@@ -234,6 +271,25 @@ fn vectors() -> Vec<Vector> {
                 },
             ],
         ),
+        handlers_vector(
+            "handlers-complete",
+            "A complete handler table: two handlers without a subroute, one under \"disk1\".",
+            SpecTable {
+                complete: true,
+                groups: vec![
+                    (b"", vec![0x0000_0002, 0xb593_7eee]),
+                    (b"disk1", vec![0x0a0b_0c0d]),
+                ],
+            },
+        ),
+        handlers_vector(
+            "handlers-update",
+            "An update of an incomplete table: one more handler, under two subroutes.",
+            SpecTable {
+                complete: false,
+                groups: vec![(b"a", vec![0x1122_3344]), (b"b", vec![0x1122_3344])],
+            },
+        ),
         vector(
             "credit-bytes-only",
             "The rest of a byte credit larger than one frame carries: no messages, 4 GiB - 1 bytes.",
@@ -319,8 +375,48 @@ fn subroute_lines(route: &Route) -> Vec<Line> {
         .collect()
 }
 
-/// `(op, flags, mux, body lines)` of a frame, straight from the tables of sections 3-5.
-fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
+/// The lines of a handler-table message, straight from section 9.
+fn table_lines(t: &SpecTable) -> Vec<Line> {
+    let flags = u8::from(t.complete);
+    let mut lines = vec![(
+        vec![vec![flags]],
+        format!(
+            "table flags {flags:#04x} ({})",
+            if t.complete { "COMPLETE" } else { "none" }
+        ),
+    )];
+    for (sub, ids) in &t.groups {
+        let len = u8::try_from(sub.len()).unwrap();
+        let comment = if sub.is_empty() {
+            "group: no subroute (length 0)".to_owned()
+        } else {
+            format!("group: subroute length {len}, {}", show(sub))
+        };
+        lines.push((
+            [vec![len], sub.to_vec()]
+                .into_iter()
+                .filter(|f| !f.is_empty())
+                .collect(),
+            comment,
+        ));
+        let n = u16::try_from(ids.len()).unwrap();
+        let names: Vec<String> = ids.iter().map(|id| format!("{id:#010x}")).collect();
+        lines.push((
+            std::iter::once(n.to_be_bytes().to_vec())
+                .chain(ids.iter().map(|id| be32(*id)))
+                .collect(),
+            format!("{}: {}", count(ids.len(), "handler"), names.join(", ")),
+        ));
+    }
+    lines
+}
+
+/// `(op, flags, mux, body lines)` of a frame, straight from the tables of sections 3-5 (and 9,
+/// for the body of a `Handlers` frame, taken from `tables` in order).
+fn spec_frame<'a>(
+    frame: &Frame,
+    tables: &mut impl Iterator<Item = &'a SpecTable>,
+) -> (u8, u8, u32, Vec<Line>) {
     const END: u8 = 0x01;
     const ERROR: u8 = 0x02;
     const PAYLOAD: u8 = 0x04;
@@ -437,6 +533,12 @@ fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
             body.extend(record_lines(error));
             (12, 0, 0)
         }
+        Frame::Handlers { .. } => {
+            body.extend(table_lines(
+                tables.next().expect("a table for each Handlers frame"),
+            ));
+            (18, 0, 0)
+        }
         Frame::Handshake { op, payload } => {
             body.push((vec![payload.to_vec()], "msgpack record".to_owned()));
             (*op as u8, 0, 0)
@@ -446,7 +548,8 @@ fn spec_frame(frame: &Frame) -> (u8, u8, u32, Vec<Line>) {
 }
 
 /// The annotated lines of a whole batch.
-fn spec_lines(frames: &[Frame], checksum: bool) -> Vec<Line> {
+fn spec_lines(frames: &[Frame], checksum: bool, tables: &[SpecTable]) -> Vec<Line> {
+    let mut tables = tables.iter();
     const CHECKSUM: u8 = 0x10;
     let n = u16::try_from(frames.len()).unwrap();
     let mut lines: Vec<Line> = vec![(
@@ -457,7 +560,7 @@ fn spec_lines(frames: &[Frame], checksum: bool) -> Vec<Line> {
         ),
     )];
     for frame in frames {
-        let (op, fl, mux, body) = spec_frame(frame);
+        let (op, fl, mux, body) = spec_frame(frame, &mut tables);
         let fl = fl | if checksum { CHECKSUM } else { 0 };
         let body_len: usize = body.iter().flat_map(|(f, _)| f).map(Vec::len).sum();
         let body_len = u32::try_from(body_len).unwrap();
@@ -491,7 +594,7 @@ fn line_bytes(lines: &[Line]) -> Vec<u8> {
 
 /// The vector as it appears in the document.
 fn render(n: usize, v: &Vector) -> String {
-    let lines = spec_lines(&v.frames, v.checksum);
+    let lines = spec_lines(&v.frames, v.checksum, &v.tables);
     let mut out = format!("V{n} {}\n\n```hex\n# {}\n", v.name, v.about);
     for (fields, comment) in &lines {
         let hex: Vec<String> = fields.iter().map(hex::encode).collect();
@@ -515,6 +618,8 @@ struct DocVector {
 /// starts a comment and whitespace separates groups of hex digits.
 fn doc_vectors() -> Vec<DocVector> {
     let (_, section) = DOC.split_once(SECTION).expect("PROTOCOL.md has section 8");
+    // Section 8 ends where the next one starts.
+    let section = section.split("\n## ").next().unwrap_or_default();
     let mut lines = section.lines();
     let mut found = Vec::new();
     while let Some(line) = lines.next() {
@@ -608,10 +713,28 @@ fn every_vector_decodes_to_its_frames() {
 #[test]
 fn the_independent_spec_encoder_agrees_with_the_codec() {
     for v in vectors() {
-        let spec = line_bytes(&spec_lines(&v.frames, v.checksum));
+        let spec = line_bytes(&spec_lines(&v.frames, v.checksum, &v.tables));
         let codec = encode_batch(&v.frames, v.checksum);
         assert_eq!(hex::encode(spec), hex::encode(codec), "{}", v.name);
     }
+}
+
+#[test]
+fn every_table_vector_decodes_to_its_routes() {
+    let mut checked = 0;
+    for v in vectors() {
+        let bodies = v.frames.iter().filter_map(|f| match f {
+            Frame::Handlers { update } => Some(update),
+            _ => None,
+        });
+        for (update, spec) in bodies.zip(&v.tables) {
+            let table = HandlerTable::decode(update).unwrap();
+            assert_eq!(table.routes(), spec.routes(), "{}", v.name);
+            assert_eq!(table.is_complete(), spec.complete, "{}", v.name);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2);
 }
 
 #[test]

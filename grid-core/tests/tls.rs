@@ -528,3 +528,92 @@ fn bad_pem_is_a_config_error() {
     let err = TlsConfig::from_pem(cert.as_bytes(), other_key.as_bytes(), ca.pem.as_bytes());
     assert!(matches!(err, Err(Error::Config(_))), "{err:?}");
 }
+
+/// With mutual TLS, the certificate a dialer presents must be valid for the host in the node
+/// name it claims: a member whose certificate names its own host (and who holds the cluster
+/// secret) cannot take another member's name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
+    let ca = ca("grid test CA");
+    let mutual = |host: &str| {
+        let (cert, key) = leaf(&ca, &[host]);
+        TlsConfig::from_pem_mutual(cert.as_bytes(), key.as_bytes(), ca.pem.as_bytes()).unwrap()
+    };
+    // Names are identities on distinct hosts; every node is reached on loopback, at a listener
+    // bound here and kept. `a` dials `b` by the dial rule.
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (mut la, mut lb) = (bind(), bind());
+    let name = |host: &str, l: &std::net::TcpListener| {
+        format!("https://{host}:{}", l.local_addr().unwrap().port())
+    };
+    while grid_core::handshake::dialer_of(&name("a.test", &la), &name("b.test", &lb))
+        != name("a.test", &la)
+    {
+        (la, lb) = (bind(), bind());
+    }
+    let (a, b) = (name("a.test", &la), name("b.test", &lb));
+    let addr = |l: &std::net::TcpListener| l.local_addr().unwrap().to_string();
+    let (addr_a, addr_b) = (addr(&la), addr(&lb));
+    let node = |me: &str, l: std::net::TcpListener, tls: TlsConfig| {
+        Manager::builder(me)
+            .peers([a.clone(), b.clone()])
+            .peer_address(&a, addr_a.clone())
+            .peer_address(&b, addr_b.clone())
+            .secret("test-secret")
+            .config(test_config())
+            .tls(tls)
+            .listener(l)
+            .start()
+    };
+    let ma = node(&a, la, mutual("a.test")).await.unwrap();
+    let mb = node(&b, lb, mutual("b.test")).await.unwrap();
+    mb.register_unary(ECHO, |_ctx, p| async move { Ok::<_, RemoteError>(p) })
+        .unwrap();
+    let a_to_b = ma.connection(&b).unwrap();
+    a_to_b.wait_for_connect(WAIT).await.unwrap();
+
+    // c: a real member's certificate (for c.test) and the cluster secret, claiming a's name.
+    let impostor = Manager::builder(a.as_str())
+        .peers([b.clone()])
+        .peer_address(&b, addr_b.clone())
+        .secret("test-secret")
+        .config(test_config())
+        .tls(mutual("c.test"))
+        .no_listener()
+        .start()
+        .await
+        .unwrap();
+    let to_b = impostor.connection(&b).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let failure = loop {
+        if let Some(f) = to_b.last_dial_failure() {
+            break f;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the impostor never dialed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    match failure {
+        grid_core::DialFailure::Handshake(grid_core::handshake::HandshakeError::Rejected {
+            code,
+            reason,
+            ..
+        }) => {
+            assert_eq!(code, grid_core::handshake::RejectCode::BadProof);
+            assert!(reason.contains("certificate"), "{reason}");
+        }
+        other => panic!("expected a rejection of the certificate, got {other:?}"),
+    }
+    impostor.shutdown().await;
+    // The real a was never replaced.
+    assert_eq!(mb.connection(&a).unwrap().stats().connects, 1);
+    let echoed = a_to_b
+        .call(ECHO.id, Bytes::from_static(b"me"), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(echoed, Bytes::from_static(b"me"));
+    ma.shutdown().await;
+    mb.shutdown().await;
+}

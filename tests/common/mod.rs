@@ -1,15 +1,28 @@
 //! Helpers shared by the integration tests: clusters of real managers on loopback.
+//!
+//! Every manager binds its embedded listener on `127.0.0.1:0` and keeps it (no port is reserved,
+//! released and bound again, which another process could take in between). A node's name is
+//! its identity only (`http://node0.test:7000`); where it listens is in an [`AddressBook`] that
+//! each node's dialer reads, filled as the nodes start.
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use grid::{Config, Manager};
+use grid::{BoxedTransport, Config, DialFn, DialTarget, Manager, ManagerBuilder};
+use tokio::sync::watch;
 
 /// A bounded wait that fails loudly.
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Test configuration: short liveness and reconnect times so failures show quickly.
+/// The cluster secret of every test node.
+pub const SECRET: &str = "test-secret";
+
+/// The configuration of every test node (tests that need another value change one field of
+/// it): short liveness and reconnect times so failures show quickly.
 pub fn test_config() -> Config {
     Config {
         ping_interval: Duration::from_millis(200),
@@ -20,30 +33,83 @@ pub fn test_config() -> Config {
     }
 }
 
-/// Reserves `n` loopback names with free ports (bound, read, released).
-pub fn free_names(n: usize) -> Vec<String> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| format!("http://{}", l.local_addr().unwrap()))
+/// `n` node names. They are identities, not addresses: see [`AddressBook`].
+pub fn names(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("http://node{i}.test:7000"))
         .collect()
 }
 
-/// Starts `n` managers that know each other, with `config`, and waits for the full mesh.
+/// Where each node of a test cluster listens, by name. A dial to a node not yet started waits
+/// for its entry (bounded by the dialing manager's `dial_timeout`).
+#[derive(Clone)]
+pub struct AddressBook {
+    book: Arc<watch::Sender<HashMap<String, SocketAddr>>>,
+}
+
+impl Default for AddressBook {
+    fn default() -> AddressBook {
+        AddressBook {
+            book: Arc::new(watch::channel(HashMap::new()).0),
+        }
+    }
+}
+
+impl AddressBook {
+    /// Records where `name` listens.
+    pub fn insert(&self, name: &str, addr: SocketAddr) {
+        self.book.send_modify(|b| {
+            b.insert(name.to_owned(), addr);
+        });
+    }
+
+    /// Where `name` listens, once it is known.
+    pub async fn lookup(&self, name: &str) -> SocketAddr {
+        let mut rx = self.book.subscribe();
+        let book = rx.wait_for(|b| b.contains_key(name)).await.unwrap();
+        book[name]
+    }
+
+    /// A dialer that connects to the address recorded for the peer's name.
+    pub fn dialer(&self) -> DialFn {
+        let this = self.clone();
+        Arc::new(move |target: DialTarget| {
+            let this = this.clone();
+            Box::pin(async move {
+                let addr = this.lookup(&target.peer).await;
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                tcp.set_nodelay(true)?;
+                Ok(Box::new(tcp) as BoxedTransport)
+            })
+        })
+    }
+
+    /// A builder for node `name` of the cluster `names`: the shared secret, `config`, a listener
+    /// on `127.0.0.1:0` and this book's dialer. Start it with [`AddressBook::start`].
+    pub fn builder(&self, name: &str, names: &[String], config: Config) -> ManagerBuilder {
+        Manager::builder(name)
+            .peers(names.iter().cloned())
+            .secret(SECRET)
+            .config(config)
+            .listen("127.0.0.1:0")
+            .dialer(self.dialer())
+    }
+
+    /// Starts `builder` and records where it listens.
+    pub async fn start(&self, builder: ManagerBuilder) -> Manager {
+        let m = builder.start().await.unwrap();
+        self.insert(m.name(), m.local_addr().unwrap());
+        m
+    }
+}
+
+/// Starts `n` managers that know each other, with `config` (the mesh forms in the background).
 pub async fn cluster_with(n: usize, config: Config) -> Vec<Manager> {
-    let names = free_names(n);
+    let book = AddressBook::default();
+    let names = names(n);
     let mut managers = Vec::new();
     for name in &names {
-        let m = Manager::builder(name.clone())
-            .peers(names.clone())
-            .secret("test-secret")
-            .config(config.clone())
-            .start()
-            .await
-            .unwrap();
-        managers.push(m);
+        managers.push(book.start(book.builder(name, &names, config.clone())).await);
     }
     managers
 }
@@ -140,13 +206,16 @@ impl Proxy {
         }
     }
 
-    /// The dial function to hand to the manager builder.
-    pub fn dialer(&self) -> grid::DialFn {
+    /// The dial function to hand to the manager builder: it finds the peer in `book`.
+    pub fn dialer(&self, book: &AddressBook) -> grid::DialFn {
         let this = self.clone();
+        let book = book.clone();
         std::sync::Arc::new(move |target: grid::DialTarget| {
             let this = this.clone();
+            let book = book.clone();
             Box::pin(async move {
-                let tcp = tokio::net::TcpStream::connect(target.address.as_str()).await?;
+                let addr = book.lookup(&target.peer).await;
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
                 tcp.set_nodelay(true)?;
                 let (client, proxy_end) = tokio::io::duplex(64 << 10);
                 let (pause_tx, pause_rx) = tokio::sync::watch::channel(false);

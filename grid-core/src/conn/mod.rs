@@ -40,9 +40,11 @@ use tracing::debug;
 
 use crate::error::Error;
 use crate::frame::{Frame, Route};
+use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{StreamReceiver, StreamSender};
+use crate::table::Supported;
 
 pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
 pub use budget::HeldBytes;
@@ -50,7 +52,7 @@ pub(crate) use driver::run_session;
 pub use events::{LinkEvent, LinkEvents};
 pub use peer::DialFailure;
 pub(crate) use peer::PeerConn;
-use session::Session;
+use session::{NotStarted, Session};
 use stats::ConnStats;
 
 /// Any byte stream a WebSocket can run over: TCP, TLS, an in-memory pipe in tests.
@@ -72,6 +74,8 @@ pub enum ConnState {
     Connected,
     /// The manager shut down; the connection will not come back.
     Shutdown,
+    /// The peer was removed from the membership; the connection will not come back.
+    Removed,
 }
 
 /// Options of one call.
@@ -256,11 +260,15 @@ impl Connection {
                 if self.inner.session().is_some() {
                     return Ok(());
                 }
-                if *rx.borrow_and_update() == ConnState::Shutdown {
+                let state = *rx.borrow_and_update();
+                if let Some(e) = self.gone(state) {
+                    return Err(e);
+                }
+                // The state may say Connected a moment longer than its session lives; either
+                // way the next change (uninstalled, reconnected, shut down) is the one to see.
+                if rx.changed().await.is_err() {
                     return Err(Error::Shutdown);
                 }
-                // Wake on the next state change, or re-check shortly for a session closing.
-                let _ = tokio::time::timeout(Duration::from_millis(5), rx.changed()).await;
             }
         };
         match tokio::time::timeout(timeout, wait).await {
@@ -271,12 +279,22 @@ impl Connection {
         }
     }
 
+    /// The error for a link that will not come back: shut down, or its peer removed.
+    fn gone(&self, state: ConnState) -> Option<Error> {
+        match state {
+            ConnState::Shutdown => Some(Error::Shutdown),
+            ConnState::Removed => Some(Error::UnknownPeer(self.peer().to_owned())),
+            ConnState::Connected | ConnState::Disconnected => None,
+        }
+    }
+
     async fn live_session(&self, wait: Option<Duration>) -> Result<Arc<Session>, Error> {
         if let Some(s) = self.inner.session() {
             return Ok(s);
         }
-        if *self.inner.state.borrow() == ConnState::Shutdown {
-            return Err(Error::Shutdown);
+        let state = *self.inner.state.borrow();
+        if let Some(e) = self.gone(state) {
+            return Err(e);
         }
         match wait {
             Some(t) => {
@@ -295,6 +313,33 @@ impl Connection {
         Route {
             handler,
             subroute: self.subroute.clone(),
+        }
+    }
+
+    /// Whether the peer serves `spec` (under this handle's subroute), from the handler table it
+    /// announced on the live connection (`PROTOCOL.md` section 9), without a round trip.
+    ///
+    /// [`Supported::No`] only when the peer's table is complete (it was started not ready, see
+    /// [`ManagerBuilder::start_not_ready`](crate::ManagerBuilder::start_not_ready)): then a call
+    /// to `spec` fails at once with [`Error::UnknownHandler`] and sends nothing.
+    /// [`Supported::Unknown`] when not connected, when the peer is of a version that announces no
+    /// table, or when its table is incomplete and lacks `spec`; a call then goes out as usual.
+    pub fn supports(&self, spec: HandlerSpec) -> Supported {
+        self.inner.session().map_or(Supported::Unknown, |s| {
+            s.peer_supports(&self.route(spec.id))
+        })
+    }
+
+    /// The error for a call that was not registered on `session`.
+    fn not_started(&self, why: NotStarted, handler: HandlerId) -> Error {
+        match why {
+            NotStarted::Closed => Error::NotConnected {
+                peer: self.peer().to_owned(),
+            },
+            NotStarted::Unserved => Error::UnknownHandler {
+                handler,
+                subroute: self.subroute_str(),
+            },
         }
     }
 
@@ -331,7 +376,9 @@ impl Connection {
     /// A unary call: sends `payload` to `handler` on the peer and waits for the response.
     ///
     /// # Errors
-    /// [`Error::Remote`] when the handler returned an error or panicked; [`Error::UnknownHandler`];
+    /// [`Error::Remote`] when the handler returned an error or panicked; [`Error::UnknownHandler`]
+    /// (at once, nothing sent, when the peer's complete handler table lacks it: see
+    /// [`supports`](Self::supports));
     /// [`Error::Deadline`]; [`Error::NotConnected`] (nothing was sent) or [`Error::Disconnected`]
     /// (the link dropped in flight); [`Error::PayloadTooLarge`].
     ///
@@ -339,6 +386,15 @@ impl Connection {
     /// Dropping the future cancels the call: a `Cancel` frame reaches the remote handler, whose
     /// context reports [`CancelCause::CallerGaveUp`](crate::mux::CancelCause::CallerGaveUp).
     pub async fn call(
+        &self,
+        handler: HandlerId,
+        payload: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, Error> {
+        cooperative(self.call_once(handler, payload, opts).await).await
+    }
+
+    async fn call_once(
         &self,
         handler: HandlerId,
         payload: Bytes,
@@ -362,15 +418,16 @@ impl Connection {
         }
         self.check_size(payload.len(), Some(&session))?;
         self.check_leaving(&session)?;
-        let (mux, rx) = session.register_unary().map_err(|_| Error::NotConnected {
-            peer: self.peer().to_owned(),
-        })?;
+        let route = self.route(handler);
+        let (mux, rx) = session
+            .register_unary(&route)
+            .map_err(|why| self.not_started(why, handler))?;
         let mut guard = UnaryGuard {
             session: &session,
             mux,
             armed: true,
         };
-        let frame = UnaryCaller::request(mux, self.route(handler), Some(payload), Some(remaining));
+        let frame = UnaryCaller::request(mux, route, Some(payload), Some(remaining));
         let result = tokio::time::timeout(remaining, async {
             if session.send_data(&frame).await.is_err() {
                 // Nothing was sent: the link went down before the request could be queued.
@@ -417,8 +474,10 @@ impl Connection {
     /// Opens a stream to `handler` with an initial payload.
     ///
     /// # Errors
-    /// [`Error::NotConnected`], [`Error::PayloadTooLarge`]. Errors of the stream itself (an
-    /// unknown handler, a remote error) arrive on the receiver.
+    /// [`Error::NotConnected`], [`Error::PayloadTooLarge`]; [`Error::UnknownHandler`] when the
+    /// peer's complete handler table lacks it (nothing sent, see [`supports`](Self::supports)).
+    /// Other errors of the stream (an unknown handler the peer has to tell, a remote error)
+    /// arrive on the receiver.
     ///
     /// # Cancel safety
     /// Cancel safe: a stream is opened only when the future completes.
@@ -428,11 +487,40 @@ impl Connection {
         payload: Bytes,
         opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
+        cooperative(self.open_stream_once(handler, payload, opts).await).await
+    }
+
+    async fn open_stream_once(
+        &self,
+        handler: HandlerId,
+        payload: Bytes,
+        mut opts: StreamOptions,
+    ) -> Result<ClientStream, Error> {
         self.check_size(payload.len(), None)?;
+        if opts.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Deadline);
+        }
         let wait = opts
             .wait_for_connect
             .then(|| opts.timeout.unwrap_or(self.inner.config.default_timeout));
-        let session = self.live_session(wait).await?;
+        let session = match self.inner.session() {
+            Some(s) => s,
+            None => {
+                // The stream's deadline counts from the call: time spent waiting for the link
+                // is taken off it, and a deadline that ran out meanwhile fails here, before
+                // anything is sent.
+                let started = Instant::now();
+                let s = self.live_session(wait).await?;
+                if let Some(t) = opts.timeout {
+                    let left = t.saturating_sub(started.elapsed());
+                    if left.is_zero() {
+                        return Err(Error::Deadline);
+                    }
+                    opts.timeout = Some(left);
+                }
+                s
+            }
+        };
         self.check_size(payload.len(), Some(&session))?;
         self.check_leaving(&session)?;
         session.data_room().await.map_err(|_| Error::NotConnected {
@@ -451,10 +539,10 @@ impl Connection {
         let route = self.route(handler);
         let now = Instant::now();
         let (shared, open) = session
-            .register_stream(|mux| StreamCaller::open(mux, route, Some(payload), params, now))
-            .map_err(|_| Error::NotConnected {
-                peer: self.peer().to_owned(),
-            })?;
+            .register_stream(&self.route(handler), |mux| {
+                StreamCaller::open(mux, route, Some(payload), params, now)
+            })
+            .map_err(|why| self.not_started(why, handler))?;
         // The open frame is queued before any input frame can be: the sender does not exist yet.
         if session.push_data_now(&open).is_err() {
             let mut slot = shared.lock();
@@ -506,6 +594,16 @@ impl Connection {
             s.close(CloseReason::local(CloseKind::Killed));
         }
     }
+}
+
+/// Hands a call's result back through tokio's cooperative budget when it failed: a call that
+/// fails at once (not connected, shutting down, a peer going away) never awaits anything, so a
+/// task retrying it in a loop would otherwise never yield and could starve its runtime.
+async fn cooperative<T>(result: Result<T, Error>) -> Result<T, Error> {
+    if result.is_err() {
+        tokio::task::consume_budget().await;
+    }
+    result
 }
 
 /// Cancels a unary call whose future is dropped before it finished.

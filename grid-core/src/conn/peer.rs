@@ -93,9 +93,14 @@ impl PeerConn {
     /// `session`) once the manager shut down, so a dial that finishes late cannot revive it.
     pub(crate) fn install(&self, session: Arc<Session>, instance: InstanceId) -> bool {
         let mut cur = self.current.write();
-        if *self.state.borrow() == ConnState::Shutdown {
+        let gone = match *self.state.borrow() {
+            ConnState::Shutdown => Some(CloseKind::Shutdown),
+            ConnState::Removed => Some(CloseKind::Removed),
+            ConnState::Connected | ConnState::Disconnected => None,
+        };
+        if let Some(kind) = gone {
             drop(cur);
-            session.close(CloseReason::local(CloseKind::Shutdown));
+            session.close(CloseReason::local(kind));
             return false;
         }
         let old = cur.replace(session);

@@ -42,7 +42,7 @@ impl Drop for SlotGuard {
 /// Spawns the task of an admitted call.
 pub(crate) fn spawn(
     session: &Arc<Session>,
-    registry: &Registry,
+    registry: &Arc<Registry>,
     start: Start<Registered, CancelSignal>,
 ) {
     let Start {
@@ -67,7 +67,9 @@ pub(crate) fn spawn(
     );
     match (handler, kind) {
         (Registered::Unary(handler), StartKind::Unary(mut machine)) => {
-            let name = registry.name_of(route.handler);
+            // The handler's wire name is looked up only for a message: not on the hot path.
+            let registry = registry.clone();
+            let name = move || registry.name_of(route.handler);
             tokio::spawn(async move {
                 // The handler is called inside the guarded future: a closure that panics before
                 // it returns its future is caught like one that panics while running.
@@ -104,8 +106,9 @@ pub(crate) fn spawn(
                     Ok(Ok(bytes)) if bytes.len() > session.max_payload() => Err(ErrorRecord::text(
                         ErrorCode::TooLarge,
                         format!(
-                            "response of {} bytes from {name} exceeds the limit of {}",
+                            "response of {} bytes from {} exceeds the limit of {}",
                             bytes.len(),
+                            name(),
                             session.max_payload()
                         ),
                     )),
@@ -113,7 +116,7 @@ pub(crate) fn spawn(
                     Ok(Err(e)) => Err(e.into_record()),
                     Err(panic) => {
                         let rec = panic_record(panic);
-                        warn!(peer = %session.peer, handler = %name, "{}", String::from_utf8_lossy(&rec.message));
+                        warn!(peer = %session.peer, handler = %name(), "{}", String::from_utf8_lossy(&rec.message));
                         Err(rec)
                     }
                 };

@@ -32,9 +32,10 @@ use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
 use crate::config::Config;
-use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload};
+use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
+use crate::table::{HandlerTable, LocalTable, Supported};
 
 /// The shell's handles, as the core stores them.
 #[derive(Debug)]
@@ -43,6 +44,15 @@ pub(crate) struct Shell;
 impl Handles for Shell {
     type Reply = oneshot::Sender<Result<Payload, MuxError>>;
     type Cancel = CancelSignal;
+}
+
+/// Why a call this side starts was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NotStarted {
+    /// The session is closed (or the peer is leaving).
+    Closed,
+    /// The peer's complete handler table lacks the route: nothing was sent.
+    Unserved,
 }
 
 /// One live socket.
@@ -402,16 +412,40 @@ impl Session {
         self.writer_done.cancelled().await;
     }
 
+    // ---- handler tables ---------------------------------------------------------------------
+
+    /// Sets what the handshake told (see [`ConnCore::set_tables`]).
+    pub(crate) fn set_tables(&self, peer: Option<HandlerTable>, announced: usize) {
+        self.with_core(|core| core.set_tables(peer, announced));
+    }
+
+    /// Tells the peer about registrations it has not heard of (see [`ConnCore::announce`]).
+    pub(crate) fn announce(&self, local: &impl LocalTable) {
+        let max_len = self.max_payload;
+        self.with_core(|core| core.announce(local, max_len));
+    }
+
+    /// Whether the peer serves `route`, by the table it announced.
+    pub(crate) fn peer_supports(&self, route: &Route) -> Supported {
+        self.core.lock().peer_supports(route)
+    }
+
     // ---- calls this side starts ------------------------------------------------------------
 
-    /// Registers a unary call; the receiver gets its result.
+    /// Registers a unary call to `route`; the receiver gets its result. Refused without a frame
+    /// sent when the peer's complete table lacks the route (checked under the lock the
+    /// registration takes anyway).
     pub(crate) fn register_unary(
         &self,
-    ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), QueueError> {
+        route: &Route,
+    ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), NotStarted> {
         let (tx, rx) = oneshot::channel();
-        let mux = self
-            .with_core(|core| core.register_unary(tx))
-            .map_err(|_| QueueError::Closed)?;
+        let mux = self.with_core(|core| {
+            if core.peer_lacks(route) {
+                return Err(NotStarted::Unserved);
+            }
+            core.register_unary(tx).map_err(|_| NotStarted::Closed)
+        })?;
         Ok((mux, rx))
     }
 
@@ -420,13 +454,19 @@ impl Session {
         self.with_core(|core| core.forget_unary(mux))
     }
 
-    /// Registers a stream this side opens; `make` builds the machine for the allocated id.
+    /// Registers a stream this side opens to `route`; `make` builds the machine for the
+    /// allocated id. Refused like [`register_unary`](Self::register_unary).
     pub(crate) fn register_stream(
         &self,
+        route: &Route,
         make: impl FnOnce(MuxId) -> (StreamCaller, Frame),
-    ) -> Result<(Shared<StreamCaller>, Frame), QueueError> {
-        self.with_core(|core| core.register_stream(make))
-            .ok_or(QueueError::Closed)
+    ) -> Result<(Shared<StreamCaller>, Frame), NotStarted> {
+        self.with_core(|core| {
+            if core.peer_lacks(route) {
+                return Err(NotStarted::Unserved);
+            }
+            core.register_stream(make).ok_or(NotStarted::Closed)
+        })
     }
 
     /// Forgets a stream this side opened.

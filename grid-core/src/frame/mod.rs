@@ -112,6 +112,9 @@ pub enum Op {
     Ready = 16,
     /// Handshake: either side refuses, with a reason.
     Reject = 17,
+    /// Routes the sender serves, added to what it announced (a handler-table message,
+    /// `PROTOCOL.md` section 9; see [`crate::table`]). Connection level, either side.
+    Handlers = 18,
 }
 
 impl Op {
@@ -135,6 +138,7 @@ impl Op {
             15 => Op::Confirm,
             16 => Op::Ready,
             17 => Op::Reject,
+            18 => Op::Handlers,
             _ => return None,
         })
     }
@@ -395,6 +399,12 @@ pub enum Frame {
         /// Why, as an error record.
         error: ErrorRecord,
     },
+    /// Routes the sender serves, added to the handler table it announced.
+    Handlers {
+        /// A handler-table message (`PROTOCOL.md` section 9), checked by [`crate::table`]: the
+        /// codec checks only its length.
+        update: Bytes,
+    },
     /// A handshake message; the payload is a msgpack map defined in `PROTOCOL.md`.
     Handshake {
         /// One of `Hello`, `Welcome`, `Confirm`, `Ready`, `Reject`.
@@ -420,6 +430,7 @@ impl Frame {
             Frame::Ping { .. } => Op::Ping,
             Frame::Pong { .. } => Op::Pong,
             Frame::GoAway { .. } => Op::GoAway,
+            Frame::Handlers { .. } => Op::Handlers,
             Frame::Handshake { op, .. } => *op,
         }
     }
@@ -438,7 +449,9 @@ impl Frame {
             | Frame::Cancel { mux, .. }
             | Frame::Ping { mux, .. }
             | Frame::Pong { mux, .. } => *mux,
-            Frame::GoAway { .. } | Frame::Handshake { .. } => MuxId::CONNECTION,
+            Frame::GoAway { .. } | Frame::Handlers { .. } | Frame::Handshake { .. } => {
+                MuxId::CONNECTION
+            }
         }
     }
 }

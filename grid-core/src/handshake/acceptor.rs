@@ -21,6 +21,7 @@ use super::records::{
 use super::{abs_diff_ms, offset_ms, should_dial, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
 use crate::frame::{Frame, Op, PROTOCOL_VERSION};
+use crate::table::HandlerTable;
 
 /// What the acceptor puts in its `Welcome`, and what it accepts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,12 +46,26 @@ pub struct AcceptorParams {
 #[derive(Debug)]
 pub struct AcceptorHandshake {
     params: AcceptorParams,
+    /// The handler table message to put in the `Ready`, if any.
+    handlers: Option<Bytes>,
 }
 
 impl AcceptorHandshake {
     /// An acceptor waiting for the dialer's `Hello`.
     pub fn new(params: AcceptorParams) -> AcceptorHandshake {
-        AcceptorHandshake { params }
+        AcceptorHandshake {
+            params,
+            handlers: None,
+        }
+    }
+
+    /// Announces this node's handler table (a table message, at most
+    /// [`MAX_HANDSHAKE_TABLE_LEN`](crate::table::MAX_HANDSHAKE_TABLE_LEN) bytes) in the `Ready`,
+    /// which is sent only once the dialer has proved itself. Without it the acceptor looks like
+    /// a node of a version without tables.
+    pub fn announce(mut self, table: Bytes) -> AcceptorHandshake {
+        self.handlers = Some(table);
+        self
     }
 
     /// Handles the dialer's first message, received at wall-clock time `now_ms`.
@@ -71,7 +86,7 @@ impl AcceptorHandshake {
         is_known_peer: &dyn Fn(&str) -> bool,
         auth: &dyn Authenticator,
     ) -> Result<(Frame, AcceptorAwaitConfirm), Rejection> {
-        let p = self.params;
+        let (p, handlers) = (self.params, self.handlers);
         let hello = expect_frame(frame, Op::Hello, "")?;
         let malformed = |peer: &str, detail| Rejection::malformed(peer, Op::Hello, detail);
         let probe: VersionProbe = decode("Hello", &hello).map_err(|d| malformed("", d))?;
@@ -143,12 +158,14 @@ impl AcceptorHandshake {
         let next = AcceptorAwaitConfirm {
             hello,
             welcome,
+            handlers,
             peer: PeerInfo {
                 name: record.from,
                 instance: record.instance,
                 checksum,
                 clock_offset_ms: offset,
                 max_payload: record.max_payload,
+                handlers: None,
             },
         };
         Ok((frame, next))
@@ -162,6 +179,8 @@ pub struct AcceptorAwaitConfirm {
     hello: Bytes,
     /// The exact `Welcome` bytes sent.
     welcome: Bytes,
+    /// This node's handler table message, for the `Ready`.
+    handlers: Option<Bytes>,
     peer: PeerInfo,
 }
 
@@ -174,15 +193,16 @@ impl AcceptorAwaitConfirm {
 
     /// Handles the dialer's `Confirm`: if its proof verifies (the dialer holds the cluster secret
     /// and answered *this* `Welcome`), returns the `Ready` frame to send and the authenticated
-    /// peer. After sending `Ready` the connection is live on this side.
+    /// peer, with the handler table its `Confirm` announced, if any. After sending `Ready` the
+    /// connection is live on this side.
     ///
     /// # Errors
     ///
     /// A [`Rejection`]: the dialer's `Reject` (for instance [`RejectCode::BadProof`] when our
     /// secret differs), [`RejectCode::BadProof`] when its proof fails, or a malformed or
-    /// unexpected frame.
+    /// unexpected frame (a malformed handler table included).
     pub fn on_confirm(
-        self,
+        mut self,
         frame: Frame,
         auth: &dyn Authenticator,
     ) -> Result<(Frame, PeerInfo), Rejection> {
@@ -190,7 +210,7 @@ impl AcceptorAwaitConfirm {
         let malformed = |detail| Rejection::malformed(peer, Op::Confirm, detail);
         let confirm = expect_frame(frame, Op::Confirm, peer)?;
         let signed: SignedRecord = decode("Confirm", &confirm).map_err(malformed)?;
-        decode::<ConfirmBody>("Confirm body", &signed.body).map_err(malformed)?;
+        let body: ConfirmBody = decode("Confirm body", &signed.body).map_err(malformed)?;
         let signed_part = transcript(CONFIRM_TAG, &[&self.hello, &self.welcome, &signed.body]);
         if !auth.verify(peer, &signed_part, &signed.proof) {
             return Err(Rejection::refuse(
@@ -202,7 +222,20 @@ impl AcceptorAwaitConfirm {
                 ),
             ));
         }
-        let ready = handshake_frame(Op::Ready, encode(&ReadyRecord {}));
+        // Checked once the dialer has proved itself: before, a stranger's table is not worth
+        // reading.
+        let handlers = body
+            .handlers
+            .map(|t| HandlerTable::decode(&t))
+            .transpose()
+            .map_err(|e| malformed(format!("Confirm body: handler table: {e}")))?;
+        let ready = handshake_frame(
+            Op::Ready,
+            encode(&ReadyRecord {
+                handlers: self.handlers.map(|t| t.to_vec()),
+            }),
+        );
+        self.peer.handlers = handlers;
         Ok((ready, self.peer))
     }
 }

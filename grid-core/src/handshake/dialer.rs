@@ -17,6 +17,7 @@ use super::records::{
 use super::{abs_diff_ms, offset_ms, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
 use crate::frame::{Frame, Op, PROTOCOL_VERSION};
+use crate::table::HandlerTable;
 
 /// What the dialer puts in its `Hello`, and what it accepts back.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct DialerHandshake {
     sent_ms: i64,
     checksum: bool,
     max_skew_ms: i64,
+    /// The handler table message to put in the `Confirm`, if any.
+    handlers: Option<Bytes>,
 }
 
 impl DialerHandshake {
@@ -78,8 +81,17 @@ impl DialerHandshake {
             sent_ms: params.now_ms,
             checksum: params.checksum,
             max_skew_ms: params.max_skew_ms,
+            handlers: None,
         };
         (state, frame)
+    }
+
+    /// Announces this node's handler table (a table message, at most
+    /// [`MAX_HANDSHAKE_TABLE_LEN`](crate::table::MAX_HANDSHAKE_TABLE_LEN) bytes) in the
+    /// `Confirm`. Without it the dialer looks like a node of a version without tables.
+    pub fn announce(mut self, table: Bytes) -> DialerHandshake {
+        self.handlers = Some(table);
+        self
     }
 
     /// The node being dialed.
@@ -153,7 +165,9 @@ impl DialerHandshake {
             ));
         }
 
-        let confirm_body = encode(&ConfirmBody {});
+        let confirm_body = encode(&ConfirmBody {
+            handlers: self.handlers.map(|t| t.to_vec()),
+        });
         let proof = auth.prove(
             &body.from,
             &transcript(CONFIRM_TAG, &[&self.hello, &welcome, &confirm_body]),
@@ -172,6 +186,7 @@ impl DialerHandshake {
                 checksum: body.checksum,
                 clock_offset_ms: offset,
                 max_payload: body.max_payload,
+                handlers: None,
             },
         };
         Ok((confirm, next))
@@ -191,17 +206,24 @@ impl DialerAwaitReady {
     }
 
     /// Handles the acceptor's last message. `Ready` completes the handshake: the connection is
-    /// live, and frames that follow are ordinary traffic.
+    /// live, and frames that follow are ordinary traffic. The acceptor's handler table, if it
+    /// sent one, is in the returned [`PeerInfo::handlers`].
     ///
     /// # Errors
     ///
     /// A [`Rejection`]: the acceptor's `Reject` (for instance [`RejectCode::BadProof`] when our
-    /// secret differs), or a malformed or unexpected frame.
-    pub fn on_ready(self, frame: Frame) -> Result<PeerInfo, Rejection> {
+    /// secret differs), or a malformed or unexpected frame (a malformed handler table included).
+    pub fn on_ready(mut self, frame: Frame) -> Result<PeerInfo, Rejection> {
         let peer = self.peer.name.as_str();
+        let malformed = |detail| Rejection::malformed(peer, Op::Ready, detail);
         let ready = expect_frame(frame, Op::Ready, peer)?;
-        decode::<ReadyRecord>("Ready", &ready)
-            .map_err(|detail| Rejection::malformed(peer, Op::Ready, detail))?;
+        let record: ReadyRecord = decode("Ready", &ready).map_err(malformed)?;
+        let handlers = record
+            .handlers
+            .map(|t| HandlerTable::decode(&t))
+            .transpose()
+            .map_err(|e| malformed(format!("Ready record: handler table: {e}")))?;
+        self.peer.handlers = handlers;
         Ok(self.peer)
     }
 }

@@ -162,6 +162,12 @@ impl Rejection {
         }
     }
 
+    /// A refusal decided outside the handshake's own checks (the node is not ready, or is
+    /// shutting down), after the peer proved itself: `code` and `reason` go to the peer.
+    pub fn refusal(peer: &str, code: RejectCode, reason: String) -> Rejection {
+        Rejection::refuse(peer, code, reason)
+    }
+
     /// The peer's record `op` is malformed.
     pub(super) fn malformed(peer: &str, op: Op, detail: String) -> Rejection {
         Rejection {

@@ -52,6 +52,12 @@
 //! ```
 //!
 //! Each state is consumed by its step, so a finished or failed handshake cannot be driven again.
+//!
+//! **Handler tables.** Each side may announce the handlers it serves ([`DialerHandshake::announce`],
+//! [`AcceptorHandshake::announce`]): the dialer's table travels in its `Confirm` body (under its
+//! proof), the acceptor's in its `Ready`, so neither reaches a peer that has not proved itself.
+//! The peer's table comes back in [`PeerInfo::handlers`]; an older peer sends none and ignores
+//! ours (`PROTOCOL.md` sections 7.9 and 9).
 
 mod acceptor;
 mod dialer;
@@ -70,6 +76,7 @@ pub use error::{HandshakeError, Rejection};
 pub use records::{reject_frame, RejectCode};
 
 use crate::frame::{Limits, BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN};
+use crate::table::HandlerTable;
 
 /// Bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 32;
@@ -130,6 +137,10 @@ pub struct PeerInfo {
     pub clock_offset_ms: i64,
     /// The largest payload the peer says it accepts (informational: each side enforces its own).
     pub max_payload: u64,
+    /// The handler table the peer announced in its handshake record (its first part, if the
+    /// rest follows in `Handlers` frames); `None` from a peer of a version that announces none,
+    /// which must then get no `Handlers` frames either (`PROTOCOL.md` section 9).
+    pub handlers: Option<HandlerTable>,
 }
 
 /// A fresh nonce from the operating system's secure random source.

@@ -69,10 +69,14 @@ pub(super) struct WelcomeBody {
     pub(super) max_payload: u64,
 }
 
-/// The signed part of the dialer's `Confirm`: no fields yet; later versions may add some, and
-/// they will be covered by the proof.
+/// The signed part of the dialer's `Confirm`, covered by the proof.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct ConfirmBody {}
+pub(super) struct ConfirmBody {
+    /// The dialer's handler table, or its first part (`PROTOCOL.md` section 9). Absent from an
+    /// older dialer, which announces none; an older acceptor ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bin")]
+    pub(super) handlers: Option<Vec<u8>>,
+}
 
 /// `Welcome` and `Confirm` on the wire: the encoded body, kept as the exact bytes the proof
 /// covers, and the proof. Signing bytes rather than a re-encoding of decoded fields is what lets
@@ -87,9 +91,15 @@ pub(super) struct SignedRecord {
     pub(super) proof: Vec<u8>,
 }
 
-/// Acceptor → dialer: the connection is live. No fields yet.
+/// Acceptor → dialer: the connection is live.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct ReadyRecord {}
+pub(super) struct ReadyRecord {
+    /// The acceptor's handler table, or its first part (`PROTOCOL.md` section 9), sent only now
+    /// that the dialer has proved itself. Absent from an older acceptor; an older dialer ignores
+    /// it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bin")]
+    pub(super) handlers: Option<Vec<u8>>,
+}
 
 /// Either side: the handshake is refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +150,8 @@ pub enum RejectCode {
     ShuttingDown,
     /// The handshake did not complete in time.
     Timeout,
+    /// The receiver is up but not serving yet (it is registering its handlers); retry.
+    NotReady,
     /// A code this version does not know; kept so it can be logged.
     Other(u8),
 }
@@ -158,6 +170,7 @@ impl RejectCode {
             RejectCode::Unexpected => 8,
             RejectCode::ShuttingDown => 9,
             RejectCode::Timeout => 10,
+            RejectCode::NotReady => 11,
             RejectCode::Other(v) => v,
         }
     }
@@ -175,6 +188,7 @@ impl RejectCode {
             8 => RejectCode::Unexpected,
             9 => RejectCode::ShuttingDown,
             10 => RejectCode::Timeout,
+            11 => RejectCode::NotReady,
             v => RejectCode::Other(v),
         }
     }
@@ -193,6 +207,7 @@ impl fmt::Display for RejectCode {
             RejectCode::Unexpected => "unexpected message",
             RejectCode::ShuttingDown => "shutting down",
             RejectCode::Timeout => "timeout",
+            RejectCode::NotReady => "not ready",
             RejectCode::Other(v) => return write!(f, "reject code {v}"),
         };
         f.write_str(name)
@@ -337,6 +352,24 @@ mod bin_array {
     }
 }
 
+/// Serde adapter: an optional byte vector as msgpack `bin` (the key is left out when `None`).
+mod opt_bin {
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_bytes(b),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<u8>>, D::Error> {
+        super::bin_vec::deserialize(d).map(Some)
+    }
+}
+
 /// Serde adapter: a byte vector as msgpack `bin`.
 mod bin_vec {
     use std::fmt;
@@ -396,7 +429,7 @@ mod tests {
 
     #[test]
     fn handshake_decode_refuses_trailing_bytes_depth_and_size() {
-        let mut bytes = encode(&ReadyRecord {});
+        let mut bytes = encode(&ReadyRecord { handlers: None });
         assert_eq!(bytes, [0x80]);
         bytes.push(0xc0);
         let err = decode::<ReadyRecord>("Ready", &bytes).expect_err("trailing byte");
@@ -408,9 +441,61 @@ mod tests {
         deep.push(0xc0);
         assert!(decode::<ReadyRecord>("Ready", &deep).is_err());
 
+        // The table must be a bin, not an array of integers.
+        let array = [
+            0x81, 0xa8, b'h', b'a', b'n', b'd', b'l', b'e', b'r', b's', 0x91, 0x00,
+        ];
+        assert!(decode::<ReadyRecord>("Ready", &array).is_err());
+
         let big = vec![0u8; MAX_RECORD_LEN + 1];
         let err = decode::<ReadyRecord>("Ready", &big).expect_err("too big");
         assert!(err.contains("exceeds"), "{err}");
+    }
+
+    /// The records as a node of the version before handler tables had them: no fields.
+    #[derive(Debug, PartialEq, Deserialize)]
+    struct OldEmptyRecord {}
+
+    #[test]
+    fn handshake_handler_tables_are_a_key_older_nodes_ignore() {
+        let table = vec![0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07];
+        let ready = encode(&ReadyRecord {
+            handlers: Some(table.clone()),
+        });
+        // fixmap(1), "handlers", bin8(8) + the table message
+        assert_eq!(
+            hex::encode(&ready),
+            "81a868616e646c657273c4080100000100000007"
+        );
+        let confirm = encode(&ConfirmBody {
+            handlers: Some(table.clone()),
+        });
+        assert_eq!(confirm, ready);
+        // An older node decodes both as the empty records it knew.
+        assert_eq!(
+            decode::<OldEmptyRecord>("Ready", &ready),
+            Ok(OldEmptyRecord {})
+        );
+        assert_eq!(
+            decode::<OldEmptyRecord>("Confirm body", &confirm),
+            Ok(OldEmptyRecord {})
+        );
+        // A newer node reads the table, and reads an older node's records as "no table".
+        assert_eq!(
+            decode::<ReadyRecord>("Ready", &ready).map(|r| r.handlers),
+            Ok(Some(table))
+        );
+        assert_eq!(
+            decode::<ReadyRecord>("Ready", &[0x80]).map(|r| r.handlers),
+            Ok(None)
+        );
+        assert_eq!(
+            decode::<ConfirmBody>("Confirm body", &[0x80]).map(|r| r.handlers),
+            Ok(None)
+        );
+        // With no table the records stay the empty maps of before.
+        assert_eq!(encode(&ReadyRecord { handlers: None }), [0x80]);
+        assert_eq!(encode(&ConfirmBody { handlers: None }), [0x80]);
     }
 
     #[test]

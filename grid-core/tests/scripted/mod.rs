@@ -234,15 +234,22 @@ impl Cluster {
 
     /// Connects scripted peer `i` to the node through an in-memory socket.
     pub async fn attacker(&self, i: usize) -> ScriptedPeer {
+        self.attacker_announcing(i, None).await
+    }
+
+    /// [`attacker`](Self::attacker), announcing `table` (a handler-table message) in the
+    /// handshake when given.
+    pub async fn attacker_announcing(&self, i: usize, table: Option<Bytes>) -> ScriptedPeer {
         let (client, server) = tokio::io::duplex(PIPE_BYTES);
         let node = self.node.clone();
         tokio::spawn(async move { node.accept(Box::new(server)).await });
-        let peer = ScriptedPeer::connect_over(
+        let peer = ScriptedPeer::connect_announcing(
             Box::new(client),
             "node.scripted:9000",
             &self.config.route,
             &self.attackers[i],
             NODE,
+            table,
         )
         .await;
         // The node installs the connection just after its `Ready`: wait for it, so that what the

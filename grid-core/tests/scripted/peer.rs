@@ -85,14 +85,28 @@ async fn recv_handshake(ws: &mut Ws) -> Frame {
 
 impl ScriptedPeer {
     /// Upgrades `io` to a WebSocket on `route` and performs the handshake as `local`, dialing the
-    /// node named `remote`. Starts with the reader stopped: call [`read_eagerly`](Self::read_eagerly)
-    /// or [`allow_reads`](Self::allow_reads).
+    /// node named `remote`, announcing no handler table (as a node of a version without tables).
+    /// Starts with the reader stopped: call [`read_eagerly`](Self::read_eagerly) or
+    /// [`allow_reads`](Self::allow_reads).
     pub async fn connect_over(
         io: BoxedTransport,
         host: &str,
         route: &str,
         local: &str,
         remote: &str,
+    ) -> ScriptedPeer {
+        ScriptedPeer::connect_announcing(io, host, route, local, remote, None).await
+    }
+
+    /// [`connect_over`](Self::connect_over), announcing `table` (a handler-table message) in
+    /// the handshake when given: the node then takes `Handlers` updates from this peer.
+    pub async fn connect_announcing(
+        io: BoxedTransport,
+        host: &str,
+        route: &str,
+        local: &str,
+        remote: &str,
+        table: Option<Bytes>,
     ) -> ScriptedPeer {
         let url = format!("ws://{host}{route}");
         let (mut ws, _) = tokio::time::timeout(
@@ -113,6 +127,10 @@ impl ScriptedPeer {
             max_payload: 64 << 20,
             max_skew_ms: 300_000,
         });
+        let hs = match table {
+            Some(t) => hs.announce(t),
+            None => hs,
+        };
         send_handshake(&mut ws, &hello).await;
         let welcome = recv_handshake(&mut ws).await;
         let (confirm, next) = hs

@@ -21,13 +21,20 @@
 //! - **budgets**: request payloads of running calls and buffered stream messages are charged to
 //!   the connection's inbound budget; a stream that would take it past twice its bound is failed
 //!   (see [`Slot::settle`]);
-//! - **the lifecycle** ([`Lifecycle`]) and its typed [`CloseReason`].
+//! - **the lifecycle** ([`Lifecycle`]) and its typed [`CloseReason`];
+//! - **the handler tables** (`PROTOCOL.md` section 9): what the peer announced it serves (a
+//!   [`HandlerTable`], grown by its `Handlers` updates, answering [`peer_supports`] for the
+//!   fail-fast of new calls) and how much of this node's own table the peer was told.
+//!
+//! [`peer_supports`]: ConnCore::peer_supports
 //!
 //! No tokio, no spawning, no clock: the shell (`session.rs`, `serve.rs`, `driver.rs`) drives it,
 //! and `tests.rs` drives it frame by frame with no socket at all.
 
 mod calls;
+mod ending;
 mod reason;
+mod tables;
 #[cfg(test)]
 mod tests;
 mod timers;
@@ -40,6 +47,7 @@ pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,6 +61,7 @@ use crate::mux::{
     unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
     StreamCallee, StreamCaller, UnaryCallee,
 };
+use crate::table::HandlerTable;
 use timers::TimerHeap;
 
 enum Outgoing<H: Handles> {
@@ -82,6 +91,29 @@ impl Inbound<std::iter::Empty<(u32, Payload)>> {
     }
 }
 
+/// Hashes a call generation with one multiply (Fibonacci hashing, so the high bits the table's
+/// tags use vary too): generations are unique and allocated by this side, so no peer can choose
+/// them to collide (mux ids, which the peer chooses, keep the keyed default hash).
+#[derive(Debug, Default)]
+struct Generations(u64);
+
+impl Hasher for Generations {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used for `u64` keys; anything else folds in, byte by byte.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// One connection's calls, rules and budgets.
 pub(crate) struct ConnCore<H: Handles> {
     role: Role,
@@ -92,13 +124,19 @@ pub(crate) struct ConnCore<H: Handles> {
     calls: HashMap<MuxId, Outgoing<H>>,
     served: HashMap<MuxId, Served<H>>,
     /// Every admitted call whose task has not finished: generation → (mux, bytes charged).
-    admitted: HashMap<u64, (MuxId, usize)>,
+    /// Generations are ours (sequential), so they need no keyed hash.
+    admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<Generations>>,
     budget: Arc<Budget>,
     timers: TimerHeap,
     timer_moved: bool,
     transmit: VecDeque<(Frame, Lane)>,
     backlog_full: bool,
     events: VecDeque<Event<H>>,
+    /// What the peer announced it serves; `None` for a peer that announces no table (an older
+    /// node), which then gets no `Handlers` frames either.
+    peer_table: Option<HandlerTable>,
+    /// How many of this node's registrations the peer was told about, in registration order.
+    announced: usize,
 }
 
 impl<H: Handles> std::fmt::Debug for ConnCore<H> {
@@ -121,55 +159,21 @@ impl<H: Handles> ConnCore<H> {
             next_generation: 1,
             calls: HashMap::new(),
             served: HashMap::new(),
-            admitted: HashMap::new(),
+            admitted: HashMap::default(),
             budget,
             timers: TimerHeap::default(),
             timer_moved: false,
             transmit: VecDeque::new(),
             backlog_full: false,
             events: VecDeque::new(),
+            peer_table: None,
+            announced: 0,
         }
     }
 
     /// True until the core is closed: frames flow (a drain included).
     pub(crate) fn is_open(&self) -> bool {
         !matches!(self.life, Lifecycle::Closed(_))
-    }
-
-    /// True while this node drains: new calls from the peer are refused.
-    fn draining_locally(&self) -> bool {
-        matches!(self.life, Lifecycle::Draining { local: true, .. })
-    }
-
-    /// True once the peer said it is going away: new calls to it fail at once.
-    pub(crate) fn peer_leaving(&self) -> bool {
-        matches!(self.life, Lifecycle::Draining { remote: true, .. })
-    }
-
-    /// True when this node drains and nothing is in flight any more, either way.
-    pub(crate) fn drained(&self) -> bool {
-        self.draining_locally() && self.admitted.is_empty() && self.calls.is_empty()
-    }
-
-    /// Starts draining: the peer is told with a go-away (code `ShuttingDown`), new calls from it
-    /// are refused, calls in flight carry on. The shell closes the core once
-    /// [`drained`](Self::drained) or when its bound passes.
-    pub(crate) fn drain(&mut self) {
-        let remote = match self.life {
-            Lifecycle::Open => false,
-            Lifecycle::Draining {
-                local: false,
-                remote,
-            } => remote,
-            _ => return,
-        };
-        self.life = Lifecycle::Draining {
-            local: true,
-            remote,
-        };
-        self.push_control(Frame::GoAway {
-            error: ErrorRecord::text(ErrorCode::ShuttingDown, "draining"),
-        });
     }
 
     pub(crate) fn close_reason(&self) -> Option<&CloseReason> {
@@ -254,7 +258,8 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
-    /// Registers a unary call; `Err` hands `reply` back when the connection is closed.
+    /// Registers a unary call; `Err` hands `reply` back when the connection is closed. The
+    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock.
     pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
         if !self.is_open() || self.peer_leaving() {
             return Err(reply);
@@ -342,6 +347,7 @@ impl<H: Handles> ConnCore<H> {
                 let text = String::from_utf8_lossy(&error.message).into_owned();
                 self.close(CloseReason::remote(CloseKind::PeerReportedViolation(text)));
             }
+            Frame::Handlers { update } => self.on_handlers(&update),
             Frame::GoAway { .. } => {
                 // The peer is leaving: no new calls to it; what is in flight carries on until
                 // it closes the socket.
@@ -766,79 +772,5 @@ impl<H: Handles> ConnCore<H> {
             self.transmit.push_back((f, lane));
         }
         slot.wake();
-    }
-
-    // ---- the end of the connection ----------------------------------------------------------
-
-    /// The peer broke a connection-level rule: tell it why (a go-away) and close.
-    fn violate(&mut self, violation: ProtocolViolation) {
-        let record = ErrorRecord::text(ErrorCode::Protocol, violation.to_string());
-        self.close_telling(CloseReason::violation(violation), record);
-    }
-
-    /// Closes like [`close`](Self::close), leaving one last frame to send: a go-away carrying
-    /// `record`, so the peer learns why (a violation, or that this node is shutting down).
-    pub(crate) fn close_telling(&mut self, reason: CloseReason, record: ErrorRecord) {
-        if !self.is_open() {
-            return;
-        }
-        self.close(reason);
-        self.push_control(Frame::GoAway { error: record });
-    }
-
-    /// Closes the connection: every call this side started fails `Disconnected`, every call it
-    /// serves is cancelled (`ShuttingDown` when a node is leaving, else `Disconnected`), and
-    /// nothing more is admitted. Idempotent; the first reason is kept. Admission slots stay
-    /// until each task reports [`finish`](Self::finish).
-    pub(crate) fn close(&mut self, reason: CloseReason) {
-        if !self.is_open() {
-            return;
-        }
-        // A node that said it was leaving and then closed left cleanly: its callers and its
-        // handlers learn that, not a crash.
-        let leaving = reason.is_going_away() || self.peer_leaving();
-        let reason = match reason.kind {
-            CloseKind::SocketClosed if self.peer_leaving() => {
-                CloseReason::remote(CloseKind::GoingAway("the peer drained and closed".into()))
-            }
-            _ => reason,
-        };
-        let (cause, lost) = if leaving {
-            (CancelCause::ShuttingDown, MuxError::GoingAway)
-        } else {
-            (CancelCause::Disconnected, MuxError::Disconnected)
-        };
-        self.life = Lifecycle::Closed(reason.clone());
-        self.transmit.clear();
-        self.timers.clear();
-        for (_, call) in self.calls.drain() {
-            match call {
-                Outgoing::Unary(reply) => self
-                    .events
-                    .push_back(Event::Reply(reply, Err(lost.clone()))),
-                Outgoing::Stream(shared) => {
-                    let mut slot = shared.lock();
-                    slot.machine.link_lost(lost.clone());
-                    slot.wake();
-                }
-            }
-        }
-        for (_, entry) in self.served.drain() {
-            match entry.kind {
-                ServedKind::Unary(cancel) => self.events.push_back(Event::Cancel(cancel, cause)),
-                ServedKind::Stream(shared, cancel) => {
-                    // The machine first: once it is aborted, a handler that returns because of
-                    // the cancellation can no longer queue a clean end (which would turn a
-                    // disconnect into a clean end of stream for the caller).
-                    let mut slot = shared.lock();
-                    slot.machine.abort(cause);
-                    slot.settle();
-                    slot.wake();
-                    drop(slot);
-                    self.events.push_back(Event::Cancel(cancel, cause));
-                }
-            }
-        }
-        self.events.push_back(Event::Closed(reason));
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 
 use crate::frame::{FrameError, Op};
 use crate::ids::MuxId;
+use crate::table::TableError;
 
 /// The life of one connection core.
 ///
@@ -85,6 +86,8 @@ pub enum CloseKind {
     Killed,
     /// The manager shut down.
     Shutdown,
+    /// The peer was removed from the membership.
+    Removed,
     /// The tasks driving the socket stopped (their supervisor dropped them).
     DriverStopped,
 }
@@ -116,6 +119,9 @@ pub enum ProtocolViolation {
         /// The op.
         op: Op,
     },
+    /// A `Handlers` update that is malformed, repeats a route, or takes the peer's handler table
+    /// past its bounds (`PROTOCOL.md` section 9).
+    HandlerTable(TableError),
 }
 
 impl CloseReason {
@@ -179,6 +185,7 @@ impl fmt::Display for CloseKind {
             CloseKind::Replaced => f.write_str("replaced by a new connection"),
             CloseKind::Killed => f.write_str("killed on request"),
             CloseKind::Shutdown => f.write_str("the manager shut down"),
+            CloseKind::Removed => f.write_str("the peer was removed from the membership"),
             CloseKind::DriverStopped => f.write_str("the socket's driver stopped"),
         }
     }
@@ -198,6 +205,7 @@ impl fmt::Display for ProtocolViolation {
             ProtocolViolation::UnexpectedOp { op } => {
                 write!(f, "unexpected {op:?} after the handshake")
             }
+            ProtocolViolation::HandlerTable(e) => write!(f, "bad handler table update: {e}"),
         }
     }
 }

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use super::*;
 use crate::frame::{CancelReason, Op};
 use crate::ids::HandlerId;
+use crate::table::{HandlerTable, Supported};
 
 /// A cancellation handle that remembers its cause.
 #[derive(Debug, Clone, Default)]
@@ -453,4 +454,167 @@ fn a_draining_core_refuses_new_calls_tells_the_peer_and_reports_drained() {
     h.core.finish(running);
     assert!(h.core.drained());
     assert!(h.core.is_open(), "drained is not closed: the shell closes");
+}
+
+// ---- handler tables ---------------------------------------------------------------------------
+
+/// A table message announcing `ids` without subroutes.
+fn table_of(ids: &[HandlerId], complete: bool) -> Bytes {
+    let routes: Vec<Route> = ids.iter().map(|id| route(*id)).collect();
+    crate::table::encode(&routes, complete).expect("valid table")
+}
+
+fn peer_table(ids: &[HandlerId], complete: bool) -> Option<HandlerTable> {
+    Some(HandlerTable::decode(&table_of(ids, complete)).expect("valid table"))
+}
+
+/// This node's registrations, as the registry would list them.
+struct Local(Vec<crate::table::Entry>, bool);
+
+impl crate::table::LocalTable for Local {
+    fn entries_since(&self, from: usize) -> Vec<crate::table::Entry> {
+        self.0.get(from..).unwrap_or_default().to_vec()
+    }
+    fn is_complete(&self) -> bool {
+        self.1
+    }
+}
+
+#[test]
+fn only_a_complete_peer_table_says_a_route_is_not_served() {
+    let mut h = Harness::new(10, 100);
+    assert_eq!(h.core.peer_supports(&route(UNARY)), Supported::Unknown);
+    h.core.set_tables(peer_table(&[UNARY], false), 0);
+    assert_eq!(h.core.peer_supports(&route(UNARY)), Supported::Yes);
+    assert_eq!(h.core.peer_supports(&route(STREAM)), Supported::Unknown);
+    assert!(
+        !h.core.peer_lacks(&route(STREAM)),
+        "an incomplete table fails nothing fast"
+    );
+    h.core.set_tables(peer_table(&[UNARY], true), 0);
+    assert_eq!(h.core.peer_supports(&route(STREAM)), Supported::No);
+    assert!(h.core.peer_lacks(&route(STREAM)));
+    assert!(!h.core.peer_lacks(&route(UNARY)));
+    // The subroute is part of the route.
+    let under = Route {
+        handler: UNARY,
+        subroute: Some(Bytes::from_static(b"disk1")),
+    };
+    assert_eq!(h.core.peer_supports(&under), Supported::No);
+}
+
+#[test]
+fn handlers_updates_grow_the_peer_table_and_bad_ones_close_with_their_reason() {
+    let mut h = Harness::new(10, 100);
+    h.core.set_tables(peer_table(&[], false), 0);
+    h.frame(Frame::Handlers {
+        update: table_of(&[STREAM], true),
+    });
+    assert_eq!(h.core.peer_supports(&route(STREAM)), Supported::Yes);
+    assert_eq!(h.core.peer_supports(&route(UNARY)), Supported::No);
+    assert_eq!(h.sent(), vec![], "an update is not answered");
+    assert_eq!(h.events(), None);
+
+    // A route announced twice: the connection closes, and the peer is told why.
+    h.frame(Frame::Handlers {
+        update: table_of(&[STREAM], true),
+    });
+    let reason = h.events().expect("closed");
+    assert!(
+        matches!(
+            &reason.kind,
+            CloseKind::Violation(ProtocolViolation::HandlerTable(
+                crate::table::TableError::Duplicate { handler, .. }
+            )) if *handler == STREAM
+        ),
+        "{reason:?}"
+    );
+    assert!(
+        matches!(&h.sent()[..], [Frame::GoAway { error }] if error.code == ErrorCode::Protocol)
+    );
+
+    // Too many routes.
+    let mut h = Harness::new(10, 100);
+    h.core.set_tables(peer_table(&[], false), 0);
+    let many: Vec<HandlerId> = (1..=crate::table::MAX_TABLE_ENTRIES as u32)
+        .map(HandlerId)
+        .collect();
+    h.frame(Frame::Handlers {
+        update: table_of(&many, false),
+    });
+    assert_eq!(h.events(), None, "at the bound");
+    h.frame(Frame::Handlers {
+        update: table_of(&[HandlerId(u32::MAX)], false),
+    });
+    assert_eq!(
+        h.events().map(|r| r.kind),
+        Some(CloseKind::Violation(ProtocolViolation::HandlerTable(
+            crate::table::TableError::TooManyEntries {
+                limit: crate::table::MAX_TABLE_ENTRIES
+            }
+        )))
+    );
+
+    // From a peer that announced no table in its handshake, an update is out of place.
+    let mut h = Harness::new(10, 100);
+    h.frame(Frame::Handlers {
+        update: table_of(&[STREAM], true),
+    });
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::UnexpectedOp {
+            op: Op::Handlers
+        }))
+    );
+}
+
+#[test]
+fn announce_tells_the_peer_only_what_it_has_not_heard_in_parts_that_fit() {
+    let entries: Vec<crate::table::Entry> = (1..=40u32)
+        .map(|i| {
+            (
+                HandlerId(i),
+                (i % 3 == 0).then(|| format!("disk{i}").into()),
+            )
+        })
+        .collect();
+    let local = Local(entries.clone(), true);
+
+    // The handshake carried the first 10; the rest go now, in parts of at most 128 bytes, the
+    // last one complete; all of them in the control lane.
+    let mut h = Harness::new(10, 100);
+    h.core.set_tables(peer_table(&[], false), 10);
+    h.core.announce(&local, 128);
+    let sent = h.sent_with_lanes();
+    assert!(sent.len() > 1, "{} parts", sent.len());
+    let mut seen = HandlerTable::decode(&[0]).expect("empty");
+    for (i, (frame, lane)) in sent.iter().enumerate() {
+        assert_eq!(*lane, Lane::Control);
+        let Frame::Handlers { update } = frame else {
+            panic!("not a Handlers frame: {frame:?}")
+        };
+        assert!(update.len() <= 128);
+        assert_eq!(update[0] == crate::table::COMPLETE, i + 1 == sent.len());
+        seen.apply(update).expect("each part is a valid update");
+    }
+    assert_eq!(seen.len(), 30);
+    assert!(seen.contains(HandlerId(11), None));
+    assert!(
+        !seen.contains(HandlerId(10), None),
+        "already in the handshake"
+    );
+    assert!(seen.contains(HandlerId(12), Some(b"disk12")));
+
+    // Nothing new: nothing sent. One more registration: one more update.
+    h.core.announce(&local, 128);
+    assert_eq!(h.sent(), vec![]);
+    let mut more = entries;
+    more.push((HandlerId(99), None));
+    h.core.announce(&Local(more.clone(), true), 128);
+    assert!(matches!(&h.sent()[..], [Frame::Handlers { .. }]));
+
+    // A peer that announced no table gets no `Handlers` frame: it would not know the op.
+    let mut h = Harness::new(10, 100);
+    h.core.announce(&Local(more, true), 128);
+    assert_eq!(h.sent(), vec![]);
 }

@@ -48,9 +48,13 @@ const fn mux_rule(op: Op) -> MuxRule {
         | Op::Error
         | Op::Cancel => MuxRule::Call,
         Op::Ping | Op::Pong => MuxRule::Any,
-        Op::GoAway | Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => {
-            MuxRule::Connection
-        }
+        Op::GoAway
+        | Op::Hello
+        | Op::Welcome
+        | Op::Confirm
+        | Op::Ready
+        | Op::Reject
+        | Op::Handlers => MuxRule::Connection,
     }
 }
 
@@ -79,6 +83,8 @@ const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
         Op::Cancel => (1, true),
         Op::Ping | Op::Pong => (8, true),
         Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => (0, false),
+        // At least the table message's flags byte.
+        Op::Handlers => (1, false),
     }
 }
 
@@ -564,6 +570,7 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             nonce: b.u64()?,
         },
         Op::GoAway => Frame::GoAway { error: b.record()? },
+        Op::Handlers => Frame::Handlers { update: b.rest()? },
         Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => Frame::Handshake {
             op,
             payload: b.rest()?,

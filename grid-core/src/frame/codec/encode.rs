@@ -102,6 +102,7 @@ fn frame_flags(frame: &Frame) -> u8 {
         | Frame::Ping { .. }
         | Frame::Pong { .. }
         | Frame::GoAway { .. }
+        | Frame::Handlers { .. }
         | Frame::Handshake { .. } => 0,
     }
 }
@@ -119,6 +120,7 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Error { error, .. } | Frame::GoAway { error } => record_len(error),
         Frame::Cancel { .. } => 1,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
+        Frame::Handlers { update } => update.len(),
         Frame::Handshake { payload, .. } => payload.len(),
     }
 }
@@ -268,6 +270,7 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
         Frame::Error { error, .. } | Frame::GoAway { error } => put_record(error, dst),
         Frame::Cancel { reason, .. } => dst.put_u8(*reason as u8),
         Frame::Ping { nonce, .. } | Frame::Pong { nonce, .. } => dst.put_u64(*nonce),
+        Frame::Handlers { update } => dst.put_slice(update),
         Frame::Handshake { payload, .. } => dst.put_slice(payload),
     }
 }

@@ -196,8 +196,37 @@ fn unknown_op() {
         Err(FrameError::UnknownOp(0))
     );
     assert_eq!(
-        decode_one(&raw(18, 0, 0, &[])),
-        Err(FrameError::UnknownOp(18))
+        decode_one(&raw(19, 0, 0, &[])),
+        Err(FrameError::UnknownOp(19))
+    );
+}
+
+#[test]
+fn handlers_frames_are_connection_level_with_at_least_a_flags_byte() {
+    let frame = Frame::Handlers {
+        update: Bytes::from_static(&[1, 0, 0, 1, 0, 0, 0, 9]),
+    };
+    let bytes = encode_batch(std::slice::from_ref(&frame), false);
+    assert_eq!(decode_batch(bytes, &LIMITS), Ok(vec![frame]));
+    let op = Op::Handlers as u8;
+    assert_eq!(
+        decode_one(&raw(op, 0, 3, &[0])),
+        Err(FrameError::BadMux {
+            op: Op::Handlers,
+            mux: 3
+        })
+    );
+    assert_eq!(decode_one(&raw(op, 0, 0, &[])), bad_length(Op::Handlers, 0));
+    assert_eq!(
+        decode_one(&raw(op, flags::PAYLOAD, 0, &[0])),
+        Err(FrameError::BadFlags {
+            op: Op::Handlers,
+            flags: flags::PAYLOAD
+        })
+    );
+    assert_eq!(
+        decode_one(&raw(op, 0, 0, &[0; 65])),
+        Err(FrameError::PayloadTooLarge { len: 65, limit: 64 })
     );
 }
 

@@ -102,19 +102,6 @@ fn handshake_dialer_with_wrong_secret_is_refused_at_confirm() {
     assert!(line.contains("proof does not verify"), "{line}");
 }
 
-/// Proves with a real key but accepts every proof: a dialer that skipped authenticating the
-/// acceptor.
-struct TrustingProver(HmacAuth);
-
-impl Authenticator for TrustingProver {
-    fn prove(&self, peer: &str, transcript: &[u8]) -> Vec<u8> {
-        self.0.prove(peer, transcript)
-    }
-    fn verify(&self, _: &str, _: &[u8], _: &[u8]) -> bool {
-        true
-    }
-}
-
 #[test]
 fn handshake_acceptor_with_wrong_secret_is_refused_by_the_dialer() {
     let (d, a) = pair();

@@ -135,3 +135,91 @@ fn handshake_frames_travel_in_batches_of_one_under_handshake_limits() {
     let batch = encode_batch(&[big], false);
     assert!(decode_batch(batch, &HANDSHAKE_LIMITS).is_err());
 }
+
+/// The table of `PROTOCOL.md` vector V19: `Handlers` frames and handshake records carry the same
+/// table messages.
+const VECTOR_TABLE: &str = "01 00 0002 00000002 b5937eee 05 6469736b31 0001 0a0b0c0d";
+
+#[test]
+fn handshake_protocol_vector_with_handler_tables() {
+    let dialer_name = "http://10.0.0.1:9000";
+    let acceptor_name = "http://10.0.0.2:9000";
+    let auth = HmacAuth::new("test-secret");
+    let table = Bytes::from(hex::decode(VECTOR_TABLE.replace(' ', "")).expect("hex"));
+
+    // The same handshake as above; the dialer announces an empty, incomplete table (it has
+    // registered nothing yet), the acceptor the table of V19.
+    let (dialer, hello) = DialerHandshake::start(DialerParams {
+        local: dialer_name.to_owned(),
+        remote: acceptor_name.to_owned(),
+        instance: seq(0x00),
+        nonce: seq(0x10),
+        now_ms: 1_700_000_000_000,
+        checksum: true,
+        max_payload: 64 << 20,
+        max_skew_ms: DEFAULT_MAX_SKEW_MS,
+    });
+    let dialer = dialer.announce(Bytes::from_static(&[0x00]));
+    let (welcome, acceptor) = AcceptorHandshake::new(AcceptorParams {
+        local: acceptor_name.to_owned(),
+        instance: seq(0x30),
+        nonce: seq(0x40),
+        checksum: false,
+        max_payload: 64 << 20,
+        max_skew_ms: DEFAULT_MAX_SKEW_MS,
+    })
+    .announce(table.clone())
+    .on_hello(hello.clone(), 1_700_000_000_250, &anyone, &auth)
+    .expect("hello");
+    // The tables change neither the Hello nor the Welcome.
+    assert_eq!(hex::encode(payload(&hello)), VECTOR_HELLO);
+    assert_eq!(hex::encode(payload(&welcome)), VECTOR_WELCOME);
+    let (confirm, dialer) = dialer
+        .on_welcome(welcome.clone(), 1_700_000_000_010, &auth)
+        .expect("welcome");
+    let (ready, seen_by_acceptor) = acceptor
+        .on_confirm(confirm.clone(), &auth)
+        .expect("confirm");
+    let seen_by_dialer = dialer.on_ready(ready.clone()).expect("ready");
+
+    let confirm_rec: SignedRecord = records::decode("Confirm", &payload(&confirm)).expect("c");
+    let got = [
+        ("confirm body", hex::encode(&confirm_rec.body)),
+        ("confirm proof", hex::encode(&confirm_rec.proof)),
+        ("confirm", hex::encode(payload(&confirm))),
+        ("ready", hex::encode(payload(&ready))),
+    ];
+    let want = [
+        ("confirm body", VECTOR_CONFIRM_BODY_TABLE),
+        ("confirm proof", VECTOR_CONFIRM_PROOF_TABLE),
+        ("confirm", VECTOR_CONFIRM_TABLE),
+        ("ready", VECTOR_READY_TABLE),
+    ];
+    for ((what, got), (_, want)) in got.iter().zip(want) {
+        assert_eq!(got, &want.replace([' ', '\n'], ""), "{what}");
+    }
+
+    // The proof covers the body with its table, by the definition of section 7.4.
+    let lp = |x: &[u8]| [&u32::try_from(x.len()).expect("short").to_be_bytes()[..], x].concat();
+    let confirm_t = [
+        b"grid/1 confirm\0".to_vec(),
+        lp(&payload(&hello)),
+        lp(&payload(&welcome)),
+        lp(&confirm_rec.body),
+    ]
+    .concat();
+    assert_eq!(auth.prove("unused", &confirm_t), confirm_rec.proof);
+
+    let to_dialer = seen_by_dialer.handlers.expect("the acceptor's table");
+    assert!(to_dialer.is_complete() && to_dialer.len() == 3);
+    assert!(to_dialer.contains(crate::HandlerId(0x0a0b_0c0d), Some(b"disk1")));
+    let to_acceptor = seen_by_acceptor.handlers.expect("the dialer's table");
+    assert!(to_acceptor.is_empty() && !to_acceptor.is_complete());
+}
+
+const VECTOR_CONFIRM_BODY_TABLE: &str = "81a868616e646c657273c40100";
+const VECTOR_CONFIRM_PROOF_TABLE: &str =
+    "adf8c1efffe148007f12bfd7ee7ad3c563e7b9555d2f9916cc74ea1785c36ce4";
+const VECTOR_CONFIRM_TABLE: &str = "82a4626f6479c40d81a868616e646c657273c40100a570726f6f66c420adf8c1efffe148007f12bfd7ee7ad3c563e7b9555d2f9916cc74ea1785c36ce4";
+const VECTOR_READY_TABLE: &str =
+    "81a868616e646c657273c4180100000200000002b5937eee056469736b3100010a0b0c0d";

@@ -1,7 +1,7 @@
 //! grid side by side with its peers (issue 5), in one process, in one run.
 //!
-//! `cargo bench --bench compare` (full run, a few minutes) or
-//! `cargo bench --bench compare -- --quick` (about a second per workload; checks that every
+//! `cargo bench -p grid-bench --bench compare` (full run, a few minutes) or
+//! `cargo bench -p grid-bench --bench compare -- --quick` (about a second per workload; checks that every
 //! system completed every workload with correct responses and exits non-zero if not; asserts no
 //! speed).
 //!
@@ -19,19 +19,12 @@ use std::time::Duration;
 
 use grid::Config;
 
-#[path = "compare/common.rs"]
 mod common;
-#[path = "compare/grid_sys.rs"]
 mod grid_sys;
-#[path = "compare/jsonrpsee_sys.rs"]
 mod jsonrpsee_sys;
-#[path = "compare/raw_ws.rs"]
 mod raw_ws;
-#[path = "compare/report.rs"]
 mod report;
-#[path = "compare/tarpc_sys.rs"]
 mod tarpc_sys;
-#[path = "compare/tonic_sys.rs"]
 mod tonic_sys;
 
 use common::{run_count, run_unary, EchoFn, Failures, Opts, System};
