@@ -76,11 +76,37 @@ impl<E> From<Error> for CallError<E> {
     }
 }
 
+/// Bytes of the block a thread encodes unary payloads into.
+const SCRATCH_BLOCK: usize = 16 << 10;
+
+thread_local! {
+    /// Where this thread encodes unary payloads: each payload is split off the front of the
+    /// block, and the block is reused once every payload cut from it is gone (they are copied
+    /// into their frames at once), so a steady flow of calls allocates nothing per payload.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
 /// Encodes a payload (msgpack with field names).
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
-    let mut buf = BytesMut::with_capacity(64);
-    encode_into(value, &mut buf)?;
-    Ok(buf.freeze())
+    SCRATCH.with(|scratch| {
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            // A value whose serialization encodes another payload: a buffer of its own.
+            let mut buf = BytesMut::new();
+            encode_into(value, &mut buf)?;
+            return Ok(buf.freeze());
+        };
+        if buf.capacity() < SCRATCH_BLOCK / 4 {
+            // Takes the block back in place when nothing cut from it is still alive.
+            buf.reserve(SCRATCH_BLOCK);
+        }
+        let encoded = encode_into(value, &mut buf);
+        let out = buf.split().freeze();
+        if buf.capacity() > SCRATCH_BLOCK * 4 {
+            // A large payload grew the block: let it go with its last payload.
+            *buf = BytesMut::new();
+        }
+        encoded.map(|()| out)
+    })
 }
 
 /// Encodes a stream item at the end of `dst` (straight into its frame): a [`Bytes`] item as its
@@ -125,18 +151,29 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// Decodes a payload that arrived as `bytes`. A payload whose type is [`Bytes`] itself and that
 /// is one msgpack bin (how `Bytes` encodes) comes back as a slice of `bytes`: no copy, no
 /// allocation. Anything else decodes from the slice as [`decode`] does.
-fn decode_owned<T: DeserializeOwned + 'static>(mut bytes: Bytes) -> Result<T, Error> {
-    if TypeId::of::<T>() == TypeId::of::<Bytes>() {
-        if let Some(header) = bin_header(&bytes) {
-            bytes.advance(header);
-            let mut out: Option<T> = None;
-            if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
-                *slot = Some(bytes);
-            }
-            return out.ok_or_else(|| Error::Codec("a Bytes payload".into()));
-        }
+fn decode_owned<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, Error> {
+    match as_bytes_payload(bytes) {
+        Ok(v) => Ok(v),
+        Err(bytes) => decode(&bytes),
     }
-    decode(&bytes)
+}
+
+/// `bytes` as the `T` it encodes when `T` is [`Bytes`] and `bytes` is one msgpack bin (a slice,
+/// no copy); else `bytes` back, for serde.
+#[inline]
+fn as_bytes_payload<T: 'static>(mut bytes: Bytes) -> Result<T, Bytes> {
+    if TypeId::of::<T>() != TypeId::of::<Bytes>() {
+        return Err(bytes);
+    }
+    let Some(header) = bin_header(&bytes) else {
+        return Err(bytes);
+    };
+    bytes.advance(header);
+    let mut out: Option<T> = None;
+    if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
+        *slot = Some(bytes);
+    }
+    out.ok_or_else(Bytes::new)
 }
 
 /// The length of the msgpack header when `p` is exactly one bin (`bin 8`, `bin 16` or
@@ -377,9 +414,10 @@ impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseStre
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         match Pin::new(&mut self.get_mut().receiver).poll_next(cx) {
-            Poll::Ready(Some(Ok(b))) => {
-                Poll::Ready(Some(decode_owned(b).map_err(CallError::Transport)))
-            }
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(match as_bytes_payload(b) {
+                Ok(v) => Ok(v),
+                Err(b) => decode(&b).map_err(CallError::Transport),
+            })),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(typed_error(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
