@@ -4,13 +4,18 @@
 //! `#[serde(default)]` field and still talk to older peers. A handler's error `E` travels as an
 //! application error record whose message is `E` encoded the same way; the caller decodes it back
 //! and sees [`CallError::Remote`].
+//!
+//! Stream items are encoded once, straight into their frame in the outgoing batch (no buffer of
+//! their own), and decoded from the slice of the received message they arrived in. `send_all`
+//! and `recv_many` move many items per lock of the stream, as the untyped ends do.
 
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
 use grid_core::{
     CallOptions, Connection, Error, ErrorCode, HandlerInput, HandlerOutput, HandlerSpec,
@@ -71,10 +76,69 @@ impl<E> From<Error> for CallError<E> {
     }
 }
 
+/// Bytes of the block a thread encodes unary payloads into.
+const SCRATCH_BLOCK: usize = 16 << 10;
+
+thread_local! {
+    /// Where this thread encodes unary payloads: each payload is split off the front of the
+    /// block, and the block is reused once every payload cut from it is gone (they are copied
+    /// into their frames at once), so a steady flow of calls allocates nothing per payload.
+    static SCRATCH: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
 /// Encodes a payload (msgpack with field names).
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
-    rmp_serde::to_vec_named(value)
-        .map(Bytes::from)
+    SCRATCH.with(|scratch| {
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            // A value whose serialization encodes another payload: a buffer of its own.
+            let mut buf = BytesMut::new();
+            encode_into(value, &mut buf)?;
+            return Ok(buf.freeze());
+        };
+        if buf.capacity() < SCRATCH_BLOCK / 4 {
+            // Takes the block back in place when nothing cut from it is still alive.
+            buf.reserve(SCRATCH_BLOCK);
+        }
+        let encoded = encode_into(value, &mut buf);
+        let out = buf.split().freeze();
+        if buf.capacity() > SCRATCH_BLOCK * 4 {
+            // A large payload grew the block: let it go with its last payload.
+            *buf = BytesMut::new();
+        }
+        encoded.map(|()| out)
+    })
+}
+
+/// Encodes a stream item at the end of `dst` (straight into its frame): a [`Bytes`] item as its
+/// msgpack bin directly, anything else through [`encode_into`].
+fn encode_item<T: Serialize + 'static>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
+    if let Some(b) = (value as &dyn Any).downcast_ref::<Bytes>() {
+        // What rmp writes for bytes: the shortest bin header, then the bytes.
+        match (
+            u8::try_from(b.len()),
+            u16::try_from(b.len()),
+            u32::try_from(b.len()),
+        ) {
+            (Ok(n), _, _) => dst.put_slice(&[0xc4, n]),
+            (_, Ok(n), _) => {
+                dst.put_u8(0xc5);
+                dst.put_u16(n);
+            }
+            (_, _, Ok(n)) => {
+                dst.put_u8(0xc6);
+                dst.put_u32(n);
+            }
+            _ => return encode_into(value, dst),
+        }
+        dst.put_slice(b);
+        return Ok(());
+    }
+    encode_into(value, dst)
+}
+
+/// Encodes a payload at the end of `dst` (straight into a frame).
+fn encode_into<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
+    rmp_serde::encode::write_named(&mut dst.writer(), value)
         .map_err(|e| Error::Codec(format!("encoding {}: {e}", std::any::type_name::<T>())))
 }
 
@@ -82,6 +146,50 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     rmp_serde::from_slice(bytes)
         .map_err(|e| Error::Codec(format!("decoding {}: {e}", std::any::type_name::<T>())))
+}
+
+/// Decodes a payload that arrived as `bytes`. A payload whose type is [`Bytes`] itself and that
+/// is one msgpack bin (how `Bytes` encodes) comes back as a slice of `bytes`: no copy, no
+/// allocation. Anything else decodes from the slice as [`decode`] does.
+fn decode_owned<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, Error> {
+    match as_bytes_payload(bytes) {
+        Ok(v) => Ok(v),
+        Err(bytes) => decode(&bytes),
+    }
+}
+
+/// `bytes` as the `T` it encodes when `T` is [`Bytes`] and `bytes` is one msgpack bin (a slice,
+/// no copy); else `bytes` back, for serde.
+#[inline]
+fn as_bytes_payload<T: 'static>(mut bytes: Bytes) -> Result<T, Bytes> {
+    if TypeId::of::<T>() != TypeId::of::<Bytes>() {
+        return Err(bytes);
+    }
+    let Some(header) = bin_header(&bytes) else {
+        return Err(bytes);
+    };
+    bytes.advance(header);
+    let mut out: Option<T> = None;
+    if let Some(slot) = (&mut out as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
+        *slot = Some(bytes);
+    }
+    out.ok_or_else(Bytes::new)
+}
+
+/// The length of the msgpack header when `p` is exactly one bin (`bin 8`, `bin 16` or
+/// `bin 32`).
+fn bin_header(p: &[u8]) -> Option<usize> {
+    let (&marker, rest) = p.split_first()?;
+    let (len, header) = match marker {
+        0xc4 => (usize::from(*rest.first()?), 2),
+        0xc5 => (usize::from(u16::from_be_bytes(*rest.first_chunk()?)), 3),
+        0xc6 => (
+            usize::try_from(u32::from_be_bytes(*rest.first_chunk()?)).ok()?,
+            5,
+        ),
+        _ => return None,
+    };
+    (p.len() == header + len).then_some(header)
 }
 
 /// Turns an untyped call error into a typed one, decoding an application error into `E`.
@@ -107,21 +215,44 @@ impl<T> fmt::Debug for Sender<T> {
     }
 }
 
-impl<T: Serialize> Sender<T> {
+impl<T: Serialize + 'static> Sender<T> {
     /// Sends one item, waiting for flow-control credit.
     ///
     /// # Errors
     /// The caller went away ([`Error::Disconnected`], [`Error::Cancelled`], [`Error::Deadline`]),
     /// or the item could not be encoded or is too large.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped, the item was either queued whole or not at all.
     pub async fn send(&mut self, item: T) -> Result<(), Error> {
-        let bytes = encode(&item)?;
-        self.out.send(bytes).await
+        self.send_all(std::iter::once(item)).await
+    }
+
+    /// Sends every item of `items`, in order, as many at a time as the stream's windows and the
+    /// socket's queue allow, each encoded straight into the outgoing batch: the fast way to send
+    /// many small items.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), for the first item that fails (the items before it are sent).
+    ///
+    /// # Cancel safety
+    /// If the future is dropped, the items queued so far are sent, in order, and the rest are
+    /// not; none is sent in part.
+    pub async fn send_all<I>(&mut self, items: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = T>,
+    {
+        self.out
+            .send_encoded(items, |item, dst| encode_item(item, dst))
+            .await
     }
 }
 
 /// The handler side of a client or two-way stream: receives typed items from the caller.
 pub struct Receiver<T> {
     input: HandlerInput,
+    /// What [`recv_many`](Self::recv_many) takes before decoding.
+    raw: Vec<Bytes>,
     _item: PhantomData<fn() -> T>,
 }
 
@@ -133,24 +264,49 @@ impl<T> fmt::Debug for Receiver<T> {
     }
 }
 
-impl<T: DeserializeOwned> Receiver<T> {
+impl<T: DeserializeOwned + 'static> Receiver<T> {
     /// The next item; `None` once the caller finished its input.
     ///
     /// # Errors
     /// The caller went away, or an item could not be decoded.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: an item is taken only when it is returned.
     pub async fn recv(&mut self) -> Option<Result<T, Error>> {
         futures::StreamExt::next(self).await
     }
+
+    /// Waits for the next item, then moves into `buf` every item already received after it
+    /// too (at most `limit`): one lock of the stream for all of them. Returns how many it added;
+    /// `0` once the caller finished its input.
+    ///
+    /// # Errors
+    /// The caller went away, or an item could not be decoded (the items before it are in
+    /// `buf`).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: items are moved only when the call returns.
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> Result<usize, Error> {
+        self.raw.clear();
+        let n = self.input.recv_many(&mut self.raw, limit).await?;
+        buf.reserve(n);
+        for b in self.raw.drain(..) {
+            buf.push(decode_owned(b)?);
+        }
+        Ok(n)
+    }
 }
 
-impl<T: DeserializeOwned> Stream for Receiver<T> {
+impl<T: DeserializeOwned + 'static> Stream for Receiver<T> {
     type Item = Result<T, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        Pin::new(&mut this.input)
-            .poll_next(cx)
-            .map(|o| o.map(|r| r.and_then(|b| decode(&b))))
+        match Pin::new(&mut self.get_mut().input).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(decode_owned(b))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -169,14 +325,35 @@ impl<T> fmt::Debug for RequestSink<T> {
     }
 }
 
-impl<T: Serialize> RequestSink<T> {
+impl<T: Serialize + 'static> RequestSink<T> {
     /// Sends one item to the handler, waiting for flow-control credit.
     ///
     /// # Errors
     /// The stream ended or the item could not be encoded or is too large.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped, the item was either queued whole or not at all.
     pub async fn send(&mut self, item: T) -> Result<(), Error> {
-        let bytes = encode(&item)?;
-        self.sender.send(bytes).await
+        self.send_all(std::iter::once(item)).await
+    }
+
+    /// Sends every item of `items`, in order, as many at a time as the stream's windows and the
+    /// socket's queue allow, each encoded straight into the outgoing batch: the fast way to send
+    /// many small items.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), for the first item that fails (the items before it are sent).
+    ///
+    /// # Cancel safety
+    /// If the future is dropped, the items queued so far are sent, in order, and the rest are
+    /// not; none is sent in part.
+    pub async fn send_all<I>(&mut self, items: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = T>,
+    {
+        self.sender
+            .send_encoded(items, |item, dst| encode_item(item, dst))
+            .await
     }
 
     /// Ends the input; the handler's receiver then yields `None`.
@@ -201,7 +378,7 @@ impl<T, E> fmt::Debug for ResponseStream<T, E> {
     }
 }
 
-impl<T: DeserializeOwned, E: DeserializeOwned> ResponseStream<T, E> {
+impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseStream<T, E> {
     /// Cancels the stream: the handler's context sees the cancellation.
     pub fn cancel(&mut self) {
         self.receiver.cancel();
@@ -232,17 +409,19 @@ impl<T: DeserializeOwned, E: DeserializeOwned> ResponseStream<T, E> {
     }
 }
 
-impl<T: DeserializeOwned, E: DeserializeOwned> Stream for ResponseStream<T, E> {
+impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseStream<T, E> {
     type Item = Result<T, CallError<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        Pin::new(&mut this.receiver).poll_next(cx).map(|o| {
-            o.map(|r| match r {
-                Ok(b) => decode(&b).map_err(CallError::Transport),
-                Err(e) => Err(typed_error(e)),
-            })
-        })
+        match Pin::new(&mut self.get_mut().receiver).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(match as_bytes_payload(b) {
+                Ok(v) => Ok(v),
+                Err(b) => decode(&b).map_err(CallError::Transport),
+            })),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(typed_error(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -291,12 +470,12 @@ pub(crate) mod support {
     ) -> Result<Resp, CallError<E>>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
         E: DeserializeOwned,
     {
         let payload = encode(req)?;
         match conn.call(spec.id, payload, opts).await {
-            Ok(b) => decode(&b).map_err(CallError::Transport),
+            Ok(b) => decode_owned(b).map_err(CallError::Transport),
             Err(e) => Err(typed_error(e)),
         }
     }
@@ -336,8 +515,9 @@ pub(crate) mod support {
     }
 
     /// Decodes a request on the handler side; a codec failure is the caller's fault.
-    pub fn decode_request<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, RemoteError> {
-        decode(bytes).map_err(|e| RemoteError::text(ErrorCode::Internal, e.to_string()))
+    pub fn decode_request<T: DeserializeOwned + 'static>(bytes: &Bytes) -> Result<T, RemoteError> {
+        decode_owned(bytes.clone())
+            .map_err(|e| RemoteError::text(ErrorCode::Internal, e.to_string()))
     }
 
     /// Encodes a handler's result: `Ok` as the payload, `Err` as an application error.
@@ -364,7 +544,7 @@ pub(crate) mod support {
     }
 
     /// A client-stream handler's end: its response as the one item, or its error.
-    pub async fn send_response<T: Serialize, E: Serialize>(
+    pub async fn send_response<T: Serialize + 'static, E: Serialize>(
         out: &mut Sender<T>,
         r: Result<T, E>,
     ) -> Result<(), RemoteError> {
@@ -390,6 +570,7 @@ pub(crate) mod support {
         input
             .map(|input| Receiver {
                 input,
+                raw: Vec::new(),
                 _item: PhantomData,
             })
             .ok_or_else(|| RemoteError::text(ErrorCode::Internal, "the stream has no input"))
@@ -397,4 +578,50 @@ pub(crate) mod support {
 
     /// Compile-time check that a type can be a request or response, reported on the user's type.
     pub const fn assert_serde<T: Serialize + DeserializeOwned>() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bytes_item_is_encoded_as_rmp_encodes_it() {
+        for len in [0usize, 1, 255, 256, 65_535, 65_536, 70_000] {
+            let b = Bytes::from(vec![0xabu8; len]);
+            let mut fast = BytesMut::new();
+            encode_item(&b, &mut fast).expect("encodes");
+            let slow = rmp_serde::to_vec_named(&b).expect("encodes");
+            assert_eq!(&fast[..], &slow[..], "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_bytes_payload_decodes_as_a_slice_of_what_arrived() {
+        for len in [0usize, 3, 300, 70_000] {
+            let b = Bytes::from(vec![7u8; len]);
+            let wire = Bytes::from(rmp_serde::to_vec_named(&b).expect("encodes"));
+            let back: Bytes = decode_owned(wire.clone()).expect("decodes");
+            assert_eq!(back, b);
+            if len > 0 {
+                let at = back.as_ptr() as usize - wire.as_ptr() as usize;
+                assert!(at <= 5, "the payload is a slice of the message, at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn other_payloads_and_other_encodings_decode_through_serde() {
+        // A Bytes written as an array of integers (not a bin) still decodes, by copy.
+        let wire = Bytes::from(rmp_serde::to_vec_named(&vec![1u8, 2, 3]).expect("encodes"));
+        let back: Bytes = decode_owned(wire).expect("decodes");
+        assert_eq!(&back[..], &[1, 2, 3]);
+        let wire = Bytes::from(rmp_serde::to_vec_named(&(5u32, "x")).expect("encodes"));
+        let back: (u32, String) = decode_owned(wire).expect("decodes");
+        assert_eq!(back, (5, "x".to_owned()));
+        // A bin with bytes after it is not one bin: serde decodes it, as it decodes any payload.
+        let mut wire = rmp_serde::to_vec_named(&Bytes::from_static(b"ab")).expect("encodes");
+        wire.push(0);
+        let back: Bytes = decode_owned(Bytes::from(wire)).expect("decodes");
+        assert_eq!(&back[..], b"ab");
+    }
 }

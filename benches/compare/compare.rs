@@ -21,6 +21,7 @@ use grid::Config;
 
 mod common;
 mod grid_sys;
+mod grid_typed_sys;
 mod jsonrpsee_sys;
 mod raw_ws;
 mod report;
@@ -72,8 +73,7 @@ async fn start_systems(opts: &Opts, failures: &Failures) -> Vec<System> {
             "grid, CRC off",
             Box::pin(grid_sys::start("grid, CRC off", no_crc)),
         ),
-        // GRID-TYPED: ("grid-typed", Box::pin(grid_typed_sys::start())), once the typed client
-        // exists (see the note in compare/grid_sys.rs).
+        ("grid-typed", Box::pin(grid_typed_sys::start())),
     ];
     let mut systems = Vec::new();
     for (name, start) in starts {

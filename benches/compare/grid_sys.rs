@@ -161,11 +161,6 @@ pub(crate) async fn start(name: &'static str, config: Config) -> Result<System, 
     })
 }
 
-// GRID-TYPED: when the `#[grid::handler]` macro and its generated client land, add
-// `benches/compare/grid_typed_sys.rs` with a `start()` that defines the same echo / stream /
-// two-way handlers through the macro, calls them through the generated client, and returns a
-// `System` named "grid-typed"; then push it in `compare.rs` where the other systems start.
-
 /// Memory of grid's idle state.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemStat {

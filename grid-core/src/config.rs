@@ -79,8 +79,9 @@ pub struct Config {
     /// completely ended: cancel grace, panic and writing its last frame included, so a member
     /// looping request/cancel cannot run more handlers than this.
     pub max_incoming_calls: usize,
-    /// Add a CRC-32 to every frame. Default: on for `http://` names, off for `https://` (TLS
-    /// already protects integrity). Agreed per connection: on if either side wants it.
+    /// Add a CRC-32 to every batch (WebSocket message). Default: on for `http://` names, off
+    /// for `https://` (TLS already protects integrity). Agreed per connection: on if either side
+    /// wants it.
     pub checksum: Option<bool>,
 }
 

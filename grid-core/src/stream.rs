@@ -220,11 +220,7 @@ fn append<M: Machine, S: Source>(
     slot: &mut Slot<M>,
     src: &mut S,
 ) -> Step<S::Error> {
-    let (mux, checksum, max) = (
-        slot.machine.mux(),
-        session.checksum(),
-        session.max_payload(),
-    );
+    let (mux, max) = (slot.machine.mux(), session.max_payload());
     let machine = &mut slot.machine;
     let appended = session.append_data(Bound::Room, |w| loop {
         if !src.has_next() {
@@ -240,7 +236,7 @@ fn append<M: Machine, S: Source>(
         }
         let seq = machine.next_seq();
         let len = w.frame(|dst| {
-            frame::encode_data_with(mux, seq, checksum, dst, |d| src.write_next(d, max))
+            frame::encode_data_with(mux, seq, false, dst, |d| src.write_next(d, max))
         })?;
         machine.spend(len);
         if w.run_full() {

@@ -12,9 +12,9 @@
 
 use bytes::{Bytes, BytesMut};
 use grid_core::frame::{
-    decode_batch, encode_batch, encode_frame, encoded_len, flags, BatchDecoder, BatchEncoder,
-    CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Op, Route, BATCH_HEADER_LEN,
-    MAX_SUBROUTE_LEN,
+    decode_batch, encode_batch, encode_checked_batch, encode_frame, encoded_len, flags,
+    BatchDecoder, BatchEncoder, CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits,
+    Op, Route, BATCH_HEADER_LEN, MAX_SUBROUTE_LEN,
 };
 use grid_core::{HandlerId, MuxId};
 use proptest::collection::vec;
@@ -315,6 +315,19 @@ proptest! {
         // Alone in its batch, every bit is covered: header and body by the CRC, the body length
         // and the CHECKSUM bit by the batch's exact length.
         let mut msg = encode_batch(std::slice::from_ref(&frame), true).to_vec();
+        let bit = bit.index(msg.len() * 8);
+        msg[bit / 8] ^= 1 << (bit % 8);
+        prop_assert!(decode_batch(Bytes::from(msg), &limits()).is_err());
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_in_a_batch_with_a_batch_checksum_is_detected(
+        frames in vec(frame(), 1..=6),
+        bit in any::<Index>(),
+    ) {
+        let msg = encode_checked_batch(&frames);
+        prop_assert_eq!(decode_batch(msg.clone(), &limits()), Ok(frames));
+        let mut msg = msg.to_vec();
         let bit = bit.index(msg.len() * 8);
         msg[bit / 8] ^= 1 << (bit % 8);
         prop_assert!(decode_batch(Bytes::from(msg), &limits()).is_err());

@@ -103,7 +103,7 @@ async fn write_batches(
             session.top_up(&mut batch, cfg.max_batch_bytes);
         }
         ConnStats::add(&session.stats.frames_out, batch.frames);
-        let msg = batch.finish();
+        let msg = batch.finish(session.checksum());
         ConnStats::add(&session.stats.bytes_out, msg.len());
         ConnStats::add(&session.stats.messages_out, 1);
         // Kept to take the buffer back once tungstenite has copied the message out.

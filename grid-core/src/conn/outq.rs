@@ -33,7 +33,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::frame::{BATCH_HEADER_LEN, MAX_FRAMES_PER_BATCH, PROTOCOL_VERSION};
+use crate::frame::{seal_batch, BATCH_HEADER_LEN, MAX_FRAMES_PER_BATCH};
 
 /// A run smaller than this is copied into a batch with the frames around it rather than sent as
 /// a message of its own (a lone credit or response should not cost a write of its own).
@@ -160,11 +160,10 @@ impl Batch {
         self.buf.len()
     }
 
-    /// The message: the header written over its reserved room.
-    pub(crate) fn finish(mut self) -> Bytes {
-        // At most MAX_FRAMES_PER_BATCH (1024) frames: the count fits its u16.
-        let count = u16::try_from(self.frames).unwrap_or(0).to_be_bytes();
-        self.buf[..BATCH_HEADER_LEN].copy_from_slice(&[PROTOCOL_VERSION, 0, count[0], count[1]]);
+    /// The message: the header written over its reserved room and, with `checksum`, the batch's
+    /// CRC-32 after the frames.
+    pub(crate) fn finish(mut self, checksum: bool) -> Bytes {
+        seal_batch(&mut self.buf, self.frames, checksum);
         self.buf.freeze()
     }
 }

@@ -35,7 +35,7 @@ fn encoded(f: &Frame) -> Bytes {
 async fn drained_frames(q: &OutQueue, max_bytes: usize) -> Vec<Frame> {
     let batch = q.drain(max_bytes).await.expect("open");
     let n = batch.frames;
-    let frames = decode_batch(batch.finish(), &Limits::default()).expect("a valid batch");
+    let frames = decode_batch(batch.finish(false), &Limits::default()).expect("a valid batch");
     assert_eq!(
         frames.len(),
         n,
@@ -243,7 +243,7 @@ async fn top_up_copies_what_arrived_meanwhile() {
     append_frame(&q, &data_frame(1, 8), Bound::Room).expect("room");
     q.top_up(&mut batch, 1 << 20);
     assert!(q.is_empty());
-    let frames = decode_batch(batch.finish(), &Limits::default()).expect("valid");
+    let frames = decode_batch(batch.finish(false), &Limits::default()).expect("valid");
     assert_eq!(frames, vec![data_frame(0, 8), data_frame(1, 8)]);
 }
 
@@ -258,4 +258,22 @@ async fn a_spare_buffer_is_kept_only_while_there_is_more_to_write() {
         q.lanes.lock().spare.is_some(),
         "busy: kept for the next run"
     );
+}
+
+#[tokio::test]
+async fn a_batch_finished_with_a_checksum_carries_one_the_decoder_checks() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    for seq in 0..3 {
+        append_frame(&q, &data_frame(seq, 5), Bound::Room).expect("room");
+    }
+    let msg = q.drain(1 << 20).await.expect("open").finish(true);
+    assert_eq!(msg[1], crate::frame::batch_flags::CHECKSUM);
+    let frames = decode_batch(msg.clone(), &Limits::default()).expect("valid");
+    assert_eq!(frames, (0..3).map(|s| data_frame(s, 5)).collect::<Vec<_>>());
+    let mut bad = msg.to_vec();
+    bad[20] ^= 0x04;
+    assert!(matches!(
+        decode_batch(Bytes::from(bad), &Limits::default()),
+        Err(crate::frame::FrameError::Checksum { .. })
+    ));
 }

@@ -171,14 +171,15 @@ impl Session {
         out
     }
 
-    /// Encodes one frame for this socket.
+    /// Encodes one frame for this socket (with no checksum of its own: the writer checksums
+    /// whole batches).
     pub(crate) fn encode(&self, frame: &Frame) -> Bytes {
-        let mut buf = BytesMut::with_capacity(frame::encoded_len(frame, self.checksum));
-        frame::encode_frame(frame, self.checksum, &mut buf);
+        let mut buf = BytesMut::with_capacity(frame::encoded_len(frame, false));
+        frame::encode_frame(frame, false, &mut buf);
         buf.freeze()
     }
 
-    /// Whether this socket's frames carry a checksum.
+    /// Whether this socket's batches carry a checksum (agreed in the handshake).
     pub(crate) fn checksum(&self) -> bool {
         self.checksum
     }
@@ -187,7 +188,7 @@ impl Session {
     fn append_frame(&self, frame: &Frame, bound: Bound) -> Result<(), Refused<()>> {
         self.out.append(bound, |w| {
             w.frame(|dst| {
-                frame::encode_frame(frame, self.checksum, dst);
+                frame::encode_frame(frame, false, dst);
                 Ok(())
             })
         })

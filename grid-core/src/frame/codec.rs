@@ -26,7 +26,9 @@ mod tests;
 
 pub use decode::{decode_batch, BatchDecoder};
 pub(crate) use encode::encode_data_with;
-pub use encode::{encode_batch, encode_frame, encoded_len, BatchEncoder};
+pub use encode::{
+    encode_batch, encode_checked_batch, encode_frame, encoded_len, seal_batch, BatchEncoder,
+};
 
 /// Bytes of the code in an error record.
 const ERROR_CODE_LEN: usize = 2;

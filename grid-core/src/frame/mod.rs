@@ -11,7 +11,8 @@ mod codec;
 
 pub(crate) use codec::encode_data_with;
 pub use codec::{
-    decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder,
+    decode_batch, encode_batch, encode_checked_batch, encode_frame, encoded_len, seal_batch,
+    BatchDecoder, BatchEncoder,
 };
 
 use bytes::Bytes;
@@ -151,6 +152,15 @@ impl Op {
             Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject
         )
     }
+}
+
+/// Batch flag bits (the second byte of a batch). Bits not listed here must be zero.
+pub mod batch_flags {
+    /// A CRC-32 of the whole batch (header and frames) follows the last frame: the integrity
+    /// check of links without TLS, one pass over a whole message instead of one per frame.
+    pub const CHECKSUM: u8 = 0x01;
+    /// Every defined bit.
+    pub const ALL: u8 = CHECKSUM;
 }
 
 /// Frame flag bits. Bits not listed here must be zero.
@@ -472,7 +482,7 @@ pub enum FrameError {
     /// A batch header with a version we do not speak.
     #[error("unsupported protocol version {0}")]
     Version(u8),
-    /// A batch header whose reserved flags byte is not zero.
+    /// A batch header with a reserved flag bit set.
     #[error("reserved batch flags {0:#04x} set")]
     BatchFlags(u8),
     /// A batch with zero frames or more than the limit.

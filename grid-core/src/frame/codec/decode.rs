@@ -108,14 +108,16 @@ pub struct BatchDecoder {
 
 impl BatchDecoder {
     /// Checks the batch header of `msg`: length at most `limits.max_batch`, version, reserved flags,
-    /// and a frame count in `1..=limits.max_frames`.
+    /// a frame count in `1..=limits.max_frames` and, with the batch flag `CHECKSUM`, the batch's
+    /// CRC-32 trailer (which the frames then end before).
     ///
     /// # Errors
     ///
     /// [`FrameError::BatchTooLarge`], [`FrameError::Truncated`] (under 4 bytes),
-    /// [`FrameError::Version`], [`FrameError::BatchFlags`] or [`FrameError::FrameCount`], checked in
+    /// [`FrameError::Version`], [`FrameError::BatchFlags`], [`FrameError::FrameCount`], then
+    /// [`FrameError::Truncated`] (no room for the trailer) or [`FrameError::Checksum`], checked in
     /// that order.
-    pub fn new(msg: Bytes, limits: &Limits) -> Result<BatchDecoder, FrameError> {
+    pub fn new(mut msg: Bytes, limits: &Limits) -> Result<BatchDecoder, FrameError> {
         if msg.len() > limits.max_batch {
             return Err(FrameError::BatchTooLarge {
                 len: msg.len(),
@@ -131,7 +133,7 @@ impl BatchDecoder {
         if version != PROTOCOL_VERSION {
             return Err(FrameError::Version(version));
         }
-        if batch_flags != 0 {
+        if batch_flags & !crate::frame::batch_flags::ALL != 0 {
             return Err(FrameError::BatchFlags(batch_flags));
         }
         let count = usize::from(u16::from_be_bytes([c0, c1]));
@@ -140,6 +142,28 @@ impl BatchDecoder {
                 count,
                 limit: limits.max_frames,
             });
+        }
+        if batch_flags & crate::frame::batch_flags::CHECKSUM != 0 {
+            let Some(end) = msg
+                .len()
+                .checked_sub(CHECKSUM_LEN)
+                .filter(|&e| e >= BATCH_HEADER_LEN)
+            else {
+                return Err(FrameError::Truncated {
+                    needed: BATCH_HEADER_LEN + CHECKSUM_LEN,
+                    available: msg.len(),
+                });
+            };
+            let expected = msg
+                .get(end..)
+                .and_then(|t| t.first_chunk::<4>())
+                .map_or(0, |t| u32::from_be_bytes(*t));
+            let actual = crc32fast::hash(msg.get(..end).unwrap_or_default());
+            if expected != actual {
+                return Err(FrameError::Checksum { expected, actual });
+            }
+            // The frames end where the trailer starts.
+            msg.truncate(end);
         }
         Ok(BatchDecoder {
             msg,

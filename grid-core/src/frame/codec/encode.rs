@@ -354,13 +354,36 @@ impl BatchEncoder {
     }
 
     /// The finished message. The batch should hold at least one frame (asserted in debug builds).
-    pub fn finish(mut self) -> Bytes {
+    pub fn finish(self) -> Bytes {
+        self.finish_with(false)
+    }
+
+    /// The finished message with, when `checksum`, the batch flag `CHECKSUM` and the batch's
+    /// CRC-32 trailer (see [`seal_batch`]).
+    pub fn finish_with(mut self, checksum: bool) -> Bytes {
         debug_assert!(self.count > 0, "finishing an empty batch");
-        let count = u16::try_from(self.count).unwrap_or(0).to_be_bytes();
-        if let Some(slot) = self.buf.get_mut(2..BATCH_HEADER_LEN) {
-            slot.copy_from_slice(&count);
-        }
+        seal_batch(&mut self.buf, self.count, checksum);
         self.buf.freeze()
+    }
+}
+
+/// Finishes a batch built in `buf`: writes the batch header over the [`BATCH_HEADER_LEN`] bytes
+/// the buffer starts with (version, flags, `count`) and, with `checksum`, sets the batch flag
+/// `CHECKSUM` and appends a CRC-32 of everything before it. A count the `u16` cannot carry is
+/// written as 0, which every receiver rejects.
+pub fn seal_batch(buf: &mut BytesMut, count: usize, checksum: bool) {
+    let count = u16::try_from(count).unwrap_or(0).to_be_bytes();
+    let flags = if checksum {
+        crate::frame::batch_flags::CHECKSUM
+    } else {
+        0
+    };
+    if let Some(header) = buf.get_mut(..BATCH_HEADER_LEN) {
+        header.copy_from_slice(&[PROTOCOL_VERSION, flags, count[0], count[1]]);
+    }
+    if checksum {
+        let crc = crc32fast::hash(buf);
+        buf.put_u32(crc);
     }
 }
 
@@ -386,4 +409,14 @@ pub fn encode_batch(frames: &[Frame], checksum: bool) -> Bytes {
         batch.push(frame, checksum);
     }
     batch.finish()
+}
+
+/// Encodes `frames` as one batch with a batch checksum (and no checksum per frame).
+pub fn encode_checked_batch(frames: &[Frame]) -> Bytes {
+    let bytes: usize = frames.iter().map(|f| encoded_len(f, false)).sum();
+    let mut batch = BatchEncoder::with_capacity(bytes + CHECKSUM_LEN);
+    for frame in frames {
+        batch.push(frame, false);
+    }
+    batch.finish_with(true)
 }

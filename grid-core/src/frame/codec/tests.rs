@@ -103,6 +103,43 @@ fn batch_flags_reserved() {
 }
 
 #[test]
+fn batch_checksum_is_checked_before_any_frame() {
+    let ping = Frame::Ping {
+        mux: MuxId(0),
+        nonce: 9,
+    };
+    let good = super::encode_checked_batch(std::slice::from_ref(&ping));
+    assert_eq!(good[1], crate::frame::batch_flags::CHECKSUM);
+    assert_eq!(decode_batch(good.clone(), &LIMITS), Ok(vec![ping]));
+    let mut bad = good.to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        decode_batch(Bytes::from(bad), &LIMITS),
+        Err(FrameError::Checksum { .. })
+    ));
+    // A garbage frame under a wrong checksum is reported as the checksum, not as the frame.
+    let mut garbage = good.to_vec();
+    garbage[4] = 0xee;
+    assert!(matches!(
+        decode_batch(Bytes::from(garbage), &LIMITS),
+        Err(FrameError::Checksum { .. })
+    ));
+}
+
+#[test]
+fn batch_checksum_needs_room_for_its_trailer() {
+    let err = BatchDecoder::new(Bytes::from_static(&[1, 1, 0, 1, 0, 0, 0]), &LIMITS).err();
+    assert_eq!(
+        err,
+        Some(FrameError::Truncated {
+            needed: 8,
+            available: 7
+        })
+    );
+}
+
+#[test]
 fn batch_count_zero() {
     let err = BatchDecoder::new(batch_of(0, &[]), &LIMITS).err();
     assert_eq!(
