@@ -85,7 +85,7 @@ pub(crate) struct Opts {
     pub(crate) limit: Duration,
     /// Systems to run (`--only a,b`); empty: all.
     pub(crate) only: Vec<String>,
-    /// Workloads to run (`--workloads unary,stream,bidi,memory,mesh`); empty: all.
+    /// Workloads to run (`--workloads unary,stream,bidi,cap1,memory,mesh`); empty: all.
     pub(crate) workloads: Vec<String>,
 }
 

@@ -13,7 +13,7 @@
 //! The output is Markdown, one table per workload, with grid's ratio to each system.
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
-//! selects workloads (unary, stream, bidi, memory, mesh), `--concurrency 256` the unary points.
+//! selects workloads (unary, stream, bidi, cap1, memory, mesh), `--concurrency 256` the unary points.
 
 use std::time::Duration;
 
@@ -233,6 +233,30 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
                 r.bidi.push((s.name, cell));
             }
         }
+    }
+
+    if grid && opts.workload("cap1") {
+        let c = 64;
+        r.beside = Some(match grid_sys::small_stream_beside_load(opts, c).await {
+            Ok(st) if st.unary.errors == 0 => {
+                eprintln!(
+                    "capacity-1 stream: {} items/s alone, {} items/s beside unary c={c} ({} req/s)",
+                    report::rate(st.alone),
+                    report::rate(st.beside),
+                    report::rate(st.unary.per_sec)
+                );
+                Cell::Done(st)
+            }
+            Ok(st) => {
+                let e = format!("{} unary errors", st.unary.errors);
+                failures.add(format!("grid capacity-1 stream beside load: {e}"));
+                Cell::Failed(e)
+            }
+            Err(e) => {
+                failures.add(format!("grid capacity-1 stream beside load: {e}"));
+                Cell::Failed(e)
+            }
+        });
     }
 
     let mesh = if grid && opts.workload("mesh") {

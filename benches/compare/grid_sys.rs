@@ -275,3 +275,72 @@ pub(crate) async fn mesh(opts: &Opts, n: usize) -> Result<UnaryStat, String> {
     }
     Ok(stat)
 }
+
+/// A capacity-1 stream beside unary load.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BesideStat {
+    /// Unary callers running meanwhile.
+    pub(crate) concurrency: usize,
+    /// Items per second of the capacity-1 stream on an otherwise idle connection.
+    pub(crate) alone: f64,
+    /// Items per second of the same stream while the callers run.
+    pub(crate) beside: f64,
+    /// The callers' rate meanwhile.
+    pub(crate) unary: UnaryStat,
+}
+
+/// Reads a capacity-1 stream for `time` and returns its items per second (every item checked).
+async fn read_small_stream(conn: &Connection, time: Duration) -> Result<f64, String> {
+    let opts = StreamOptions {
+        out_capacity: 1,
+        ..StreamOptions::default()
+    };
+    let mut s = conn
+        .open_stream(
+            STREAM.id,
+            Bytes::copy_from_slice(&u64::MAX.to_be_bytes()),
+            opts,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut got = 0;
+    while started.elapsed() < time {
+        match s.receiver.recv().await {
+            Some(Ok(m)) => check_msg(&m, got)?,
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("the stream ended".into()),
+        }
+        got += 1;
+    }
+    Ok(got as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A stream with an output capacity of one message (each item waits for the credit of the one
+/// before), alone and then beside `concurrency` unary callers on the same connection.
+pub(crate) async fn small_stream_beside_load(
+    opts: &Opts,
+    concurrency: usize,
+) -> Result<BesideStat, String> {
+    let managers = cluster(2, &Config::default()).await?;
+    let conn = managers[0]
+        .connection(managers[1].name())
+        .map_err(|e| e.to_string())?;
+    let alone = read_small_stream(&conn, opts.unary_time).await?;
+    let echo = echo_fn(conn.clone());
+    let pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync> = Arc::new(move |_| echo.clone());
+    let load = tokio::spawn(run_unary(pick, concurrency, opts.warmup, opts.unary_time));
+    // The stream starts once the load is under way and stops before it ends.
+    tokio::time::sleep(opts.warmup).await;
+    let beside = read_small_stream(&conn, opts.unary_time.mul_f64(0.8)).await?;
+    let unary = load.await.map_err(|e| e.to_string())?;
+    for m in &managers {
+        m.shutdown().await;
+    }
+    Ok(BesideStat {
+        concurrency,
+        alone,
+        beside,
+        unary,
+    })
+}

@@ -39,6 +39,8 @@ pub(crate) struct Results {
     pub(crate) bidi: Rows<StreamStat>,
     pub(crate) memory: Option<Cell<MemStat>>,
     pub(crate) mesh: Vec<(usize, Cell<UnaryStat>)>,
+    /// A capacity-1 stream beside unary load (grid only).
+    pub(crate) beside: Option<Cell<crate::grid_sys::BesideStat>>,
     pub(crate) notes: Vec<(&'static str, &'static str)>,
     /// Wire counters per workload, for systems that have them.
     pub(crate) wire: Vec<(String, &'static str, Wire)>,
@@ -253,6 +255,28 @@ fn memory_table(out: &mut String, m: &Cell<MemStat>) {
     }
 }
 
+fn beside_table(out: &mut String, cell: &Cell<crate::grid_sys::BesideStat>) {
+    out.push_str(
+        "\n### grid: a stream of capacity 1 beside unary load (one connection; every item waits \
+         for the credit of the one before)\n\n",
+    );
+    match cell {
+        Cell::Done(st) => {
+            out.push_str("| stream items/s alone | items/s beside unary | unary callers | unary req/s meanwhile | unary p50 |\n|---:|---:|---:|---:|---:|\n");
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                rate(st.alone),
+                rate(st.beside),
+                st.concurrency,
+                rate(st.unary.per_sec),
+                dur(st.unary.p50)
+            ));
+        }
+        Cell::Failed(e) => out.push_str(&format!("failed: {e}\n")),
+        Cell::Unsupported => out.push_str("—\n"),
+    }
+}
+
 fn mesh_table(out: &mut String, rows: &[(usize, Cell<UnaryStat>)], concurrency: usize) {
     let _ = writeln!(
         out,
@@ -401,6 +425,9 @@ pub(crate) fn render(r: &Results, mesh_concurrency: usize) -> String {
     }
     if let Some(m) = &r.memory {
         memory_table(&mut out, m);
+    }
+    if let Some(cell) = &r.beside {
+        beside_table(&mut out, cell);
     }
     if !r.mesh.is_empty() {
         mesh_table(&mut out, &r.mesh, mesh_concurrency);

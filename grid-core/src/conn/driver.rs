@@ -138,7 +138,8 @@ async fn read_loop(
     let cfg = session.config.clone();
     let limits = cfg.limits();
     let violation = |v| CloseReason::violation(v);
-    let mut run: Vec<(u32, Payload)> = Vec::with_capacity(RUN_KEPT);
+    // Allocated by the first data frame: an idle link holds no room for runs.
+    let mut run: Vec<(u32, Payload)> = Vec::new();
     let mut run_mux = MuxId::CONNECTION;
     loop {
         // Silence is detected by the keepalive task from the watchdog's stamps.
@@ -211,7 +212,7 @@ async fn read_loop(
 }
 
 /// Frames of room the reader keeps for a run between messages.
-const RUN_KEPT: usize = 64;
+const RUN_KEPT: usize = 16;
 
 /// Most frames the reader hands a stream at once.
 const RUN_MAX: usize = 256;
