@@ -496,6 +496,8 @@ impl OutQueue {
             }));
         }
         if lanes.is_empty() {
+            // The writer is about to sleep: an idle queue keeps no buffer.
+            lanes.spare = None;
             return None;
         }
         // Producers wait only while the lane is full: wake them only then.

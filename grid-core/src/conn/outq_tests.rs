@@ -258,6 +258,10 @@ async fn a_spare_buffer_is_kept_only_while_there_is_more_to_write() {
         q.lanes.lock().spare.is_some(),
         "busy: kept for the next run"
     );
+    // The run goes alone, with no copy: the spare is still there once it is taken.
+    let _ = q.drain(1 << 20).await.expect("open");
+    assert!(q.take(1 << 20).is_none(), "nothing left");
+    assert!(q.lanes.lock().spare.is_none(), "idle again: let go");
 }
 
 #[tokio::test]

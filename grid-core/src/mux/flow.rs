@@ -178,8 +178,9 @@ pub(crate) struct RecvHalf {
     /// While set, consumed messages are not credited back unless the queue runs empty: the
     /// connection's inbound byte budget is full (back-pressure onto the peer).
     hold_credit: bool,
-    /// The peer's end of this direction, delivered after the queue drains.
-    ended: Option<Ended>,
+    /// The peer's end of this direction, delivered after the queue drains (boxed: it comes
+    /// once, and an idle stream should stay small).
+    ended: Option<Box<Ended>>,
 }
 
 impl RecvHalf {
@@ -252,10 +253,10 @@ impl RecvHalf {
                 got: seq,
             });
         }
-        self.ended = Some(match error {
+        self.ended = Some(Box::new(match error {
             None => Ended::Clean,
             Some(rec) => Ended::Error(rec),
-        });
+        }));
         Ok(())
     }
 
@@ -351,7 +352,7 @@ impl RecvHalf {
     /// The end, once every queued message has been taken.
     pub(crate) fn end_if_drained(&self) -> Option<&Ended> {
         if self.queue.is_empty() {
-            self.ended.as_ref()
+            self.ended.as_deref()
         } else {
             None
         }

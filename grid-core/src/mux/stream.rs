@@ -78,7 +78,8 @@ pub struct StreamParams {
 pub struct StreamCallee {
     mux: MuxId,
     send: SendHalf,
-    recv: Option<RecvHalf>,
+    /// Boxed: most streams have no input, and an idle stream should stay small.
+    recv: Option<Box<RecvHalf>>,
     deadline: Option<Instant>,
     liveness_timeout: Option<Duration>,
     last_heard: Instant,
@@ -524,7 +525,7 @@ impl StreamCallee {
             send: SendHalf::new(open.out_cap, open.out_window),
             recv: open
                 .input
-                .then(|| RecvHalf::new(open.in_cap, open.in_window)),
+                .then(|| Box::new(RecvHalf::new(open.in_cap, open.in_window))),
             deadline: (open.deadline_ms > 0)
                 .then(|| now + Duration::from_millis(open.deadline_ms.into())),
             liveness_timeout: limits.liveness_timeout,
@@ -563,12 +564,12 @@ impl StreamCallee {
 
     /// Payload bytes of input received and not yet taken.
     pub fn buffered_bytes(&self) -> usize {
-        self.recv.as_ref().map_or(0, RecvHalf::bytes)
+        self.recv.as_deref().map_or(0, RecvHalf::bytes)
     }
 
     /// Holds back input credit while the connection's inbound budget is full.
     pub fn hold_credit(&mut self, hold: bool) {
-        if let Some(recv) = self.recv.as_mut() {
+        if let Some(recv) = self.recv.as_deref_mut() {
             recv.hold_credit(hold);
         }
     }
@@ -604,7 +605,7 @@ impl StreamCallee {
             return;
         }
         self.last_heard = now;
-        let outcome = match self.recv.as_mut() {
+        let outcome = match self.recv.as_deref_mut() {
             Some(recv) => recv.on_data(seq, payload),
             None => Err(Violation::Unexpected("input on a stream without input")),
         };
@@ -626,7 +627,7 @@ impl StreamCallee {
             return;
         }
         self.last_heard = now;
-        let outcome = match (frame, self.recv.as_mut()) {
+        let outcome = match (frame, self.recv.as_deref_mut()) {
             (Frame::Data { seq, payload, .. }, Some(recv)) => recv.on_data(seq, payload),
             (Frame::End { seq, error, .. }, Some(recv)) => recv.on_end(seq, error),
             (Frame::Data { .. } | Frame::End { .. }, None) => {
@@ -657,7 +658,7 @@ impl StreamCallee {
             self.cancelled = Some(cause);
         }
         self.send.close();
-        if let Some(recv) = self.recv.as_mut() {
+        if let Some(recv) = self.recv.as_deref_mut() {
             recv.discard();
         }
     }
@@ -667,7 +668,7 @@ impl StreamCallee {
         if self.cancelled.is_some() {
             return RecvItem::End(Err(MuxError::Cancelled));
         }
-        let Some(recv) = self.recv.as_mut() else {
+        let Some(recv) = self.recv.as_deref_mut() else {
             return RecvItem::End(Ok(()));
         };
         let before = self.outbox.len();
@@ -692,7 +693,7 @@ impl StreamCallee {
         if self.cancelled.is_some() {
             return RecvChunk::End(Err(MuxError::Cancelled));
         }
-        let Some(recv) = self.recv.as_mut() else {
+        let Some(recv) = self.recv.as_deref_mut() else {
             return RecvChunk::End(Ok(()));
         };
         let before = self.outbox.len();
@@ -715,13 +716,13 @@ impl StreamCallee {
         if self.is_terminal() {
             return;
         }
-        if let Some(recv) = self.recv.as_mut() {
+        if let Some(recv) = self.recv.as_deref_mut() {
             recv.release_taken(self.mux, &mut self.outbox);
         }
     }
 
     fn end_of_input(&self) -> Option<Result<(), MuxError>> {
-        match self.recv.as_ref()?.end_if_drained()? {
+        match self.recv.as_deref()?.end_if_drained()? {
             Ended::Clean => Some(Ok(())),
             Ended::Error(rec) => Some(Err(MuxError::Remote(rec.clone()))),
         }
