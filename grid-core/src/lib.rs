@@ -19,6 +19,7 @@ pub mod handshake;
 pub mod ids;
 pub mod manager;
 pub mod mux;
+mod observe;
 pub mod stream;
 pub mod table;
 #[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
+use tracing::Instrument;
 
 use super::core::{CloseKind, CloseReason, ProtocolViolation};
 use super::serve;
@@ -40,17 +41,18 @@ pub(crate) async fn run_session(session: Arc<Session>, ws: Ws, registry: Arc<Reg
     watchdog.inbound();
     // Aborted on return *and* when this future is dropped (a supervisor that stops waiting must
     // not leave a detached reader, writer and keepalive running an orphan socket).
+    let span = crate::observe::conn_span(&session);
     let _tasks = AbortOnDrop(
         [
-            tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
-            tokio::spawn(read_loop(
-                session.clone(),
-                stream,
-                watchdog.clone(),
-                registry,
-            )),
-            tokio::spawn(timer_loop(session.clone())),
-            tokio::spawn(keepalive_loop(session.clone(), watchdog)),
+            tokio::spawn(
+                write_loop(session.clone(), sink, watchdog.clone()).instrument(span.clone()),
+            ),
+            tokio::spawn(
+                read_loop(session.clone(), stream, watchdog.clone(), registry)
+                    .instrument(span.clone()),
+            ),
+            tokio::spawn(timer_loop(session.clone()).instrument(span.clone())),
+            tokio::spawn(keepalive_loop(session.clone(), watchdog).instrument(span)),
         ],
         session.clone(),
     );

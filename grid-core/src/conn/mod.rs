@@ -391,7 +391,14 @@ impl Connection {
         payload: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
-        cooperative(self.call_once(handler, payload, opts).await).await
+        let call = crate::observe::Call::start(
+            &self.inner.stats,
+            self.peer(),
+            handler,
+            self.subroute.as_deref(),
+            false,
+        );
+        cooperative(call.run(self.call_once(handler, payload, opts)).await).await
     }
 
     async fn call_once(
@@ -422,6 +429,7 @@ impl Connection {
         let (mux, rx) = session
             .register_unary(&route)
             .map_err(|why| self.not_started(why, handler))?;
+        crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
             session: &session,
             mux,
@@ -487,7 +495,18 @@ impl Connection {
         payload: Bytes,
         opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
-        cooperative(self.open_stream_once(handler, payload, opts).await).await
+        let call = crate::observe::Call::start(
+            &self.inner.stats,
+            self.peer(),
+            handler,
+            self.subroute.as_deref(),
+            true,
+        );
+        cooperative(
+            call.run(self.open_stream_once(handler, payload, opts))
+                .await,
+        )
+        .await
     }
 
     async fn open_stream_once(
@@ -540,6 +559,7 @@ impl Connection {
         let now = Instant::now();
         let (shared, open) = session
             .register_stream(&self.route(handler), |mux| {
+                crate::observe::record_mux(mux);
                 StreamCaller::open(mux, route, Some(payload), params, now)
             })
             .map_err(|why| self.not_started(why, handler))?;
@@ -571,7 +591,7 @@ impl Connection {
             messages_out: ConnStats::get(&s.messages_out),
             bytes_in: ConnStats::get(&s.bytes_in),
             bytes_out: ConnStats::get(&s.bytes_out),
-            connects: ConnStats::get(&s.connects),
+            connects: s.connects.load(std::sync::atomic::Ordering::Relaxed),
             last_rtt: s.last_rtt(),
             held: self.inner.session().map(|s| s.held()).unwrap_or_default(),
         }

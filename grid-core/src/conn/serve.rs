@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use super::core::{CallKey, Start, StartKind};
 use super::session::Session;
@@ -54,6 +54,8 @@ pub(crate) fn spawn(
         payload,
         kind,
     } = start;
+    let mut obs = crate::observe::Serve::start(session, &route, key.mux, handler.is_stream());
+    let span = obs.span();
     let guard = SlotGuard {
         session: session.clone(),
         key,
@@ -88,10 +90,12 @@ pub(crate) fn spawn(
                     biased;
                     r = &mut run => r,
                     cause = cancel.cancelled() => {
+                        obs.cancelled(cause);
                         machine.abort(cause);
                         return cancel_grace(run, guard).await;
                     }
                     () = sleep => {
+                        obs.cancelled(CancelCause::Deadline);
                         cancel.cancel(CancelCause::Deadline);
                         if guard.session.commit_response(guard.key) {
                             if let Some(f) = machine.handle_timeout(Instant::now()) {
@@ -120,6 +124,7 @@ pub(crate) fn spawn(
                         Err(rec)
                     }
                 };
+                obs.returned(&result);
                 // Committing first means a Cancel that arrives now finds nothing: the response
                 // is already on its way. The slot is held until it is queued.
                 if session.commit_response(guard.key) {
@@ -128,37 +133,44 @@ pub(crate) fn spawn(
                     }
                 }
                 drop(guard);
-            });
+            }.instrument(span));
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
             let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
             let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
-            tokio::spawn(async move {
-                let run =
-                    AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
-                        .catch_unwind();
-                let mut run = std::pin::pin!(run);
-                let result = tokio::select! {
-                    biased;
-                    r = &mut run => r,
-                    _ = cancel.cancelled() => return cancel_grace(run, guard).await,
-                };
-                let result = match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.into_record()),
-                    Err(panic) => Err(panic_record(panic)),
-                };
-                // The end travels in the data lane, behind the messages the handler sent.
-                let session = &guard.session;
-                if session.data_room().await.is_ok() {
-                    let mut slot = shared.lock();
-                    if let Some(end) = slot.machine.finish(result) {
-                        let _ = session.push_data_now(&end);
+            tokio::spawn(
+                async move {
+                    let run =
+                        AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
+                            .catch_unwind();
+                    let mut run = std::pin::pin!(run);
+                    let result = tokio::select! {
+                        biased;
+                        r = &mut run => r,
+                        cause = cancel.cancelled() => {
+                            obs.cancelled(cause);
+                            return cancel_grace(run, guard).await;
+                        }
+                    };
+                    let result = match result {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.into_record()),
+                        Err(panic) => Err(panic_record(panic)),
+                    };
+                    obs.returned(&result);
+                    // The end travels in the data lane, behind the messages the handler sent.
+                    let session = &guard.session;
+                    if session.data_room().await.is_ok() {
+                        let mut slot = shared.lock();
+                        if let Some(end) = slot.machine.finish(result) {
+                            let _ = session.push_data_now(&end);
+                        }
+                        slot.wake();
                     }
-                    slot.wake();
+                    drop(guard);
                 }
-                drop(guard);
-            });
+                .instrument(span),
+            );
         }
         // The registry answered for the kind the frame asked for (`Router::route`), so a
         // mismatch cannot happen; if it ever did, the guard still releases the slot.

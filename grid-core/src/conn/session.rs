@@ -259,7 +259,9 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: frames are only taken in the poll that returns them.
     pub(crate) async fn next_batch(&self, max_bytes: usize) -> Option<Batch> {
-        self.out.drain(max_bytes).await
+        let batch = self.out.drain(max_bytes).await;
+        self.stats.metrics.queued(|| self.out.data_bytes());
+        batch
     }
 
     /// Adds to `batch` what is queued now, within the bound.

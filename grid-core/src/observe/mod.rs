@@ -1,0 +1,247 @@
+//! Observability: a tracing span per call on each side and per connection, metrics through the
+//! `metrics` facade, and the book of handler names that both (and every message) print.
+//!
+//! Spans (targets under `grid::`, so `RUST_LOG=grid=debug` shows them):
+//!
+//! - `conn` (info, target `grid::conn`) around every task of one socket, with `node`, `peer`
+//!   and `conn` (the session's short id, as in its log lines); served calls nest under it;
+//! - `call` / `open` (debug, target `grid::call`) around [`Connection::call`] and
+//!   [`Connection::open_stream`] (for a stream, its opening), in the caller's own span;
+//! - `serve` (debug, target `grid::serve`) around a handler's task, unary or stream, to its
+//!   last frame.
+//!
+//! Each call span has `handler` (the wire name), `peer`, `subroute`, `mux`, and, when it ends,
+//! `outcome` (one word: `ok`, `application`, `deadline`, `dropped`, … see [`Outcome`]) and
+//! `duration_us`.
+//!
+//! Cost: a span at a level no subscriber wants is a disabled span (tracing's per-callsite
+//! interest, cached), and its fields are neither formatted nor recorded; the clock is read only
+//! for a span that is enabled or for the duration histogram (with the `metrics` feature). The
+//! metrics handles are registered once per connection and handler (see `meters`), and are the
+//! facade's no-ops when no recorder is installed.
+//!
+//! [`Connection::call`]: crate::Connection::call
+//! [`Connection::open_stream`]: crate::Connection::open_stream
+
+#[cfg_attr(not(feature = "metrics"), path = "meters_disabled.rs")]
+mod meters;
+pub(crate) mod names;
+mod outcome;
+
+use std::future::Future;
+use std::time::Instant;
+
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Level, Span};
+
+use crate::conn::session::Session;
+use crate::conn::stats::ConnStats;
+use crate::error::Error;
+use crate::frame::{ErrorRecord, Route};
+use crate::ids::{HandlerId, MuxId};
+use crate::mux::CancelCause;
+
+pub(crate) use meters::{ConnMetrics, Counted};
+use meters::{Gauge, HandlerHandle, TIMED};
+pub(crate) use outcome::Outcome;
+
+/// Which end of a call: the side that started it, or the side that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client = 0,
+    Server = 1,
+}
+
+impl Side {
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// The span of one socket's tasks.
+pub(crate) fn conn_span(session: &Session) -> Span {
+    tracing::info_span!(
+        target: "grid::conn",
+        "conn",
+        node = %session.stats.node,
+        peer = %session.peer,
+        conn = %format_args!("{:08x}", session.id),
+    )
+}
+
+/// Records the mux id on the current call span, once the call has one.
+pub(crate) fn record_mux(mux: MuxId) {
+    if tracing::level_enabled!(Level::DEBUG) {
+        Span::current().record("mux", mux.0);
+    }
+}
+
+fn subroute_field(subroute: Option<&[u8]>) -> Option<tracing::field::DisplayValue<String>> {
+    subroute.map(|s| display(String::from_utf8_lossy(s).into_owned()))
+}
+
+/// What a call leaves when it ends: its span's last fields and its metrics.
+struct Ending {
+    span: Span,
+    started: Option<Instant>,
+    meters: HandlerHandle,
+    in_flight: Gauge,
+    /// Whether the duration goes into the histogram (not a stream's opening).
+    histogram: bool,
+}
+
+impl Ending {
+    fn new(stats: &ConnStats, span: Span, handler: HandlerId, side: Side, histogram: bool) -> Self {
+        let started = (TIMED || !span.is_disabled()).then(Instant::now);
+        let meters = stats.metrics.handler(handler, side);
+        meters.started();
+        let in_flight = stats.metrics.in_flight(side).clone();
+        in_flight.increment(1.0);
+        Ending {
+            span,
+            started,
+            meters,
+            in_flight,
+            histogram,
+        }
+    }
+
+    fn end(&self, outcome: Outcome) {
+        let took = self.started.map(|t| t.elapsed());
+        self.in_flight.decrement(1.0);
+        self.meters.ended(outcome, took.filter(|_| self.histogram));
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome.as_str());
+            if let Some(t) = took {
+                self.span.record(
+                    "duration_us",
+                    u64::try_from(t.as_micros()).unwrap_or(u64::MAX),
+                );
+            }
+        }
+    }
+}
+
+/// A call this side makes, from its start to its result (or to its future's drop).
+pub(crate) struct Call {
+    ending: Ending,
+    done: bool,
+}
+
+impl Call {
+    /// A unary call (`stream: false`) or a stream's opening.
+    pub(crate) fn start(
+        stats: &ConnStats,
+        peer: &str,
+        handler: HandlerId,
+        subroute: Option<&[u8]>,
+        stream: bool,
+    ) -> Call {
+        let span = if stream {
+            tracing::debug_span!(
+                target: "grid::call", "open",
+                handler = %handler, peer, subroute = subroute_field(subroute),
+                mux = Empty, outcome = Empty, duration_us = Empty,
+            )
+        } else {
+            tracing::debug_span!(
+                target: "grid::call", "call",
+                handler = %handler, peer, subroute = subroute_field(subroute),
+                mux = Empty, outcome = Empty, duration_us = Empty,
+            )
+        };
+        Call {
+            ending: Ending::new(stats, span, handler, Side::Client, !stream),
+            done: false,
+        }
+    }
+
+    /// Runs `call` in the span and ends with its result.
+    ///
+    /// # Cancel safety
+    /// Dropping the future ends the call as `dropped`; `call` is dropped inside the span.
+    pub(crate) async fn run<T>(
+        mut self,
+        call: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        let result = call.instrument(self.ending.span.clone()).await;
+        self.done = true;
+        self.ending.end(match &result {
+            Ok(_) => Outcome::Ok,
+            Err(e) => Outcome::of_error(e),
+        });
+        result
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ending.end(Outcome::Dropped);
+        }
+    }
+}
+
+/// A call this side serves, from its admission to the end of its task.
+pub(crate) struct Serve {
+    ending: Ending,
+    outcome: Option<Outcome>,
+}
+
+impl Serve {
+    /// A served call of `route` on `mux` (`stream`: a stream handler).
+    pub(crate) fn start(session: &Session, route: &Route, mux: MuxId, stream: bool) -> Serve {
+        let subroute = route.subroute.as_deref();
+        let span = tracing::debug_span!(
+            target: "grid::serve", "serve",
+            handler = %route.handler, peer = %session.peer, subroute = subroute_field(subroute),
+            mux = mux.0, stream, outcome = Empty, duration_us = Empty,
+        );
+        Serve {
+            ending: Ending::new(&session.stats, span, route.handler, Side::Server, true),
+            outcome: None,
+        }
+    }
+
+    /// The span to run the task in.
+    pub(crate) fn span(&self) -> Span {
+        self.ending.span.clone()
+    }
+
+    /// The call was cancelled for `cause`.
+    pub(crate) fn cancelled(&mut self, cause: CancelCause) {
+        self.outcome.get_or_insert(Outcome::of_cause(cause));
+    }
+
+    /// The handler returned (or panicked: the record says so).
+    pub(crate) fn returned<T>(&mut self, result: &Result<T, ErrorRecord>) {
+        self.outcome.get_or_insert(match result {
+            Ok(_) => Outcome::Ok,
+            Err(rec) => Outcome::of_code(rec.code),
+        });
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.ending.end(self.outcome.unwrap_or(Outcome::Dropped));
+    }
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Serve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
+}
