@@ -124,7 +124,7 @@ pub(crate) fn spawn(
                         Err(rec)
                     }
                 };
-                obs.returned(&result);
+                obs.returned(&result, cancel.cause());
                 // Committing first means a Cancel that arrives now finds nothing: the response
                 // is already on its way. The slot is held until it is queued.
                 if session.commit_response(guard.key) {
@@ -157,7 +157,7 @@ pub(crate) fn spawn(
                         Ok(Err(e)) => Err(e.into_record()),
                         Err(panic) => Err(panic_record(panic)),
                     };
-                    obs.returned(&result);
+                    obs.returned(&result, cancel.cause());
                     // The end travels in the data lane, behind the messages the handler sent.
                     let session = &guard.session;
                     if session.data_room().await.is_ok() {

@@ -115,7 +115,7 @@ impl Ending {
         self.in_flight.decrement(1.0);
         self.meters.ended(outcome, took.filter(|_| self.histogram));
         if !self.span.is_disabled() {
-            self.span.record("outcome", outcome.as_str());
+            self.span.record("outcome", display(outcome.as_str()));
             if let Some(t) = took {
                 self.span.record(
                     "duration_us",
@@ -144,13 +144,13 @@ impl Call {
         let span = if stream {
             tracing::debug_span!(
                 target: "grid::call", "open",
-                handler = %handler, peer, subroute = subroute_field(subroute),
+                handler = %handler, node = %stats.node, peer = %peer, subroute = subroute_field(subroute),
                 mux = Empty, outcome = Empty, duration_us = Empty,
             )
         } else {
             tracing::debug_span!(
                 target: "grid::call", "call",
-                handler = %handler, peer, subroute = subroute_field(subroute),
+                handler = %handler, node = %stats.node, peer = %peer, subroute = subroute_field(subroute),
                 mux = Empty, outcome = Empty, duration_us = Empty,
             )
         };
@@ -217,11 +217,18 @@ impl Serve {
         self.outcome.get_or_insert(Outcome::of_cause(cause));
     }
 
-    /// The handler returned (or panicked: the record says so).
-    pub(crate) fn returned<T>(&mut self, result: &Result<T, ErrorRecord>) {
-        self.outcome.get_or_insert(match result {
-            Ok(_) => Outcome::Ok,
-            Err(rec) => Outcome::of_code(rec.code),
+    /// The handler returned (or panicked: the record says so). A handler that returned after
+    /// its call was cancelled (it saw the cancellation) ends as the cancellation: its result
+    /// goes nowhere.
+    pub(crate) fn returned<T>(
+        &mut self,
+        result: &Result<T, ErrorRecord>,
+        cancelled: Option<CancelCause>,
+    ) {
+        self.outcome.get_or_insert(match (cancelled, result) {
+            (Some(cause), _) => Outcome::of_cause(cause),
+            (None, Ok(_)) => Outcome::Ok,
+            (None, Err(rec)) => Outcome::of_code(rec.code),
         });
     }
 }
