@@ -13,7 +13,8 @@
 //! The output is Markdown, one table per workload, with grid's ratio to each system.
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
-//! selects workloads (unary, stream, bidi, cap1, memory, mesh), `--concurrency 256` the unary points.
+//! selects workloads (unary, stream, bidi, cap1, memory, mesh), `--concurrency 256` the unary points,
+//! `--log grid=info` runs with a tracing subscriber (fmt to stderr) to measure what one costs.
 
 use std::time::Duration;
 
@@ -33,6 +34,12 @@ use report::{Cell, Results};
 
 fn main() {
     let opts = Opts::from_args();
+    if let Some(filter) = &opts.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

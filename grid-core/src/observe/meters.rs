@@ -22,6 +22,9 @@
 //! | `grid_connection_queued_bytes` | gauge | `peer` | data bytes left in the outbound queue after the writer took a batch |
 //! | `grid_connection_in_flight` | gauge | `peer`, `side` | calls in flight: started here (`"client"`), served here (`"server"`) |
 //!
+//! The per-handler map of a connection holds the handlers this node called on it and those it
+//! served (only registered handlers are ever served): a peer cannot grow it with made-up ids.
+//!
 //! Handler metrics have no `peer` label: a 500-node cluster would multiply every handler's
 //! series by 500. Connection metrics say which peer.
 
