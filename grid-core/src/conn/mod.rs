@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tracing::debug;
+use tracing::{debug, Instrument};
 
 use crate::error::Error;
 use crate::frame::{Frame, Route};
@@ -398,7 +398,11 @@ impl Connection {
             self.subroute.as_deref(),
             false,
         );
-        cooperative(call.run(self.call_once(handler, payload, opts)).await).await
+        let result = self
+            .call_once(handler, payload, opts)
+            .instrument(call.span())
+            .await;
+        cooperative(call.end(result)).await
     }
 
     async fn call_once(
@@ -502,11 +506,11 @@ impl Connection {
             self.subroute.as_deref(),
             true,
         );
-        cooperative(
-            call.run(self.open_stream_once(handler, payload, opts))
-                .await,
-        )
-        .await
+        let result = self
+            .open_stream_once(handler, payload, opts)
+            .instrument(call.span())
+            .await;
+        cooperative(call.end(result)).await
     }
 
     async fn open_stream_once(

@@ -27,15 +27,18 @@ use crate::stream::{HandlerInput, HandlerOutput};
 /// its context cannot outlive its call by more than this). Its slot is held meanwhile.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_millis(500);
 
-/// Releases a call's admission slot when its task ends, however it ends.
+/// Releases a call's admission slot when its task ends, however it ends (and ends its span
+/// and metrics).
 struct SlotGuard {
     session: Arc<Session>,
     key: CallKey,
+    obs: crate::observe::Serve,
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.session.finish(self.key);
+        self.obs.end(&self.session.stats);
     }
 }
 
@@ -54,11 +57,12 @@ pub(crate) fn spawn(
         payload,
         kind,
     } = start;
-    let mut obs = crate::observe::Serve::start(session, &route, key.mux, handler.is_stream());
+    let obs = crate::observe::Serve::start(session, &route, key.mux, handler.is_stream());
     let span = obs.span();
-    let guard = SlotGuard {
+    let mut guard = SlotGuard {
         session: session.clone(),
         key,
+        obs,
     };
     let ctx = Context::new(
         session.peer.clone(),
@@ -90,12 +94,12 @@ pub(crate) fn spawn(
                     biased;
                     r = &mut run => r,
                     cause = cancel.cancelled() => {
-                        obs.cancelled(cause);
+                        guard.obs.cancelled(cause);
                         machine.abort(cause);
                         return cancel_grace(run, guard).await;
                     }
                     () = sleep => {
-                        obs.cancelled(CancelCause::Deadline);
+                        guard.obs.cancelled(CancelCause::Deadline);
                         cancel.cancel(CancelCause::Deadline);
                         if guard.session.commit_response(guard.key) {
                             if let Some(f) = machine.handle_timeout(Instant::now()) {
@@ -124,7 +128,7 @@ pub(crate) fn spawn(
                         Err(rec)
                     }
                 };
-                obs.returned(&result, cancel.cause());
+                guard.obs.returned(&result, cancel.cause());
                 // Committing first means a Cancel that arrives now finds nothing: the response
                 // is already on its way. The slot is held until it is queued.
                 if session.commit_response(guard.key) {
@@ -148,7 +152,7 @@ pub(crate) fn spawn(
                         biased;
                         r = &mut run => r,
                         cause = cancel.cancelled() => {
-                            obs.cancelled(cause);
+                            guard.obs.cancelled(cause);
                             return cancel_grace(run, guard).await;
                         }
                     };
@@ -157,7 +161,7 @@ pub(crate) fn spawn(
                         Ok(Err(e)) => Err(e.into_record()),
                         Err(panic) => Err(panic_record(panic)),
                     };
-                    obs.returned(&result, cancel.cause());
+                    guard.obs.returned(&result, cancel.cause());
                     // The end travels in the data lane, behind the messages the handler sent.
                     let session = &guard.session;
                     if session.data_room().await.is_ok() {

@@ -29,7 +29,7 @@ impl Counted {
 pub(crate) struct ConnMetrics;
 
 /// A gauge that records nothing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Gauge;
 
 impl Gauge {
@@ -54,13 +54,18 @@ impl ConnMetrics {
         &Gauge
     }
 
-    pub(crate) fn handler(&self, _: HandlerId, _: Side) -> HandlerHandle {
-        HandlerMetrics
+    pub(crate) fn handler(&self, _: HandlerId, _: Side) -> HandlerRef {
+        HandlerRef
+    }
+
+    pub(crate) fn at(&self, _: &HandlerRef) -> &HandlerMetrics {
+        &HandlerMetrics
     }
 }
 
-/// What [`ConnMetrics::handler`] hands out.
-pub(crate) type HandlerHandle = HandlerMetrics;
+/// Where a handler's handles are: nowhere.
+#[derive(Debug)]
+pub(crate) struct HandlerRef;
 
 /// Nothing to record.
 #[derive(Debug)]

@@ -28,11 +28,10 @@ mod meters;
 pub(crate) mod names;
 mod outcome;
 
-use std::future::Future;
 use std::time::Instant;
 
 use tracing::field::{display, Empty};
-use tracing::{Instrument, Level, Span};
+use tracing::{Level, Span};
 
 use crate::conn::session::Session;
 use crate::conn::stats::ConnStats;
@@ -42,7 +41,7 @@ use crate::ids::{HandlerId, MuxId};
 use crate::mux::CancelCause;
 
 pub(crate) use meters::{ConnMetrics, Counted};
-use meters::{Gauge, HandlerHandle, TIMED};
+use meters::{HandlerRef, TIMED};
 pub(crate) use outcome::Outcome;
 
 /// Which end of a call: the side that started it, or the side that serves it.
@@ -88,8 +87,8 @@ fn subroute_field(subroute: Option<&[u8]>) -> Option<tracing::field::DisplayValu
 struct Ending {
     span: Span,
     started: Option<Instant>,
-    meters: HandlerHandle,
-    in_flight: Gauge,
+    meters: HandlerRef,
+    side: Side,
     /// Whether the duration goes into the histogram (not a stream's opening).
     histogram: bool,
 }
@@ -98,22 +97,24 @@ impl Ending {
     fn new(stats: &ConnStats, span: Span, handler: HandlerId, side: Side, histogram: bool) -> Self {
         let started = (TIMED || !span.is_disabled()).then(Instant::now);
         let meters = stats.metrics.handler(handler, side);
-        meters.started();
-        let in_flight = stats.metrics.in_flight(side).clone();
-        in_flight.increment(1.0);
+        stats.metrics.at(&meters).started();
+        stats.metrics.in_flight(side).increment(1.0);
         Ending {
             span,
             started,
             meters,
-            in_flight,
+            side,
             histogram,
         }
     }
 
-    fn end(&self, outcome: Outcome) {
+    fn end(&self, stats: &ConnStats, outcome: Outcome) {
         let took = self.started.map(|t| t.elapsed());
-        self.in_flight.decrement(1.0);
-        self.meters.ended(outcome, took.filter(|_| self.histogram));
+        stats.metrics.in_flight(self.side).decrement(1.0);
+        stats
+            .metrics
+            .at(&self.meters)
+            .ended(outcome, took.filter(|_| self.histogram));
         if !self.span.is_disabled() {
             self.span.record("outcome", display(outcome.as_str()));
             if let Some(t) = took {
@@ -126,21 +127,23 @@ impl Ending {
     }
 }
 
-/// A call this side makes, from its start to its result (or to its future's drop).
-pub(crate) struct Call {
+/// A call this side makes, from its start to its result (or to its future's drop, which ends
+/// it as `dropped`).
+pub(crate) struct Call<'a> {
+    stats: &'a ConnStats,
     ending: Ending,
     done: bool,
 }
 
-impl Call {
+impl<'a> Call<'a> {
     /// A unary call (`stream: false`) or a stream's opening.
     pub(crate) fn start(
-        stats: &ConnStats,
+        stats: &'a ConnStats,
         peer: &str,
         handler: HandlerId,
         subroute: Option<&[u8]>,
         stream: bool,
-    ) -> Call {
+    ) -> Call<'a> {
         let span = if stream {
             tracing::debug_span!(
                 target: "grid::call", "open",
@@ -156,37 +159,40 @@ impl Call {
         };
         Call {
             ending: Ending::new(stats, span, handler, Side::Client, !stream),
+            stats,
             done: false,
         }
     }
 
-    /// Runs `call` in the span and ends with its result.
-    ///
-    /// # Cancel safety
-    /// Dropping the future ends the call as `dropped`; `call` is dropped inside the span.
-    pub(crate) async fn run<T>(
-        mut self,
-        call: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        let result = call.instrument(self.ending.span.clone()).await;
+    /// The span to run the call in.
+    pub(crate) fn span(&self) -> Span {
+        self.ending.span.clone()
+    }
+
+    /// Ends the call with its result, and hands the result back.
+    pub(crate) fn end<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
         self.done = true;
-        self.ending.end(match &result {
-            Ok(_) => Outcome::Ok,
-            Err(e) => Outcome::of_error(e),
-        });
+        self.ending.end(
+            self.stats,
+            match &result {
+                Ok(_) => Outcome::Ok,
+                Err(e) => Outcome::of_error(e),
+            },
+        );
         result
     }
 }
 
-impl Drop for Call {
+impl Drop for Call<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.ending.end(Outcome::Dropped);
+            self.ending.end(self.stats, Outcome::Dropped);
         }
     }
 }
 
-/// A call this side serves, from its admission to the end of its task.
+/// A call this side serves, from its admission to the end of its task: kept in the task's slot
+/// guard, which [`end`](Self::end)s it with the connection's stats when it drops.
 pub(crate) struct Serve {
     ending: Ending,
     outcome: Option<Outcome>,
@@ -231,15 +237,15 @@ impl Serve {
             (None, Err(rec)) => Outcome::of_code(rec.code),
         });
     }
-}
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.ending.end(self.outcome.unwrap_or(Outcome::Dropped));
+    /// The task is over (`dropped` if nothing said how).
+    pub(crate) fn end(&self, stats: &ConnStats) {
+        self.ending
+            .end(stats, self.outcome.unwrap_or(Outcome::Dropped));
     }
 }
 
-impl std::fmt::Debug for Call {
+impl std::fmt::Debug for Call<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Call").finish_non_exhaustive()
     }
