@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::WebSocketStream;
-use tracing::{debug, Instrument};
+use tracing::debug;
 
 use crate::error::Error;
 use crate::frame::{Frame, Route};
@@ -398,10 +398,8 @@ impl Connection {
             self.subroute.as_deref(),
             false,
         );
-        let result = self
-            .call_once(handler, payload, opts)
-            .instrument(call.span())
-            .await;
+        let once = self.call_once(handler, payload, opts);
+        let result = crate::observe::within(call.span(), once).await;
         cooperative(call.end(result)).await
     }
 
@@ -506,10 +504,8 @@ impl Connection {
             self.subroute.as_deref(),
             true,
         );
-        let result = self
-            .open_stream_once(handler, payload, opts)
-            .instrument(call.span())
-            .await;
+        let once = self.open_stream_once(handler, payload, opts);
+        let result = crate::observe::within(call.span(), once).await;
         cooperative(call.end(result)).await
     }
 

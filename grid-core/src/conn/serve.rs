@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tracing::{warn, Instrument};
+use tracing::warn;
 
 use super::core::{CallKey, Start, StartKind};
 use super::session::Session;
@@ -76,7 +76,7 @@ pub(crate) fn spawn(
             // The handler's wire name is looked up only for a message: not on the hot path.
             let registry = registry.clone();
             let name = move || registry.name_of(route.handler);
-            tokio::spawn(async move {
+            tokio::spawn(crate::observe::within(span, async move {
                 // The handler is called inside the guarded future: a closure that panics before
                 // it returns its future is caught like one that panics while running.
                 let run =
@@ -137,44 +137,41 @@ pub(crate) fn spawn(
                     }
                 }
                 drop(guard);
-            }.instrument(span));
+            }));
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
             let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
             let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
-            tokio::spawn(
-                async move {
-                    let run =
-                        AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
-                            .catch_unwind();
-                    let mut run = std::pin::pin!(run);
-                    let result = tokio::select! {
-                        biased;
-                        r = &mut run => r,
-                        cause = cancel.cancelled() => {
-                            guard.obs.cancelled(cause);
-                            return cancel_grace(run, guard).await;
-                        }
-                    };
-                    let result = match result {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.into_record()),
-                        Err(panic) => Err(panic_record(panic)),
-                    };
-                    guard.obs.returned(&result, cancel.cause());
-                    // The end travels in the data lane, behind the messages the handler sent.
-                    let session = &guard.session;
-                    if session.data_room().await.is_ok() {
-                        let mut slot = shared.lock();
-                        if let Some(end) = slot.machine.finish(result) {
-                            let _ = session.push_data_now(&end);
-                        }
-                        slot.wake();
+            tokio::spawn(crate::observe::within(span, async move {
+                let run =
+                    AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
+                        .catch_unwind();
+                let mut run = std::pin::pin!(run);
+                let result = tokio::select! {
+                    biased;
+                    r = &mut run => r,
+                    cause = cancel.cancelled() => {
+                        guard.obs.cancelled(cause);
+                        return cancel_grace(run, guard).await;
                     }
-                    drop(guard);
+                };
+                let result = match result {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e.into_record()),
+                    Err(panic) => Err(panic_record(panic)),
+                };
+                guard.obs.returned(&result, cancel.cause());
+                // The end travels in the data lane, behind the messages the handler sent.
+                let session = &guard.session;
+                if session.data_room().await.is_ok() {
+                    let mut slot = shared.lock();
+                    if let Some(end) = slot.machine.finish(result) {
+                        let _ = session.push_data_now(&end);
+                    }
+                    slot.wake();
                 }
-                .instrument(span),
-            );
+                drop(guard);
+            }));
         }
         // The registry answered for the kind the frame asked for (`Router::route`), so a
         // mismatch cannot happen; if it ever did, the guard still releases the slot.

@@ -6,7 +6,10 @@
 //! and a few handle updates, with no label built, no allocation and no lock: the first
 //! [`SLOTS`] handlers of a connection live in a table read with plain atomic loads (two cores
 //! calling through one connection do not bounce a lock's cache line), the rest in a map behind a
-//! lock. With no recorder installed every handle is the facade's no-op. A recorder installed after a
+//! lock. With no recorder installed every handle is the facade's no-op, and a call neither
+//! looks its handler up nor reads the clock: the facade has no "is a recorder installed"
+//! call, so a connection takes the recorder it sees at creation for the facade's no-op one when
+//! it is zero-sized (a recorder with no state of its own). A recorder installed after a
 //! connection was created is not seen by that connection (the facade's rule for handles):
 //! install it first.
 //!
@@ -71,6 +74,8 @@ impl Counted {
 /// The metric handles of one connection (shared by its successive sessions).
 #[derive(Debug)]
 pub(crate) struct ConnMetrics {
+    /// Whether a recorder was installed when the connection was created.
+    recording: bool,
     node: Arc<str>,
     peer: Arc<str>,
     reconnects: Counter,
@@ -93,6 +98,8 @@ struct Slot {
 /// Where a call's handler handles are: a slot of its connection's table, or the overflow map.
 #[derive(Debug)]
 pub(crate) enum HandlerRef {
+    /// No recorder: nothing to record.
+    None,
     Slot(usize),
     Shared(Arc<HandlerMetrics>),
 }
@@ -109,6 +116,7 @@ impl ConnMetrics {
         };
         let side = |s: Side| Some(("side", s.as_str()));
         ConnMetrics {
+            recording: metrics::with_recorder(|r| std::mem::size_of_val(r) != 0),
             reconnects: metrics::counter!("grid_connection_reconnects_total", labels(None)),
             queued: metrics::gauge!("grid_connection_queued_bytes", labels(None)),
             in_flight: [
@@ -146,6 +154,9 @@ impl ConnMetrics {
 
     /// Where the handles of `handler` on `side` are, registered on first use.
     pub(crate) fn handler(&self, handler: HandlerId, side: Side) -> HandlerRef {
+        if !self.recording {
+            return HandlerRef::None;
+        }
         let key = u64::from(handler.0) << 1 | side as u64;
         let start = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
         for i in 0..SLOTS {
@@ -171,14 +182,17 @@ impl ConnMetrics {
     }
 
     /// The handles `at` points to.
-    pub(crate) fn at<'a>(&'a self, at: &'a HandlerRef) -> &'a HandlerMetrics {
+    pub(crate) fn at<'a>(&'a self, at: &'a HandlerRef) -> Option<&'a HandlerMetrics> {
         match at {
-            HandlerRef::Slot(i) => match self.slots[*i].get() {
-                Some(slot) => &slot.meters,
-                None => unreachable!("a slot handed out is set"),
-            },
-            HandlerRef::Shared(m) => m,
+            HandlerRef::None => None,
+            HandlerRef::Slot(i) => self.slots[*i].get().map(|slot| &slot.meters),
+            HandlerRef::Shared(m) => Some(m),
         }
+    }
+
+    /// Whether calls are timed for the duration histogram.
+    pub(crate) fn timed(&self) -> bool {
+        self.recording
     }
 }
 
@@ -230,9 +244,6 @@ impl HandlerMetrics {
         }
     }
 }
-
-/// Whether call durations are measured: with this feature, always (a recorder may want them).
-pub(crate) const TIMED: bool = true;
 
 /// Keys are a handler id (already a hash) and a side bit: no hashing needed.
 #[derive(Default)]

@@ -58,8 +58,12 @@ impl ConnMetrics {
         HandlerRef
     }
 
-    pub(crate) fn at(&self, _: &HandlerRef) -> &HandlerMetrics {
-        &HandlerMetrics
+    pub(crate) fn at(&self, _: &HandlerRef) -> Option<&HandlerMetrics> {
+        None
+    }
+
+    pub(crate) fn timed(&self) -> bool {
+        false
     }
 }
 
@@ -75,6 +79,3 @@ impl HandlerMetrics {
     pub(crate) fn started(&self) {}
     pub(crate) fn ended(&self, _: Outcome, _: Option<Duration>) {}
 }
-
-/// Without metrics, a call is timed only for a span that records it.
-pub(crate) const TIMED: bool = false;

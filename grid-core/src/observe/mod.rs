@@ -28,10 +28,14 @@ mod meters;
 pub(crate) mod names;
 mod outcome;
 
+use std::future::Future;
 use std::time::Instant;
 
+use futures::future::Either;
+use tracing::instrument::Instrumented;
+
 use tracing::field::{display, Empty};
-use tracing::{Level, Span};
+use tracing::{Instrument, Level, Span};
 
 use crate::conn::session::Session;
 use crate::conn::stats::ConnStats;
@@ -40,8 +44,8 @@ use crate::frame::{ErrorRecord, Route};
 use crate::ids::{HandlerId, MuxId};
 use crate::mux::CancelCause;
 
+use meters::HandlerRef;
 pub(crate) use meters::{ConnMetrics, Counted};
-use meters::{HandlerRef, TIMED};
 pub(crate) use outcome::Outcome;
 
 /// Which end of a call: the side that started it, or the side that serves it.
@@ -72,6 +76,16 @@ pub(crate) fn conn_span(session: &Session) -> Span {
     )
 }
 
+/// Runs `fut` in `span`, or as it is when the span is disabled: a disabled span's enter and
+/// exit still cost a few checks on every poll (more with tracing's `log` feature).
+pub(crate) fn within<F: Future>(span: Span, fut: F) -> Either<F, Instrumented<F>> {
+    if span.is_disabled() {
+        Either::Left(fut)
+    } else {
+        Either::Right(fut.instrument(span))
+    }
+}
+
 /// Records the mux id on the current call span, once the call has one.
 pub(crate) fn record_mux(mux: MuxId) {
     if tracing::level_enabled!(Level::DEBUG) {
@@ -95,9 +109,11 @@ struct Ending {
 
 impl Ending {
     fn new(stats: &ConnStats, span: Span, handler: HandlerId, side: Side, histogram: bool) -> Self {
-        let started = (TIMED || !span.is_disabled()).then(Instant::now);
+        let started = (stats.metrics.timed() || !span.is_disabled()).then(Instant::now);
         let meters = stats.metrics.handler(handler, side);
-        stats.metrics.at(&meters).started();
+        if let Some(m) = stats.metrics.at(&meters) {
+            m.started();
+        }
         stats.metrics.in_flight(side).increment(1.0);
         Ending {
             span,
@@ -111,10 +127,9 @@ impl Ending {
     fn end(&self, stats: &ConnStats, outcome: Outcome) {
         let took = self.started.map(|t| t.elapsed());
         stats.metrics.in_flight(self.side).decrement(1.0);
-        stats
-            .metrics
-            .at(&self.meters)
-            .ended(outcome, took.filter(|_| self.histogram));
+        if let Some(m) = stats.metrics.at(&self.meters) {
+            m.ended(outcome, took.filter(|_| self.histogram));
+        }
         if !self.span.is_disabled() {
             self.span.record("outcome", display(outcome.as_str()));
             if let Some(t) = took {
