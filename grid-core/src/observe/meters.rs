@@ -144,8 +144,11 @@ impl ConnMetrics {
         self.reconnects.increment(1);
     }
 
+    /// Samples the queue depth (`bytes` takes the queue's lock: only with a recorder).
     pub(crate) fn queued(&self, bytes: impl FnOnce() -> usize) {
-        self.queued.set(bytes() as f64);
+        if self.recording {
+            self.queued.set(bytes() as f64);
+        }
     }
 
     pub(crate) fn in_flight(&self, side: Side) -> &Gauge {
