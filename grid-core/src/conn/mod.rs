@@ -398,8 +398,7 @@ impl Connection {
             self.subroute.as_deref(),
             false,
         );
-        let once = self.call_once(handler, payload, opts);
-        let result = crate::observe::within(call.span(), once).await;
+        let result = crate::observe::call_within!(call, self.call_once(handler, payload, opts));
         cooperative(call.end(result)).await
     }
 
@@ -504,8 +503,8 @@ impl Connection {
             self.subroute.as_deref(),
             true,
         );
-        let once = self.open_stream_once(handler, payload, opts);
-        let result = crate::observe::within(call.span(), once).await;
+        let result =
+            crate::observe::call_within!(call, self.open_stream_once(handler, payload, opts));
         cooperative(call.end(result)).await
     }
 

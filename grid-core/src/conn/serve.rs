@@ -76,7 +76,7 @@ pub(crate) fn spawn(
             // The handler's wire name is looked up only for a message: not on the hot path.
             let registry = registry.clone();
             let name = move || registry.name_of(route.handler);
-            tokio::spawn(crate::observe::within(span, async move {
+            crate::observe::spawn_within(span, async move {
                 // The handler is called inside the guarded future: a closure that panics before
                 // it returns its future is caught like one that panics while running.
                 let run =
@@ -137,12 +137,12 @@ pub(crate) fn spawn(
                     }
                 }
                 drop(guard);
-            }));
+            });
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
             let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
             let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
-            tokio::spawn(crate::observe::within(span, async move {
+            crate::observe::spawn_within(span, async move {
                 let run =
                     AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
                         .catch_unwind();
@@ -171,7 +171,7 @@ pub(crate) fn spawn(
                     slot.wake();
                 }
                 drop(guard);
-            }));
+            });
         }
         // The registry answered for the kind the frame asked for (`Router::route`), so a
         // mismatch cannot happen; if it ever did, the guard still releases the slot.

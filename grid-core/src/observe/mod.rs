@@ -31,9 +31,6 @@ mod outcome;
 use std::future::Future;
 use std::time::Instant;
 
-use futures::future::Either;
-use tracing::instrument::Instrumented;
-
 use tracing::field::{display, Empty};
 use tracing::{Instrument, Level, Span};
 
@@ -76,13 +73,31 @@ pub(crate) fn conn_span(session: &Session) -> Span {
     )
 }
 
-/// Runs `fut` in `span`, or as it is when the span is disabled: a disabled span's enter and
-/// exit still cost a few checks on every poll (more with tracing's `log` feature).
-pub(crate) fn within<F: Future>(span: Span, fut: F) -> Either<F, Instrumented<F>> {
+/// Awaits a call's future in its span, or as it is when the span is disabled: a disabled
+/// span's enter and exit still cost a few checks on every poll (more with tracing's `log`
+/// feature), and a wrapper would cost a copy of the future. A macro, so the future is built
+/// where it is awaited.
+macro_rules! call_within {
+    ($call:expr, $fut:expr) => {
+        if $call.span_enabled() {
+            tracing::Instrument::instrument($fut, $call.span()).await
+        } else {
+            $fut.await
+        }
+    };
+}
+pub(crate) use call_within;
+
+/// Spawns a served call's task in its span (entered only when enabled, as [`call_within`]).
+#[inline(always)]
+pub(crate) fn spawn_within<F>(span: Span, task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
     if span.is_disabled() {
-        Either::Left(fut)
+        tokio::spawn(task);
     } else {
-        Either::Right(fut.instrument(span))
+        tokio::spawn(task.instrument(span));
     }
 }
 
@@ -182,6 +197,11 @@ impl<'a> Call<'a> {
     /// The span to run the call in.
     pub(crate) fn span(&self) -> Span {
         self.ending.span.clone()
+    }
+
+    /// Whether a subscriber wants the span.
+    pub(crate) fn span_enabled(&self) -> bool {
+        !self.ending.span.is_disabled()
     }
 
     /// Ends the call with its result, and hands the result back.
