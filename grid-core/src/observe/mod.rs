@@ -14,11 +14,12 @@
 //! `outcome` (one word: `ok`, `application`, `deadline`, `dropped`, … see [`Outcome`]) and
 //! `duration_us`.
 //!
-//! Cost: a span at a level no subscriber wants is a disabled span (tracing's per-callsite
-//! interest, cached), and its fields are neither formatted nor recorded; the clock is read only
-//! for a span that is enabled or for the duration histogram (with the `metrics` feature). The
-//! metrics handles are registered once per connection and handler (see `meters`), and are the
-//! facade's no-ops when no recorder is installed.
+//! Cost: when no subscriber's level hint reaches debug and no recorder is installed, a call
+//! checks that and does nothing more here (no span, no lookup, no clock). Otherwise a span at a
+//! level no subscriber wants is a disabled span (tracing's per-callsite interest, cached), never
+//! entered, its fields neither formatted nor recorded; the clock is read only for a span that is
+//! enabled or for the duration histogram. The metrics handles are registered once per
+//! connection and handler (see `meters`).
 //!
 //! [`Connection::call`]: crate::Connection::call
 //! [`Connection::open_stream`]: crate::Connection::open_stream
@@ -157,11 +158,19 @@ impl Ending {
     }
 }
 
+/// Whether anything can want a call's span or metrics: a subscriber's level hint reaches the
+/// call spans' level, or a recorder was installed. When neither, a call does nothing here but
+/// this check.
+fn watched(stats: &ConnStats) -> bool {
+    stats.metrics.timed() || tracing::level_enabled!(Level::DEBUG)
+}
+
 /// A call this side makes, from its start to its result (or to its future's drop, which ends
 /// it as `dropped`).
 pub(crate) struct Call<'a> {
     stats: &'a ConnStats,
-    ending: Ending,
+    /// `None` when nothing watches.
+    ending: Option<Ending>,
     done: bool,
 }
 
@@ -174,6 +183,13 @@ impl<'a> Call<'a> {
         subroute: Option<&[u8]>,
         stream: bool,
     ) -> Call<'a> {
+        if !watched(stats) {
+            return Call {
+                stats,
+                ending: None,
+                done: true,
+            };
+        }
         let span = if stream {
             tracing::debug_span!(
                 target: "grid::call", "open",
@@ -188,7 +204,7 @@ impl<'a> Call<'a> {
             )
         };
         Call {
-            ending: Ending::new(stats, span, handler, Side::Client, !stream),
+            ending: Some(Ending::new(stats, span, handler, Side::Client, !stream)),
             stats,
             done: false,
         }
@@ -196,32 +212,34 @@ impl<'a> Call<'a> {
 
     /// The span to run the call in.
     pub(crate) fn span(&self) -> Span {
-        self.ending.span.clone()
+        self.ending
+            .as_ref()
+            .map_or_else(Span::none, |e| e.span.clone())
     }
 
     /// Whether a subscriber wants the span.
     pub(crate) fn span_enabled(&self) -> bool {
-        !self.ending.span.is_disabled()
+        self.ending.as_ref().is_some_and(|e| !e.span.is_disabled())
     }
 
     /// Ends the call with its result, and hands the result back.
     pub(crate) fn end<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
         self.done = true;
-        self.ending.end(
-            self.stats,
-            match &result {
+        if let Some(ending) = &self.ending {
+            let outcome = match &result {
                 Ok(_) => Outcome::Ok,
                 Err(e) => Outcome::of_error(e),
-            },
-        );
+            };
+            ending.end(self.stats, outcome);
+        }
         result
     }
 }
 
 impl Drop for Call<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.ending.end(self.stats, Outcome::Dropped);
+        if let (false, Some(ending)) = (self.done, &self.ending) {
+            ending.end(self.stats, Outcome::Dropped);
         }
     }
 }
@@ -229,13 +247,20 @@ impl Drop for Call<'_> {
 /// A call this side serves, from its admission to the end of its task: kept in the task's slot
 /// guard, which [`end`](Self::end)s it with the connection's stats when it drops.
 pub(crate) struct Serve {
-    ending: Ending,
+    /// `None` when nothing watches.
+    ending: Option<Ending>,
     outcome: Option<Outcome>,
 }
 
 impl Serve {
     /// A served call of `route` on `mux` (`stream`: a stream handler).
     pub(crate) fn start(session: &Session, route: &Route, mux: MuxId, stream: bool) -> Serve {
+        if !watched(&session.stats) {
+            return Serve {
+                ending: None,
+                outcome: None,
+            };
+        }
         let subroute = route.subroute.as_deref();
         let span = tracing::debug_span!(
             target: "grid::serve", "serve",
@@ -243,14 +268,22 @@ impl Serve {
             mux = mux.0, stream, outcome = Empty, duration_us = Empty,
         );
         Serve {
-            ending: Ending::new(&session.stats, span, route.handler, Side::Server, true),
+            ending: Some(Ending::new(
+                &session.stats,
+                span,
+                route.handler,
+                Side::Server,
+                true,
+            )),
             outcome: None,
         }
     }
 
     /// The span to run the task in.
     pub(crate) fn span(&self) -> Span {
-        self.ending.span.clone()
+        self.ending
+            .as_ref()
+            .map_or_else(Span::none, |e| e.span.clone())
     }
 
     /// The call was cancelled for `cause`.
@@ -275,8 +308,9 @@ impl Serve {
 
     /// The task is over (`dropped` if nothing said how).
     pub(crate) fn end(&self, stats: &ConnStats) {
-        self.ending
-            .end(stats, self.outcome.unwrap_or(Outcome::Dropped));
+        if let Some(ending) = &self.ending {
+            ending.end(stats, self.outcome.unwrap_or(Outcome::Dropped));
+        }
     }
 }
 
