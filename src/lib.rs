@@ -2,8 +2,21 @@
 //! pair of nodes.
 //!
 //! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`),
-//! the typed layer ([`Sender`], [`Receiver`], [`RequestSink`], [`ResponseStream`], [`CallError`])
-//! and the [`handler`](macro@handler) macro.
+//! the typed layer and the [`handler`](macro@handler) macro.
+//!
+//! # Stream ends
+//!
+//! A stream has four ends, named by what they carry and which way: *requests* go from the caller
+//! to the handler, *responses* from the handler to the caller. The typed ends (items of a serde
+//! type) are at the crate root; the untyped ends (`Bytes` messages, from
+//! [`Connection::open_stream`]) have the same names in [`raw`].
+//!
+//! | end | held by | typed | untyped |
+//! |---|---|---|---|
+//! | sends requests | caller | [`RequestSender<T>`] | [`raw::RequestSender`] |
+//! | receives responses | caller | [`ResponseReceiver<T, E>`] | [`raw::ResponseReceiver`] |
+//! | receives requests | handler | [`RequestReceiver<T>`] | [`raw::RequestReceiver`] |
+//! | sends responses | handler | [`ResponseSender<T>`] | [`raw::ResponseSender`] |
 //!
 //! Cargo features: `tls` (on by default) runs `https://` names over rustls ([`TlsConfig`]);
 //! without it no TLS stack is built and `https://` names are refused. `hyper` serves grid's
@@ -14,8 +27,8 @@ pub use grid_core::*;
 /// Turns a trait of `async fn(&self, …)` methods into typed handlers.
 ///
 /// The four shapes are told apart by argument types: unary (`args -> Result<T, E>`), server
-/// stream (a last [`Sender<T>`] argument, returns `Result<(), E>`), client stream (a
-/// [`Receiver<T>`] argument, returns `Result<T, E>`) and two-way (a `Receiver` then a `Sender`).
+/// stream (a last [`ResponseSender<T>`] argument, returns `Result<(), E>`), client stream (a
+/// [`RequestReceiver<T>`] argument, returns `Result<T, E>`) and two-way (a `RequestReceiver` then a `ResponseSender`).
 /// An optional first `&grid::Context` argument gives the caller, subroute, deadline and
 /// cancellation. Request arguments, items, `T` and `E` must implement the serde traits; they
 /// travel as msgpack with field names.
@@ -25,10 +38,10 @@ pub use grid_core::*;
 ///   (`LockerClient::LOCK`, wire name `"Locker.lock"`, id derived at compile time) and
 ///   `LockerClient::HANDLERS`, and per method:
 ///   - unary: `async fn lock(&self, args…) -> Result<T, CallError<E>>`;
-///   - server stream: `async fn watch(&self, args…) -> Result<ResponseStream<Item, E>, CallError<E>>`;
-///   - client stream: `async fn f(&self, args…) -> Result<(RequestSink<In>, ResponseStream<T, E>), CallError<E>>`
-///     (await [`ResponseStream::response`] for the result);
-///   - two-way: `async fn f(&self, args…) -> Result<(RequestSink<In>, ResponseStream<Out, E>), CallError<E>>`.
+///   - server stream: `async fn watch(&self, args…) -> Result<ResponseReceiver<Item, E>, CallError<E>>`;
+///   - client stream: `async fn f(&self, args…) -> Result<(RequestSender<In>, ResponseReceiver<T, E>), CallError<E>>`
+///     (await [`ResponseReceiver::response`] for the result);
+///   - two-way: `async fn f(&self, args…) -> Result<(RequestSender<In>, ResponseReceiver<Out, E>), CallError<E>>`.
 /// - `LockerServer<S>`: `new(impl)`, `from_arc`, `register(&manager)`,
 ///   `register_subroute(&manager, "disk1")`, `register_at(&manager, Option<&str>)`.
 /// - The trait itself, with each `async fn` declared as returning a `Send` future, so
@@ -56,7 +69,7 @@ pub use grid_core::*;
 ///     async fn lock(&self, args: LockArgs) -> Result<bool, LockError>;
 ///     /// Streams the names of held locks.
 ///     #[grid(out_capacity = 16)]
-///     async fn held(&self, out: grid::Sender<String>) -> Result<(), LockError>;
+///     async fn held(&self, out: grid::ResponseSender<String>) -> Result<(), LockError>;
 /// }
 ///
 /// struct Local;
@@ -65,7 +78,7 @@ pub use grid_core::*;
 ///     async fn lock(&self, args: LockArgs) -> Result<bool, LockError> {
 ///         Ok(!args.resource.is_empty())
 ///     }
-///     async fn held(&self, mut out: grid::Sender<String>) -> Result<(), LockError> {
+///     async fn held(&self, mut out: grid::ResponseSender<String>) -> Result<(), LockError> {
 ///         out.send("a".to_owned()).await.map_err(|_| LockError::Busy)
 ///     }
 /// }
@@ -81,19 +94,28 @@ pub use grid_macros::handler;
 
 mod typed;
 
-pub use typed::{CallError, Receiver, RequestSink, ResponseStream, Sender};
+pub use typed::{CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
+
+/// The untyped stream ends: `Bytes` messages, as [`Connection::open_stream`] and raw handlers
+/// ([`Manager::register_stream`]) use them. The typed ends of the same names are at the crate
+/// root; the table in the [crate docs](crate#stream-ends) sets them side by side.
+pub mod raw {
+    pub use grid_core::{RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
+}
 
 /// Paths used by code that `#[grid::handler]` generates. Not a public API: it changes without
 /// notice.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::typed::support::*;
-    pub use crate::typed::{CallError, Receiver, RequestSink, ResponseStream, Sender};
+    pub use crate::typed::{
+        CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+    };
     pub use bytes::Bytes;
     pub use futures;
     pub use grid_core::{
-        CallOptions, Connection, Context, Error, HandlerId, HandlerInput, HandlerOutput,
-        HandlerSpec, Manager, RemoteError, StreamOptions,
+        CallOptions, Connection, Context, Error, HandlerId, HandlerSpec, Manager, RemoteError,
+        RequestReceiver as RawRequestReceiver, ResponseSender as RawResponseSender, StreamOptions,
     };
     pub use rmp_serde;
     pub use serde;

@@ -17,9 +17,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
+use grid_core as raw;
 use grid_core::{
-    CallOptions, Connection, Error, ErrorCode, HandlerInput, HandlerOutput, HandlerSpec,
-    RemoteError, StreamOptions, StreamReceiver, StreamSender,
+    CallOptions, Connection, Error, ErrorCode, HandlerSpec, RemoteError, StreamOptions,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -204,18 +204,20 @@ fn typed_error<E: DeserializeOwned>(err: Error) -> CallError<E> {
 }
 
 /// The handler side of a server or two-way stream: sends typed items to the caller.
-pub struct Sender<T> {
-    out: HandlerOutput,
+pub struct ResponseSender<T> {
+    out: raw::ResponseSender,
     _item: PhantomData<fn(T)>,
 }
 
-impl<T> fmt::Debug for Sender<T> {
+impl<T> fmt::Debug for ResponseSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("out", &self.out).finish()
+        f.debug_struct("ResponseSender")
+            .field("out", &self.out)
+            .finish()
     }
 }
 
-impl<T: Serialize + 'static> Sender<T> {
+impl<T: Serialize + 'static> ResponseSender<T> {
     /// Sends one item, waiting for flow-control credit.
     ///
     /// # Errors
@@ -249,22 +251,22 @@ impl<T: Serialize + 'static> Sender<T> {
 }
 
 /// The handler side of a client or two-way stream: receives typed items from the caller.
-pub struct Receiver<T> {
-    input: HandlerInput,
+pub struct RequestReceiver<T> {
+    input: raw::RequestReceiver,
     /// What [`recv_many`](Self::recv_many) takes before decoding.
     raw: Vec<Bytes>,
     _item: PhantomData<fn() -> T>,
 }
 
-impl<T> fmt::Debug for Receiver<T> {
+impl<T> fmt::Debug for RequestReceiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver")
+        f.debug_struct("RequestReceiver")
             .field("input", &self.input)
             .finish()
     }
 }
 
-impl<T: DeserializeOwned + 'static> Receiver<T> {
+impl<T: DeserializeOwned + 'static> RequestReceiver<T> {
     /// The next item; `None` once the caller finished its input.
     ///
     /// # Errors
@@ -297,7 +299,7 @@ impl<T: DeserializeOwned + 'static> Receiver<T> {
     }
 }
 
-impl<T: DeserializeOwned + 'static> Stream for Receiver<T> {
+impl<T: DeserializeOwned + 'static> Stream for RequestReceiver<T> {
     type Item = Result<T, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -312,20 +314,20 @@ impl<T: DeserializeOwned + 'static> Stream for Receiver<T> {
 
 /// The caller side of a client or two-way stream: sends typed items to the handler. Dropping it
 /// (or [`finish`](Self::finish)) ends the input.
-pub struct RequestSink<T> {
-    sender: StreamSender,
+pub struct RequestSender<T> {
+    sender: raw::RequestSender,
     _item: PhantomData<fn(T)>,
 }
 
-impl<T> fmt::Debug for RequestSink<T> {
+impl<T> fmt::Debug for RequestSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestSink")
+        f.debug_struct("RequestSender")
             .field("sender", &self.sender)
             .finish()
     }
 }
 
-impl<T: Serialize + 'static> RequestSink<T> {
+impl<T: Serialize + 'static> RequestSender<T> {
     /// Sends one item to the handler, waiting for flow-control credit.
     ///
     /// # Errors
@@ -365,20 +367,20 @@ impl<T: Serialize + 'static> RequestSink<T> {
 /// The caller side of a stream's output: a [`Stream`] of typed items. An error ends it: the
 /// handler's `E` as [`CallError::Remote`], anything else as [`CallError::Transport`]. Dropping
 /// it cancels the stream.
-pub struct ResponseStream<T, E> {
-    receiver: StreamReceiver,
+pub struct ResponseReceiver<T, E> {
+    receiver: raw::ResponseReceiver,
     _item: PhantomData<fn() -> (T, E)>,
 }
 
-impl<T, E> fmt::Debug for ResponseStream<T, E> {
+impl<T, E> fmt::Debug for ResponseReceiver<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseStream")
+        f.debug_struct("ResponseReceiver")
             .field("receiver", &self.receiver)
             .finish()
     }
 }
 
-impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseStream<T, E> {
+impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseReceiver<T, E> {
     /// Cancels the stream: the handler's context sees the cancellation.
     pub fn cancel(&mut self) {
         self.receiver.cancel();
@@ -409,7 +411,7 @@ impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseStream<T, E> {
     }
 }
 
-impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseStream<T, E> {
+impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseReceiver<T, E> {
     type Item = Result<T, CallError<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -486,7 +488,7 @@ pub(crate) mod support {
         spec: HandlerSpec,
         req: &Req,
         opts: StreamOptions,
-    ) -> Result<(Option<RequestSink<In>>, ResponseStream<Out, E>), CallError<E>>
+    ) -> Result<(Option<RequestSender<In>>, ResponseReceiver<Out, E>), CallError<E>>
     where
         Req: Serialize + ?Sized,
         E: DeserializeOwned,
@@ -496,11 +498,11 @@ pub(crate) mod support {
             .open_stream(spec.id, payload, opts)
             .await
             .map_err(typed_error)?;
-        let sink = s.sender.map(|sender| RequestSink {
+        let sink = s.sender.map(|sender| RequestSender {
             sender,
             _item: PhantomData,
         });
-        let stream = ResponseStream {
+        let stream = ResponseReceiver {
             receiver: s.receiver,
             _item: PhantomData,
         };
@@ -508,7 +510,9 @@ pub(crate) mod support {
     }
 
     /// The sink of a stream opened with input.
-    pub fn expect_sink<T, E>(sink: Option<RequestSink<T>>) -> Result<RequestSink<T>, CallError<E>> {
+    pub fn expect_sink<T, E>(
+        sink: Option<RequestSender<T>>,
+    ) -> Result<RequestSender<T>, CallError<E>> {
         sink.ok_or_else(|| {
             CallError::Transport(Error::Protocol("stream opened without input".into()))
         })
@@ -545,7 +549,7 @@ pub(crate) mod support {
 
     /// A client-stream handler's end: its response as the one item, or its error.
     pub async fn send_response<T: Serialize + 'static, E: Serialize>(
-        out: &mut Sender<T>,
+        out: &mut ResponseSender<T>,
         r: Result<T, E>,
     ) -> Result<(), RemoteError> {
         match r {
@@ -558,17 +562,19 @@ pub(crate) mod support {
     }
 
     /// Wraps the handler's output.
-    pub fn sender<T>(out: HandlerOutput) -> Sender<T> {
-        Sender {
+    pub fn sender<T>(out: raw::ResponseSender) -> ResponseSender<T> {
+        ResponseSender {
             out,
             _item: PhantomData,
         }
     }
 
     /// Wraps the handler's input; a stream opened without input is refused.
-    pub fn receiver<T>(input: Option<HandlerInput>) -> Result<Receiver<T>, RemoteError> {
+    pub fn receiver<T>(
+        input: Option<raw::RequestReceiver>,
+    ) -> Result<RequestReceiver<T>, RemoteError> {
         input
-            .map(|input| Receiver {
+            .map(|input| RequestReceiver {
                 input,
                 raw: Vec::new(),
                 _item: PhantomData,

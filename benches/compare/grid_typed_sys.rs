@@ -23,12 +23,12 @@ pub(crate) trait Typed {
     /// Returns its argument.
     async fn echo(&self, data: Bytes) -> Result<Bytes, Never>;
     /// Sends `n` numbered 64-byte messages.
-    async fn stream(&self, n: u64, out: grid::Sender<Bytes>) -> Result<(), Never>;
+    async fn stream(&self, n: u64, out: grid::ResponseSender<Bytes>) -> Result<(), Never>;
     /// Sends every input message back, in batches.
     async fn bidi(
         &self,
-        input: grid::Receiver<Bytes>,
-        out: grid::Sender<Bytes>,
+        input: grid::RequestReceiver<Bytes>,
+        out: grid::ResponseSender<Bytes>,
     ) -> Result<(), Never>;
 }
 
@@ -39,7 +39,7 @@ impl Typed for Service {
         Ok(data)
     }
 
-    async fn stream(&self, n: u64, mut out: grid::Sender<Bytes>) -> Result<(), Never> {
+    async fn stream(&self, n: u64, mut out: grid::ResponseSender<Bytes>) -> Result<(), Never> {
         // A caller that goes away ends the stream: nothing more to report.
         let _ = out.send_all((0..n).map(stream_msg)).await;
         Ok(())
@@ -47,8 +47,8 @@ impl Typed for Service {
 
     async fn bidi(
         &self,
-        mut input: grid::Receiver<Bytes>,
-        mut out: grid::Sender<Bytes>,
+        mut input: grid::RequestReceiver<Bytes>,
+        mut out: grid::ResponseSender<Bytes>,
     ) -> Result<(), Never> {
         let mut batch = Vec::new();
         while let Ok(n) = input.recv_many(&mut batch, 4096).await {

@@ -25,7 +25,7 @@ use crate::frame::Route;
 use crate::frame::{ErrorCode, ErrorRecord};
 use crate::ids::HandlerId;
 use crate::mux::CancelCause;
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
 
 /// A unary handler: request bytes in, response bytes or an error out.
@@ -38,8 +38,8 @@ pub type StreamHandler = Arc<
     dyn Fn(
             Context,
             Bytes,
-            Option<HandlerInput>,
-            HandlerOutput,
+            Option<RequestReceiver>,
+            ResponseSender,
         ) -> BoxFuture<'static, Result<(), RemoteError>>
         + Send
         + Sync,

@@ -36,7 +36,7 @@ pub use frame::ErrorCode;
 pub use handler::{Context, HandlerSpec};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
-pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
+pub use stream::{RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
 pub use table::Supported;
 pub use tls::TlsConfig;
 

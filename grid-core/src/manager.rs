@@ -62,7 +62,7 @@ use crate::handshake::{
     DialerParams, HandshakeError, InstanceId, PeerInfo, Rejection, HANDSHAKE_LIMITS,
 };
 use crate::mux::Role;
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, LocalTable};
 use crate::tls::{self, TlsConfig};
 use gate::{handshake_ws_config, with_limits, Gate, Pending};
@@ -370,7 +370,10 @@ impl Manager {
     /// As [`register_unary`](Self::register_unary).
     pub fn register_stream<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
     where
-        F: Fn(Context, Bytes, Option<HandlerInput>, HandlerOutput) -> Fut + Send + Sync + 'static,
+        F: Fn(Context, Bytes, Option<RequestReceiver>, ResponseSender) -> Fut
+            + Send
+            + Sync
+            + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
         self.register_stream_at(spec, None, handler)
@@ -387,7 +390,10 @@ impl Manager {
         handler: F,
     ) -> Result<(), Error>
     where
-        F: Fn(Context, Bytes, Option<HandlerInput>, HandlerOutput) -> Fut + Send + Sync + 'static,
+        F: Fn(Context, Bytes, Option<RequestReceiver>, ResponseSender) -> Fut
+            + Send
+            + Sync
+            + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
         let h: crate::handler::StreamHandler =

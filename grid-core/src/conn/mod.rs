@@ -43,7 +43,7 @@ use crate::frame::{Frame, Route};
 use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
-use crate::stream::{StreamReceiver, StreamSender};
+use crate::stream::{RequestSender, ResponseReceiver};
 use crate::table::Supported;
 
 pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
@@ -146,9 +146,9 @@ impl Default for StreamOptions {
 #[derive(Debug)]
 pub struct ClientStream {
     /// Input to the handler; `None` when the stream was opened without input.
-    pub sender: Option<StreamSender>,
+    pub sender: Option<RequestSender>,
     /// The handler's output.
-    pub receiver: StreamReceiver,
+    pub receiver: ResponseReceiver,
 }
 
 /// A cheap, clonable handle to the connection with one peer, optionally bound to a subroute.
@@ -550,8 +550,8 @@ impl Connection {
         }
         let sender = params
             .input
-            .then(|| StreamSender::new(session.clone(), shared.clone()));
-        let receiver = StreamReceiver::new(session, shared, handler, self.subroute_str());
+            .then(|| RequestSender::new(session.clone(), shared.clone()));
+        let receiver = ResponseReceiver::new(session, shared, handler, self.subroute_str());
         Ok(ClientStream { sender, receiver })
     }
 

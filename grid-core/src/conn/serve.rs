@@ -20,7 +20,7 @@ use crate::cancel::CancelSignal;
 use crate::frame::{ErrorCode, ErrorRecord, Route};
 use crate::handler::{panic_record, Context, Registered, Registry};
 use crate::mux::CancelCause;
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::stream::{RequestReceiver, ResponseSender};
 
 /// How long a cancelled handler keeps running so it can observe
 /// [`Context::cancelled`] and clean up; after that its future is dropped (a handler that ignores
@@ -131,8 +131,8 @@ pub(crate) fn spawn(
             });
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
-            let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
-            let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
+            let input = input.then(|| RequestReceiver::new(session.clone(), shared.clone()));
+            let output = ResponseSender::new(session.clone(), shared.clone(), cancel.clone());
             tokio::spawn(async move {
                 let run =
                     AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
