@@ -29,12 +29,12 @@ use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
 
 /// A unary handler: request bytes in, response bytes or an error out.
-pub type UnaryHandler =
+pub(crate) type UnaryHandler =
     Arc<dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, RemoteError>> + Send + Sync>;
 
 /// A stream handler: the initial payload, the input stream if the caller sends one, and the
 /// output stream. Returning ends the output stream (with the error, if any).
-pub type StreamHandler = Arc<
+pub(crate) type StreamHandler = Arc<
     dyn Fn(
             Context,
             Bytes,

@@ -425,7 +425,8 @@ impl Manager {
 
     /// Serves a WebSocket that another server (hyper, axum) already upgraded on this manager's
     /// route. Runs the handshake, then the connection until it ends. TLS, if any, is that
-    /// server's business.
+    /// server's business. The socket is a tokio-tungstenite [`WebSocketStream`](crate::WebSocketStream)
+    /// (re-exported by this crate) over any [`Transport`](crate::Transport).
     ///
     /// The socket's WebSocket limits are replaced: handshake-sized until the peer has
     /// authenticated, the configured ones after. Hand it over right after the upgrade, before
@@ -437,7 +438,10 @@ impl Manager {
     ///
     /// # Cancel safety
     /// Dropping the future drops the connection.
-    pub async fn accept_websocket(&self, ws: Ws) -> Result<(), Error> {
+    pub async fn accept_websocket(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<BoxedTransport>,
+    ) -> Result<(), Error> {
         let pending = self.inner.gate.enter()?;
         let ws = with_limits(ws, WsRole::Server, handshake_ws_config()).await;
         serve_upgraded(self.inner.clone(), ws, None, pending).await
