@@ -20,23 +20,23 @@
 //!
 //! Cargo features: `tls` (on by default) runs `https://` names over rustls ([`TlsConfig`]);
 //! without it no TLS stack is built and `https://` names are refused. `hyper` serves grid's
-//! route from an existing hyper 1 / axum 0.8 server ([`embed`]). `unstable-internals` makes
+//! route from an existing hyper 1 / axum 0.8 server (`grid::embed`). `unstable-internals` makes
 //! the protocol layers public (`frame`, `mux`, `handshake`, `table`) for fuzzing, protocol tests
 //! and wire tools: no part of the API, they change without notice.
 //!
 //! Types of other crates in the API are re-exported: [`Bytes`] (payloads), [`WebSocketStream`]
-//! ([`Manager::accept_websocket`]), [`rustls`] with `tls` ([`TlsConfig::new`]), and in [`embed`]
+//! ([`Manager::accept_websocket`]), [`rustls`] with `tls` ([`TlsConfig::new`]), and in `embed`
 //! the `http` types of hyper and axum.
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub use grid_core::{
-    Authenticator, BoxedTransport, Bytes, CallOptions, CancelCause, ClientStream, ClockFn,
-    CloseKind, CloseReason, Config, ConnState, Connection, ConnectionStats, Context, DialFailure,
-    DialFn, DialTarget, Error, ErrorCode, HandlerId, HandlerSpec, HeldBytes, HmacAuth, InFlight,
-    Initiator, Keyring, LinkEvent, LinkEvents, Manager, ManagerBuilder, ManagerStats, MuxId,
-    ProtocolViolation, RemoteError, StreamOptions, Supported, TlsConfig, Transport,
-    WebSocketStream,
+    dialer_of, Authenticator, BoxedTransport, Bytes, CallOptions, CancelCause, ClientStream,
+    ClockFn, CloseKind, CloseReason, Config, ConnState, Connection, ConnectionStats, Context,
+    DialFailure, DialFn, DialTarget, Error, ErrorCode, FrameError, HandlerId, HandlerSpec,
+    HandshakeError, HeldBytes, HmacAuth, InFlight, Initiator, InstanceId, Keyring, LinkEvent,
+    LinkEvents, Manager, ManagerBuilder, ManagerStats, MuxId, Op, ProtocolViolation, RejectCode,
+    RemoteError, StreamOptions, Supported, TableError, TlsConfig, Transport, WebSocketStream,
 };
 
 #[cfg(feature = "hyper")]

@@ -117,7 +117,7 @@ impl Default for Config {
 
 impl Config {
     /// The frame decoder's limits derived from this configuration.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits::for_payload(self.max_payload)
     }
 }

@@ -55,12 +55,13 @@ pub use conn::{
     ProtocolViolation, StreamOptions, Transport,
 };
 pub use error::{Error, RemoteError};
-pub use frame::ErrorCode;
+pub use frame::{ErrorCode, FrameError, Op};
 pub use handler::{Context, HandlerSpec};
+pub use handshake::{dialer_of, HandshakeError, InstanceId, RejectCode};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
 pub use stream::{RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
-pub use table::Supported;
+pub use table::{Supported, TableError};
 pub use tls::TlsConfig;
 
 pub use ids::{HandlerId, MuxId};

@@ -333,7 +333,8 @@ impl Manager {
     ///
     /// # Errors
     /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers), or past
-    /// the handler table's bounds ([`table::MAX_TABLE_ENTRIES`] routes, [`table::MAX_TABLE_BYTES`]).
+    /// the handler table's bounds (16 384 routes and 1 MiB per
+    /// peer, `PROTOCOL.md` section 9).
     pub fn register_unary<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use grid_core::handshake::{dialer_of, HandshakeError, RejectCode};
+use grid_core::{dialer_of, HandshakeError, RejectCode};
 use grid_core::{Authenticator, CallOptions, Config, DialFailure, HandlerSpec, Keyring, Manager};
 
 const WAIT: Duration = Duration::from_secs(10);

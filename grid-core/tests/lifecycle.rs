@@ -234,7 +234,7 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
     let (la, a_name) = bound();
     let b_name = (1..)
         .map(|i| format!("http://127.0.0.1:{}", 1000 + i))
-        .find(|b| grid_core::handshake::dialer_of(&a_name, b) == b.as_str())
+        .find(|b| grid_core::dialer_of(&a_name, b) == b.as_str())
         .unwrap();
     let names = [a_name.clone(), b_name.clone()];
     let a = node(la, &a_name, &names).await;
@@ -349,7 +349,7 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
 async fn a_node_not_ready_refuses_peers_until_its_handlers_are_registered() {
     // `b` accepts `a` by the dial rule, and starts not ready.
     let (x, y) = (bound(), bound());
-    let ((la, a), (lb, b)) = if grid_core::handshake::dialer_of(&x.1, &y.1) == x.1 {
+    let ((la, a), (lb, b)) = if grid_core::dialer_of(&x.1, &y.1) == x.1 {
         (x, y)
     } else {
         (y, x)
@@ -376,10 +376,9 @@ async fn a_node_not_ready_refuses_peers_until_its_handlers_are_registered() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     match refusal {
-        grid_core::DialFailure::Handshake(grid_core::handshake::HandshakeError::Rejected {
-            code,
-            ..
-        }) => assert_eq!(code, grid_core::handshake::RejectCode::NotReady),
+        grid_core::DialFailure::Handshake(grid_core::HandshakeError::Rejected { code, .. }) => {
+            assert_eq!(code, grid_core::RejectCode::NotReady)
+        }
         other => panic!("expected NotReady, got {other:?}"),
     }
     assert_eq!(to_b.state(), grid_core::ConnState::Disconnected);

@@ -546,9 +546,7 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
     let name = |host: &str, l: &std::net::TcpListener| {
         format!("https://{host}:{}", l.local_addr().unwrap().port())
     };
-    while grid_core::handshake::dialer_of(&name("a.test", &la), &name("b.test", &lb))
-        != name("a.test", &la)
-    {
+    while grid_core::dialer_of(&name("a.test", &la), &name("b.test", &lb)) != name("a.test", &la) {
         (la, lb) = (bind(), bind());
     }
     let (a, b) = (name("a.test", &la), name("b.test", &lb));
@@ -596,12 +594,12 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     match failure {
-        grid_core::DialFailure::Handshake(grid_core::handshake::HandshakeError::Rejected {
+        grid_core::DialFailure::Handshake(grid_core::HandshakeError::Rejected {
             code,
             reason,
             ..
         }) => {
-            assert_eq!(code, grid_core::handshake::RejectCode::BadProof);
+            assert_eq!(code, grid_core::RejectCode::BadProof);
             assert!(reason.contains("certificate"), "{reason}");
         }
         other => panic!("expected a rejection of the certificate, got {other:?}"),

@@ -229,7 +229,7 @@ impl Connection {
     }
 
     /// Why the last dial or handshake this node made to the peer failed, if one did (the
-    /// dialing side only; see [`handshake::dialer_of`](crate::handshake::dialer_of)).
+    /// dialing side only; see [`dialer_of`](crate::dialer_of)).
     pub fn last_dial_failure(&self) -> Option<DialFailure> {
         self.inner.last_dial_failure.lock().clone()
     }
