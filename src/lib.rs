@@ -73,7 +73,16 @@ pub use grid_core::{frame, handshake, mux, table};
 /// Per-method options: `#[grid(name = "Locker.lock.v2")]` (wire name), `#[grid(id = 7)]`
 /// (explicit id), `#[grid(in_capacity = 8, out_capacity = 64, timeout_ms = 2000)]`.
 ///
+/// # Example
+///
+/// A service with a unary method and a server stream, served by one node and called from
+/// another (both in this process, on loopback ports the system picks).
+///
 /// ```
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use futures::StreamExt;
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
@@ -81,7 +90,7 @@ pub use grid_core::{frame, handshake, mux, table};
 ///     pub resource: String,
 /// }
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
 /// pub enum LockError {
 ///     Busy,
 /// }
@@ -99,19 +108,53 @@ pub use grid_core::{frame, handshake, mux, table};
 ///
 /// impl Locker for Local {
 ///     async fn lock(&self, args: LockArgs) -> Result<bool, LockError> {
+///         if args.resource == "busy" {
+///             return Err(LockError::Busy);
+///         }
 ///         Ok(!args.resource.is_empty())
 ///     }
 ///     async fn held(&self, mut out: grid::ResponseSender<String>) -> Result<(), LockError> {
-///         out.send("a".to_owned()).await.map_err(|_| LockError::Busy)
+///         for name in ["a", "b"] {
+///             out.send(name.to_owned()).await.map_err(|_| LockError::Busy)?;
+///         }
+///         Ok(())
 ///     }
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// assert_eq!(LockerClient::LOCK.name, "Locker.lock");
 /// assert_eq!(LockerClient::LOCK.id, grid::HandlerId::from_wire_name("Locker.lock"));
-/// let _server = LockerServer::new(Local);
-/// // With a running `grid::Manager` `m` and a peer `p`:
-/// //   LockerServer::new(Local).register(&m)?;
-/// //   let ok = LockerClient::new(m.connection(p)?).lock(LockArgs { .. }).await?;
+///
+/// let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// let names = [
+///     format!("http://{}", listeners[0].local_addr()?),
+///     format!("http://{}", listeners[1].local_addr()?),
+/// ];
+/// let mut nodes = Vec::new();
+/// for (name, listener) in names.iter().zip(listeners) {
+///     let node = grid::Manager::builder(name.as_str())
+///         .peers(names.iter().cloned())
+///         .secret("shared cluster secret")
+///         .listener(listener)
+///         .start()
+///         .await?;
+///     LockerServer::new(Local).register(&node)?;
+///     nodes.push(node);
+/// }
+///
+/// let locker = LockerClient::new(nodes[0].connection(&names[1])?);
+/// locker.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// assert!(locker.lock(LockArgs { resource: "disk1".into() }).await?);
+/// // The handler's own error comes back typed.
+/// let busy = locker.lock(LockArgs { resource: "busy".into() }).await.unwrap_err();
+/// assert_eq!(busy.remote(), Some(&LockError::Busy));
+///
+/// let held: Vec<String> = locker.held().await?.map(|item| item.unwrap()).collect().await;
+/// assert_eq!(held, ["a", "b"]);
+/// # for node in &nodes { node.shutdown().await; }
+/// # Ok(())
+/// # }
 /// ```
 pub use grid_macros::handler;
 

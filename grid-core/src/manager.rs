@@ -158,6 +158,56 @@ impl ManagerInner {
 }
 
 /// One node's view of the cluster. Cheap to clone.
+///
+/// A manager keeps one WebSocket to each peer (one side of each pair dials, by
+/// [`dialer_of`](crate::dialer_of); the other accepts), reconnects it when it drops, serves the
+/// handlers registered on it and hands out [`Connection`]s to call the peers' handlers.
+///
+/// # Example
+///
+/// Two nodes in one process, on loopback ports the system picks: each listener is bound first
+/// so that each node's name is its real address.
+///
+/// ```
+/// # use grid_core as grid;
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use grid::{Bytes, HandlerSpec, Manager, RemoteError};
+///
+/// const ECHO: HandlerSpec = HandlerSpec::named("Docs.echo");
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// let names = [
+///     format!("http://{}", listeners[0].local_addr()?),
+///     format!("http://{}", listeners[1].local_addr()?),
+/// ];
+/// let mut nodes = Vec::new();
+/// for (name, listener) in names.iter().zip(listeners) {
+///     let node = Manager::builder(name.as_str())
+///         .peers(names.iter().cloned()) // every node gets the full list; its own name is skipped
+///         .secret("shared cluster secret")
+///         .listener(listener)
+///         .start()
+///         .await?;
+///     node.register_unary(ECHO, |_ctx, payload| async move { Ok::<_, RemoteError>(payload) })?;
+///     nodes.push(node);
+/// }
+///
+/// let to_b = nodes[0].connection(&names[1])?;
+/// to_b.wait_for_connect(Duration::from_secs(10)).await?;
+/// let reply = to_b.request(ECHO.id, Bytes::from_static(b"ping")).await?;
+/// assert_eq!(&reply[..], b"ping");
+/// assert_eq!(nodes[0].stats().connected, 1);
+///
+/// for node in &nodes {
+///     node.shutdown().await;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Manager {
     inner: Arc<ManagerInner>,
