@@ -2,7 +2,9 @@
 //! pair of nodes.
 //!
 //! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`),
-//! the typed layer and the [`handler`](macro@handler) macro.
+//! the typed layer and the [`handler`](macro@handler) macro. The [`guide`] explains streams,
+//! deadlines, subroutes, TLS, embedding in axum and evolving a service; [`Manager`] has the
+//! smallest complete program.
 //!
 //! # Stream ends
 //!
@@ -158,6 +160,7 @@ pub use grid_core::{frame, handshake, mux, table};
 /// ```
 pub use grid_macros::handler;
 
+pub mod guide;
 mod typed;
 
 pub use typed::{CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
