@@ -6,16 +6,17 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{bound, builder, test_config, WAIT};
 use grid_core::{
-    CallOptions, Config, Error, ErrorCode, HandlerSpec, LinkEvent, Manager, RemoteError,
-    StreamOptions,
+    CallOptions, Error, ErrorCode, HandlerSpec, LinkEvent, Manager, RemoteError, StreamOptions,
 };
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
@@ -25,7 +26,6 @@ use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::Layer;
 
-const WAIT: Duration = Duration::from_secs(10);
 const ECHO: HandlerSpec = HandlerSpec::named("Obs.echo");
 const FAIL: HandlerSpec = HandlerSpec::named("Obs.fail");
 const PANIC: HandlerSpec = HandlerSpec::named("Obs.panic");
@@ -212,12 +212,6 @@ impl Observed {
 
 // ---- two nodes with the test handlers --------------------------------------------------------
 
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
-
 struct Pair {
     a: Manager,
     b: Manager,
@@ -233,16 +227,14 @@ async fn pair() -> Pair {
     let (la, an) = bound();
     let (lb, bn) = bound();
     let names = [an.clone(), bn.clone()];
-    let start = |l, me: &str| {
-        Manager::builder(me)
-            .peers(names.iter().cloned())
-            .secret("s")
-            .config(Config::default())
-            .listener(l)
-            .start()
-    };
-    let a = start(la, &an).await.unwrap();
-    let b = start(lb, &bn).await.unwrap();
+    let a = builder(la, &an, &names, test_config())
+        .start()
+        .await
+        .unwrap();
+    let b = builder(lb, &bn, &names, test_config())
+        .start()
+        .await
+        .unwrap();
     b.register_unary(ECHO, |_, p| async move { Ok(p) }).unwrap();
     b.register_unary_at(ECHO, Some("d1"), |_, p| async move { Ok(p) })
         .unwrap();

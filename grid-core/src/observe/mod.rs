@@ -247,8 +247,9 @@ impl Drop for Call<'_> {
 /// A call this side serves, from its admission to the end of its task: kept in the task's slot
 /// guard, which [`end`](Self::end)s it with the connection's stats when it drops.
 pub(crate) struct Serve {
-    /// `None` when nothing watches.
-    ending: Option<Ending>,
+    /// `None` when nothing watches; boxed, since a served stream's task (most of an idle
+    /// stream's memory) holds it for the stream's life.
+    ending: Option<Box<Ending>>,
     outcome: Option<Outcome>,
 }
 
@@ -268,13 +269,13 @@ impl Serve {
             mux = mux.0, stream, outcome = Empty, duration_us = Empty,
         );
         Serve {
-            ending: Some(Ending::new(
+            ending: Some(Box::new(Ending::new(
                 &session.stats,
                 span,
                 route.handler,
                 Side::Server,
                 true,
-            )),
+            ))),
             outcome: None,
         }
     }
