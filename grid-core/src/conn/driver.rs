@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-use tracing::Instrument;
 
 use super::core::{CloseKind, CloseReason, ProtocolViolation};
 use super::serve;
@@ -30,6 +29,7 @@ use super::Ws;
 use crate::frame::{BatchDecoder, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
+use crate::observe::in_span;
 
 /// How long the writer may still take, after a close, to send the go-away that explains it.
 const LAST_WORDS: Duration = Duration::from_millis(200);
@@ -44,15 +44,16 @@ pub(crate) async fn run_session(session: Arc<Session>, ws: Ws, registry: Arc<Reg
     let span = crate::observe::conn_span(&session);
     let _tasks = AbortOnDrop(
         [
-            tokio::spawn(
-                write_loop(session.clone(), sink, watchdog.clone()).instrument(span.clone()),
-            ),
-            tokio::spawn(
-                read_loop(session.clone(), stream, watchdog.clone(), registry)
-                    .instrument(span.clone()),
-            ),
-            tokio::spawn(timer_loop(session.clone()).instrument(span.clone())),
-            tokio::spawn(keepalive_loop(session.clone(), watchdog).instrument(span)),
+            tokio::spawn(in_span(
+                &span,
+                write_loop(session.clone(), sink, watchdog.clone()),
+            )),
+            tokio::spawn(in_span(
+                &span,
+                read_loop(session.clone(), stream, watchdog.clone(), registry),
+            )),
+            tokio::spawn(in_span(&span, timer_loop(session.clone()))),
+            tokio::spawn(in_span(&span, keepalive_loop(session.clone(), watchdog))),
         ],
         session.clone(),
     );

@@ -32,6 +32,9 @@ mod outcome;
 use std::future::Future;
 use std::time::Instant;
 
+use futures::future::Either;
+use tracing::instrument::Instrumented;
+
 use tracing::field::{display, Empty};
 use tracing::{Instrument, Level, Span};
 
@@ -102,6 +105,16 @@ where
     }
 }
 
+/// Runs a connection task in its span, or as it is when the span is disabled (no subscriber
+/// wants connection spans: then a poll does not enter and exit it).
+pub(crate) fn in_span<F: Future>(span: &Span, task: F) -> Either<F, Instrumented<F>> {
+    if span.is_disabled() {
+        Either::Left(task)
+    } else {
+        Either::Right(task.instrument(span.clone()))
+    }
+}
+
 /// Records the mux id on the current call span, once the call has one.
 pub(crate) fn record_mux(mux: MuxId) {
     if tracing::level_enabled!(Level::DEBUG) {
@@ -169,8 +182,9 @@ fn watched(stats: &ConnStats) -> bool {
 /// it as `dropped`).
 pub(crate) struct Call<'a> {
     stats: &'a ConnStats,
-    /// `None` when nothing watches.
-    ending: Option<Ending>,
+    /// `None` when nothing watches; boxed, so an unwatched call's future stays as small as it
+    /// was without it.
+    ending: Option<Box<Ending>>,
     done: bool,
 }
 
@@ -204,7 +218,13 @@ impl<'a> Call<'a> {
             )
         };
         Call {
-            ending: Some(Ending::new(stats, span, handler, Side::Client, !stream)),
+            ending: Some(Box::new(Ending::new(
+                stats,
+                span,
+                handler,
+                Side::Client,
+                !stream,
+            ))),
             stats,
             done: false,
         }
