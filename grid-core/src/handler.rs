@@ -21,8 +21,8 @@ use parking_lot::RwLock;
 use crate::cancel::CancelSignal;
 use crate::conn::core::{CallKind, Router};
 use crate::error::{Error, RemoteError};
-use crate::frame::Route;
 use crate::frame::{ErrorCode, ErrorRecord};
+use crate::frame::{Metadata, Route};
 use crate::ids::HandlerId;
 use crate::mux::CancelCause;
 use crate::stream::{RequestReceiver, ResponseSender};
@@ -241,6 +241,7 @@ struct ContextInner {
     handler: HandlerId,
     subroute: Option<Box<str>>,
     deadline: Option<Instant>,
+    metadata: Metadata,
     cancel: CancelSignal,
 }
 
@@ -251,6 +252,7 @@ impl fmt::Debug for Context {
             .field("handler", &self.inner.handler)
             .field("subroute", &self.subroute())
             .field("deadline", &self.inner.deadline)
+            .field("metadata", &self.inner.metadata)
             .field("cancelled", &self.cancel_cause())
             .finish()
     }
@@ -262,6 +264,7 @@ impl Context {
         handler: HandlerId,
         subroute: Option<&[u8]>,
         deadline: Option<Instant>,
+        metadata: Metadata,
         cancel: CancelSignal,
     ) -> Context {
         Context {
@@ -270,6 +273,7 @@ impl Context {
                 handler,
                 subroute: subroute.map(|s| String::from_utf8_lossy(s).into()),
                 deadline,
+                metadata,
                 cancel,
             }),
         }
@@ -294,6 +298,12 @@ impl Context {
     /// Transit time is not subtracted, so this is slightly later than the caller's own deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.inner.deadline
+    }
+
+    /// The metadata the caller sent with the call (empty if none): a slice of the message it
+    /// arrived in, read without copying.
+    pub fn metadata(&self) -> &Metadata {
+        &self.inner.metadata
     }
 
     /// Why the call was cancelled, if it was.

@@ -32,7 +32,7 @@ pub use conn::{
     ProtocolViolation, StreamOptions, Transport,
 };
 pub use error::{Error, RemoteError};
-pub use frame::ErrorCode;
+pub use frame::{ErrorCode, Metadata, MetadataError, MetadataLimits};
 pub use handler::{Context, HandlerSpec};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;

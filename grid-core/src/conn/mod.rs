@@ -39,7 +39,7 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::error::Error;
-use crate::frame::{Frame, Route};
+use crate::frame::{Frame, Metadata, MetadataError, Route};
 use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
@@ -85,6 +85,11 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// If not connected, wait for the connection (within the timeout) instead of failing fast.
     pub wait_for_connect: bool,
+    /// Entries the handler reads from its [`Context::metadata`](crate::Context::metadata).
+    /// Bounded by [`Config::max_metadata_entries`](crate::Config::max_metadata_entries) and
+    /// `max_metadata_bytes`, this node's and the peer's: a call over either fails with
+    /// [`Error::Metadata`] before anything is sent.
+    pub metadata: Metadata,
 }
 
 /// Options of a stream.
@@ -110,6 +115,9 @@ pub struct StreamOptions {
     pub timeout: Option<Duration>,
     /// If not connected, wait for the connection instead of failing fast.
     pub wait_for_connect: bool,
+    /// Entries the handler reads from its [`Context::metadata`](crate::Context::metadata),
+    /// bounded as [`CallOptions::metadata`] is.
+    pub metadata: Metadata,
 }
 
 impl StreamOptions {
@@ -138,6 +146,7 @@ impl Default for StreamOptions {
             out_window: StreamOptions::DEFAULT_WINDOW,
             timeout: None,
             wait_for_connect: false,
+            metadata: Metadata::new(),
         }
     }
 }
@@ -362,6 +371,24 @@ impl Connection {
         Ok(())
     }
 
+    /// Refuses metadata over this node's limits, or (once a session is known) over what the
+    /// peer accepts; a peer that takes none gets a call with metadata refused, never sent
+    /// without it.
+    fn check_metadata(&self, metadata: &Metadata, session: Option<&Session>) -> Result<(), Error> {
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        let limits = match session {
+            None => self.inner.config.metadata_limits(),
+            Some(s) => s.metadata_limits().ok_or_else(|| {
+                Error::Metadata(MetadataError::Unsupported {
+                    peer: self.peer().to_owned(),
+                })
+            })?,
+        };
+        limits.check(metadata).map_err(Error::Metadata)
+    }
+
     /// A unary call with the default options.
     ///
     /// # Errors
@@ -401,6 +428,7 @@ impl Connection {
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
         self.check_size(payload.len(), None)?;
+        self.check_metadata(&opts.metadata, None)?;
         let timeout = opts.timeout.unwrap_or(self.inner.config.default_timeout);
         // Reading the clock costs a syscall on some VMs: only when the call had to wait.
         let (session, remaining) = match self.inner.session() {
@@ -417,6 +445,7 @@ impl Connection {
             return Err(Error::Deadline);
         }
         self.check_size(payload.len(), Some(&session))?;
+        self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         let route = self.route(handler);
         let (mux, rx) = session
@@ -427,7 +456,7 @@ impl Connection {
             mux,
             armed: true,
         };
-        let frame = UnaryCaller::request(mux, route, Some(payload), Some(remaining));
+        let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
         let result = tokio::time::timeout(remaining, async {
             if session.send_data(&frame).await.is_err() {
                 // Nothing was sent: the link went down before the request could be queued.
@@ -497,6 +526,7 @@ impl Connection {
         mut opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
         self.check_size(payload.len(), None)?;
+        self.check_metadata(&opts.metadata, None)?;
         if opts.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::Deadline);
         }
@@ -522,6 +552,7 @@ impl Connection {
             }
         };
         self.check_size(payload.len(), Some(&session))?;
+        self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         session.data_room().await.map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
@@ -540,7 +571,7 @@ impl Connection {
         let now = Instant::now();
         let (shared, open) = session
             .register_stream(&self.route(handler), |mux| {
-                StreamCaller::open(mux, route, Some(payload), params, now)
+                StreamCaller::open(mux, route, opts.metadata, Some(payload), params, now)
             })
             .map_err(|why| self.not_started(why, handler))?;
         // The open frame is queued before any input frame can be: the sender does not exist yet.

@@ -51,6 +51,7 @@ pub(crate) fn spawn(
         handler,
         cancel,
         deadline,
+        metadata,
         payload,
         kind,
     } = start;
@@ -63,6 +64,7 @@ pub(crate) fn spawn(
         route.handler,
         route.subroute.as_deref(),
         deadline,
+        metadata,
         cancel.clone(),
     );
     match (handler, kind) {

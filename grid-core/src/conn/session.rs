@@ -32,7 +32,7 @@ use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
 use crate::config::Config;
-use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
@@ -62,6 +62,9 @@ pub(crate) struct Session {
     pub(crate) peer: Arc<str>,
     checksum: bool,
     max_payload: usize,
+    /// The metadata a call to the peer may carry (the smaller of both sides' limits), or `None`
+    /// when the peer announced no metadata limits: it cannot take any.
+    metadata: Option<MetadataLimits>,
     pub(crate) config: Arc<Config>,
     out: OutQueue,
     pub(crate) stats: Arc<ConnStats>,
@@ -89,6 +92,7 @@ impl Session {
         stats: Arc<ConnStats>,
         events: Arc<EventSink>,
         peer_max_payload: u64,
+        peer_metadata: Option<MetadataLimits>,
     ) -> Arc<Session> {
         // Sending more than the peer accepts would make it drop the whole connection.
         let max_payload = usize::try_from(peer_max_payload)
@@ -102,12 +106,17 @@ impl Session {
             max_incoming_calls: config.max_incoming_calls,
             max_stream_capacity: config.max_stream_capacity,
             stream_liveness_timeout: config.stream_liveness_timeout,
+            metadata: config.metadata_limits(),
         };
+        // What a call may carry on this link: what both sides accept; nothing to a peer that
+        // announced no metadata (an older node would close the link on the flag).
+        let metadata = peer_metadata.map(|p| p.min(config.metadata_limits()));
         Arc::new(Session {
             id: fastrand::u32(..),
             peer,
             checksum,
             max_payload,
+            metadata,
             out: OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
@@ -339,6 +348,11 @@ impl Session {
         if !self.out.retract(cancel.mux().0) {
             self.send_control(cancel);
         }
+    }
+
+    /// The metadata a call on this link may carry; `None` when the peer takes none.
+    pub(crate) fn metadata_limits(&self) -> Option<MetadataLimits> {
+        self.metadata
     }
 
     /// The largest payload this link carries: the smaller of our limit and the peer's.

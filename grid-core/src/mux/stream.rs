@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Metadata, Payload, Route};
 use crate::ids::MuxId;
 
 use super::flow::{Ended, RecvHalf, SendHalf};
@@ -110,6 +110,7 @@ impl StreamCaller {
     pub fn open(
         mux: MuxId,
         route: Route,
+        metadata: Metadata,
         payload: Payload,
         params: StreamParams,
         now: Instant,
@@ -133,6 +134,7 @@ impl StreamCaller {
             in_window,
             out_window,
             input: params.input,
+            metadata,
             payload,
         };
         let caller = StreamCaller {
