@@ -48,7 +48,46 @@ pub use grid_core::*;
 ///   implementations write plain `async fn`s.
 ///
 /// Per-method options: `#[grid(name = "Locker.lock.v2")]` (wire name), `#[grid(id = 7)]`
-/// (explicit id), `#[grid(in_capacity = 8, out_capacity = 64, timeout_ms = 2000)]`.
+/// (explicit id), `#[grid(in_capacity = 8, out_capacity = 64, timeout_ms = 2000)]`; they are
+/// the defaults of every call of the method.
+///
+/// # Per-call options
+///
+/// A client method returns its call as a builder that is itself the future: `.await` it as it
+/// is, or set options for this one call first. [`UnaryCall`] (unary), [`StreamCall`] (server
+/// stream) and [`DuplexCall`] (client and two-way streams) all take `.timeout(d)` /
+/// `.deadline(at)` (the handler's [`Context::deadline`] is then this one, not the method's
+/// `timeout_ms`), `.wait_for_connect()` (wait for the link within the deadline instead of
+/// failing with [`Error::NotConnected`]), `.metadata(key, value)` / `.with_metadata(m)` (read by
+/// the handler from [`Context::metadata`]); streams also `.out_capacity(n)` / `.out_window(b)`,
+/// and streams with input `.in_capacity(n)` / `.in_window(b)`. Nothing is sent before the first
+/// poll. A builder rather than a `client.with(opts)` handle: the options sit on the call they
+/// apply to, the stream-only ones exist only on stream calls, and the plain
+/// `client.lock(args).await` form (and `join_all`, `select!`) is unchanged. The cost is one boxed
+/// future per call.
+///
+/// ```no_run
+/// # use serde::{Deserialize, Serialize};
+/// # use std::time::Duration;
+/// # #[derive(Serialize, Deserialize)] pub struct LockArgs { pub resource: String }
+/// # #[derive(Debug, Serialize, Deserialize)] pub enum LockError { Busy }
+/// #[grid::handler]
+/// pub trait Locker {
+///     #[grid(timeout_ms = 2000)]
+///     async fn lock(&self, ctx: &grid::Context, args: LockArgs) -> Result<bool, LockError>;
+/// }
+/// # async fn demo(conn: grid::Connection) -> Result<(), grid::CallError<LockError>> {
+/// let locker = LockerClient::new(conn);
+/// let args = || LockArgs { resource: "a".into() };
+/// let ok = locker.lock(args()).await?; // 2 s, the method's default
+/// let ok = locker
+///     .lock(args())
+///     .timeout(Duration::from_millis(200))
+///     .metadata("token", b"\x01secret")
+///     .wait_for_connect()
+///     .await?;
+/// # let _ = ok; Ok(()) }
+/// ```
 ///
 /// ```
 /// use serde::{Deserialize, Serialize};
@@ -94,7 +133,10 @@ pub use grid_macros::handler;
 
 mod typed;
 
-pub use typed::{CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
+pub use typed::{
+    CallError, DuplexCall, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+    StreamCall, UnaryCall,
+};
 
 /// The untyped stream ends: `Bytes` messages, as [`Connection::open_stream`] and raw handlers
 /// ([`Manager::register_stream`]) use them. The typed ends of the same names are at the crate
@@ -109,7 +151,8 @@ pub mod raw {
 pub mod __private {
     pub use crate::typed::support::*;
     pub use crate::typed::{
-        CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+        CallError, DuplexCall, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+        StreamCall, UnaryCall,
     };
     pub use bytes::Bytes;
     pub use futures;

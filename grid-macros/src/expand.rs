@@ -6,7 +6,8 @@
 //! - the trait itself, its `async fn`s written as `fn … -> impl Future<Output = …> + Send`, so the
 //!   server can run handlers on a multi-threaded runtime (implementors still write `async fn`);
 //! - `LockerClient`: a handler-spec constant per method (`LockerClient::LOCK`), `new(conn)`,
-//!   `connection()`, and one typed method per handler;
+//!   `connection()`, and one typed method per handler, returning the call as a builder
+//!   (`UnaryCall`, `StreamCall`, `DuplexCall`) that `.await` sends, with per-call options;
 //! - `LockerServer<S>`: `new(impl)`, `from_arc`, `register`, `register_subroute`, `register_at`;
 //! - per method, a compile-time check that its payload types implement the serde traits,
 //!   reported on the user's type.
@@ -212,24 +213,22 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let out_cap = opt(p, m.attrs.out_capacity.as_ref().map(|t| t.value));
     let (ret, body) = match m.shape() {
         Shape::Unary => (
-            quote!(#p::Result<#ok, #p::CallError<#err>>),
+            quote!(#p::UnaryCall<'_, #ok, #err>),
             quote! {
-                #p::unary(&self.conn, Self::#c, #req, #p::call_options(#timeout)).await
+                #p::unary_call(&self.conn, Self::#c, #req, #p::call_options(#timeout))
             },
         ),
         Shape::ServerStream => {
             let item = m.sender().expect("server stream has a sender");
             (
-                quote!(#p::Result<#p::ResponseReceiver<#item, #err>, #p::CallError<#err>>),
+                quote!(#p::StreamCall<'_, #item, #err>),
                 quote! {
-                    let (_, stream) = #p::open::<_, (), #item, #err>(
+                    #p::stream_call(
                         &self.conn,
                         Self::#c,
                         #req,
                         #p::stream_options(false, #in_cap, #out_cap, #timeout),
                     )
-                    .await?;
-                    #p::Ok(stream)
                 },
             )
         }
@@ -237,21 +236,14 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
             let input = m.receiver().expect("has a receiver");
             let item = m.sender().unwrap_or(ok);
             (
+                quote!(#p::DuplexCall<'_, #input, #item, #err>),
                 quote! {
-                    #p::Result<
-                        (#p::RequestSender<#input>, #p::ResponseReceiver<#item, #err>),
-                        #p::CallError<#err>,
-                    >
-                },
-                quote! {
-                    let (sink, stream) = #p::open::<_, #input, #item, #err>(
+                    #p::duplex_call(
                         &self.conn,
                         Self::#c,
                         #req,
                         #p::stream_options(true, #in_cap, #out_cap, #timeout),
                     )
-                    .await?;
-                    #p::Ok((#p::expect_sink(sink)?, stream))
                 },
             )
         }
@@ -273,10 +265,14 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         #sep
         #[doc = #shape_doc]
         ///
+        /// Returns the call, which `.await` sends as it is; per-call options go before the
+        /// `.await`: `.timeout(..)`, `.deadline(..)`, `.wait_for_connect()`, `.metadata(k, v)`,
+        /// and on streams the capacities and windows.
+        ///
         /// # Errors
-        /// `CallError::Remote` with the handler's error, or `CallError::Transport` if the call
-        /// did not complete.
-        pub async fn #ident(&self, #(#params),*) -> #ret {
+        /// Awaited: `CallError::Remote` with the handler's error, or `CallError::Transport` if
+        /// the call did not complete.
+        pub fn #ident(&self, #(#params),*) -> #ret {
             #body
         }
     }
