@@ -533,23 +533,13 @@ impl Connection {
         let wait = opts
             .wait_for_connect
             .then(|| opts.timeout.unwrap_or(self.inner.config.default_timeout));
+        // The stream's deadline counts from the call: time spent waiting for the link or for
+        // room in the data lane is taken off it, and a deadline that ran out meanwhile fails
+        // here, before anything is sent.
+        let started = opts.timeout.map(|_| Instant::now());
         let session = match self.inner.session() {
             Some(s) => s,
-            None => {
-                // The stream's deadline counts from the call: time spent waiting for the link
-                // is taken off it, and a deadline that ran out meanwhile fails here, before
-                // anything is sent.
-                let started = Instant::now();
-                let s = self.live_session(wait).await?;
-                if let Some(t) = opts.timeout {
-                    let left = t.saturating_sub(started.elapsed());
-                    if left.is_zero() {
-                        return Err(Error::Deadline);
-                    }
-                    opts.timeout = Some(left);
-                }
-                s
-            }
+            None => self.live_session(wait).await?,
         };
         self.check_size(payload.len(), Some(&session))?;
         self.check_metadata(&opts.metadata, Some(&session))?;
@@ -557,6 +547,13 @@ impl Connection {
         session.data_room().await.map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
         })?;
+        if let (Some(t), Some(started)) = (opts.timeout, started) {
+            let left = t.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Error::Deadline);
+            }
+            opts.timeout = Some(left);
+        }
         let params = StreamParams {
             in_cap: opts.in_capacity,
             out_cap: opts.out_capacity,
