@@ -42,7 +42,8 @@ pub use grid_core::*;
 ///   - client stream: `async fn f(&self, args…) -> Result<(RequestSender<In>, ResponseReceiver<T, E>), CallError<E>>`
 ///     (await [`ResponseReceiver::response`] for the result);
 ///   - two-way: `async fn f(&self, args…) -> Result<(RequestSender<In>, ResponseReceiver<Out, E>), CallError<E>>`.
-/// - `LockerServer<S>`: `new(impl)`, `from_arc`, `register(&manager)`,
+/// - `LockerServer<S>`: `new(impl)`, `from_arc`, `layer(l)` (a tower layer around its
+///   handlers, see [`layer`]), `register(&manager)`,
 ///   `register_subroute(&manager, "disk1")`, `register_at(&manager, Option<&str>)`.
 /// - The trait itself, with each `async fn` declared as returning a `Send` future, so
 ///   implementations write plain `async fn`s.
@@ -156,6 +157,7 @@ pub mod __private {
     };
     pub use bytes::Bytes;
     pub use futures;
+    pub use grid_core::layer::{IntoServerLayer, ServerLayer};
     pub use grid_core::{
         CallOptions, Connection, Context, Error, HandlerId, HandlerSpec, Manager, RemoteError,
         RequestReceiver as RawRequestReceiver, ResponseSender as RawResponseSender, StreamOptions,

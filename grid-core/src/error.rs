@@ -141,6 +141,10 @@ pub enum Error {
     /// version) takes none: the call was not sent.
     #[error("metadata: {0}")]
     Metadata(#[from] MetadataError),
+    /// A client-side layer failed the call with an error of its own (see
+    /// [`crate::layer`]); a layer's [`Error`] passes through as it is instead.
+    #[error("middleware: {0}")]
+    Middleware(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The peer broke the protocol on this call.
     #[error("protocol violation: {0}")]
     Protocol(String),

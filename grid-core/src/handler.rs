@@ -24,6 +24,7 @@ use crate::error::{Error, RemoteError};
 use crate::frame::{ErrorCode, ErrorRecord};
 use crate::frame::{Metadata, Route};
 use crate::ids::HandlerId;
+use crate::layer::ServerLayer;
 use crate::mux::CancelCause;
 use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
@@ -83,6 +84,8 @@ pub(crate) struct Registry {
     /// Whether this node promises its peers it serves nothing it has not announced (it was
     /// started not ready, so it registers before taking any peer).
     complete: bool,
+    /// The node's server-side layers, around every handler registered.
+    layer: Option<ServerLayer>,
 }
 
 impl fmt::Debug for Registry {
@@ -100,6 +103,12 @@ impl Registry {
             complete,
             ..Registry::default()
         }
+    }
+
+    /// The same registry, with `layer` around every handler registered.
+    pub(crate) fn with_layer(mut self, layer: Option<ServerLayer>) -> Registry {
+        self.layer = layer;
+        self
     }
 
     pub(crate) fn insert(
@@ -154,6 +163,10 @@ impl Registry {
         log.0.push(key.clone());
         log.1 += cost;
         names.insert(spec.id, spec.name);
+        let handler = match &self.layer {
+            Some(l) => l.apply(handler),
+            None => handler,
+        };
         handlers.insert(key, handler);
         Ok(())
     }

@@ -17,6 +17,7 @@ pub mod frame;
 pub mod handler;
 pub mod handshake;
 pub mod ids;
+pub mod layer;
 pub mod manager;
 pub mod mux;
 pub mod stream;

@@ -8,7 +8,8 @@
 //! - `LockerClient`: a handler-spec constant per method (`LockerClient::LOCK`), `new(conn)`,
 //!   `connection()`, and one typed method per handler, returning the call as a builder
 //!   (`UnaryCall`, `StreamCall`, `DuplexCall`) that `.await` sends, with per-call options;
-//! - `LockerServer<S>`: `new(impl)`, `from_arc`, `register`, `register_subroute`, `register_at`;
+//! - `LockerServer<S>`: `new(impl)`, `from_arc`, `layer` (tower middleware around its handlers),
+//!   `register`, `register_subroute`, `register_at`;
 //! - per method, a compile-time check that its payload types implement the serde traits,
 //!   reported on the user's type.
 
@@ -296,6 +297,7 @@ fn server(service: &Service<'_>, p: &TokenStream) -> TokenStream {
         #[doc = #doc]
         #vis struct #server<S> {
             inner: #p::Arc<S>,
+            layer: #p::Option<#p::ServerLayer>,
         }
 
         impl<S> ::std::fmt::Debug for #server<S> {
@@ -310,12 +312,24 @@ fn server(service: &Service<'_>, p: &TokenStream) -> TokenStream {
         {
             /// A server for `service`.
             pub fn new(service: S) -> Self {
-                Self { inner: #p::Arc::new(service) }
+                Self { inner: #p::Arc::new(service), layer: #p::None }
             }
 
             /// A server for a shared `service`.
             pub fn from_arc(service: #p::Arc<S>) -> Self {
-                Self { inner: service }
+                Self { inner: service, layer: #p::None }
+            }
+
+            /// Puts a tower layer around every handler of this service (inside the manager's
+            /// own layers): a `Layer` over `grid::layer::HandlerService`, see `grid::layer`.
+            /// Called again, the new layer goes outside the ones before.
+            pub fn layer(mut self, layer: impl #p::IntoServerLayer) -> Self {
+                let new = #p::IntoServerLayer::into_server_layer(layer);
+                self.layer = #p::Some(match &self.layer {
+                    #p::Some(inner) => new.around(inner),
+                    #p::None => new,
+                });
+                self
             }
 
             /// Registers every handler with `manager`, without a subroute.
@@ -394,9 +408,10 @@ fn registration(
                 #(#cfgs)*
                 {
                     let __grid_svc = #p::Clone::clone(&self.inner);
-                    manager.register_unary_at(
+                    manager.register_unary_with(
                         #client::#c,
                         subroute,
+                        self.layer.as_ref(),
                         move |#ctx_pat: #p::Context, __grid_bytes: #p::Bytes| {
                             let __grid_svc = #p::Clone::clone(&__grid_svc);
                             async move {
@@ -433,9 +448,10 @@ fn registration(
         #(#cfgs)*
         {
             let __grid_svc = #p::Clone::clone(&self.inner);
-            manager.register_stream_at(
+            manager.register_stream_with(
                 #client::#c,
                 subroute,
+                self.layer.as_ref(),
                 move |#ctx_pat: #p::Context,
                       __grid_bytes: #p::Bytes,
                       #input_pat: #p::Option<#p::RawRequestReceiver>,

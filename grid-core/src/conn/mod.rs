@@ -42,6 +42,7 @@ use crate::error::Error;
 use crate::frame::{Frame, Metadata, MetadataError, Route};
 use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
+use crate::layer::{ClientCall, ClientStack};
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{RequestSender, ResponseReceiver};
 use crate::table::Supported;
@@ -160,11 +161,15 @@ pub struct ClientStream {
     pub receiver: ResponseReceiver,
 }
 
-/// A cheap, clonable handle to the connection with one peer, optionally bound to a subroute.
+/// A cheap, clonable handle to the connection with one peer, optionally bound to a subroute
+/// and to client-side layers ([`with_layer`](Self::with_layer)).
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) inner: Arc<PeerConn>,
     pub(crate) subroute: Option<Bytes>,
+    /// Client-side middleware every call of this handle goes through; `None`: none, and the
+    /// call path pays nothing for it.
+    pub(crate) layer: Option<ClientStack>,
 }
 
 impl fmt::Debug for Connection {
@@ -173,6 +178,7 @@ impl fmt::Debug for Connection {
             .field("local", &self.inner.local)
             .field("peer", &self.inner.peer)
             .field("subroute", &self.subroute)
+            .field("layered", &self.layer.is_some())
             .field("state", &self.state())
             .finish()
     }
@@ -217,11 +223,39 @@ impl Connection {
         &self.inner.local
     }
 
-    /// The same connection, addressing handlers registered under `subroute`.
+    /// The same connection (and layers), addressing handlers registered under `subroute`.
     pub fn subroute(&self, subroute: impl Into<String>) -> Connection {
+        self.at_subroute(Some(Bytes::from(subroute.into())))
+    }
+
+    pub(crate) fn at_subroute(&self, subroute: Option<Bytes>) -> Connection {
         Connection {
             inner: self.inner.clone(),
-            subroute: Some(Bytes::from(subroute.into())),
+            subroute,
+            layer: self.layer.clone(),
+        }
+    }
+
+    /// The same connection with `layer` around every call made through the returned handle
+    /// (and through typed clients over it): a tower [`Layer`](crate::layer::Layer) over
+    /// [`ConnectionService`](crate::layer::ConnectionService), outside the layers this handle
+    /// already has. See [`crate::layer`].
+    pub fn with_layer<L>(&self, layer: L) -> Connection
+    where
+        L: crate::layer::Layer<crate::layer::ConnectionService>,
+        L::Service: crate::layer::Service<crate::layer::ClientCall, Response = crate::layer::ClientReply>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as crate::layer::Service<crate::layer::ClientCall>>::Error:
+            Into<crate::layer::BoxError>,
+        <L::Service as crate::layer::Service<crate::layer::ClientCall>>::Future: Send + 'static,
+    {
+        Connection {
+            inner: self.inner.clone(),
+            subroute: self.subroute.clone(),
+            layer: Some(ClientStack::new(self.clone(), layer)),
         }
     }
 
@@ -418,6 +452,10 @@ impl Connection {
         payload: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
+        if let Some(stack) = &self.layer {
+            let call = ClientCall::unary(handler, self.subroute.clone(), payload, opts);
+            return stack.unary(call).await;
+        }
         cooperative(self.call_once(handler, payload, opts).await).await
     }
 
@@ -516,6 +554,10 @@ impl Connection {
         payload: Bytes,
         opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
+        if let Some(stack) = &self.layer {
+            let call = ClientCall::stream(handler, self.subroute.clone(), payload, opts);
+            return stack.stream(call).await;
+        }
         cooperative(self.open_stream_once(handler, payload, opts).await).await
     }
 
