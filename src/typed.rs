@@ -620,7 +620,7 @@ pub struct StreamCall<'a, Out, E> {
     payload: Result<Bytes, Error>,
     opts: StreamOptions,
     /// The open in flight, from the first poll on.
-    running: Option<BoxFuture<'a, Result<ResponseReceiver<Out, E>, CallError<E>>>>,
+    running: Option<StreamFuture<'a, Out, E>>,
 }
 
 /// A typed client or two-way stream, returned by a generated client method: `.await` it for
@@ -636,6 +636,8 @@ pub struct DuplexCall<'a, In, Out, E> {
     /// The open in flight, from the first poll on.
     running: Option<DuplexFuture<'a, In, Out, E>>,
 }
+
+type StreamFuture<'a, Out, E> = BoxFuture<'a, Result<ResponseReceiver<Out, E>, CallError<E>>>;
 
 type DuplexFuture<'a, In, Out, E> =
     BoxFuture<'a, Result<(RequestSender<In>, ResponseReceiver<Out, E>), CallError<E>>>;

@@ -48,7 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Authenticator, HmacAuth};
 use crate::config::Config;
-use crate::conn::session::Session;
+use crate::conn::session::{PeerLimits, Session};
 use crate::conn::{LinkEvent, LinkEvents};
 
 use crate::conn::{

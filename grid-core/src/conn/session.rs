@@ -46,6 +46,15 @@ impl Handles for Shell {
     type Cancel = CancelSignal;
 }
 
+/// What the peer's handshake said it accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerLimits {
+    /// Its payload limit.
+    pub(crate) max_payload: u64,
+    /// Its metadata limits; `None` from a peer that takes no metadata.
+    pub(crate) metadata: Option<MetadataLimits>,
+}
+
 /// Why a call this side starts was not registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NotStarted {
@@ -91,9 +100,12 @@ impl Session {
         config: Arc<Config>,
         stats: Arc<ConnStats>,
         events: Arc<EventSink>,
-        peer_max_payload: u64,
-        peer_metadata: Option<MetadataLimits>,
+        limits: PeerLimits,
     ) -> Arc<Session> {
+        let PeerLimits {
+            max_payload: peer_max_payload,
+            metadata: peer_metadata,
+        } = limits;
         // Sending more than the peer accepts would make it drop the whole connection.
         let max_payload = usize::try_from(peer_max_payload)
             .unwrap_or(usize::MAX)

@@ -124,8 +124,10 @@ pub(super) async fn serve_upgraded(
         inner.config.clone(),
         pc.stats.clone(),
         pc.events.clone(),
-        info.max_payload,
-        info.metadata,
+        PeerLimits {
+            max_payload: info.max_payload,
+            metadata: info.metadata,
+        },
     );
     session.set_tables(info.handlers.take(), announced);
     if !pc.install(session.clone(), info.instance) {

@@ -130,8 +130,10 @@ pub(super) async fn dial_once(
         cfg.clone(),
         pc.stats.clone(),
         pc.events.clone(),
-        info.max_payload,
-        info.metadata,
+        PeerLimits {
+            max_payload: info.max_payload,
+            metadata: info.metadata,
+        },
     );
     session.set_tables(info.handlers.take(), announced);
     Ok((session, ws, info.instance))
