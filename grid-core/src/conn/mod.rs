@@ -469,7 +469,7 @@ impl Connection {
         self.check_metadata(&opts.metadata, None)?;
         let timeout = opts.timeout.unwrap_or(self.inner.config.default_timeout);
         // Reading the clock costs a syscall on some VMs: only when the call had to wait.
-        let (session, remaining) = match self.inner.session() {
+        let (session, mut remaining) = match self.inner.session() {
             Some(s) => (s, timeout),
             None => {
                 let started = Instant::now();
@@ -485,6 +485,24 @@ impl Connection {
         self.check_size(payload.len(), Some(&session))?;
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
+        if session.data_lane_full() {
+            // The request's deadline is the time left when it is queued, so the handler's is
+            // never later than ours: wait for room first, and take the wait off.
+            let started = Instant::now();
+            match tokio::time::timeout(remaining, session.data_room()).await {
+                Err(_) => return Err(Error::Deadline),
+                Ok(Err(_)) => {
+                    return Err(Error::NotConnected {
+                        peer: self.peer().to_owned(),
+                    })
+                }
+                Ok(Ok(())) => {}
+            }
+            remaining = remaining.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Err(Error::Deadline);
+            }
+        }
         let route = self.route(handler);
         let (mux, rx) = session
             .register_unary(&route)

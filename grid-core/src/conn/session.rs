@@ -298,6 +298,11 @@ impl Session {
         self.out.recycle(buf);
     }
 
+    /// True while the data lane is at its byte bound: a sender would wait for room.
+    pub(crate) fn data_lane_full(&self) -> bool {
+        self.out.is_full()
+    }
+
     /// Waits until the data lane has room (or the session closed).
     ///
     /// # Cancel safety
