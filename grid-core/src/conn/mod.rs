@@ -485,24 +485,7 @@ impl Connection {
         self.check_size(payload.len(), Some(&session))?;
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
-        if session.data_lane_full() {
-            // The request's deadline is the time left when it is queued, so the handler's is
-            // never later than ours: wait for room first, and take the wait off.
-            let started = Instant::now();
-            match tokio::time::timeout(remaining, session.data_room()).await {
-                Err(_) => return Err(Error::Deadline),
-                Ok(Err(_)) => {
-                    return Err(Error::NotConnected {
-                        peer: self.peer().to_owned(),
-                    })
-                }
-                Ok(Ok(())) => {}
-            }
-            remaining = remaining.saturating_sub(started.elapsed());
-            if remaining.is_zero() {
-                return Err(Error::Deadline);
-            }
-        }
+
         let route = self.route(handler);
         let (mux, rx) = session
             .register_unary(&route)
@@ -512,6 +495,27 @@ impl Connection {
             mux,
             armed: true,
         };
+        if session.data_lane_full() {
+            // The request's deadline is the time left when it is queued, so the handler's is
+            // never later than ours: wait for room first (registered, so a close fails the call
+            // as one in flight), and take the wait off. Nothing is queued yet: on failure the
+            // call is only forgotten.
+            let started = Instant::now();
+            let waited = tokio::time::timeout(remaining, session.data_room()).await;
+            remaining = remaining.saturating_sub(started.elapsed());
+            let failed = match waited {
+                Ok(Ok(())) if !remaining.is_zero() => None,
+                Ok(Err(_)) => Some(Error::NotConnected {
+                    peer: self.peer().to_owned(),
+                }),
+                _ => Some(Error::Deadline),
+            };
+            if let Some(e) = failed {
+                guard.armed = false;
+                session.forget_unary(mux);
+                return Err(e);
+            }
+        }
         let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
         let result = tokio::time::timeout(remaining, async {
             if session.send_data(&frame).await.is_err() {
