@@ -136,13 +136,18 @@ pub struct Metadata {
     wire: Bytes,
 }
 
+/// Keys and value lengths only: values are often credentials, and a `Context` or a call's
+/// options end up in log lines.
 impl fmt::Debug for Metadata {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Len(usize);
+        impl fmt::Debug for Len {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "<{} bytes>", self.0)
+            }
+        }
         f.debug_map()
-            .entries(
-                self.iter()
-                    .map(|(k, v)| (k, String::from_utf8_lossy(v).into_owned())),
-            )
+            .entries(self.iter().map(|(k, v)| (k, Len(v.len()))))
             .finish()
     }
 }
@@ -425,6 +430,13 @@ mod tests {
                 "{bytes:?}"
             );
         }
+    }
+
+    #[test]
+    fn debug_shows_keys_not_values() {
+        let md = Metadata::new().with("token", "s3cret").expect("ok");
+        let shown = format!("{md:?}");
+        assert_eq!(shown, r#"{"token": <6 bytes>}"#);
     }
 
     #[test]
