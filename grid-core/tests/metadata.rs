@@ -227,6 +227,10 @@ async fn a_peer_sending_too_much_metadata_gets_the_call_refused_and_keeps_its_li
         ..scripted::base_config()
     };
     let cluster = Cluster::start(config, 1).await;
+    cluster
+        .node
+        .register_stream(FEED, |_, _, _, _| async { Ok(()) })
+        .unwrap();
     let mut peer = cluster.attacker(0).await;
     peer.read_eagerly();
     let mut three = Metadata::new();
@@ -263,6 +267,47 @@ async fn a_peer_sending_too_much_metadata_gets_the_call_refused_and_keeps_its_li
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
+    }
+    // A stream with too much metadata is refused the same way.
+    let m = peer.mux();
+    let Frame::Open {
+        mux,
+        route,
+        deadline_ms,
+        in_cap,
+        out_cap,
+        in_window,
+        out_window,
+        input,
+        payload,
+        ..
+    } = scripted::open(m, FEED, 0, 4)
+    else {
+        unreachable!()
+    };
+    let mut many = Metadata::new();
+    for k in ["a", "b", "c", "d"] {
+        many.insert(k, "").unwrap();
+    }
+    let frame = Frame::Open {
+        mux,
+        route,
+        deadline_ms,
+        in_cap,
+        out_cap,
+        in_window,
+        out_window,
+        input,
+        metadata: many,
+        payload,
+    };
+    peer.send(&[frame]).await.unwrap();
+    match peer.frame().await {
+        Frame::Error { mux, error } => {
+            assert_eq!(mux, m);
+            assert_eq!(error.code, ErrorCode::TooLarge);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
     }
     // Same socket: a call within the limits is served.
     let m = peer.mux();
