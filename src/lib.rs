@@ -2,7 +2,9 @@
 //! pair of nodes.
 //!
 //! This is the facade crate: the only crate users name. It re-exports the runtime (`grid-core`),
-//! the typed layer and the [`handler`](macro@handler) macro.
+//! the typed layer and the [`handler`](macro@handler) macro. The [`guide`] explains streams,
+//! deadlines, subroutes, TLS, embedding in axum and evolving a service; [`Manager`] has the
+//! smallest complete program.
 //!
 //! # Stream ends
 //!
@@ -20,9 +22,36 @@
 //!
 //! Cargo features: `tls` (on by default) runs `https://` names over rustls ([`TlsConfig`]);
 //! without it no TLS stack is built and `https://` names are refused. `hyper` serves grid's
-//! route from an existing hyper 1 / axum 0.8 server (`grid::embed`).
+//! route from an existing hyper 1 / axum 0.8 server (`grid::embed`). `unstable-internals` makes
+//! the protocol layers public (`frame`, `mux`, `handshake`, `table`) for fuzzing, protocol tests
+//! and wire tools: no part of the API, they change without notice.
+//!
+//! Types of other crates in the API are re-exported: [`Bytes`] (payloads), [`WebSocketStream`]
+//! ([`Manager::accept_websocket`]), [`rustls`] with `tls` ([`TlsConfig::new`]), and in `embed`
+//! the `http` types of hyper and axum.
 
-pub use grid_core::*;
+#![deny(rustdoc::broken_intra_doc_links)]
+
+pub use grid_core::{
+    dialer_of, Authenticator, BoxedTransport, Bytes, CallOptions, CancelCause, ClientStream,
+    ClockFn, CloseKind, CloseReason, Config, ConnState, Connection, ConnectionStats, Context,
+    DialFailure, DialFn, DialTarget, Error, ErrorCode, FrameError, HandlerId, HandlerSpec,
+    HandshakeError, HeldBytes, HmacAuth, InFlight, Initiator, InstanceId, Keyring, LinkEvent,
+    LinkEvents, Manager, ManagerBuilder, ManagerStats, Metadata, MetadataError, MetadataLimits,
+    MuxId, Op, ProtocolViolation, RejectCode, RemoteError, StreamOptions, Supported, TableError,
+    TlsConfig, Transport, WebSocketStream, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN,
+};
+
+/// Middleware: tower layers around the raw call on both sides (see the module's docs).
+pub use grid_core::layer;
+
+#[cfg(feature = "hyper")]
+pub use grid_core::embed;
+#[cfg(feature = "tls")]
+pub use grid_core::rustls;
+#[cfg(feature = "unstable-internals")]
+#[doc(hidden)]
+pub use grid_core::{frame, handshake, mux, table};
 
 /// Turns a trait of `async fn(&self, …)` methods into typed handlers.
 ///
@@ -90,7 +119,16 @@ pub use grid_core::*;
 /// # let _ = ok; Ok(()) }
 /// ```
 ///
+/// # Example
+///
+/// A service with a unary method and a server stream, served by one node and called from
+/// another (both in this process, on loopback ports the system picks).
+///
 /// ```
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use futures::StreamExt;
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
@@ -98,7 +136,7 @@ pub use grid_core::*;
 ///     pub resource: String,
 /// }
 ///
-/// #[derive(Debug, Serialize, Deserialize)]
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
 /// pub enum LockError {
 ///     Busy,
 /// }
@@ -116,22 +154,57 @@ pub use grid_core::*;
 ///
 /// impl Locker for Local {
 ///     async fn lock(&self, args: LockArgs) -> Result<bool, LockError> {
+///         if args.resource == "busy" {
+///             return Err(LockError::Busy);
+///         }
 ///         Ok(!args.resource.is_empty())
 ///     }
 ///     async fn held(&self, mut out: grid::ResponseSender<String>) -> Result<(), LockError> {
-///         out.send("a".to_owned()).await.map_err(|_| LockError::Busy)
+///         for name in ["a", "b"] {
+///             out.send(name.to_owned()).await.map_err(|_| LockError::Busy)?;
+///         }
+///         Ok(())
 ///     }
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// assert_eq!(LockerClient::LOCK.name, "Locker.lock");
 /// assert_eq!(LockerClient::LOCK.id, grid::HandlerId::from_wire_name("Locker.lock"));
-/// let _server = LockerServer::new(Local);
-/// // With a running `grid::Manager` `m` and a peer `p`:
-/// //   LockerServer::new(Local).register(&m)?;
-/// //   let ok = LockerClient::new(m.connection(p)?).lock(LockArgs { .. }).await?;
+///
+/// let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// let names = [
+///     format!("http://{}", listeners[0].local_addr()?),
+///     format!("http://{}", listeners[1].local_addr()?),
+/// ];
+/// let mut nodes = Vec::new();
+/// for (name, listener) in names.iter().zip(listeners) {
+///     let node = grid::Manager::builder(name.as_str())
+///         .peers(names.iter().cloned())
+///         .secret("shared cluster secret")
+///         .listener(listener)
+///         .start()
+///         .await?;
+///     LockerServer::new(Local).register(&node)?;
+///     nodes.push(node);
+/// }
+///
+/// let locker = LockerClient::new(nodes[0].connection(&names[1])?);
+/// locker.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// assert!(locker.lock(LockArgs { resource: "disk1".into() }).await?);
+/// // The handler's own error comes back typed.
+/// let busy = locker.lock(LockArgs { resource: "busy".into() }).await.unwrap_err();
+/// assert_eq!(busy.remote(), Some(&LockError::Busy));
+///
+/// let held: Vec<String> = locker.held().await?.map(|item| item.unwrap()).collect().await;
+/// assert_eq!(held, ["a", "b"]);
+/// # for node in &nodes { node.shutdown().await; }
+/// # Ok(())
+/// # }
 /// ```
 pub use grid_macros::handler;
 
+pub mod guide;
 mod typed;
 
 pub use typed::{

@@ -207,6 +207,107 @@ fn typed_error<E: DeserializeOwned>(err: Error) -> CallError<E> {
 }
 
 /// The handler side of a server or two-way stream: sends typed items to the caller.
+///
+/// # Example
+///
+/// A server stream's handler sends its items (the rest of the program is hidden; the
+/// [`ResponseReceiver`] example shows the caller).
+///
+/// ```
+/// # use std::net::TcpListener;
+/// # use std::time::Duration;
+/// #
+/// # use futures::StreamExt;
+/// #[grid::handler]
+/// trait Numbers {
+///     /// Sends `0..n`.
+///     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+///     /// Adds up what the caller sends.
+///     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+///     /// Sends every item back, doubled.
+///     async fn double(
+///         &self,
+///         input: grid::RequestReceiver<u32>,
+///         out: grid::ResponseSender<u32>,
+///     ) -> Result<(), String>;
+/// }
+///
+/// struct Service;
+/// impl Numbers for Service {
+///     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+///         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+///         out.send_all(0..n).await.map_err(|e| e.to_string())
+///     }
+/// #     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+/// #         let mut total = 0;
+/// #         // `None` once the caller has finished its input.
+/// #         while let Some(item) = input.recv().await {
+/// #             total += u64::from(item.map_err(|e| e.to_string())?);
+/// #         }
+/// #         Ok(total)
+/// #     }
+/// #     async fn double(
+/// #         &self,
+/// #         mut input: grid::RequestReceiver<u32>,
+/// #         mut out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String> {
+/// #         while let Some(item) = input.next().await {
+/// #             out.send(item.map_err(|e| e.to_string())? * 2)
+/// #                 .await
+/// #                 .map_err(|e| e.to_string())?;
+/// #         }
+/// #         Ok(())
+/// #     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// #     // A server stream: the receiver is a `Stream` of items.
+/// #     let mut items = numbers.count(3).await?;
+/// #     let mut got = Vec::new();
+/// #     while let Some(item) = items.next().await {
+/// #         got.push(item?);
+/// #     }
+/// #     assert_eq!(got, [0, 1, 2]);
+/// #     // A client stream: send the input, finish it, then await the handler's one result.
+/// #     let (mut input, result) = numbers.sum().await?;
+/// #     input.send_all([1, 2, 3]).await?;
+/// #     input.send(4).await?;
+/// #     input.finish();
+/// #     assert_eq!(result.response().await?, 10);
+/// #     // Two-way: feed the input from one task while reading the output on this one.
+/// #     let (mut input, output) = numbers.double().await?;
+/// #     let feeder = tokio::spawn(async move {
+/// #         input.send_all(1..=3).await?;
+/// #         input.finish();
+/// #         Ok::<_, grid::Error>(())
+/// #     });
+/// #     let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// #     feeder.await??;
+/// #     assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
 pub struct ResponseSender<T> {
     out: raw::ResponseSender,
     _item: PhantomData<fn(T)>,
@@ -254,6 +355,107 @@ impl<T: Serialize + 'static> ResponseSender<T> {
 }
 
 /// The handler side of a client or two-way stream: receives typed items from the caller.
+///
+/// # Example
+///
+/// A client stream's and a two-way stream's handlers read their input; it is also a
+/// [`Stream`](futures::Stream).
+///
+/// ```
+/// # use std::net::TcpListener;
+/// # use std::time::Duration;
+/// #
+/// # use futures::StreamExt;
+/// #[grid::handler]
+/// trait Numbers {
+///     /// Sends `0..n`.
+///     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+///     /// Adds up what the caller sends.
+///     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+///     /// Sends every item back, doubled.
+///     async fn double(
+///         &self,
+///         input: grid::RequestReceiver<u32>,
+///         out: grid::ResponseSender<u32>,
+///     ) -> Result<(), String>;
+/// }
+///
+/// struct Service;
+/// impl Numbers for Service {
+/// #     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+/// #         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+/// #         out.send_all(0..n).await.map_err(|e| e.to_string())
+/// #     }
+///     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+///         let mut total = 0;
+///         // `None` once the caller has finished its input.
+///         while let Some(item) = input.recv().await {
+///             total += u64::from(item.map_err(|e| e.to_string())?);
+///         }
+///         Ok(total)
+///     }
+///     async fn double(
+///         &self,
+///         mut input: grid::RequestReceiver<u32>,
+///         mut out: grid::ResponseSender<u32>,
+///     ) -> Result<(), String> {
+///         while let Some(item) = input.next().await {
+///             out.send(item.map_err(|e| e.to_string())? * 2)
+///                 .await
+///                 .map_err(|e| e.to_string())?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// #     // A server stream: the receiver is a `Stream` of items.
+/// #     let mut items = numbers.count(3).await?;
+/// #     let mut got = Vec::new();
+/// #     while let Some(item) = items.next().await {
+/// #         got.push(item?);
+/// #     }
+/// #     assert_eq!(got, [0, 1, 2]);
+/// #     // A client stream: send the input, finish it, then await the handler's one result.
+/// #     let (mut input, result) = numbers.sum().await?;
+/// #     input.send_all([1, 2, 3]).await?;
+/// #     input.send(4).await?;
+/// #     input.finish();
+/// #     assert_eq!(result.response().await?, 10);
+/// #     // Two-way: feed the input from one task while reading the output on this one.
+/// #     let (mut input, output) = numbers.double().await?;
+/// #     let feeder = tokio::spawn(async move {
+/// #         input.send_all(1..=3).await?;
+/// #         input.finish();
+/// #         Ok::<_, grid::Error>(())
+/// #     });
+/// #     let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// #     feeder.await??;
+/// #     assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
 pub struct RequestReceiver<T> {
     input: raw::RequestReceiver,
     /// What [`recv_many`](Self::recv_many) takes before decoding.
@@ -317,6 +519,107 @@ impl<T: DeserializeOwned + 'static> Stream for RequestReceiver<T> {
 
 /// The caller side of a client or two-way stream: sends typed items to the handler. Dropping it
 /// (or [`finish`](Self::finish)) ends the input.
+///
+/// # Example
+///
+/// The caller of a client stream and of a two-way stream sends the input (the service is the
+/// one of the [`RequestReceiver`] example).
+///
+/// ```
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use futures::StreamExt;
+/// # #[grid::handler]
+/// # trait Numbers {
+/// #     /// Sends `0..n`.
+/// #     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+/// #     /// Adds up what the caller sends.
+/// #     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+/// #     /// Sends every item back, doubled.
+/// #     async fn double(
+/// #         &self,
+/// #         input: grid::RequestReceiver<u32>,
+/// #         out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String>;
+/// # }
+/// #
+/// # struct Service;
+/// # impl Numbers for Service {
+/// #     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+/// #         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+/// #         out.send_all(0..n).await.map_err(|e| e.to_string())
+/// #     }
+/// #     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+/// #         let mut total = 0;
+/// #         // `None` once the caller has finished its input.
+/// #         while let Some(item) = input.recv().await {
+/// #             total += u64::from(item.map_err(|e| e.to_string())?);
+/// #         }
+/// #         Ok(total)
+/// #     }
+/// #     async fn double(
+/// #         &self,
+/// #         mut input: grid::RequestReceiver<u32>,
+/// #         mut out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String> {
+/// #         while let Some(item) = input.next().await {
+/// #             out.send(item.map_err(|e| e.to_string())? * 2)
+/// #                 .await
+/// #                 .map_err(|e| e.to_string())?;
+/// #         }
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// #     // A server stream: the receiver is a `Stream` of items.
+/// #     let mut items = numbers.count(3).await?;
+/// #     let mut got = Vec::new();
+/// #     while let Some(item) = items.next().await {
+/// #         got.push(item?);
+/// #     }
+/// #     assert_eq!(got, [0, 1, 2]);
+/// // A client stream: send the input, finish it, then await the handler's one result.
+/// let (mut input, result) = numbers.sum().await?;
+/// input.send_all([1, 2, 3]).await?;
+/// input.send(4).await?;
+/// input.finish();
+/// assert_eq!(result.response().await?, 10);
+/// // Two-way: feed the input from one task while reading the output on this one.
+/// let (mut input, output) = numbers.double().await?;
+/// let feeder = tokio::spawn(async move {
+///     input.send_all(1..=3).await?;
+///     input.finish();
+///     Ok::<_, grid::Error>(())
+/// });
+/// let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// feeder.await??;
+/// assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
 pub struct RequestSender<T> {
     sender: raw::RequestSender,
     _item: PhantomData<fn(T)>,
@@ -370,6 +673,108 @@ impl<T: Serialize + 'static> RequestSender<T> {
 /// The caller side of a stream's output: a [`Stream`] of typed items. An error ends it: the
 /// handler's `E` as [`CallError::Remote`], anything else as [`CallError::Transport`]. Dropping
 /// it cancels the stream.
+///
+/// # Example
+///
+/// The caller reads a server stream's items, or awaits a client stream's one result with
+/// [`response`](ResponseReceiver::response) (the service is the one of the [`RequestReceiver`]
+/// example).
+///
+/// ```
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use futures::StreamExt;
+/// # #[grid::handler]
+/// # trait Numbers {
+/// #     /// Sends `0..n`.
+/// #     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+/// #     /// Adds up what the caller sends.
+/// #     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+/// #     /// Sends every item back, doubled.
+/// #     async fn double(
+/// #         &self,
+/// #         input: grid::RequestReceiver<u32>,
+/// #         out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String>;
+/// # }
+/// #
+/// # struct Service;
+/// # impl Numbers for Service {
+/// #     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+/// #         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+/// #         out.send_all(0..n).await.map_err(|e| e.to_string())
+/// #     }
+/// #     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+/// #         let mut total = 0;
+/// #         // `None` once the caller has finished its input.
+/// #         while let Some(item) = input.recv().await {
+/// #             total += u64::from(item.map_err(|e| e.to_string())?);
+/// #         }
+/// #         Ok(total)
+/// #     }
+/// #     async fn double(
+/// #         &self,
+/// #         mut input: grid::RequestReceiver<u32>,
+/// #         mut out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String> {
+/// #         while let Some(item) = input.next().await {
+/// #             out.send(item.map_err(|e| e.to_string())? * 2)
+/// #                 .await
+/// #                 .map_err(|e| e.to_string())?;
+/// #         }
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// // A server stream: the receiver is a `Stream` of items.
+/// let mut items = numbers.count(3).await?;
+/// let mut got = Vec::new();
+/// while let Some(item) = items.next().await {
+///     got.push(item?);
+/// }
+/// assert_eq!(got, [0, 1, 2]);
+/// // A client stream: send the input, finish it, then await the handler's one result.
+/// let (mut input, result) = numbers.sum().await?;
+/// input.send_all([1, 2, 3]).await?;
+/// input.send(4).await?;
+/// input.finish();
+/// assert_eq!(result.response().await?, 10);
+/// #     // Two-way: feed the input from one task while reading the output on this one.
+/// #     let (mut input, output) = numbers.double().await?;
+/// #     let feeder = tokio::spawn(async move {
+/// #         input.send_all(1..=3).await?;
+/// #         input.finish();
+/// #         Ok::<_, grid::Error>(())
+/// #     });
+/// #     let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// #     feeder.await??;
+/// #     assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
 pub struct ResponseReceiver<T, E> {
     receiver: raw::ResponseReceiver,
     _item: PhantomData<fn() -> (T, E)>,

@@ -135,7 +135,7 @@ async fn a_payload_over_the_peers_smaller_limit_is_refused_locally() {
 /// sees the link go down with a reason and gets no connection back.
 async fn shutdown_stays_down(shut_dialer: bool) {
     let names = common::names(2);
-    let dialer = grid::handshake::dialer_of(&names[0], &names[1]).to_owned();
+    let dialer = grid::dialer_of(&names[0], &names[1]).to_owned();
     let acceptor = names.iter().find(|n| **n != dialer).unwrap().clone();
     let book = common::AddressBook::default();
     let dials = Arc::new(AtomicUsize::new(0));

@@ -16,6 +16,7 @@
 //!
 //! The crate has no dependency without `syntax`.
 
+#![deny(rustdoc::broken_intra_doc_links)]
 #![forbid(unsafe_code)]
 
 use std::fmt;

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use grid_core::dialer_of;
 use grid_core::frame::{CancelReason, Frame, Metadata, Route};
-use grid_core::handshake::dialer_of;
 use grid_core::{
     BoxedTransport, Config, ConnState, DialFn, HandlerSpec, Manager, MuxId, RemoteError,
 };
