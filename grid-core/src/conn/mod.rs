@@ -560,7 +560,6 @@ impl Connection {
         self.check_size(payload.len(), Some(&session))?;
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
-
         let route = self.route(handler);
         let (mux, rx) = session
             .register_unary(&route)
