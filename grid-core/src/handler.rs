@@ -21,9 +21,10 @@ use parking_lot::RwLock;
 use crate::cancel::CancelSignal;
 use crate::conn::core::{CallKind, Router};
 use crate::error::{Error, RemoteError};
-use crate::frame::Route;
 use crate::frame::{ErrorCode, ErrorRecord};
+use crate::frame::{Metadata, Route};
 use crate::ids::HandlerId;
+use crate::layer::ServerLayer;
 use crate::mux::CancelCause;
 use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
@@ -97,6 +98,8 @@ pub(crate) struct Registry {
     /// Whether this node promises its peers it serves nothing it has not announced (it was
     /// started not ready, so it registers before taking any peer).
     complete: bool,
+    /// The node's server-side layers, around every handler registered.
+    layer: Option<ServerLayer>,
 }
 
 impl fmt::Debug for Registry {
@@ -114,6 +117,12 @@ impl Registry {
             complete,
             ..Registry::default()
         }
+    }
+
+    /// The same registry, with `layer` around every handler registered.
+    pub(crate) fn with_layer(mut self, layer: Option<ServerLayer>) -> Registry {
+        self.layer = layer;
+        self
     }
 
     pub(crate) fn insert(
@@ -169,6 +178,10 @@ impl Registry {
         log.1 += cost;
         HandlerSpec::remember(&[spec]);
         names.insert(spec.id, spec.name);
+        let handler = match &self.layer {
+            Some(l) => l.apply(handler),
+            None => handler,
+        };
         handlers.insert(key, handler);
         Ok(())
     }
@@ -321,6 +334,7 @@ struct ContextInner {
     handler: HandlerId,
     subroute: Option<Box<str>>,
     deadline: Option<Instant>,
+    metadata: Metadata,
     cancel: CancelSignal,
 }
 
@@ -331,6 +345,7 @@ impl fmt::Debug for Context {
             .field("handler", &self.inner.handler)
             .field("subroute", &self.subroute())
             .field("deadline", &self.inner.deadline)
+            .field("metadata", &self.inner.metadata)
             .field("cancelled", &self.cancel_cause())
             .finish()
     }
@@ -342,6 +357,7 @@ impl Context {
         handler: HandlerId,
         subroute: Option<&[u8]>,
         deadline: Option<Instant>,
+        metadata: Metadata,
         cancel: CancelSignal,
     ) -> Context {
         Context {
@@ -350,6 +366,7 @@ impl Context {
                 handler,
                 subroute: subroute.map(|s| String::from_utf8_lossy(s).into()),
                 deadline,
+                metadata,
                 cancel,
             }),
         }
@@ -374,6 +391,12 @@ impl Context {
     /// Transit time is not subtracted, so this is slightly later than the caller's own deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.inner.deadline
+    }
+
+    /// The metadata the caller sent with the call (empty if none): a slice of the message it
+    /// arrived in, read without copying.
+    pub fn metadata(&self) -> &Metadata {
+        &self.inner.metadata
     }
 
     /// Why the call was cancelled, if it was.

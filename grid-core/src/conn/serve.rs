@@ -57,6 +57,7 @@ pub(crate) fn spawn(
         handler,
         cancel,
         deadline,
+        metadata,
         payload,
         kind,
     } = start;
@@ -72,6 +73,7 @@ pub(crate) fn spawn(
         route.handler,
         route.subroute.as_deref(),
         deadline,
+        metadata,
         cancel.clone(),
     );
     match (handler, kind) {
