@@ -662,3 +662,28 @@ async fn connection_metrics_follow_the_stats_and_count_reconnects() {
     .await;
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_client_layers_is_observed_once() {
+    let p = pair().await;
+    let obs = observed();
+    let layered =
+        p.a.connection(&p.bn)
+            .unwrap()
+            .with_layer(tower::layer::util::Identity::new())
+            .with_layer(tower::layer::util::Identity::new());
+    for _ in 0..3 {
+        layered
+            .call(ECHO.id, Bytes::from_static(b"l"), opts())
+            .await
+            .unwrap();
+    }
+    let an = p.an.as_str();
+    let client = [("node", an), ("handler", "Obs.echo"), ("side", "client")];
+    assert_eq!(obs.counter("grid_calls_total", &client), 3);
+    let spans = obs
+        .wait_closed("call", &[("node", an), ("handler", "Obs.echo")], 3)
+        .await;
+    assert_eq!(spans.len(), 3, "one span per call: {spans:#?}");
+    p.shutdown().await;
+}
