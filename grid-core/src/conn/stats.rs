@@ -1,5 +1,4 @@
 //! Counters of one peer connection, shared by its successive sessions.
-
 //!
 //! The byte, frame and message counters are also metrics (`crate::observe`): each add goes to
 //! the atomic the snapshot reads and to its metric handle.
