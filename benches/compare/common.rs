@@ -90,6 +90,8 @@ pub(crate) struct Opts {
     /// `--log FILTER`: run with a tracing subscriber (fmt to stderr) filtered by `FILTER`
     /// (`grid=info`); none by default.
     pub(crate) log: Option<String>,
+    /// `--metrics`: run with a Prometheus recorder installed; none by default.
+    pub(crate) metrics: bool,
 }
 
 impl Opts {
@@ -138,6 +140,8 @@ impl Opts {
             .position(|a| a == "--log")
             .and_then(|i| args.get(i + 1))
             .cloned();
+        // A metrics recorder (Prometheus, rendered at the end), to measure what one costs.
+        o.metrics = args.iter().any(|a| a == "--metrics");
         o
     }
 
@@ -158,6 +162,7 @@ impl Opts {
                 only: Vec::new(),
                 workloads: Vec::new(),
                 log: None,
+                metrics: false,
             }
         } else {
             Opts {
@@ -175,6 +180,7 @@ impl Opts {
                 only: Vec::new(),
                 workloads: Vec::new(),
                 log: None,
+                metrics: false,
             }
         }
     }

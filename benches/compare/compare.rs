@@ -14,7 +14,8 @@
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
 //! selects workloads (unary, stream, bidi, cap1, memory, mesh), `--concurrency 256` the unary points,
-//! `--log grid=info` runs with a tracing subscriber (fmt to stderr) to measure what one costs.
+//! `--log grid=info` runs with a tracing subscriber (fmt to stderr) and `--metrics` with a
+//! Prometheus recorder, to measure what one costs.
 
 use std::time::Duration;
 
@@ -40,6 +41,11 @@ fn main() {
             .with_writer(std::io::stderr)
             .init();
     }
+    let prometheus = opts.metrics.then(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("a Prometheus recorder")
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,6 +54,13 @@ fn main() {
     let failures = Failures::default();
     let results = rt.block_on(run(&opts, &failures));
     println!("{}", report::render(&results, opts.mesh_concurrency));
+    if let Some(p) = prometheus {
+        let text = p.render();
+        eprintln!(
+            "compare: {} lines of metrics recorded",
+            text.lines().count()
+        );
+    }
     let failed = failures.take();
     if failed.is_empty() {
         eprintln!("compare: every system completed every workload with correct responses");
