@@ -525,7 +525,7 @@ impl Connection {
         &self,
         handler: HandlerId,
         payload: Bytes,
-        opts: CallOptions,
+        mut opts: CallOptions,
     ) -> Result<Bytes, Error> {
         if let Some(stack) = &self.layer {
             let call = ClientCall::unary(handler, self.subroute.clone(), payload, opts);
@@ -540,6 +540,7 @@ impl Connection {
             self.subroute.as_deref(),
             false,
         );
+        call.propagate(&mut opts.metadata);
         let result = crate::observe::call_within!(call, self.call_once(handler, payload, opts));
         cooperative(call.end(result)).await
     }
@@ -659,7 +660,7 @@ impl Connection {
         &self,
         handler: HandlerId,
         payload: Bytes,
-        opts: StreamOptions,
+        mut opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
         if let Some(stack) = &self.layer {
             let call = ClientCall::stream(handler, self.subroute.clone(), payload, opts);
@@ -674,6 +675,7 @@ impl Connection {
             self.subroute.as_deref(),
             true,
         );
+        call.propagate(&mut opts.metadata);
         let result =
             crate::observe::call_within!(call, self.open_stream_once(handler, payload, opts));
         cooperative(call.end(result)).await

@@ -76,6 +76,7 @@ pub(crate) fn spawn(
         metadata,
         cancel.clone(),
     );
+    guard.obs.adopt(ctx.metadata());
     match (handler, kind) {
         (Registered::Unary(handler), StartKind::Unary(mut machine)) => {
             // The handler's wire name is looked up only for a message: not on the hot path.

@@ -10,6 +10,10 @@
 //! - `serve` (debug, target `grid::serve`) around a handler's task, unary or stream, to its
 //!   last frame.
 //!
+//! With the `otel` feature, an enabled call span's OpenTelemetry context goes out in the call's
+//! metadata (`traceparent`, `tracestate`: whatever the application's global propagator writes),
+//! and the `serve` span takes what it extracts as its parent (see `otel`).
+//!
 //! Each call span has `handler` (the wire name), `peer`, `subroute`, `mux`, and, when it ends,
 //! `outcome` (one word: `ok`, `application`, `deadline`, `dropped`, … see [`Outcome`]) and
 //! `duration_us`.
@@ -27,6 +31,8 @@
 #[cfg_attr(not(feature = "metrics"), path = "meters_disabled.rs")]
 mod meters;
 pub(crate) mod names;
+#[cfg_attr(not(feature = "otel"), path = "otel_disabled.rs")]
+mod otel;
 mod outcome;
 
 use std::future::Future;
@@ -242,6 +248,14 @@ impl<'a> Call<'a> {
         self.ending.as_ref().is_some_and(|e| !e.span.is_disabled())
     }
 
+    /// Adds the span's trace context to the call's metadata (feature `otel`; nothing
+    /// otherwise, or when the span is disabled).
+    pub(crate) fn propagate(&self, metadata: &mut crate::frame::Metadata) {
+        if let Some(e) = self.ending.as_ref().filter(|e| !e.span.is_disabled()) {
+            otel::inject(&e.span, metadata);
+        }
+    }
+
     /// Ends the call with its result, and hands the result back.
     pub(crate) fn end<T>(mut self, result: Result<T, Error>) -> Result<T, Error> {
         self.done = true;
@@ -305,6 +319,14 @@ impl Serve {
         self.ending
             .as_ref()
             .map_or_else(Span::none, |e| e.span.clone())
+    }
+
+    /// Takes the trace context the caller sent in `metadata` as the span's parent (feature
+    /// `otel`; nothing otherwise, or when the span is disabled).
+    pub(crate) fn adopt(&self, metadata: &crate::frame::Metadata) {
+        if let Some(e) = self.ending.as_ref().filter(|e| !e.span.is_disabled()) {
+            otel::adopt(&e.span, metadata);
+        }
     }
 
     /// The call was cancelled for `cause`.
