@@ -8,7 +8,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{bound, builder, test_config, WAIT};
-use grid_core::{CallOptions, HandlerSpec};
+use grid_core::{CallOptions, Config, HandlerSpec};
 use opentelemetry::trace::{TraceContextExt, TracerProvider};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -28,27 +28,28 @@ async fn a_call_carries_its_trace_to_the_handler_span() {
 
     let (la, an) = bound();
     let (lb, bn) = bound();
-    let names = [an.clone(), bn.clone()];
-    let a = builder(la, &an, &names, test_config())
-        .start()
-        .await
-        .unwrap();
-    let b = builder(lb, &bn, &names, test_config())
-        .start()
-        .await
-        .unwrap();
+    let (lc, cn) = bound();
+    let names = [an.clone(), bn.clone(), cn.clone()];
+    let start = |l, me: &str, config| builder(l, me, &names, config).start();
+    let a = start(la, &an, test_config()).await.unwrap();
+    let b = start(lb, &bn, test_config()).await.unwrap();
+    // c takes no metadata at all: calls to it go without the trace context, not refused.
+    let no_metadata = Config {
+        max_metadata_entries: 0,
+        ..test_config()
+    };
+    let c = start(lc, &cn, no_metadata).await.unwrap();
     // The handler answers with the trace id of the span it runs in, and whether a traceparent
     // came with the call.
-    b.register_unary(TRACE, |ctx, _| async move {
-        let trace = tracing::Span::current()
-            .context()
-            .span()
-            .span_context()
-            .trace_id();
-        let carried = ctx.metadata().get("traceparent").is_some();
-        Ok(Bytes::from(format!("{trace} {carried}")))
-    })
-    .unwrap();
+    for m in [&b, &c] {
+        m.register_unary(TRACE, |ctx, _| async move {
+            let span = tracing::Span::current();
+            let trace = span.context().span().span_context().trace_id();
+            let carried = ctx.metadata().get("traceparent").is_some();
+            Ok(Bytes::from(format!("{trace} {carried}")))
+        })
+        .unwrap();
+    }
     let conn = a.connection(&bn).unwrap();
     conn.wait_for_connect(WAIT).await.unwrap();
 
@@ -72,6 +73,20 @@ async fn a_call_carries_its_trace_to_the_handler_span() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&got), format!("{want2} true"));
+
+    let to_c = a.connection(&cn).unwrap();
+    to_c.wait_for_connect(WAIT).await.unwrap();
+    let third = tracing::info_span!("third");
+    let want3 = third.context().span().span_context().trace_id();
+    let got = to_c
+        .call(TRACE.id, Bytes::new(), CallOptions::default())
+        .instrument(third)
+        .await
+        .unwrap();
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.ends_with(" false"), "{got}");
+    assert!(!got.starts_with(&want3.to_string()), "{got}");
     a.shutdown().await;
     b.shutdown().await;
+    c.shutdown().await;
 }

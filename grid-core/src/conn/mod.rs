@@ -540,7 +540,10 @@ impl Connection {
             self.subroute.as_deref(),
             false,
         );
-        call.propagate(&mut opts.metadata);
+        call.propagate(&mut opts.metadata, |m| {
+            self.check_metadata(m, self.inner.session().as_deref())
+                .is_ok()
+        });
         let result = crate::observe::call_within!(call, self.call_once(handler, payload, opts));
         cooperative(call.end(result)).await
     }
@@ -675,7 +678,10 @@ impl Connection {
             self.subroute.as_deref(),
             true,
         );
-        call.propagate(&mut opts.metadata);
+        call.propagate(&mut opts.metadata, |m| {
+            self.check_metadata(m, self.inner.session().as_deref())
+                .is_ok()
+        });
         let result =
             crate::observe::call_within!(call, self.open_stream_once(handler, payload, opts));
         cooperative(call.end(result)).await

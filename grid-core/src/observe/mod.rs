@@ -249,10 +249,15 @@ impl<'a> Call<'a> {
     }
 
     /// Adds the span's trace context to the call's metadata (feature `otel`; nothing
-    /// otherwise, or when the span is disabled).
-    pub(crate) fn propagate(&self, metadata: &mut crate::frame::Metadata) {
+    /// otherwise, or when the span is disabled), if the metadata still `fits` with it: a peer
+    /// that takes no metadata (or no more) gets the call without it, never a refusal.
+    pub(crate) fn propagate(
+        &self,
+        metadata: &mut crate::frame::Metadata,
+        fits: impl FnOnce(&crate::frame::Metadata) -> bool,
+    ) {
         if let Some(e) = self.ending.as_ref().filter(|e| !e.span.is_disabled()) {
-            otel::inject(&e.span, metadata);
+            otel::inject(&e.span, metadata, fits);
         }
     }
 

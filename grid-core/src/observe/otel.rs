@@ -4,7 +4,8 @@
 //! the context it extracts as its parent, so one trace spans both nodes.
 //!
 //! Only enabled spans take part: with no subscriber interested in the call spans nothing is
-//! injected. An entry that does not fit the metadata bounds is left out (the call goes on).
+//! injected. A context that does not fit the metadata bounds (or a peer of the version before
+//! metadata) is left out: the call goes on without it.
 
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing::Span;
@@ -32,12 +33,16 @@ impl Extractor for Extract<'_> {
     }
 }
 
-/// Writes `span`'s trace context into `metadata`.
-pub(crate) fn inject(span: &Span, metadata: &mut Metadata) {
+/// Writes `span`'s trace context into `metadata`, if the result `fits`.
+pub(crate) fn inject(span: &Span, metadata: &mut Metadata, fits: impl FnOnce(&Metadata) -> bool) {
     let cx = span.context();
+    let mut with = metadata.clone();
     opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&cx, &mut Inject(metadata))
+        p.inject_context(&cx, &mut Inject(&mut with));
     });
+    if fits(&with) {
+        *metadata = with;
+    }
 }
 
 /// Makes the context in `metadata`, if any, `span`'s parent.
