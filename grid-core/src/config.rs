@@ -83,6 +83,13 @@ pub struct Config {
     /// for `https://` (TLS already protects integrity). Agreed per connection: on if either side
     /// wants it.
     pub checksum: Option<bool>,
+    /// Largest part of a frame sent in one piece: a request, response, stream message or
+    /// initial payload whose encoded frame is longer travels as `Chunk` frames of at most this
+    /// many bytes, interleaved with other calls' frames, so small calls, credits and pings never
+    /// wait behind a whole large payload. Default 64 KiB (see `BENCHMARKS.md`). 0 turns it off
+    /// (nor is it offered to peers); it is used only with peers that agree to it in the
+    /// handshake. The payload limit still holds for the whole message.
+    pub chunk_size: usize,
 }
 
 impl Default for Config {
@@ -111,9 +118,13 @@ impl Default for Config {
             max_batch_bytes: 256 << 10,
             max_incoming_calls: 100_000,
             checksum: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
         }
     }
 }
+
+/// The default [`Config::chunk_size`]: 64 KiB.
+pub const DEFAULT_CHUNK_SIZE: usize = 64 << 10;
 
 impl Config {
     /// The frame decoder's limits derived from this configuration.

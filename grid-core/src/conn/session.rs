@@ -33,9 +33,14 @@ use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
 use crate::config::Config;
 use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::handshake::{Features, PeerInfo};
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
+
+/// The smallest chunk size a session uses, whatever the configuration says: a first part holds
+/// at least a whole frame header, and parts far smaller than a batch only cost headers.
+const MIN_CHUNK_SIZE: usize = 1024;
 
 /// The shell's handles, as the core stores them.
 #[derive(Debug)]
@@ -81,15 +86,18 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session for the socket whose handshake agreed `agreed` (checksum, features, the
+    /// peer's payload limit).
     pub(crate) fn new(
         peer: Arc<str>,
         role: Role,
-        checksum: bool,
+        agreed: &PeerInfo,
         config: Arc<Config>,
         stats: Arc<ConnStats>,
         events: Arc<EventSink>,
-        peer_max_payload: u64,
     ) -> Arc<Session> {
+        let (checksum, peer_max_payload, features) =
+            (agreed.checksum, agreed.max_payload, agreed.features);
         // Sending more than the peer accepts would make it drop the whole connection.
         let max_payload = usize::try_from(peer_max_payload)
             .unwrap_or(usize::MAX)
@@ -98,10 +106,19 @@ impl Session {
             config.max_inbound_bytes,
             config.max_pending_response_bytes,
         ));
+        let chunks = features.contains(Features::CHUNKS);
         let limits = CoreLimits {
             max_incoming_calls: config.max_incoming_calls,
             max_stream_capacity: config.max_stream_capacity,
             stream_liveness_timeout: config.stream_liveness_timeout,
+            max_payload: config.max_payload,
+            chunks,
+        };
+        // Only to a peer that agreed; never so small that a first part lacks a whole header.
+        let chunk = if chunks && config.chunk_size > 0 {
+            config.chunk_size.max(MIN_CHUNK_SIZE)
+        } else {
+            0
         };
         Arc::new(Session {
             id: fastrand::u32(..),
@@ -112,6 +129,7 @@ impl Session {
                 config.max_queued_bytes,
                 config.max_batch_bytes,
                 config.max_queued_control,
+                chunk,
             ),
             config,
             stats,
@@ -282,7 +300,7 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: nothing is queued.
     pub(crate) async fn data_room(&self) -> Result<(), QueueError> {
-        self.out.wait_room().await
+        self.out.wait_room(true).await
     }
 
     /// Queues a data frame now, even past the byte bound (callers wait for room first). A
@@ -308,9 +326,13 @@ impl Session {
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
         let tag = tag_of(frame);
         let mut bytes = (tag != 0).then(|| self.encode(frame));
+        // A frame sent in parts waits for room among the large frames; a small one only for
+        // room in the data lane, so small calls never wait behind large transfers.
+        let large = self.out.is_large(frame::encoded_len(frame, false));
+        let bound = if large { Bound::Bulk } else { Bound::Room };
         loop {
             let queued = match bytes.take() {
-                None => self.append_frame(frame, Bound::Room).map_err(|e| match e {
+                None => self.append_frame(frame, bound).map_err(|e| match e {
                     Refused::Closed => None,
                     _ => Some(None),
                 }),
@@ -328,7 +350,7 @@ impl Session {
                 Err(None) => return Err(QueueError::Closed),
                 Err(Some(back)) => bytes = back,
             }
-            self.data_room().await?;
+            self.out.wait_room(large).await?;
         }
     }
 
@@ -484,6 +506,13 @@ impl Session {
         now: Instant,
         router: &R,
     ) -> Option<Start<R::Handler, CancelSignal>> {
+        if let Frame::Cancel { mux, .. } | Frame::Response { mux, .. } | Frame::Error { mux, .. } =
+            frame
+        {
+            // The call is over (the caller gave up; the callee answered, or refused a request
+            // still in parts): what it still had to send in parts goes at once.
+            self.out.abandon(mux.0);
+        }
         let backlog_full = self.out.is_full();
         self.with_core(|core| {
             core.set_backlog_full(backlog_full);

@@ -9,11 +9,11 @@
 
 mod codec;
 
-pub(crate) use codec::encode_data_with;
 pub use codec::{
-    decode_batch, encode_batch, encode_checked_batch, encode_frame, encoded_len, seal_batch,
-    BatchDecoder, BatchEncoder,
+    decode_batch, decode_frame_bytes, encode_batch, encode_checked_batch, encode_frame,
+    encoded_len, seal_batch, BatchDecoder, BatchEncoder,
 };
+pub(crate) use codec::{encode_chunk_header, encode_data_with};
 
 use bytes::Bytes;
 
@@ -116,6 +116,12 @@ pub enum Op {
     /// Routes the sender serves, added to what it announced (a handler-table message,
     /// `PROTOCOL.md` section 9; see [`crate::table`]). Connection level, either side.
     Handlers = 18,
+    /// The next bytes of one large frame sent in parts (`PROTOCOL.md` section 10), on the mux
+    /// that frame belongs to. Only to a peer that agreed to chunks in the handshake.
+    Chunk = 19,
+    /// The frame whose parts were in flight on this mux will not be finished: the receiver
+    /// drops what it gathered.
+    ChunkAbort = 20,
 }
 
 impl Op {
@@ -140,6 +146,8 @@ impl Op {
             16 => Op::Ready,
             17 => Op::Reject,
             18 => Op::Handlers,
+            19 => Op::Chunk,
+            20 => Op::ChunkAbort,
             _ => return None,
         })
     }
@@ -415,6 +423,20 @@ pub enum Frame {
         /// codec checks only its length.
         update: Bytes,
     },
+    /// The next bytes of one large encoded frame of this mux (`PROTOCOL.md` section 10): the
+    /// first chunk of a message starts with that frame's header, whose body length says where
+    /// the message ends.
+    Chunk {
+        /// The mux of the frame in parts.
+        mux: MuxId,
+        /// At least one byte of the encoded frame.
+        bytes: Bytes,
+    },
+    /// The frame in parts on this mux is abandoned (its call was cancelled mid-transfer).
+    ChunkAbort {
+        /// The mux.
+        mux: MuxId,
+    },
     /// A handshake message; the payload is a msgpack map defined in `PROTOCOL.md`.
     Handshake {
         /// One of `Hello`, `Welcome`, `Confirm`, `Ready`, `Reject`.
@@ -441,6 +463,8 @@ impl Frame {
             Frame::Pong { .. } => Op::Pong,
             Frame::GoAway { .. } => Op::GoAway,
             Frame::Handlers { .. } => Op::Handlers,
+            Frame::Chunk { .. } => Op::Chunk,
+            Frame::ChunkAbort { .. } => Op::ChunkAbort,
             Frame::Handshake { op, .. } => *op,
         }
     }
@@ -458,7 +482,9 @@ impl Frame {
             | Frame::Error { mux, .. }
             | Frame::Cancel { mux, .. }
             | Frame::Ping { mux, .. }
-            | Frame::Pong { mux, .. } => *mux,
+            | Frame::Pong { mux, .. }
+            | Frame::Chunk { mux, .. }
+            | Frame::ChunkAbort { mux } => *mux,
             Frame::GoAway { .. } | Frame::Handlers { .. } | Frame::Handshake { .. } => {
                 MuxId::CONNECTION
             }

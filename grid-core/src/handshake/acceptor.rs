@@ -18,6 +18,7 @@ use super::records::{
     check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord, NameProbe,
     ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG, WELCOME_TAG,
 };
+use super::Features;
 use super::{abs_diff_ms, offset_ms, should_dial, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
 use crate::frame::{Frame, Op, PROTOCOL_VERSION};
@@ -48,6 +49,8 @@ pub struct AcceptorHandshake {
     params: AcceptorParams,
     /// The handler table message to put in the `Ready`, if any.
     handlers: Option<Bytes>,
+    /// The optional features this node takes up when the dialer offers them.
+    features: Features,
 }
 
 impl AcceptorHandshake {
@@ -56,7 +59,16 @@ impl AcceptorHandshake {
         AcceptorHandshake {
             params,
             handlers: None,
+            features: Features::NONE,
         }
+    }
+
+    /// Takes up `features` when the dialer's `Hello` offers them: the connection uses the
+    /// features both offer ([`PeerInfo::features`]). Without it the acceptor agrees to none, as
+    /// a node of the version before features did.
+    pub fn offer(mut self, features: Features) -> AcceptorHandshake {
+        self.features = features;
+        self
     }
 
     /// Announces this node's handler table (a table message, at most
@@ -86,7 +98,7 @@ impl AcceptorHandshake {
         is_known_peer: &dyn Fn(&str) -> bool,
         auth: &dyn Authenticator,
     ) -> Result<(Frame, AcceptorAwaitConfirm), Rejection> {
-        let (p, handlers) = (self.params, self.handlers);
+        let (p, handlers, offered) = (self.params, self.handlers, self.features);
         let hello = expect_frame(frame, Op::Hello, "")?;
         let malformed = |peer: &str, detail| Rejection::malformed(peer, Op::Hello, detail);
         let probe: VersionProbe = decode("Hello", &hello).map_err(|d| malformed("", d))?;
@@ -140,6 +152,7 @@ impl AcceptorHandshake {
         }
 
         let checksum = record.checksum || p.checksum;
+        let features = offered.intersect(Features::from_bits(record.features));
         let body = encode(&WelcomeBody {
             version: PROTOCOL_VERSION,
             from: p.local,
@@ -148,6 +161,7 @@ impl AcceptorHandshake {
             nonce: p.nonce,
             checksum,
             max_payload: p.max_payload,
+            features: features.bits(),
         });
         let proof = auth.prove(peer, &transcript(WELCOME_TAG, &[&hello, &body]));
         let welcome = Bytes::from(encode(&SignedRecord { body, proof }));
@@ -166,6 +180,7 @@ impl AcceptorHandshake {
                 clock_offset_ms: offset,
                 max_payload: record.max_payload,
                 handlers: None,
+                features,
             },
         };
         Ok((frame, next))

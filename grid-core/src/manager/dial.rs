@@ -126,11 +126,10 @@ pub(super) async fn dial_once(
     let session = Session::new(
         pc.peer.clone(),
         Role::Dialer,
-        info.checksum,
+        &info,
         cfg.clone(),
         pc.stats.clone(),
         pc.events.clone(),
-        info.max_payload,
     );
     session.set_tables(info.handlers.take(), announced);
     Ok((session, ws, info.instance))
@@ -145,16 +144,19 @@ pub(super) async fn dial_handshake(
     mut ws: Ws,
     table: Bytes,
 ) -> Result<(Ws, PeerInfo), Error> {
-    let (hs, hello) = DialerHandshake::start(DialerParams {
-        local: inner.local.to_string(),
-        remote: peer.to_owned(),
-        instance: inner.instance,
-        nonce: random_nonce()?,
-        now_ms: inner.now_ms(),
-        checksum: wants_checksum(&inner.config, is_tls(peer)),
-        max_payload: inner.config.max_payload as u64,
-        max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
-    });
+    let (hs, hello) = DialerHandshake::start_offering(
+        DialerParams {
+            local: inner.local.to_string(),
+            remote: peer.to_owned(),
+            instance: inner.instance,
+            nonce: random_nonce()?,
+            now_ms: inner.now_ms(),
+            checksum: wants_checksum(&inner.config, is_tls(peer)),
+            max_payload: inner.config.max_payload as u64,
+            max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
+        },
+        offered_features(&inner.config),
+    );
     let hs = hs.announce(table);
     send_handshake(&mut ws, &hello).await?;
     let welcome = recv_handshake(&mut ws).await?;

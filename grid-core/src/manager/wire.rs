@@ -125,3 +125,12 @@ pub(super) fn check_peer_name(name: &str, tls: Option<&TlsConfig>) -> Result<(),
     }
     Ok(())
 }
+
+/// The optional protocol features this node offers a peer, by its configuration.
+pub(super) fn offered_features(config: &Config) -> Features {
+    if config.chunk_size > 0 {
+        Features::CHUNKS
+    } else {
+        Features::NONE
+    }
+}

@@ -54,6 +54,10 @@ pub(crate) struct CoreLimits {
     pub(crate) max_stream_capacity: u32,
     /// Silence after which a served long-lived stream is given up.
     pub(crate) stream_liveness_timeout: Duration,
+    /// Largest payload of a frame, one that arrives in parts included.
+    pub(crate) max_payload: usize,
+    /// The peer agreed to send large frames in parts (`Chunk` frames).
+    pub(crate) chunks: bool,
 }
 
 /// What the core tells the shell.

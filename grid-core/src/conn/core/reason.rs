@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use super::chunks::ChunkViolation;
 use crate::frame::{FrameError, Op};
 use crate::ids::MuxId;
 use crate::table::TableError;
@@ -122,6 +123,9 @@ pub enum ProtocolViolation {
     /// A `Handlers` update that is malformed, repeats a route, or takes the peer's handler table
     /// past its bounds (`PROTOCOL.md` section 9).
     HandlerTable(TableError),
+    /// A frame in parts (`Chunk`, `ChunkAbort`) that breaks their rules (`PROTOCOL.md` section
+    /// 10).
+    Chunk(ChunkViolation),
 }
 
 impl CloseReason {
@@ -206,6 +210,7 @@ impl fmt::Display for ProtocolViolation {
                 write!(f, "unexpected {op:?} after the handshake")
             }
             ProtocolViolation::HandlerTable(e) => write!(f, "bad handler table update: {e}"),
+            ProtocolViolation::Chunk(e) => write!(f, "{e}"),
         }
     }
 }

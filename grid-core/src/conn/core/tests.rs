@@ -56,6 +56,8 @@ impl Harness {
             max_incoming_calls: max_calls,
             max_stream_capacity: 64,
             stream_liveness_timeout: Duration::from_secs(60),
+            max_payload: 1 << 20,
+            chunks: true,
         };
         Harness {
             core: ConnCore::new(Role::Acceptor, limits, budget.clone()),

@@ -103,6 +103,8 @@ fn frame_flags(frame: &Frame) -> u8 {
         | Frame::Pong { .. }
         | Frame::GoAway { .. }
         | Frame::Handlers { .. }
+        | Frame::Chunk { .. }
+        | Frame::ChunkAbort { .. }
         | Frame::Handshake { .. } => 0,
     }
 }
@@ -121,6 +123,8 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Cancel { .. } => 1,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Handlers { update } => update.len(),
+        Frame::Chunk { bytes, .. } => bytes.len(),
+        Frame::ChunkAbort { .. } => 0,
         Frame::Handshake { payload, .. } => payload.len(),
     }
 }
@@ -271,8 +275,21 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
         Frame::Cancel { reason, .. } => dst.put_u8(*reason as u8),
         Frame::Ping { nonce, .. } | Frame::Pong { nonce, .. } => dst.put_u64(*nonce),
         Frame::Handlers { update } => dst.put_slice(update),
+        Frame::Chunk { bytes, .. } => dst.put_slice(bytes),
+        Frame::ChunkAbort { .. } => {}
         Frame::Handshake { payload, .. } => dst.put_slice(payload),
     }
+}
+
+/// Appends the header of a `Chunk` frame of `mux` whose body (`len` bytes of a larger encoded
+/// frame) the caller appends next: the writer copies each part straight from the queued frame.
+pub(crate) fn encode_chunk_header(mux: MuxId, len: usize, dst: &mut BytesMut) {
+    dst.reserve(FRAME_HEADER_LEN + len);
+    dst.put_u8(Op::Chunk as u8);
+    dst.put_u8(0);
+    dst.put_u32(mux.0);
+    debug_assert!(u32::try_from(len).is_ok(), "chunk of {len} bytes");
+    dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
 /// Builds one batch, i.e. one WebSocket message: the 4-byte batch header, then frames back to back.

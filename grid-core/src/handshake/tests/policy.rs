@@ -173,6 +173,7 @@ fn handshake_dialer_refuses_a_welcome_from_another_node() {
         nonce: [4; NONCE_LEN],
         checksum: false,
         max_payload: 1,
+        features: 0,
     });
     let proof = auth().prove(
         "unused",
