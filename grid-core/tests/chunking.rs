@@ -22,7 +22,8 @@ use grid_core::{
     Manager, MuxId, ProtocolViolation, RemoteError, StreamOptions,
 };
 use scripted::{
-    base_config, cancel, register_blocking_unary, request, Cluster, Gauge, Inbound, WAIT,
+    base_config, cancel, register_blocking_unary, request, Cluster, Gauge, Inbound, ScriptedPeer,
+    WAIT,
 };
 
 /// Returns its payload.
@@ -269,6 +270,16 @@ fn request_bytes(mux: MuxId, spec: HandlerSpec, len: usize) -> Bytes {
     b.freeze()
 }
 
+/// The next frame the node sends, its acks of our parts skipped.
+async fn next_frame(peer: &mut ScriptedPeer) -> Frame {
+    loop {
+        match peer.frame().await {
+            Frame::ChunkAck { .. } => {}
+            f => return f,
+        }
+    }
+}
+
 fn chunk(mux: MuxId, bytes: Bytes) -> Frame {
     Frame::Chunk { mux, bytes }
 }
@@ -320,7 +331,7 @@ async fn a_response_cancelled_mid_transfer_stops_at_once_with_an_abort() {
         .await
         .unwrap();
     loop {
-        match peer.frame().await {
+        match next_frame(&mut peer).await {
             Frame::Response { mux: m, result } if m == mux => {
                 assert_eq!(result.unwrap().unwrap(), Bytes::from_static(b"again"));
                 break;
@@ -514,7 +525,7 @@ async fn a_request_in_parts_over_the_budget_is_refused_at_its_first_part_and_not
         .step_by(1 << 20)
         .map(|at| chunk(mux, whole.slice(at..(at + (1 << 20)).min(whole.len()))));
     peer.send(&[parts.next().unwrap()]).await.unwrap();
-    match peer.frame().await {
+    match next_frame(&mut peer).await {
         Frame::Error { mux: m, error } if m == mux => {
             assert_eq!(
                 error.code,
@@ -537,7 +548,7 @@ async fn a_request_in_parts_over_the_budget_is_refused_at_its_first_part_and_not
     peer.send(&[request(mux, MIRROR, Bytes::from_static(b"small"))])
         .await
         .unwrap();
-    match peer.frame().await {
+    match next_frame(&mut peer).await {
         Frame::Response { mux: m, result } if m == mux => {
             assert_eq!(result.unwrap().unwrap(), Bytes::from_static(b"small"));
         }
@@ -569,7 +580,7 @@ async fn a_node_with_chunks_off_sends_and_takes_whole_frames() {
         .await
         .unwrap();
     loop {
-        match peer.frame().await {
+        match next_frame(&mut peer).await {
             Frame::Response { mux: m, result } if m == mux => {
                 assert!(result.unwrap().unwrap() == pattern(4, 1 << 20));
                 break;

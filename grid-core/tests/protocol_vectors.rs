@@ -342,6 +342,11 @@ fn vectors() -> Vec<Vector> {
             "The frame in parts on mux 2 is abandoned (its call was cancelled mid-transfer).",
             vec![Frame::ChunkAbort { mux: MuxId(2) }],
         ),
+        vector(
+            "chunk-ack",
+            "The receiver of parts has read 65536 more bytes of them.",
+            vec![Frame::ChunkAck { bytes: 65536 }],
+        ),
     ]
 }
 
@@ -615,6 +620,10 @@ fn spec_frame<'a>(
             (19, 0, mux.0)
         }
         Frame::ChunkAbort { mux } => (20, 0, mux.0),
+        Frame::ChunkAck { bytes } => {
+            body.push((vec![be32(*bytes)], format!("bytes {bytes}")));
+            (21, 0, 0)
+        }
     };
     (op, fl, mux, body)
 }

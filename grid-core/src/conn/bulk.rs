@@ -20,6 +20,10 @@
 //! the data lane when it was made (`barrier`), and is not served until the writer has taken that
 //! many (the data lane is a FIFO, so everything before it is gone by then).
 //!
+//! **Pacing**: parts in flight are bounded by a window the peer reopens with `ChunkAck` as it
+//! reads them, so the socket's buffers never fill up with parts ahead of a small call (h2's
+//! connection window does the same for DATA frames).
+//!
 //! **Giving up**: [`Bulk::abandon`] drops everything a mux has here at once (its call was
 //! cancelled, or a queued request taken back). If a frame had been sent in part, the peer is
 //! holding its first parts: the caller queues a `ChunkAbort` ahead of anything else, and the
@@ -149,7 +153,8 @@ impl Bulk {
     /// the batch stays within `max_bytes` and [`MAX_FRAMES_PER_BATCH`] (its first part always
     /// fits). A frame of at most `chunk` bytes goes whole, a longer one as `Chunk` frames of at
     /// most `chunk` bytes. `taken` is how much of the data lane the writer has taken, for the
-    /// barriers. Returns the bytes of queued frames it sent.
+    /// barriers. Parts (not frames sent whole) spend `window`; none is sent once it is 0.
+    /// Returns the bytes of queued frames it sent.
     pub(super) fn fill(
         &mut self,
         buf: &mut BytesMut,
@@ -157,6 +162,7 @@ impl Bulk {
         max_bytes: usize,
         chunk: usize,
         taken: u64,
+        window: &mut usize,
     ) -> usize {
         let quantum = chunk.max(1);
         let mut sent = 0;
@@ -192,6 +198,10 @@ impl Bulk {
                 if cost > q.deficit {
                     break;
                 }
+                if !whole && *window == 0 {
+                    // The peer has not read enough of what is in flight yet.
+                    return sent;
+                }
                 let wire = if whole { cost } else { FRAME_HEADER_LEN + cost };
                 if *frames >= MAX_FRAMES_PER_BATCH || (*frames > 0 && buf.len() + wire > max_bytes)
                 {
@@ -205,6 +215,9 @@ impl Bulk {
                     buf.put_slice(&front.bytes[q.sent..q.sent + cost]);
                 }
                 *frames += 1;
+                if !whole {
+                    *window = window.saturating_sub(cost);
+                }
                 q.deficit -= cost;
                 q.sent += if whole { 0 } else { cost };
                 sent += cost;

@@ -40,6 +40,12 @@ use crate::frame::{seal_batch, BATCH_HEADER_LEN, FRAME_HEADER_LEN, MAX_FRAMES_PE
 /// a message of its own (a lone credit or response should not cost a write of its own).
 const COPY_RUN_MAX: usize = 16 << 10;
 
+/// Bytes of parts (`Chunk` bodies) the writer may have sent that the peer has not yet said it
+/// read (`ChunkAck`, `PROTOCOL.md` section 10.4). Small enough that the socket's buffers never
+/// hold much more than this of parts ahead of a small call; large enough to keep a loopback
+/// link busy while the acks travel back (see `BENCHMARKS.md`).
+pub(crate) const PARTS_IN_FLIGHT: usize = 1 << 20;
+
 /// The capacity a new run starts with when no spare buffer is at hand.
 const FIRST_RUN_CAPACITY: usize = 4 << 10;
 
@@ -129,6 +135,8 @@ struct Lanes {
     taken: u64,
     /// The next batch goes to the large frames, if any is ready.
     bulk_turn: bool,
+    /// Bytes of parts sent and not yet acknowledged by the peer.
+    in_flight: usize,
 }
 
 impl Lanes {
@@ -322,13 +330,40 @@ impl OutQueue {
         if lanes.control.len() >= self.max_control {
             return Err(QueueError::Stuck);
         }
-        let wake = lanes.is_empty();
+        let wake = !self.can_send(&lanes);
         lanes.control.push_back(frame);
         drop(lanes);
         if wake {
             self.writer.notify_one();
         }
         Ok(())
+    }
+
+    /// True when the writer has something to take now: control or data frames, or parts it
+    /// may send (some are ready and the window has room).
+    fn can_send(&self, lanes: &Lanes) -> bool {
+        !lanes.control.is_empty() || !lanes.data.is_empty() || self.parts_ready(lanes)
+    }
+
+    fn parts_ready(&self, lanes: &Lanes) -> bool {
+        self.chunk > 0 && lanes.in_flight < PARTS_IN_FLIGHT && lanes.bulk.ready(lanes.taken)
+    }
+
+    /// True when the writer has something to take now (see [`can_send`](Self::can_send)).
+    pub(crate) fn sendable(&self) -> bool {
+        self.can_send(&self.lanes.lock())
+    }
+
+    /// The peer read `bytes` more bytes of our parts: as many more may be sent.
+    pub(crate) fn parts_read(&self, bytes: usize) {
+        let mut lanes = self.lanes.lock();
+        let blocked = lanes.in_flight >= PARTS_IN_FLIGHT;
+        lanes.in_flight = lanes.in_flight.saturating_sub(bytes);
+        let wake = blocked && !lanes.closed && self.parts_ready(&lanes);
+        drop(lanes);
+        if wake {
+            self.writer.notify_one();
+        }
     }
 
     /// True when a frame of `len` encoded bytes goes in parts.
@@ -397,7 +432,7 @@ impl OutQueue {
             }
             _ => {}
         }
-        let wake = lanes.is_empty();
+        let wake = !self.can_send(&lanes);
         let mut w = DataWriter {
             lanes: &mut lanes,
             queue: self,
@@ -436,7 +471,7 @@ impl OutQueue {
             }
             _ => {}
         }
-        let wake = lanes.is_empty();
+        let wake = !self.can_send(&lanes);
         if bulk {
             let put = lanes.put;
             lanes.bulk.push(tag, frame, true, put);
@@ -444,6 +479,35 @@ impl OutQueue {
             lanes.add_data(frame.len());
             lanes.data.push_back(Entry::Tagged(tag, frame));
         }
+        self.mark(&lanes);
+        drop(lanes);
+        if wake {
+            self.writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame that goes in parts (longer than the chunk size: see
+    /// [`is_large`](Self::is_large)), encoded by its producer outside the lane's lock, behind
+    /// the frames of `mux` in parts; refused like [`append`](Self::append) with `bound` (the
+    /// frame is handed back).
+    pub(crate) fn push_large(
+        &self,
+        frame: Bytes,
+        mux: u32,
+        bound: Bound,
+    ) -> Result<(), Refused<Bytes>> {
+        debug_assert!(self.is_large(frame.len()), "push_large of a small frame");
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(Refused::Closed);
+        }
+        if matches!(bound, Bound::Room | Bound::Bulk) && !self.has_room(&lanes, true) {
+            return Err(Refused::By(frame));
+        }
+        let wake = !self.can_send(&lanes);
+        let put = lanes.put;
+        lanes.bulk.push(mux, frame, false, put);
         self.mark(&lanes);
         drop(lanes);
         if wake {
@@ -478,6 +542,7 @@ impl OutQueue {
     }
 
     /// True when nothing is queued in either lane.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.lanes.lock().is_empty()
     }
@@ -607,16 +672,18 @@ impl OutQueue {
                 b
             }));
         }
-        if lanes.is_empty() {
+        if !self.can_send(&lanes) {
             // The writer is about to sleep: an idle queue keeps no buffer.
-            lanes.spare = None;
+            if lanes.is_empty() {
+                lanes.spare = None;
+            }
             return None;
         }
         // Producers wait only while the lane is full: wake them only then.
         let was_full =
             lanes.data_bytes >= self.max_data_bytes || lanes.bulk.bytes() >= self.max_data_bytes;
         // Batches of parts alternate with batches of the data lane; control frames lead both.
-        let bulk_ready = lanes.bulk.ready(lanes.taken);
+        let bulk_ready = self.parts_ready(&lanes);
         if bulk_ready && (lanes.bulk_turn || lanes.data.is_empty()) {
             lanes.bulk_turn = false;
             let buf = lanes
@@ -626,6 +693,7 @@ impl OutQueue {
             let mut batch = Batch::new(buf);
             Self::fill_control(&mut lanes, &mut batch);
             let taken = lanes.taken;
+            let mut window = PARTS_IN_FLIGHT - lanes.in_flight;
             let Lanes { bulk, .. } = &mut *lanes;
             let sent = bulk.fill(
                 &mut batch.buf,
@@ -633,7 +701,9 @@ impl OutQueue {
                 max_bytes.saturating_add(BATCH_HEADER_LEN),
                 self.chunk,
                 taken,
+                &mut window,
             );
+            lanes.in_flight = PARTS_IN_FLIGHT - window;
             self.after_take(lanes, was_full, sent > 0);
             return Some(Some(batch));
         }

@@ -167,6 +167,7 @@ impl Session {
                 }
                 Event::Cancel(signal, cause) => signal.cancel(cause),
                 Event::Pong(nonce) => self.stats.record_pong(nonce),
+                Event::ChunksRead(bytes) => self.out.parts_read(bytes as usize),
                 Event::PeerLeaving => {
                     self.peer_leaving.store(true, Ordering::Release);
                     self.events.going_away();
@@ -287,7 +288,7 @@ impl Session {
 
     /// True when the writer has nothing more to take right now.
     pub(crate) fn nothing_queued(&self) -> bool {
-        self.out.is_empty()
+        !self.out.sendable()
     }
 
     /// The writer's last message buffer, for the next batch (see [`OutQueue::recycle`]).
@@ -325,25 +326,27 @@ impl Session {
     /// Cancel safe: the frame is queued whole or not at all.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
         let tag = tag_of(frame);
-        let mut bytes = (tag != 0).then(|| self.encode(frame));
-        // A frame sent in parts waits for room among the large frames; a small one only for
-        // room in the data lane, so small calls never wait behind large transfers.
+        // A frame sent in parts is encoded here, not under the lane's lock, and waits for room
+        // among the large frames; a small one only for room in the data lane, so small calls
+        // never wait behind large transfers.
         let large = self.out.is_large(frame::encoded_len(frame, false));
-        let bound = if large { Bound::Bulk } else { Bound::Room };
+        let mut bytes = (tag != 0 || large).then(|| self.encode(frame));
         loop {
             let queued = match bytes.take() {
-                None => self.append_frame(frame, bound).map_err(|e| match e {
+                None => self.append_frame(frame, Bound::Room).map_err(|e| match e {
                     Refused::Closed => None,
                     _ => Some(None),
                 }),
-                Some(b) => self
-                    .out
-                    .push_tagged(b, tag, Bound::Room)
-                    .map_err(|e| match e {
-                        Refused::By(back) => Some(Some(back)),
-                        Refused::Closed => None,
-                        _ => Some(None),
-                    }),
+                Some(b) => if tag != 0 {
+                    self.out.push_tagged(b, tag, Bound::Room)
+                } else {
+                    self.out.push_large(b, frame.mux().0, Bound::Bulk)
+                }
+                .map_err(|e| match e {
+                    Refused::By(back) => Some(Some(back)),
+                    Refused::Closed => None,
+                    _ => Some(None),
+                }),
             };
             match queued {
                 Ok(()) => return Ok(()),

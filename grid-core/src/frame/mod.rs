@@ -122,6 +122,9 @@ pub enum Op {
     /// The frame whose parts were in flight on this mux will not be finished: the receiver
     /// drops what it gathered.
     ChunkAbort = 20,
+    /// The receiver of parts has read this many more bytes of them: the sender may have that
+    /// many more in flight (`PROTOCOL.md` section 10.4). Connection level.
+    ChunkAck = 21,
 }
 
 impl Op {
@@ -148,6 +151,7 @@ impl Op {
             18 => Op::Handlers,
             19 => Op::Chunk,
             20 => Op::ChunkAbort,
+            21 => Op::ChunkAck,
             _ => return None,
         })
     }
@@ -437,6 +441,12 @@ pub enum Frame {
         /// The mux.
         mux: MuxId,
     },
+    /// The sender of this frame has read `bytes` more bytes of parts (the bodies of `Chunk`
+    /// frames): the receiver of it may have that many more in flight.
+    ChunkAck {
+        /// Bytes read since the last ack (at least 1).
+        bytes: u32,
+    },
     /// A handshake message; the payload is a msgpack map defined in `PROTOCOL.md`.
     Handshake {
         /// One of `Hello`, `Welcome`, `Confirm`, `Ready`, `Reject`.
@@ -465,6 +475,7 @@ impl Frame {
             Frame::Handlers { .. } => Op::Handlers,
             Frame::Chunk { .. } => Op::Chunk,
             Frame::ChunkAbort { .. } => Op::ChunkAbort,
+            Frame::ChunkAck { .. } => Op::ChunkAck,
             Frame::Handshake { op, .. } => *op,
         }
     }
@@ -485,9 +496,10 @@ impl Frame {
             | Frame::Pong { mux, .. }
             | Frame::Chunk { mux, .. }
             | Frame::ChunkAbort { mux } => *mux,
-            Frame::GoAway { .. } | Frame::Handlers { .. } | Frame::Handshake { .. } => {
-                MuxId::CONNECTION
-            }
+            Frame::GoAway { .. }
+            | Frame::Handlers { .. }
+            | Frame::ChunkAck { .. }
+            | Frame::Handshake { .. } => MuxId::CONNECTION,
         }
     }
 }

@@ -70,6 +70,8 @@ pub(crate) enum Event<H: Handles> {
     Pong(u64),
     /// The peer said it is going away (a go-away that is not a violation).
     PeerLeaving,
+    /// The peer has read this many more bytes of the parts this side sent.
+    ChunksRead(u32),
     /// The connection is closed (always the last event).
     Closed(CloseReason),
 }

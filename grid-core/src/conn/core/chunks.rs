@@ -231,10 +231,17 @@ impl Reassembly {
                 }
             };
             budget.charge_inbound(charged);
-            // Room is reserved as the frame arrives, not from the declared length: a peer that
-            // declares 64 MiB and sends one part costs one part.
+            // A call is charged (and a response bounded by a call of ours) for its whole length
+            // already: its room is taken at once, so gathering it copies each part once. A
+            // stream message grows as it arrives: a peer that declares 64 MiB and sends one
+            // part costs one part.
+            let room = if per_part {
+                total.min(n.saturating_mul(4))
+            } else {
+                total
+            };
             let buf = kept.then(|| {
-                let mut buf = BytesMut::with_capacity(total.min(n.saturating_mul(4)));
+                let mut buf = BytesMut::with_capacity(room);
                 buf.extend_from_slice(&bytes);
                 buf
             });

@@ -404,6 +404,10 @@ impl<H: Handles> ConnCore<H> {
             self.violate(ProtocolViolation::Chunk(ChunkViolation::NotAgreed));
             return None;
         }
+        // Read: the sender may put as many more bytes of parts in flight (section 10.4).
+        if let Ok(bytes @ 1..) = u32::try_from(bytes.len()) {
+            self.push_control(Frame::ChunkAck { bytes });
+        }
         let max_payload = self.limits.max_payload;
         let mut refuse = false;
         let (calls, served, budget) = (&self.calls, &self.served, &self.budget);
@@ -479,6 +483,12 @@ impl<H: Handles> ConnCore<H> {
                 self.close(CloseReason::remote(CloseKind::PeerReportedViolation(text)));
             }
             Frame::Handlers { update } => self.on_handlers(&update),
+            Frame::ChunkAck { bytes } if self.limits.chunks => {
+                self.events.push_back(Event::ChunksRead(bytes));
+            }
+            Frame::ChunkAck { .. } => {
+                self.violate(ProtocolViolation::Chunk(ChunkViolation::NotAgreed));
+            }
             Frame::GoAway { .. } => {
                 // The peer is leaving: no new calls to it; what is in flight carries on until
                 // it closes the socket.

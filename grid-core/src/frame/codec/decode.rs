@@ -56,7 +56,8 @@ const fn mux_rule(op: Op) -> MuxRule {
         | Op::Confirm
         | Op::Ready
         | Op::Reject
-        | Op::Handlers => MuxRule::Connection,
+        | Op::Handlers
+        | Op::ChunkAck => MuxRule::Connection,
     }
 }
 
@@ -90,6 +91,7 @@ const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
         // At least one byte of the frame in parts.
         Op::Chunk => (1, false),
         Op::ChunkAbort => (0, true),
+        Op::ChunkAck => (4, true),
     }
 }
 
@@ -628,6 +630,10 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             bytes: b.part(),
         },
         Op::ChunkAbort => Frame::ChunkAbort { mux },
+        Op::ChunkAck => match b.u32()? {
+            0 => return Err(b.bad_field("bytes")),
+            bytes => Frame::ChunkAck { bytes },
+        },
         Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => Frame::Handshake {
             op,
             payload: b.rest()?,

@@ -105,6 +105,7 @@ fn frame_flags(frame: &Frame) -> u8 {
         | Frame::Handlers { .. }
         | Frame::Chunk { .. }
         | Frame::ChunkAbort { .. }
+        | Frame::ChunkAck { .. }
         | Frame::Handshake { .. } => 0,
     }
 }
@@ -125,6 +126,7 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Handlers { update } => update.len(),
         Frame::Chunk { bytes, .. } => bytes.len(),
         Frame::ChunkAbort { .. } => 0,
+        Frame::ChunkAck { .. } => 4,
         Frame::Handshake { payload, .. } => payload.len(),
     }
 }
@@ -277,6 +279,7 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
         Frame::Handlers { update } => dst.put_slice(update),
         Frame::Chunk { bytes, .. } => dst.put_slice(bytes),
         Frame::ChunkAbort { .. } => {}
+        Frame::ChunkAck { bytes } => dst.put_u32(*bytes),
         Frame::Handshake { payload, .. } => dst.put_slice(payload),
     }
 }
