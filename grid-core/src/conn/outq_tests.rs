@@ -281,3 +281,133 @@ async fn a_batch_finished_with_a_checksum_carries_one_the_decoder_checks() {
         Err(crate::frame::FrameError::Checksum { .. })
     ));
 }
+
+// ---- frames in parts ------------------------------------------------------------------------
+
+/// A `Data` frame of `mux` whose payload bytes say which frame they belong to.
+fn marked(mux: u32, seq: u32, payload: usize) -> Frame {
+    Frame::Data {
+        mux: MuxId(mux),
+        seq,
+        payload: Some(Bytes::from(vec![(mux * 16 + seq) as u8; payload])),
+    }
+}
+
+/// Drains batches until `n` frames were taken; returns them in order.
+async fn take_frames(q: &OutQueue, max_bytes: usize, n: usize) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.extend(drained_frames(q, max_bytes).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn large_frames_go_in_parts_round_robin_with_control_frames_first() {
+    let chunk = 1024;
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, chunk);
+    let frames: Vec<Frame> = [1, 3, 5].map(|m| marked(m, 0, 4000)).into();
+    for f in &frames {
+        q.push_large(encoded(f), f.mux().0, Bound::None)
+            .expect("open");
+    }
+    let ping = Frame::Ping {
+        mux: MuxId(0),
+        nonce: 1,
+    };
+    q.push_control(encoded(&ping)).expect("room");
+    // 4014 bytes each: 4 parts of at most 1024.
+    let got = take_frames(&q, 1 << 20, 1 + 12).await;
+    assert_eq!(got[0], ping, "control frames lead");
+    let order: Vec<u32> = got[1..].iter().map(|f| f.mux().0).collect();
+    assert_eq!(order, [1, 3, 5].repeat(4), "one part per mux per turn");
+    for f in &frames {
+        let mut whole = BytesMut::new();
+        for g in &got[1..] {
+            if let Frame::Chunk { mux, bytes } = g {
+                assert!(bytes.len() <= chunk);
+                if *mux == f.mux() {
+                    whole.extend_from_slice(bytes);
+                }
+            }
+        }
+        assert_eq!(whole.freeze(), encoded(f), "the parts make the frame");
+    }
+    assert!(q.is_empty());
+    assert_eq!(q.data_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_muxs_frames_keep_their_order_across_the_data_lane_and_its_parts() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
+    let (before, large, after) = (marked(1, 0, 10), marked(1, 1, 3000), marked(1, 2, 10));
+    append_frame(&q, &before, Bound::None).expect("open");
+    q.push_large(encoded(&large), 1, Bound::None).expect("open");
+    // Behind its mux's large frame, though small.
+    append_frame(&q, &after, Bound::None).expect("open");
+    let other = marked(3, 0, 10);
+    append_frame(&q, &other, Bound::None).expect("open");
+    let got = take_frames(&q, 1 << 20, 3 + 3).await;
+    let pos = |pred: &dyn Fn(&Frame) -> bool| got.iter().position(|f| pred(f)).expect("sent");
+    let first_part = pos(&|f| matches!(f, Frame::Chunk { .. }));
+    assert!(pos(&|f| *f == before) < first_part, "{got:?}");
+    assert!(pos(&|f| *f == after) > first_part, "{got:?}");
+    assert!(got.contains(&other));
+}
+
+#[tokio::test]
+async fn abandoning_a_frame_in_parts_drops_the_rest_and_queues_an_abort() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
+    let f = marked(1, 0, 10_000);
+    q.push_large(encoded(&f), 1, Bound::None).expect("open");
+    // One batch of a little over one part.
+    let first = drained_frames(&q, 1100).await;
+    assert!(
+        matches!(first.as_slice(), [Frame::Chunk { .. }]),
+        "{first:?}"
+    );
+    assert!(!q.abandon(1), "it was not a request taken back unsent");
+    assert_eq!(q.data_bytes(), 0, "the rest is gone");
+    let next = drained_frames(&q, 1 << 20).await;
+    assert_eq!(next, vec![Frame::ChunkAbort { mux: MuxId(1) }]);
+    assert!(q.is_empty());
+}
+
+#[tokio::test]
+async fn a_request_in_parts_not_yet_sent_is_taken_back_whole() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
+    let req = Frame::Request {
+        mux: MuxId(7),
+        route: crate::frame::Route {
+            handler: crate::ids::HandlerId(1),
+            subroute: None,
+        },
+        deadline_ms: 0,
+        payload: Some(b(5000)),
+    };
+    q.push_tagged(encoded(&req), 7, Bound::None).expect("open");
+    assert!(q.retract(7), "unsent: the callee never hears of it");
+    assert!(q.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn parts_in_flight_wait_for_the_peers_acks() {
+    let q = OutQueue::new(4 << 20, 256 << 10, 10, 64 << 10);
+    let f = marked(1, 0, 3 << 20);
+    q.push_large(encoded(&f), 1, Bound::None).expect("open");
+    let mut sent = 0;
+    while sent < PARTS_IN_FLIGHT {
+        for g in drained_frames(&q, 256 << 10).await {
+            if let Frame::Chunk { bytes, .. } = g {
+                sent += bytes.len();
+            }
+        }
+    }
+    assert_eq!(sent, PARTS_IN_FLIGHT, "up to the window, in whole parts");
+    assert!(!q.sendable(), "the window is shut");
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(1), q.drain(256 << 10)).await;
+    assert!(waiting.is_err(), "no part beyond the window");
+    q.parts_read(64 << 10);
+    let next = drained_frames(&q, 256 << 10).await;
+    assert!(matches!(next.as_slice(), [Frame::Chunk { bytes, .. }] if bytes.len() == 64 << 10));
+}

@@ -118,7 +118,7 @@ impl Harness {
                 Event::Cancel(flag, cause) => {
                     flag.0.lock().get_or_insert(cause);
                 }
-                Event::Pong(_) | Event::PeerLeaving => {}
+                Event::Pong(_) | Event::PeerLeaving | Event::ChunksRead(_) => {}
                 Event::Closed(reason) => closed = Some(reason),
             }
         }
@@ -619,4 +619,100 @@ fn announce_tells_the_peer_only_what_it_has_not_heard_in_parts_that_fit() {
     let mut h = Harness::new(10, 100);
     h.core.announce(&Local(more, true), 128);
     assert_eq!(h.sent(), vec![]);
+}
+
+/// A unary `Request` on `mux` with `len` payload bytes, encoded, to be sent in parts.
+fn request_bytes(mux: u32, len: usize) -> Bytes {
+    let mut b = bytes::BytesMut::new();
+    let frame = Frame::Request {
+        mux: MuxId(mux),
+        route: route(UNARY),
+        deadline_ms: 0,
+        payload: Some(Bytes::from(vec![9u8; len])),
+    };
+    crate::frame::encode_frame(&frame, false, &mut b);
+    b.freeze()
+}
+
+fn part(mux: u32, bytes: Bytes) -> Frame {
+    Frame::Chunk {
+        mux: MuxId(mux),
+        bytes,
+    }
+}
+
+#[test]
+fn a_request_in_parts_is_reserved_at_its_first_part_acked_part_by_part_and_run_once_whole() {
+    let mut h = Harness::new(10, 1 << 20);
+    let whole = request_bytes(1, 3000);
+    assert!(h.frame(part(1, whole.slice(..1000))).is_none());
+    assert_eq!(h.sent(), vec![Frame::ChunkAck { bytes: 1000 }]);
+    assert_eq!(h.budget.snapshot(0).inbound, whole.len(), "reserved whole");
+    let start = h
+        .frame(part(1, whole.slice(1000..)))
+        .expect("admitted once whole");
+    assert_eq!(start.payload.len(), 3000);
+    assert_eq!(
+        h.sent(),
+        vec![Frame::ChunkAck {
+            bytes: (whole.len() - 1000) as u32
+        }]
+    );
+    assert_eq!(
+        h.budget.snapshot(0).inbound,
+        3000,
+        "the call's own charge only"
+    );
+    h.core.finish(start.key);
+    assert_eq!(h.budget.snapshot(0).inbound, 0);
+}
+
+#[test]
+fn a_request_in_parts_over_the_budget_is_refused_at_its_first_part() {
+    let mut h = Harness::new(10, 2000);
+    let whole = request_bytes(1, 3000);
+    assert!(h.frame(part(1, whole.slice(..1000))).is_none());
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::Overloaded));
+    assert_eq!(h.budget.snapshot(0).inbound, 0, "nothing kept");
+    assert!(
+        h.frame(part(1, whole.slice(1000..))).is_none(),
+        "only counted"
+    );
+    assert!(h.events().is_none(), "the connection stays");
+    assert_eq!(h.core.in_flight(), InFlight::default());
+}
+
+#[test]
+fn a_whole_frame_amid_its_muxs_parts_is_a_violation() {
+    let mut h = Harness::new(10, 1 << 20);
+    let whole = request_bytes(1, 3000);
+    assert!(h.frame(part(1, whole.slice(..1000))).is_none());
+    assert!(h.request(1, 0).is_none());
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::Chunk(
+            ChunkViolation::Interleaved {
+                mux: MuxId(1),
+                op: Op::Request
+            }
+        )))
+    );
+    assert_eq!(
+        h.budget.snapshot(0).inbound,
+        0,
+        "the close releases the parts"
+    );
+}
+
+#[test]
+fn parts_from_a_peer_that_did_not_agree_are_a_violation() {
+    let mut h = Harness::new(10, 1 << 20);
+    h.core.limits.chunks = false;
+    assert!(h.frame(part(1, request_bytes(1, 10))).is_none());
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::Chunk(
+            ChunkViolation::NotAgreed
+        )))
+    );
 }
