@@ -90,6 +90,13 @@ pub struct Config {
     /// (nor is it offered to peers); it is used only with peers that agree to it in the
     /// handshake. The payload limit still holds for the whole message.
     pub chunk_size: usize,
+    /// Smallest payload of a unary request or response that is sent LZ4-compressed, with peers
+    /// that agree to compression in the handshake. Default 0: off (nor offered). A payload
+    /// whose first 4 KiB do not shrink by a tenth (random, already compressed or encrypted
+    /// data) is sent as it is, and so is one that does not shrink by a tenth as a whole. Worth
+    /// it on links slower than the CPU (LZ4 compresses at ~0.7 GB/s and decompresses at
+    /// ~3.5 GB/s per core, msgpack listings ~2.9× smaller: `BENCHMARKS.md`), not on loopback.
+    pub compress_threshold: usize,
 }
 
 impl Default for Config {
@@ -119,6 +126,7 @@ impl Default for Config {
             max_incoming_calls: 100_000,
             checksum: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
+            compress_threshold: 0,
         }
     }
 }

@@ -27,9 +27,10 @@ pub mod tls;
 pub use auth::{Authenticator, HmacAuth, Keyring};
 pub use config::Config;
 pub use conn::{
-    BoxedTransport, CallOptions, ChunkViolation, ClientStream, CloseKind, CloseReason, ConnState,
-    Connection, ConnectionStats, DialFailure, HeldBytes, InFlight, Initiator, LinkEvent,
-    LinkEvents, ProtocolViolation, StreamOptions, Transport, MAX_PARTIAL_FRAMES,
+    BoxedTransport, CallOptions, ChunkViolation, ClientStream, CloseKind, CloseReason,
+    CompressViolation, ConnState, Connection, ConnectionStats, DialFailure, HeldBytes, InFlight,
+    Initiator, LinkEvent, LinkEvents, ProtocolViolation, StreamOptions, Transport,
+    MAX_PARTIAL_FRAMES,
 };
 pub use error::{Error, RemoteError};
 pub use frame::ErrorCode;

@@ -347,6 +347,15 @@ fn vectors() -> Vec<Vector> {
             "The receiver of parts has read 65536 more bytes of them.",
             vec![Frame::ChunkAck { bytes: 65536 }],
         ),
+        vector(
+            "compressed-response",
+            "A Response of mux 2 with payload \"hello hello hello hello hello hello\" (45 bytes encoded), compressed.",
+            vec![Frame::Compressed {
+                mux: MuxId(2),
+                raw_len: 45,
+                block: b(b"\xff\x01\x02\x04\0\0\0\x02\0\0\0#hello \x06\0\x04` hello"),
+            }],
+        ),
     ]
 }
 
@@ -620,6 +629,18 @@ fn spec_frame<'a>(
             (19, 0, mux.0)
         }
         Frame::ChunkAbort { mux } => (20, 0, mux.0),
+        Frame::Compressed {
+            mux,
+            raw_len,
+            block,
+        } => {
+            body.push((vec![be32(*raw_len)], format!("raw_len {raw_len}")));
+            body.push((
+                vec![block.to_vec()],
+                format!("LZ4 block ({})", count(block.len(), "byte")),
+            ));
+            (22, 0, mux.0)
+        }
         Frame::ChunkAck { bytes } => {
             body.push((vec![be32(*bytes)], format!("bytes {bytes}")));
             (21, 0, 0)

@@ -48,8 +48,8 @@ use crate::stream::{StreamReceiver, StreamSender};
 use crate::table::Supported;
 
 pub use self::core::{
-    ChunkViolation, CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation,
-    MAX_PARTIAL_FRAMES,
+    ChunkViolation, CloseKind, CloseReason, CompressViolation, InFlight, Initiator,
+    ProtocolViolation, MAX_PARTIAL_FRAMES,
 };
 pub use budget::HeldBytes;
 pub(crate) use driver::run_session;

@@ -23,8 +23,8 @@ use tracing::debug;
 
 use super::budget::{Budget, HeldBytes};
 use super::core::{
-    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Lane, Router,
-    Start,
+    compress, worth_compressing, CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event,
+    Handles, InFlight, Lane, Router, Start,
 };
 use super::events::EventSink;
 use super::outq::{Batch, Bound, DataWriter, OutQueue, QueueError, Refused};
@@ -67,6 +67,9 @@ pub(crate) struct Session {
     pub(crate) peer: Arc<str>,
     checksum: bool,
     max_payload: usize,
+    /// Requests and responses with a payload of at least this many bytes go compressed (0:
+    /// never; the peer did not agree).
+    compress_at: usize,
     pub(crate) config: Arc<Config>,
     out: OutQueue,
     pub(crate) stats: Arc<ConnStats>,
@@ -113,6 +116,12 @@ impl Session {
             stream_liveness_timeout: config.stream_liveness_timeout,
             max_payload: config.max_payload,
             chunks,
+            compression: features.contains(Features::LZ4),
+        };
+        let compress_at = if features.contains(Features::LZ4) {
+            config.compress_threshold
+        } else {
+            0
         };
         // Only to a peer that agreed; never so small that a first part lacks a whole header.
         let chunk = if chunks && config.chunk_size > 0 {
@@ -125,6 +134,7 @@ impl Session {
             peer,
             checksum,
             max_payload,
+            compress_at,
             out: OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
@@ -326,6 +336,38 @@ impl Session {
     /// Cancel safe: the frame is queued whole or not at all.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
         let tag = tag_of(frame);
+        match self.compressed(frame) {
+            Some(c) => self.queue_data(&c, tag).await,
+            None => self.queue_data(frame, tag).await,
+        }
+    }
+
+    /// The compressed form of a request or response, if compression was agreed, its payload
+    /// reaches the threshold and compressing it is worth it (see `core/compress.rs`). Runs on
+    /// the caller's task, never under a lock.
+    fn compressed(&self, frame: &Frame) -> Option<Frame> {
+        if self.compress_at == 0 {
+            return None;
+        }
+        let payload = match frame {
+            Frame::Request {
+                payload: Some(p), ..
+            }
+            | Frame::Response {
+                result: Ok(Some(p)),
+                ..
+            } => p,
+            _ => return None,
+        };
+        if payload.len() < self.compress_at || !worth_compressing(payload) {
+            return None;
+        }
+        compress(frame, &self.encode(frame))
+    }
+
+    /// [`send_data`](Self::send_data) of `frame` as it is; `tag` is its mux when it can be taken
+    /// back (a request, compressed or not).
+    async fn queue_data(&self, frame: &Frame, tag: u32) -> Result<(), QueueError> {
         // A frame sent in parts is encoded here, not under the lane's lock, and waits for room
         // among the large frames; a small one only for room in the data lane, so small calls
         // never wait behind large transfers.
@@ -509,8 +551,10 @@ impl Session {
         now: Instant,
         router: &R,
     ) -> Option<Start<R::Handler, CancelSignal>> {
-        if let Frame::Cancel { mux, .. } | Frame::Response { mux, .. } | Frame::Error { mux, .. } =
-            frame
+        if let Frame::Cancel { mux, .. }
+        | Frame::Response { mux, .. }
+        | Frame::Error { mux, .. }
+        | Frame::Compressed { mux, .. } = frame
         {
             // The call is over (the caller gave up; the callee answered, or refused a request
             // still in parts): what it still had to send in parts goes at once.

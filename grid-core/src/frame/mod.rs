@@ -125,6 +125,9 @@ pub enum Op {
     /// The receiver of parts has read this many more bytes of them: the sender may have that
     /// many more in flight (`PROTOCOL.md` section 10.4). Connection level.
     ChunkAck = 21,
+    /// A `Request` or `Response` of this mux, LZ4-compressed (`PROTOCOL.md` section 11). Only to
+    /// a peer that agreed to compression in the handshake.
+    Compressed = 22,
 }
 
 impl Op {
@@ -152,6 +155,7 @@ impl Op {
             19 => Op::Chunk,
             20 => Op::ChunkAbort,
             21 => Op::ChunkAck,
+            22 => Op::Compressed,
             _ => return None,
         })
     }
@@ -447,6 +451,16 @@ pub enum Frame {
         /// Bytes read since the last ack (at least 1).
         bytes: u32,
     },
+    /// A `Request` or `Response` of this mux, encoded as usual, then compressed as one LZ4 block
+    /// (`PROTOCOL.md` section 11).
+    Compressed {
+        /// The mux of the compressed frame.
+        mux: MuxId,
+        /// Length of the encoded frame once decompressed (at least 1).
+        raw_len: u32,
+        /// The LZ4 block.
+        block: Bytes,
+    },
     /// A handshake message; the payload is a msgpack map defined in `PROTOCOL.md`.
     Handshake {
         /// One of `Hello`, `Welcome`, `Confirm`, `Ready`, `Reject`.
@@ -476,6 +490,7 @@ impl Frame {
             Frame::Chunk { .. } => Op::Chunk,
             Frame::ChunkAbort { .. } => Op::ChunkAbort,
             Frame::ChunkAck { .. } => Op::ChunkAck,
+            Frame::Compressed { .. } => Op::Compressed,
             Frame::Handshake { op, .. } => *op,
         }
     }
@@ -495,7 +510,8 @@ impl Frame {
             | Frame::Ping { mux, .. }
             | Frame::Pong { mux, .. }
             | Frame::Chunk { mux, .. }
-            | Frame::ChunkAbort { mux } => *mux,
+            | Frame::ChunkAbort { mux }
+            | Frame::Compressed { mux, .. } => *mux,
             Frame::GoAway { .. }
             | Frame::Handlers { .. }
             | Frame::ChunkAck { .. }

@@ -58,6 +58,8 @@ pub(crate) struct CoreLimits {
     pub(crate) max_payload: usize,
     /// The peer agreed to send large frames in parts (`Chunk` frames).
     pub(crate) chunks: bool,
+    /// The peer agreed to send compressed requests and responses.
+    pub(crate) compression: bool,
 }
 
 /// What the core tells the shell.

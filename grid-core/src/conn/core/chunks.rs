@@ -39,7 +39,7 @@ pub enum ChunkViolation {
     /// A `Chunk` or `ChunkAbort` from a peer that did not agree to chunks in its handshake.
     NotAgreed,
     /// A first part that does not start with the header of a frame that may travel in parts
-    /// (`Request`, `Response`, `Open`, `Data`), or is shorter than a header.
+    /// (`Request`, `Response`, `Open`, `Data`, `Compressed`), or is shorter than a header.
     BadHeader {
         /// The mux.
         mux: MuxId,
@@ -334,6 +334,7 @@ fn first_part(
         Some(Op::Open) => (Op::Open, 24),
         Some(Op::Response) => (Op::Response, if error { 2 } else { 0 }),
         Some(Op::Data) => (Op::Data, 4),
+        Some(Op::Compressed) => (Op::Compressed, 4),
         _ => return Err(bad),
     };
     let frame_mux = u32::from_be_bytes([h[2], h[3], h[4], h[5]]);

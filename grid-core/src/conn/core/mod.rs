@@ -33,6 +33,7 @@
 
 mod calls;
 mod chunks;
+mod compress;
 mod ending;
 mod reason;
 mod tables;
@@ -45,6 +46,8 @@ pub(crate) use calls::{
     CallKey, CallKind, CoreLimits, Event, Handles, Lane, Router, Start, StartKind,
 };
 pub use chunks::{ChunkViolation, MAX_PARTIAL_FRAMES};
+pub use compress::CompressViolation;
+pub(crate) use compress::{compress, worth_compressing};
 pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
@@ -78,6 +81,7 @@ fn carries_data(frame: &Frame) -> bool {
             | Frame::Open { .. }
             | Frame::Data { .. }
             | Frame::End { .. }
+            | Frame::Compressed { .. }
     )
 }
 
@@ -374,6 +378,14 @@ impl<H: Handles> ConnCore<H> {
             }
             frame => frame,
         };
+        if let Frame::Compressed {
+            mux,
+            raw_len,
+            block,
+        } = frame
+        {
+            return self.on_compressed(mux, raw_len, &block, now, router);
+        }
         match Direction::of(self.role, &frame) {
             Err(op) => {
                 let mux = frame.mux();
@@ -413,13 +425,23 @@ impl<H: Handles> ConnCore<H> {
         let (calls, served, budget) = (&self.calls, &self.served, &self.budget);
         let ours = self.role.allocated(mux);
         let keep = |first: FirstPart| match first.op {
-            // A new call is admitted by its size now, as a whole one is when it arrives.
+            // A new call is admitted by its size now, as a whole one is when it arrives (a
+            // compressed frame on the peer's mux is a request, by its compressed size).
             Op::Request | Op::Open if budget.admits(first.payload) => Keep::Reserve,
+            Op::Compressed if !ours && budget.admits(first.payload) => Keep::Reserve,
             Op::Request | Op::Open => {
                 refuse = true;
                 Keep::Discard
             }
-            Op::Response if matches!(calls.get(&mux), Some(Outgoing::Unary(_))) => Keep::Free,
+            Op::Compressed if !ours => {
+                refuse = true;
+                Keep::Discard
+            }
+            Op::Response | Op::Compressed
+                if matches!(calls.get(&mux), Some(Outgoing::Unary(_))) =>
+            {
+                Keep::Free
+            }
             Op::Data if ours && matches!(calls.get(&mux), Some(Outgoing::Stream(_))) => {
                 Keep::PerPart
             }
@@ -466,6 +488,39 @@ impl<H: Handles> ConnCore<H> {
             }
             Err(v) => {
                 self.violate(ProtocolViolation::Chunk(v));
+                None
+            }
+        }
+    }
+
+    /// A compressed request or response: decompressed within the payload limit, then handled
+    /// like any frame.
+    fn on_compressed<R: Router>(
+        &mut self,
+        mux: MuxId,
+        raw_len: u32,
+        block: &[u8],
+        now: Instant,
+        router: &R,
+    ) -> Option<Start<R::Handler, H::Cancel>> {
+        if !self.limits.compression {
+            self.violate(ProtocolViolation::Compressed(CompressViolation::NotAgreed));
+            return None;
+        }
+        let max_payload = self.limits.max_payload;
+        let whole = match compress::decompress(mux, raw_len, block, max_payload) {
+            Ok(whole) => whole,
+            Err(v) => {
+                self.violate(ProtocolViolation::Compressed(v));
+                return None;
+            }
+        };
+        match decode_frame_bytes(whole, &Limits::for_payload(max_payload)) {
+            // Checked by its header: a request or response of this mux, never another
+            // compressed frame.
+            Ok(frame) => self.handle_frame(frame, now, router),
+            Err(e) => {
+                self.violate(ProtocolViolation::Frame(e));
                 None
             }
         }

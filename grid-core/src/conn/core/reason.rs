@@ -8,6 +8,7 @@
 use std::fmt;
 
 use super::chunks::ChunkViolation;
+use super::compress::CompressViolation;
 use crate::frame::{FrameError, Op};
 use crate::ids::MuxId;
 use crate::table::TableError;
@@ -126,6 +127,8 @@ pub enum ProtocolViolation {
     /// A frame in parts (`Chunk`, `ChunkAbort`) that breaks their rules (`PROTOCOL.md` section
     /// 10).
     Chunk(ChunkViolation),
+    /// A compressed frame that breaks their rules (`PROTOCOL.md` section 11).
+    Compressed(CompressViolation),
 }
 
 impl CloseReason {
@@ -211,6 +214,7 @@ impl fmt::Display for ProtocolViolation {
             }
             ProtocolViolation::HandlerTable(e) => write!(f, "bad handler table update: {e}"),
             ProtocolViolation::Chunk(e) => write!(f, "{e}"),
+            ProtocolViolation::Compressed(e) => write!(f, "{e}"),
         }
     }
 }

@@ -58,6 +58,7 @@ impl Harness {
             stream_liveness_timeout: Duration::from_secs(60),
             max_payload: 1 << 20,
             chunks: true,
+            compression: true,
         };
         Harness {
             core: ConnCore::new(Role::Acceptor, limits, budget.clone()),

@@ -48,7 +48,8 @@ const fn mux_rule(op: Op) -> MuxRule {
         | Op::Error
         | Op::Cancel
         | Op::Chunk
-        | Op::ChunkAbort => MuxRule::Call,
+        | Op::ChunkAbort
+        | Op::Compressed => MuxRule::Call,
         Op::Ping | Op::Pong => MuxRule::Any,
         Op::GoAway
         | Op::Hello
@@ -92,6 +93,8 @@ const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
         Op::Chunk => (1, false),
         Op::ChunkAbort => (0, true),
         Op::ChunkAck => (4, true),
+        // The decompressed length, then at least one byte of block.
+        Op::Compressed => (5, false),
     }
 }
 
@@ -630,6 +633,14 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             bytes: b.part(),
         },
         Op::ChunkAbort => Frame::ChunkAbort { mux },
+        Op::Compressed => match b.u32()? {
+            0 => return Err(b.bad_field("raw_len")),
+            raw_len => Frame::Compressed {
+                mux,
+                raw_len,
+                block: b.rest()?,
+            },
+        },
         Op::ChunkAck => match b.u32()? {
             0 => return Err(b.bad_field("bytes")),
             bytes => Frame::ChunkAck { bytes },

@@ -106,6 +106,7 @@ fn frame_flags(frame: &Frame) -> u8 {
         | Frame::Chunk { .. }
         | Frame::ChunkAbort { .. }
         | Frame::ChunkAck { .. }
+        | Frame::Compressed { .. }
         | Frame::Handshake { .. } => 0,
     }
 }
@@ -127,6 +128,7 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Chunk { bytes, .. } => bytes.len(),
         Frame::ChunkAbort { .. } => 0,
         Frame::ChunkAck { .. } => 4,
+        Frame::Compressed { block, .. } => 4 + block.len(),
         Frame::Handshake { payload, .. } => payload.len(),
     }
 }
@@ -280,6 +282,10 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
         Frame::Chunk { bytes, .. } => dst.put_slice(bytes),
         Frame::ChunkAbort { .. } => {}
         Frame::ChunkAck { bytes } => dst.put_u32(*bytes),
+        Frame::Compressed { raw_len, block, .. } => {
+            dst.put_u32(*raw_len);
+            dst.put_slice(block);
+        }
         Frame::Handshake { payload, .. } => dst.put_slice(payload),
     }
 }

@@ -233,8 +233,8 @@ fn unknown_op() {
         Err(FrameError::UnknownOp(0))
     );
     assert_eq!(
-        decode_one(&raw(22, 0, 0, &[])),
-        Err(FrameError::UnknownOp(22))
+        decode_one(&raw(23, 0, 0, &[])),
+        Err(FrameError::UnknownOp(23))
     );
 }
 
