@@ -165,7 +165,9 @@ pub(crate) async fn run(opts: &Opts, failures: &Failures) -> Vec<(&'static str, 
     };
     let mut rows = Vec::new();
     for name in ["grid", "grid, unchunked", "tonic"] {
-        if !opts.system(name) && !(name.starts_with("grid") && opts.system("grid")) {
+        // `--only grid` selects both grid rows.
+        let selected = opts.system(name) || (name.starts_with("grid") && opts.system("grid"));
+        if !selected {
             continue;
         }
         let system = match name {

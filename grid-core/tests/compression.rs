@@ -122,10 +122,19 @@ async fn a_peer_with_compression_off_gets_plain_frames() {
     }
 }
 
+/// What the peer offers, the frame's `raw_len` and block, and the violation expected.
+type Case = (
+    &'static str,
+    Features,
+    u32,
+    Bytes,
+    fn(&CompressViolation) -> bool,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_frames_that_break_the_rules_close_the_link() {
     let c = cluster(compressing(), compressing(), 3).await;
-    let cases: [(&str, Features, u32, Bytes, fn(&CompressViolation) -> bool); 3] = [
+    let cases: [Case; 3] = [
         (
             "from a peer that did not agree",
             Features::CHUNKS,

@@ -348,7 +348,7 @@ async fn a_muxs_frames_keep_their_order_across_the_data_lane_and_its_parts() {
     let other = marked(3, 0, 10);
     append_frame(&q, &other, Bound::None).expect("open");
     let got = take_frames(&q, 1 << 20, 3 + 3).await;
-    let pos = |pred: &dyn Fn(&Frame) -> bool| got.iter().position(|f| pred(f)).expect("sent");
+    let pos = |pred: &dyn Fn(&Frame) -> bool| got.iter().position(pred).expect("sent");
     let first_part = pos(&|f| matches!(f, Frame::Chunk { .. }));
     assert!(pos(&|f| *f == before) < first_part, "{got:?}");
     assert!(pos(&|f| *f == after) > first_part, "{got:?}");
