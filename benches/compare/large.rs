@@ -151,9 +151,18 @@ async fn measure(echo: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
 
 /// Runs the workload on each system; failures are also reported to `failures`.
 pub(crate) async fn run(opts: &Opts, failures: &Failures) -> Vec<(&'static str, Cell<LargeStat>)> {
+    // `--chunk-size N` measures another chunk size than the default (how it was chosen).
+    let args: Vec<String> = std::env::args().collect();
+    let chunk_size = args
+        .iter()
+        .position(|a| a == "--chunk-size")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(Config::default().chunk_size);
     let roomy = Config {
         max_inbound_bytes: 256 << 20,
         max_pending_response_bytes: 256 << 20,
+        chunk_size,
         ..Config::default()
     };
     // Before issue 15: without this, the large responses filling the data lane make the

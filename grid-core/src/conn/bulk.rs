@@ -36,12 +36,31 @@ use bytes::{BufMut, Bytes, BytesMut};
 use crate::frame::{encode_chunk_header, FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH};
 use crate::ids::MuxId;
 
-/// One frame waiting here.
+/// One frame waiting here: its encoding is `head` then `tail` (the payload, shared with the
+/// producer rather than copied into a buffer of its own).
 #[derive(Debug)]
 struct Queued {
-    bytes: Bytes,
+    head: Bytes,
+    tail: Bytes,
     /// A `Request`/`Open`: taking it back unsent means the peer never hears of the call.
     tagged: bool,
+}
+
+impl Queued {
+    fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Copies bytes `from..to` of the frame into `buf`.
+    fn put(&self, buf: &mut BytesMut, from: usize, to: usize) {
+        let h = self.head.len();
+        if from < h {
+            buf.put_slice(&self.head[from..to.min(h)]);
+        }
+        if to > h {
+            buf.put_slice(&self.tail[from.max(h) - h..to - h]);
+        }
+    }
 }
 
 /// The frames of one mux, in order.
@@ -101,9 +120,11 @@ impl Bulk {
         self.muxes.values().map(|m| m.frames.len()).sum()
     }
 
-    /// Queues one encoded frame of `mux`; `put` is the data lane's count of bytes put in so far.
-    pub(super) fn push(&mut self, mux: u32, bytes: Bytes, tagged: bool, put: u64) {
-        self.bytes += bytes.len();
+    /// Queues one encoded frame of `mux`, `head` then `tail`; `put` is the data lane's count of
+    /// bytes put in so far.
+    pub(super) fn push(&mut self, mux: u32, head: Bytes, tail: Bytes, tagged: bool, put: u64) {
+        let frame = Queued { head, tail, tagged };
+        self.bytes += frame.len();
         let order = &mut self.order;
         let q = self.muxes.entry(mux).or_insert_with(|| {
             order.push_back(mux);
@@ -114,7 +135,7 @@ impl Bulk {
                 barrier: put,
             }
         });
-        q.frames.push_back(Queued { bytes, tagged });
+        q.frames.push_back(frame);
     }
 
     /// True when some mux may be served now (`taken`: bytes of the data lane the writer took).
@@ -135,7 +156,7 @@ impl Bulk {
                 self.in_turn = false;
             }
         }
-        let bytes = q.frames.iter().map(|f| f.bytes.len()).sum::<usize>() - q.sent;
+        let bytes = q.frames.iter().map(Queued::len).sum::<usize>() - q.sent;
         self.bytes -= bytes;
         Abandoned {
             bytes,
@@ -188,7 +209,7 @@ impl Bulk {
                 self.in_turn = true;
             }
             while let Some(front) = q.frames.front() {
-                let len = front.bytes.len();
+                let len = front.len();
                 let whole = q.sent == 0 && len <= chunk;
                 let cost = if whole {
                     len
@@ -209,10 +230,10 @@ impl Bulk {
                     return sent;
                 }
                 if whole {
-                    buf.put_slice(&front.bytes);
+                    front.put(buf, 0, len);
                 } else {
                     encode_chunk_header(MuxId(mux), cost, buf);
-                    buf.put_slice(&front.bytes[q.sent..q.sent + cost]);
+                    front.put(buf, q.sent, q.sent + cost);
                 }
                 *frames += 1;
                 if !whole {

@@ -272,7 +272,7 @@ impl DataWriter<'_> {
                         self.lanes.data.pop_back();
                     }
                     let put = self.lanes.put;
-                    self.lanes.bulk.push(mux, frame, false, put);
+                    self.lanes.bulk.push(mux, frame, Bytes::new(), false, put);
                 } else {
                     *frames += 1;
                     self.lanes.add_data(len);
@@ -474,7 +474,7 @@ impl OutQueue {
         let wake = !self.can_send(&lanes);
         if bulk {
             let put = lanes.put;
-            lanes.bulk.push(tag, frame, true, put);
+            lanes.bulk.push(tag, frame, Bytes::new(), true, put);
         } else {
             lanes.add_data(frame.len());
             lanes.data.push_back(Entry::Tagged(tag, frame));
@@ -488,26 +488,32 @@ impl OutQueue {
     }
 
     /// Queues a frame that goes in parts (longer than the chunk size: see
-    /// [`is_large`](Self::is_large)), encoded by its producer outside the lane's lock, behind
-    /// the frames of `mux` in parts; refused like [`append`](Self::append) with `bound` (the
-    /// frame is handed back).
+    /// [`is_large`](Self::is_large)), encoded by its producer outside the lane's lock as `head`
+    /// and `tail` (its payload, not copied: see `encode_split`), behind the frames of `mux` in
+    /// parts; `tagged` for a `Request`/`Open` ([`retract`](Self::retract) takes it back while
+    /// none of it is sent). Refused like [`append`](Self::append) with `bound` (the frame is
+    /// handed back).
     pub(crate) fn push_large(
         &self,
-        frame: Bytes,
+        (head, tail): (Bytes, Bytes),
         mux: u32,
+        tagged: bool,
         bound: Bound,
-    ) -> Result<(), Refused<Bytes>> {
-        debug_assert!(self.is_large(frame.len()), "push_large of a small frame");
+    ) -> Result<(), Refused<(Bytes, Bytes)>> {
+        debug_assert!(
+            self.is_large(head.len() + tail.len()),
+            "push_large of a small frame"
+        );
         let mut lanes = self.lanes.lock();
         if lanes.closed {
             return Err(Refused::Closed);
         }
         if matches!(bound, Bound::Room | Bound::Bulk) && !self.has_room(&lanes, true) {
-            return Err(Refused::By(frame));
+            return Err(Refused::By((head, tail)));
         }
         let wake = !self.can_send(&lanes);
         let put = lanes.put;
-        lanes.bulk.push(mux, frame, false, put);
+        lanes.bulk.push(mux, head, tail, tagged, put);
         self.mark(&lanes);
         drop(lanes);
         if wake {

@@ -1,7 +1,7 @@
 //! The outbound queue alone: lanes, runs, bounds and wake-ups, with no socket.
 
 use super::*;
-use crate::frame::{decode_batch, encode_frame, Frame, Limits};
+use crate::frame::{decode_batch, encode_frame, encode_split, Frame, Limits};
 use crate::ids::MuxId;
 
 fn b(n: usize) -> Bytes {
@@ -308,7 +308,7 @@ async fn large_frames_go_in_parts_round_robin_with_control_frames_first() {
     let q = OutQueue::new(1 << 20, 1 << 20, 10, chunk);
     let frames: Vec<Frame> = [1, 3, 5].map(|m| marked(m, 0, 4000)).into();
     for f in &frames {
-        q.push_large(encoded(f), f.mux().0, Bound::None)
+        q.push_large(encode_split(f), f.mux().0, false, Bound::None)
             .expect("open");
     }
     let ping = Frame::Ping {
@@ -342,7 +342,8 @@ async fn a_muxs_frames_keep_their_order_across_the_data_lane_and_its_parts() {
     let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
     let (before, large, after) = (marked(1, 0, 10), marked(1, 1, 3000), marked(1, 2, 10));
     append_frame(&q, &before, Bound::None).expect("open");
-    q.push_large(encoded(&large), 1, Bound::None).expect("open");
+    q.push_large(encode_split(&large), 1, false, Bound::None)
+        .expect("open");
     // Behind its mux's large frame, though small.
     append_frame(&q, &after, Bound::None).expect("open");
     let other = marked(3, 0, 10);
@@ -359,7 +360,8 @@ async fn a_muxs_frames_keep_their_order_across_the_data_lane_and_its_parts() {
 async fn abandoning_a_frame_in_parts_drops_the_rest_and_queues_an_abort() {
     let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
     let f = marked(1, 0, 10_000);
-    q.push_large(encoded(&f), 1, Bound::None).expect("open");
+    q.push_large(encode_split(&f), 1, false, Bound::None)
+        .expect("open");
     // One batch of a little over one part.
     let first = drained_frames(&q, 1100).await;
     assert!(
@@ -394,7 +396,8 @@ async fn a_request_in_parts_not_yet_sent_is_taken_back_whole() {
 async fn parts_in_flight_wait_for_the_peers_acks() {
     let q = OutQueue::new(4 << 20, 256 << 10, 10, 64 << 10);
     let f = marked(1, 0, 3 << 20);
-    q.push_large(encoded(&f), 1, Bound::None).expect("open");
+    q.push_large(encode_split(&f), 1, false, Bound::None)
+        .expect("open");
     let mut sent = 0;
     while sent < PARTS_IN_FLIGHT {
         for g in drained_frames(&q, 256 << 10).await {

@@ -319,6 +319,15 @@ impl Session {
     /// back while it is still queued.
     pub(crate) fn push_data_now(&self, frame: &Frame) -> Result<(), QueueError> {
         let queued = match tag_of(frame) {
+            tag if self.out.is_large(frame::encoded_len(frame, false)) => self
+                .out
+                .push_large(
+                    frame::encode_split(frame),
+                    frame.mux().0,
+                    tag != 0,
+                    Bound::None,
+                )
+                .map_err(|_| ()),
             0 => self.append_frame(frame, Bound::None).map_err(|_| ()),
             tag => self
                 .out
@@ -368,32 +377,54 @@ impl Session {
     /// [`send_data`](Self::send_data) of `frame` as it is; `tag` is its mux when it can be taken
     /// back (a request, compressed or not).
     async fn queue_data(&self, frame: &Frame, tag: u32) -> Result<(), QueueError> {
+        /// What is still to be queued, as far as it was encoded.
+        enum Pending {
+            /// Encoded straight into the data lane when there is room.
+            Run,
+            /// A `Request`/`Open`, queued alone so it can be taken back.
+            Tagged(Bytes),
+            /// A frame sent in parts: its head and its payload, not copied.
+            Large((Bytes, Bytes)),
+        }
         // A frame sent in parts is encoded here, not under the lane's lock, and waits for room
         // among the large frames; a small one only for room in the data lane, so small calls
         // never wait behind large transfers.
         let large = self.out.is_large(frame::encoded_len(frame, false));
-        let mut bytes = (tag != 0 || large).then(|| self.encode(frame));
+        let mut pending = if large {
+            Pending::Large(frame::encode_split(frame))
+        } else if tag != 0 {
+            Pending::Tagged(self.encode(frame))
+        } else {
+            Pending::Run
+        };
         loop {
-            let queued = match bytes.take() {
-                None => self.append_frame(frame, Bound::Room).map_err(|e| match e {
+            let queued = match pending {
+                Pending::Run => self.append_frame(frame, Bound::Room).map_err(|e| match e {
                     Refused::Closed => None,
-                    _ => Some(None),
+                    _ => Some(Pending::Run),
                 }),
-                Some(b) => if tag != 0 {
-                    self.out.push_tagged(b, tag, Bound::Room)
-                } else {
-                    self.out.push_large(b, frame.mux().0, Bound::Bulk)
+                Pending::Tagged(b) => {
+                    self.out
+                        .push_tagged(b, tag, Bound::Room)
+                        .map_err(|e| match e {
+                            Refused::By(back) => Some(Pending::Tagged(back)),
+                            Refused::Closed => None,
+                            _ => Some(Pending::Tagged(self.encode(frame))),
+                        })
                 }
-                .map_err(|e| match e {
-                    Refused::By(back) => Some(Some(back)),
-                    Refused::Closed => None,
-                    _ => Some(None),
-                }),
+                Pending::Large(parts) => self
+                    .out
+                    .push_large(parts, frame.mux().0, tag != 0, Bound::Bulk)
+                    .map_err(|e| match e {
+                        Refused::By(back) => Some(Pending::Large(back)),
+                        Refused::Closed => None,
+                        _ => Some(Pending::Large(frame::encode_split(frame))),
+                    }),
             };
             match queued {
                 Ok(()) => return Ok(()),
                 Err(None) => return Err(QueueError::Closed),
-                Err(Some(back)) => bytes = back,
+                Err(Some(back)) => pending = back,
             }
             self.out.wait_room(large).await?;
         }

@@ -13,7 +13,7 @@ pub use codec::{
     decode_batch, decode_frame_bytes, encode_batch, encode_checked_batch, encode_frame,
     encoded_len, seal_batch, BatchDecoder, BatchEncoder,
 };
-pub(crate) use codec::{encode_chunk_header, encode_data_with};
+pub(crate) use codec::{encode_chunk_header, encode_data_with, encode_split};
 
 use bytes::Bytes;
 
