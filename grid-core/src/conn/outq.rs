@@ -44,7 +44,7 @@ const COPY_RUN_MAX: usize = 16 << 10;
 /// read (`ChunkAck`, `PROTOCOL.md` section 10.4). Small enough that the socket's buffers never
 /// hold much more than this of parts ahead of a small call; large enough to keep a loopback
 /// link busy while the acks travel back (see `BENCHMARKS.md`).
-pub(crate) const PARTS_IN_FLIGHT: usize = 1 << 20;
+pub(crate) const PARTS_IN_FLIGHT: usize = 256 << 10;
 
 /// The capacity a new run starts with when no spare buffer is at hand.
 const FIRST_RUN_CAPACITY: usize = 4 << 10;
