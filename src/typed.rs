@@ -17,9 +17,9 @@ use std::task::{Context as TaskContext, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::Stream;
+use grid_core as raw;
 use grid_core::{
-    CallOptions, Connection, Error, ErrorCode, HandlerInput, HandlerOutput, HandlerSpec,
-    RemoteError, StreamOptions, StreamReceiver, StreamSender,
+    CallOptions, Connection, Error, ErrorCode, HandlerSpec, RemoteError, StreamOptions,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -204,18 +204,121 @@ fn typed_error<E: DeserializeOwned>(err: Error) -> CallError<E> {
 }
 
 /// The handler side of a server or two-way stream: sends typed items to the caller.
-pub struct Sender<T> {
-    out: HandlerOutput,
+///
+/// # Example
+///
+/// A server stream's handler sends its items (the rest of the program is hidden; the
+/// [`ResponseReceiver`] example shows the caller).
+///
+/// ```
+/// # use std::net::TcpListener;
+/// # use std::time::Duration;
+/// #
+/// # use futures::StreamExt;
+/// #[grid::handler]
+/// trait Numbers {
+///     /// Sends `0..n`.
+///     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+///     /// Adds up what the caller sends.
+///     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+///     /// Sends every item back, doubled.
+///     async fn double(
+///         &self,
+///         input: grid::RequestReceiver<u32>,
+///         out: grid::ResponseSender<u32>,
+///     ) -> Result<(), String>;
+/// }
+///
+/// struct Service;
+/// impl Numbers for Service {
+///     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+///         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+///         out.send_all(0..n).await.map_err(|e| e.to_string())
+///     }
+/// #     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+/// #         let mut total = 0;
+/// #         // `None` once the caller has finished its input.
+/// #         while let Some(item) = input.recv().await {
+/// #             total += u64::from(item.map_err(|e| e.to_string())?);
+/// #         }
+/// #         Ok(total)
+/// #     }
+/// #     async fn double(
+/// #         &self,
+/// #         mut input: grid::RequestReceiver<u32>,
+/// #         mut out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String> {
+/// #         while let Some(item) = input.next().await {
+/// #             out.send(item.map_err(|e| e.to_string())? * 2)
+/// #                 .await
+/// #                 .map_err(|e| e.to_string())?;
+/// #         }
+/// #         Ok(())
+/// #     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// #     // A server stream: the receiver is a `Stream` of items.
+/// #     let mut items = numbers.count(3).await?;
+/// #     let mut got = Vec::new();
+/// #     while let Some(item) = items.next().await {
+/// #         got.push(item?);
+/// #     }
+/// #     assert_eq!(got, [0, 1, 2]);
+/// #     // A client stream: send the input, finish it, then await the handler's one result.
+/// #     let (mut input, result) = numbers.sum().await?;
+/// #     input.send_all([1, 2, 3]).await?;
+/// #     input.send(4).await?;
+/// #     input.finish();
+/// #     assert_eq!(result.response().await?, 10);
+/// #     // Two-way: feed the input from one task while reading the output on this one.
+/// #     let (mut input, output) = numbers.double().await?;
+/// #     let feeder = tokio::spawn(async move {
+/// #         input.send_all(1..=3).await?;
+/// #         input.finish();
+/// #         Ok::<_, grid::Error>(())
+/// #     });
+/// #     let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// #     feeder.await??;
+/// #     assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
+pub struct ResponseSender<T> {
+    out: raw::ResponseSender,
     _item: PhantomData<fn(T)>,
 }
 
-impl<T> fmt::Debug for Sender<T> {
+impl<T> fmt::Debug for ResponseSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sender").field("out", &self.out).finish()
+        f.debug_struct("ResponseSender")
+            .field("out", &self.out)
+            .finish()
     }
 }
 
-impl<T: Serialize + 'static> Sender<T> {
+impl<T: Serialize + 'static> ResponseSender<T> {
     /// Sends one item, waiting for flow-control credit.
     ///
     /// # Errors
@@ -249,22 +352,123 @@ impl<T: Serialize + 'static> Sender<T> {
 }
 
 /// The handler side of a client or two-way stream: receives typed items from the caller.
-pub struct Receiver<T> {
-    input: HandlerInput,
+///
+/// # Example
+///
+/// A client stream's and a two-way stream's handlers read their input; it is also a
+/// [`Stream`](futures::Stream).
+///
+/// ```
+/// # use std::net::TcpListener;
+/// # use std::time::Duration;
+/// #
+/// # use futures::StreamExt;
+/// #[grid::handler]
+/// trait Numbers {
+///     /// Sends `0..n`.
+///     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+///     /// Adds up what the caller sends.
+///     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+///     /// Sends every item back, doubled.
+///     async fn double(
+///         &self,
+///         input: grid::RequestReceiver<u32>,
+///         out: grid::ResponseSender<u32>,
+///     ) -> Result<(), String>;
+/// }
+///
+/// struct Service;
+/// impl Numbers for Service {
+/// #     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+/// #         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+/// #         out.send_all(0..n).await.map_err(|e| e.to_string())
+/// #     }
+///     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+///         let mut total = 0;
+///         // `None` once the caller has finished its input.
+///         while let Some(item) = input.recv().await {
+///             total += u64::from(item.map_err(|e| e.to_string())?);
+///         }
+///         Ok(total)
+///     }
+///     async fn double(
+///         &self,
+///         mut input: grid::RequestReceiver<u32>,
+///         mut out: grid::ResponseSender<u32>,
+///     ) -> Result<(), String> {
+///         while let Some(item) = input.next().await {
+///             out.send(item.map_err(|e| e.to_string())? * 2)
+///                 .await
+///                 .map_err(|e| e.to_string())?;
+///         }
+///         Ok(())
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// #     // A server stream: the receiver is a `Stream` of items.
+/// #     let mut items = numbers.count(3).await?;
+/// #     let mut got = Vec::new();
+/// #     while let Some(item) = items.next().await {
+/// #         got.push(item?);
+/// #     }
+/// #     assert_eq!(got, [0, 1, 2]);
+/// #     // A client stream: send the input, finish it, then await the handler's one result.
+/// #     let (mut input, result) = numbers.sum().await?;
+/// #     input.send_all([1, 2, 3]).await?;
+/// #     input.send(4).await?;
+/// #     input.finish();
+/// #     assert_eq!(result.response().await?, 10);
+/// #     // Two-way: feed the input from one task while reading the output on this one.
+/// #     let (mut input, output) = numbers.double().await?;
+/// #     let feeder = tokio::spawn(async move {
+/// #         input.send_all(1..=3).await?;
+/// #         input.finish();
+/// #         Ok::<_, grid::Error>(())
+/// #     });
+/// #     let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// #     feeder.await??;
+/// #     assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
+pub struct RequestReceiver<T> {
+    input: raw::RequestReceiver,
     /// What [`recv_many`](Self::recv_many) takes before decoding.
     raw: Vec<Bytes>,
     _item: PhantomData<fn() -> T>,
 }
 
-impl<T> fmt::Debug for Receiver<T> {
+impl<T> fmt::Debug for RequestReceiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver")
+        f.debug_struct("RequestReceiver")
             .field("input", &self.input)
             .finish()
     }
 }
 
-impl<T: DeserializeOwned + 'static> Receiver<T> {
+impl<T: DeserializeOwned + 'static> RequestReceiver<T> {
     /// The next item; `None` once the caller finished its input.
     ///
     /// # Errors
@@ -297,7 +501,7 @@ impl<T: DeserializeOwned + 'static> Receiver<T> {
     }
 }
 
-impl<T: DeserializeOwned + 'static> Stream for Receiver<T> {
+impl<T: DeserializeOwned + 'static> Stream for RequestReceiver<T> {
     type Item = Result<T, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -312,20 +516,121 @@ impl<T: DeserializeOwned + 'static> Stream for Receiver<T> {
 
 /// The caller side of a client or two-way stream: sends typed items to the handler. Dropping it
 /// (or [`finish`](Self::finish)) ends the input.
-pub struct RequestSink<T> {
-    sender: StreamSender,
+///
+/// # Example
+///
+/// The caller of a client stream and of a two-way stream sends the input (the service is the
+/// one of the [`RequestReceiver`] example).
+///
+/// ```
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use futures::StreamExt;
+/// # #[grid::handler]
+/// # trait Numbers {
+/// #     /// Sends `0..n`.
+/// #     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+/// #     /// Adds up what the caller sends.
+/// #     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+/// #     /// Sends every item back, doubled.
+/// #     async fn double(
+/// #         &self,
+/// #         input: grid::RequestReceiver<u32>,
+/// #         out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String>;
+/// # }
+/// #
+/// # struct Service;
+/// # impl Numbers for Service {
+/// #     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+/// #         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+/// #         out.send_all(0..n).await.map_err(|e| e.to_string())
+/// #     }
+/// #     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+/// #         let mut total = 0;
+/// #         // `None` once the caller has finished its input.
+/// #         while let Some(item) = input.recv().await {
+/// #             total += u64::from(item.map_err(|e| e.to_string())?);
+/// #         }
+/// #         Ok(total)
+/// #     }
+/// #     async fn double(
+/// #         &self,
+/// #         mut input: grid::RequestReceiver<u32>,
+/// #         mut out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String> {
+/// #         while let Some(item) = input.next().await {
+/// #             out.send(item.map_err(|e| e.to_string())? * 2)
+/// #                 .await
+/// #                 .map_err(|e| e.to_string())?;
+/// #         }
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// #     // A server stream: the receiver is a `Stream` of items.
+/// #     let mut items = numbers.count(3).await?;
+/// #     let mut got = Vec::new();
+/// #     while let Some(item) = items.next().await {
+/// #         got.push(item?);
+/// #     }
+/// #     assert_eq!(got, [0, 1, 2]);
+/// // A client stream: send the input, finish it, then await the handler's one result.
+/// let (mut input, result) = numbers.sum().await?;
+/// input.send_all([1, 2, 3]).await?;
+/// input.send(4).await?;
+/// input.finish();
+/// assert_eq!(result.response().await?, 10);
+/// // Two-way: feed the input from one task while reading the output on this one.
+/// let (mut input, output) = numbers.double().await?;
+/// let feeder = tokio::spawn(async move {
+///     input.send_all(1..=3).await?;
+///     input.finish();
+///     Ok::<_, grid::Error>(())
+/// });
+/// let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// feeder.await??;
+/// assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
+pub struct RequestSender<T> {
+    sender: raw::RequestSender,
     _item: PhantomData<fn(T)>,
 }
 
-impl<T> fmt::Debug for RequestSink<T> {
+impl<T> fmt::Debug for RequestSender<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequestSink")
+        f.debug_struct("RequestSender")
             .field("sender", &self.sender)
             .finish()
     }
 }
 
-impl<T: Serialize + 'static> RequestSink<T> {
+impl<T: Serialize + 'static> RequestSender<T> {
     /// Sends one item to the handler, waiting for flow-control credit.
     ///
     /// # Errors
@@ -365,20 +670,122 @@ impl<T: Serialize + 'static> RequestSink<T> {
 /// The caller side of a stream's output: a [`Stream`] of typed items. An error ends it: the
 /// handler's `E` as [`CallError::Remote`], anything else as [`CallError::Transport`]. Dropping
 /// it cancels the stream.
-pub struct ResponseStream<T, E> {
-    receiver: StreamReceiver,
+///
+/// # Example
+///
+/// The caller reads a server stream's items, or awaits a client stream's one result with
+/// [`response`](ResponseReceiver::response) (the service is the one of the [`RequestReceiver`]
+/// example).
+///
+/// ```
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use futures::StreamExt;
+/// # #[grid::handler]
+/// # trait Numbers {
+/// #     /// Sends `0..n`.
+/// #     async fn count(&self, n: u32, out: grid::ResponseSender<u32>) -> Result<(), String>;
+/// #     /// Adds up what the caller sends.
+/// #     async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u64, String>;
+/// #     /// Sends every item back, doubled.
+/// #     async fn double(
+/// #         &self,
+/// #         input: grid::RequestReceiver<u32>,
+/// #         out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String>;
+/// # }
+/// #
+/// # struct Service;
+/// # impl Numbers for Service {
+/// #     async fn count(&self, n: u32, mut out: grid::ResponseSender<u32>) -> Result<(), String> {
+/// #         // `send` waits for flow-control credit; `send_all` sends many items per wait.
+/// #         out.send_all(0..n).await.map_err(|e| e.to_string())
+/// #     }
+/// #     async fn sum(&self, mut input: grid::RequestReceiver<u32>) -> Result<u64, String> {
+/// #         let mut total = 0;
+/// #         // `None` once the caller has finished its input.
+/// #         while let Some(item) = input.recv().await {
+/// #             total += u64::from(item.map_err(|e| e.to_string())?);
+/// #         }
+/// #         Ok(total)
+/// #     }
+/// #     async fn double(
+/// #         &self,
+/// #         mut input: grid::RequestReceiver<u32>,
+/// #         mut out: grid::ResponseSender<u32>,
+/// #     ) -> Result<(), String> {
+/// #         while let Some(item) = input.next().await {
+/// #             out.send(item.map_err(|e| e.to_string())? * 2)
+/// #                 .await
+/// #                 .map_err(|e| e.to_string())?;
+/// #         }
+/// #         Ok(())
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [
+/// #         format!("http://{}", listeners[0].local_addr()?),
+/// #         format!("http://{}", listeners[1].local_addr()?),
+/// #     ];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str())
+/// #             .peers(names.iter().cloned())
+/// #             .secret("docs")
+/// #             .listener(listener)
+/// #             .start()
+/// #             .await?;
+/// #         NumbersServer::new(Service).register(&node)?;
+/// #         nodes.push(node);
+/// #     }
+/// #     let numbers = NumbersClient::new(nodes[0].connection(&names[1])?);
+/// #     numbers.connection().wait_for_connect(Duration::from_secs(10)).await?;
+/// // A server stream: the receiver is a `Stream` of items.
+/// let mut items = numbers.count(3).await?;
+/// let mut got = Vec::new();
+/// while let Some(item) = items.next().await {
+///     got.push(item?);
+/// }
+/// assert_eq!(got, [0, 1, 2]);
+/// // A client stream: send the input, finish it, then await the handler's one result.
+/// let (mut input, result) = numbers.sum().await?;
+/// input.send_all([1, 2, 3]).await?;
+/// input.send(4).await?;
+/// input.finish();
+/// assert_eq!(result.response().await?, 10);
+/// #     // Two-way: feed the input from one task while reading the output on this one.
+/// #     let (mut input, output) = numbers.double().await?;
+/// #     let feeder = tokio::spawn(async move {
+/// #         input.send_all(1..=3).await?;
+/// #         input.finish();
+/// #         Ok::<_, grid::Error>(())
+/// #     });
+/// #     let doubled: Vec<u32> = output.map(|item| item.unwrap()).collect().await;
+/// #     feeder.await??;
+/// #     assert_eq!(doubled, [2, 4, 6]);
+/// #     for node in &nodes {
+/// #         node.shutdown().await;
+/// #     }
+/// #     Ok(())
+/// # }
+/// ```
+pub struct ResponseReceiver<T, E> {
+    receiver: raw::ResponseReceiver,
     _item: PhantomData<fn() -> (T, E)>,
 }
 
-impl<T, E> fmt::Debug for ResponseStream<T, E> {
+impl<T, E> fmt::Debug for ResponseReceiver<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseStream")
+        f.debug_struct("ResponseReceiver")
             .field("receiver", &self.receiver)
             .finish()
     }
 }
 
-impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseStream<T, E> {
+impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseReceiver<T, E> {
     /// Cancels the stream: the handler's context sees the cancellation.
     pub fn cancel(&mut self) {
         self.receiver.cancel();
@@ -409,7 +816,7 @@ impl<T: DeserializeOwned + 'static, E: DeserializeOwned> ResponseStream<T, E> {
     }
 }
 
-impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseStream<T, E> {
+impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseReceiver<T, E> {
     type Item = Result<T, CallError<E>>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -486,7 +893,7 @@ pub(crate) mod support {
         spec: HandlerSpec,
         req: &Req,
         opts: StreamOptions,
-    ) -> Result<(Option<RequestSink<In>>, ResponseStream<Out, E>), CallError<E>>
+    ) -> Result<(Option<RequestSender<In>>, ResponseReceiver<Out, E>), CallError<E>>
     where
         Req: Serialize + ?Sized,
         E: DeserializeOwned,
@@ -496,11 +903,11 @@ pub(crate) mod support {
             .open_stream(spec.id, payload, opts)
             .await
             .map_err(typed_error)?;
-        let sink = s.sender.map(|sender| RequestSink {
+        let sink = s.sender.map(|sender| RequestSender {
             sender,
             _item: PhantomData,
         });
-        let stream = ResponseStream {
+        let stream = ResponseReceiver {
             receiver: s.receiver,
             _item: PhantomData,
         };
@@ -508,7 +915,9 @@ pub(crate) mod support {
     }
 
     /// The sink of a stream opened with input.
-    pub fn expect_sink<T, E>(sink: Option<RequestSink<T>>) -> Result<RequestSink<T>, CallError<E>> {
+    pub fn expect_sink<T, E>(
+        sink: Option<RequestSender<T>>,
+    ) -> Result<RequestSender<T>, CallError<E>> {
         sink.ok_or_else(|| {
             CallError::Transport(Error::Protocol("stream opened without input".into()))
         })
@@ -545,7 +954,7 @@ pub(crate) mod support {
 
     /// A client-stream handler's end: its response as the one item, or its error.
     pub async fn send_response<T: Serialize + 'static, E: Serialize>(
-        out: &mut Sender<T>,
+        out: &mut ResponseSender<T>,
         r: Result<T, E>,
     ) -> Result<(), RemoteError> {
         match r {
@@ -558,17 +967,19 @@ pub(crate) mod support {
     }
 
     /// Wraps the handler's output.
-    pub fn sender<T>(out: HandlerOutput) -> Sender<T> {
-        Sender {
+    pub fn sender<T>(out: raw::ResponseSender) -> ResponseSender<T> {
+        ResponseSender {
             out,
             _item: PhantomData,
         }
     }
 
     /// Wraps the handler's input; a stream opened without input is refused.
-    pub fn receiver<T>(input: Option<HandlerInput>) -> Result<Receiver<T>, RemoteError> {
+    pub fn receiver<T>(
+        input: Option<raw::RequestReceiver>,
+    ) -> Result<RequestReceiver<T>, RemoteError> {
         input
-            .map(|input| Receiver {
+            .map(|input| RequestReceiver {
                 input,
                 raw: Vec::new(),
                 _item: PhantomData,

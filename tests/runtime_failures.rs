@@ -151,7 +151,7 @@ async fn failures_kill_socket_mid_stream() {
 /// Starts a pair where the dialing node dials through `proxy`. Returns (dialer, acceptor).
 async fn proxied_pair(proxy: &common::Proxy, config: Config) -> Vec<Manager> {
     let names = common::names(2);
-    let dialer = grid::handshake::dialer_of(&names[0], &names[1]).to_owned();
+    let dialer = grid::dialer_of(&names[0], &names[1]).to_owned();
     let acceptor = names.iter().find(|n| **n != dialer).unwrap().clone();
     let book = common::AddressBook::default();
     let d = book
@@ -309,7 +309,7 @@ async fn failures_shutdown_cancels_handlers_and_fails_callers() {
         Ok(r) => r.unwrap(),
         Err(_) => panic!(
             "caller not failed promptly: dialer {}, {:?}, last close {:?}",
-            grid::handshake::dialer_of(nodes[0].name(), nodes[1].name()) == nodes[0].name(),
+            grid::dialer_of(nodes[0].name(), nodes[1].name()) == nodes[0].name(),
             conn.stats(),
             conn.last_close_reason()
         ),

@@ -14,6 +14,7 @@ use grid::{Config, Error, ErrorCode, HandlerSpec, RemoteError};
 
 const EARLY_PANIC: HandlerSpec = HandlerSpec::named("Review.early_panic");
 const ECHO: HandlerSpec = HandlerSpec::named("Review.echo");
+const EARLY_PANIC_STREAM: HandlerSpec = HandlerSpec::named("Review.early_panic_stream");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_that_panics_before_returning_its_future_is_a_remote_panic() {
@@ -46,6 +47,55 @@ async fn a_handler_that_panics_before_returning_its_future_is_a_remote_panic() {
         .await
         .unwrap();
     assert_eq!(&ok[..], b"x", "the node keeps serving");
+    common::assert_drained(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_handler_that_panics_before_returning_its_future_ends_the_stream_with_a_panic() {
+    let nodes = common::connected(2, common::test_config()).await;
+    for m in &nodes {
+        m.register_stream(EARLY_PANIC_STREAM, |_ctx, b: Bytes, _input, mut out| {
+            if b.is_empty() {
+                panic!("bad stream request, refused before any await");
+            }
+            async move {
+                out.send(b)
+                    .await
+                    .map_err(|e| RemoteError::application(e.to_string()))
+            }
+        })
+        .unwrap();
+    }
+    let conn = nodes[0].connection(nodes[1].name()).unwrap();
+    let mut s = conn
+        .open_stream(
+            EARLY_PANIC_STREAM.id,
+            Bytes::new(),
+            grid::StreamOptions::default(),
+        )
+        .await
+        .unwrap();
+    match s.receiver.recv().await {
+        Some(Err(Error::Remote(e))) => {
+            assert_eq!(e.code, ErrorCode::Panic);
+            assert!(String::from_utf8_lossy(&e.message).contains("refused before any await"));
+        }
+        other => panic!("expected a remote panic, got {other:?}"),
+    }
+    assert!(
+        s.receiver.recv().await.is_none(),
+        "the error ends the stream"
+    );
+    let mut ok = conn
+        .open_stream(
+            EARLY_PANIC_STREAM.id,
+            Bytes::from_static(b"x"),
+            grid::StreamOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&ok.receiver.recv().await.unwrap().unwrap()[..], b"x");
+    assert!(ok.receiver.recv().await.is_none(), "the node keeps serving");
     common::assert_drained(&nodes).await;
 }
 
@@ -85,7 +135,7 @@ async fn a_payload_over_the_peers_smaller_limit_is_refused_locally() {
 /// sees the link go down with a reason and gets no connection back.
 async fn shutdown_stays_down(shut_dialer: bool) {
     let names = common::names(2);
-    let dialer = grid::handshake::dialer_of(&names[0], &names[1]).to_owned();
+    let dialer = grid::dialer_of(&names[0], &names[1]).to_owned();
     let acceptor = names.iter().find(|n| **n != dialer).unwrap().clone();
     let book = common::AddressBook::default();
     let dials = Arc::new(AtomicUsize::new(0));

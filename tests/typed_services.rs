@@ -40,23 +40,27 @@ pub trait Locker {
         &self,
         n: u32,
         fail_after: Option<u32>,
-        out: grid::Sender<u32>,
+        out: grid::ResponseSender<u32>,
     ) -> Result<(), LockError>;
     /// Echoes each input, prefixed.
     async fn echo(
         &self,
         prefix: String,
-        input: grid::Receiver<String>,
-        out: grid::Sender<String>,
+        input: grid::RequestReceiver<String>,
+        out: grid::ResponseSender<String>,
     ) -> Result<(), LockError>;
     /// Sums the input.
     #[grid(in_capacity = 2)]
-    async fn sum(&self, input: grid::Receiver<u64>) -> Result<u64, LockError>;
+    async fn sum(&self, input: grid::RequestReceiver<u64>) -> Result<u64, LockError>;
     /// What the handler's context says.
     #[grid(name = "Locker.whoami.v1", timeout_ms = 5000)]
     async fn whoami(&self, ctx: &grid::Context) -> Result<Seen, LockError>;
     /// Sends one item, then waits for the caller to cancel and reports the cause.
-    async fn hang(&self, ctx: &grid::Context, out: grid::Sender<u32>) -> Result<(), LockError>;
+    async fn hang(
+        &self,
+        ctx: &grid::Context,
+        out: grid::ResponseSender<u32>,
+    ) -> Result<(), LockError>;
 }
 
 struct Impl {
@@ -79,7 +83,7 @@ impl Locker for Impl {
         &self,
         n: u32,
         fail_after: Option<u32>,
-        mut out: grid::Sender<u32>,
+        mut out: grid::ResponseSender<u32>,
     ) -> Result<(), LockError> {
         for i in 0..n {
             if Some(i) == fail_after {
@@ -95,8 +99,8 @@ impl Locker for Impl {
     async fn echo(
         &self,
         prefix: String,
-        mut input: grid::Receiver<String>,
-        mut out: grid::Sender<String>,
+        mut input: grid::RequestReceiver<String>,
+        mut out: grid::ResponseSender<String>,
     ) -> Result<(), LockError> {
         while let Some(item) = input.recv().await {
             let item = item.map_err(|e| LockError::Invalid(e.to_string()))?;
@@ -107,7 +111,7 @@ impl Locker for Impl {
         Ok(())
     }
 
-    async fn sum(&self, mut input: grid::Receiver<u64>) -> Result<u64, LockError> {
+    async fn sum(&self, mut input: grid::RequestReceiver<u64>) -> Result<u64, LockError> {
         let mut total = 0;
         while let Some(item) = input.next().await {
             total += item.map_err(|e| LockError::Invalid(e.to_string()))?;
@@ -123,7 +127,11 @@ impl Locker for Impl {
         })
     }
 
-    async fn hang(&self, ctx: &Context, mut out: grid::Sender<u32>) -> Result<(), LockError> {
+    async fn hang(
+        &self,
+        ctx: &Context,
+        mut out: grid::ResponseSender<u32>,
+    ) -> Result<(), LockError> {
         out.send(1)
             .await
             .map_err(|e| LockError::Invalid(e.to_string()))?;

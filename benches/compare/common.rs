@@ -401,13 +401,14 @@ pub(crate) async fn run_count(f: &CountFn, n: u64, limit: Duration) -> Result<St
     })
 }
 
-/// Reserves `n` loopback names with free ports (bound, read, released), as grid's tests do.
-pub(crate) fn free_names(n: usize) -> Vec<String> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| format!("http://{}", l.local_addr().expect("local addr")))
-        .collect()
+/// `n` loopback listeners on port 0, to keep and hand to the nodes, and the `http://` names
+/// that point at them (no port is released and bound again).
+pub(crate) fn bound_names(n: usize) -> (Vec<std::net::TcpListener>, Vec<String>) {
+    (0..n)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+            let name = format!("http://{}", l.local_addr().expect("local addr"));
+            (l, name)
+        })
+        .unzip()
 }

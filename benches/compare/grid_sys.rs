@@ -10,7 +10,7 @@ use futures::FutureExt;
 use grid::{Config, Connection, HandlerSpec, Manager, RemoteError, StreamOptions};
 
 use crate::common::{
-    check_msg, free_names, rss_bytes, run_unary, stream_msg, CountFn, EchoFn, Opts, System,
+    bound_names, check_msg, rss_bytes, run_unary, stream_msg, CountFn, EchoFn, Opts, System,
     UnaryStat, Wire, WireFn,
 };
 
@@ -59,13 +59,23 @@ fn register(m: &Manager) -> Result<(), String> {
 
 /// Starts `n` managers that know each other, with the bench handlers, and waits for the mesh.
 async fn cluster(n: usize, config: &Config) -> Result<Vec<Manager>, String> {
-    let names = free_names(n);
+    cluster_with(n, config, register).await
+}
+
+/// Starts `n` managers that know each other, runs `register` on each, and waits for the mesh.
+pub(crate) async fn cluster_with(
+    n: usize,
+    config: &Config,
+    register: impl Fn(&Manager) -> Result<(), String>,
+) -> Result<Vec<Manager>, String> {
+    let (listeners, names) = bound_names(n);
     let mut managers = Vec::new();
-    for name in &names {
+    for (name, listener) in names.iter().zip(listeners) {
         let m = Manager::builder(name.clone())
             .peers(names.clone())
             .secret(SECRET)
             .config(config.clone())
+            .listener(listener)
             .start()
             .await
             .map_err(|e| e.to_string())?;
@@ -132,19 +142,7 @@ pub(crate) async fn start(name: &'static str, config: Config) -> Result<System, 
     let managers = cluster(2, &config).await?;
     let peer = managers[1].name().to_owned();
     let conn = managers[0].connection(&peer).map_err(|e| e.to_string())?;
-    let back = managers[1]
-        .connection(managers[0].name())
-        .map_err(|e| e.to_string())?;
-    let (a, b) = (conn.clone(), back);
-    let wire: WireFn = Arc::new(move || {
-        let (a, b) = (a.stats(), b.stats());
-        Wire {
-            caller_frames: a.frames_out,
-            caller_messages: a.messages_out,
-            callee_frames: b.frames_out,
-            callee_messages: b.messages_out,
-        }
-    });
+    let wire = wire_fn(&managers)?;
     // The managers live as long as the process.
     std::mem::forget(managers);
     let c = conn.clone();
@@ -159,6 +157,25 @@ pub(crate) async fn start(name: &'static str, config: Config) -> Result<System, 
         note: "",
         wire: Some(wire),
     })
+}
+
+/// The frames and messages each side of the first two managers' link has sent.
+pub(crate) fn wire_fn(managers: &[Manager]) -> Result<WireFn, String> {
+    let a = managers[0]
+        .connection(managers[1].name())
+        .map_err(|e| e.to_string())?;
+    let b = managers[1]
+        .connection(managers[0].name())
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(move || {
+        let (a, b) = (a.stats(), b.stats());
+        Wire {
+            caller_frames: a.frames_out,
+            caller_messages: a.messages_out,
+            callee_frames: b.frames_out,
+            callee_messages: b.messages_out,
+        }
+    }))
 }
 
 /// Memory of grid's idle state.
@@ -185,11 +202,13 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     let k = opts.idle_nodes;
     let base = rss_bytes();
     let mut isolated = Vec::new();
-    for name in free_names(k) {
+    let (listeners, names) = bound_names(k);
+    for (name, listener) in names.into_iter().zip(listeners) {
         let m = Manager::builder(name.clone())
             .peers([name])
             .secret(SECRET)
             .config(config.clone())
+            .listener(listener)
             .start()
             .await
             .map_err(|e| e.to_string())?;

@@ -3,16 +3,14 @@
 //! payloads (a msgpack bin each) and default options.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{FutureExt, StreamExt};
-use grid::{Config, Manager};
+use grid::Config;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{check_msg, free_names, stream_msg, CountFn, EchoFn, System, Wire, WireFn};
-
-const SECRET: &str = "bench-secret";
+use crate::common::{check_msg, stream_msg, CountFn, EchoFn, System};
+use crate::grid_sys::{cluster_with, wire_fn};
 
 /// The benchmark's handlers never fail; the error type is what a real service would declare.
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,12 +21,12 @@ pub(crate) trait Typed {
     /// Returns its argument.
     async fn echo(&self, data: Bytes) -> Result<Bytes, Never>;
     /// Sends `n` numbered 64-byte messages.
-    async fn stream(&self, n: u64, out: grid::Sender<Bytes>) -> Result<(), Never>;
+    async fn stream(&self, n: u64, out: grid::ResponseSender<Bytes>) -> Result<(), Never>;
     /// Sends every input message back, in batches.
     async fn bidi(
         &self,
-        input: grid::Receiver<Bytes>,
-        out: grid::Sender<Bytes>,
+        input: grid::RequestReceiver<Bytes>,
+        out: grid::ResponseSender<Bytes>,
     ) -> Result<(), Never>;
 }
 
@@ -39,7 +37,7 @@ impl Typed for Service {
         Ok(data)
     }
 
-    async fn stream(&self, n: u64, mut out: grid::Sender<Bytes>) -> Result<(), Never> {
+    async fn stream(&self, n: u64, mut out: grid::ResponseSender<Bytes>) -> Result<(), Never> {
         // A caller that goes away ends the stream: nothing more to report.
         let _ = out.send_all((0..n).map(stream_msg)).await;
         Ok(())
@@ -47,8 +45,8 @@ impl Typed for Service {
 
     async fn bidi(
         &self,
-        mut input: grid::Receiver<Bytes>,
-        mut out: grid::Sender<Bytes>,
+        mut input: grid::RequestReceiver<Bytes>,
+        mut out: grid::ResponseSender<Bytes>,
     ) -> Result<(), Never> {
         let mut batch = Vec::new();
         while let Ok(n) = input.recv_many(&mut batch, 4096).await {
@@ -62,42 +60,16 @@ impl Typed for Service {
 
 /// Starts two managers serving `Typed` and returns the system as seen from the first.
 pub(crate) async fn start() -> Result<System, String> {
-    let names = free_names(2);
-    let mut managers = Vec::new();
-    for name in &names {
-        let m = Manager::builder(name.clone())
-            .peers(names.clone())
-            .secret(SECRET)
-            .config(Config::default())
-            .start()
-            .await
-            .map_err(|e| e.to_string())?;
+    let managers = cluster_with(2, &Config::default(), |m| {
         TypedServer::new(Service)
-            .register(&m)
-            .map_err(|e| e.to_string())?;
-        managers.push(m);
-    }
-    for m in &managers {
-        m.wait_for_peers(Duration::from_secs(30))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+            .register(m)
+            .map_err(|e| e.to_string())
+    })
+    .await?;
     let conn = managers[0]
         .connection(managers[1].name())
         .map_err(|e| e.to_string())?;
-    let back = managers[1]
-        .connection(managers[0].name())
-        .map_err(|e| e.to_string())?;
-    let (a, b) = (conn.clone(), back);
-    let wire: WireFn = Arc::new(move || {
-        let (a, b) = (a.stats(), b.stats());
-        Wire {
-            caller_frames: a.frames_out,
-            caller_messages: a.messages_out,
-            callee_frames: b.frames_out,
-            callee_messages: b.messages_out,
-        }
-    });
+    let wire = wire_fn(&managers)?;
     std::mem::forget(managers);
     let client = TypedClient::new(conn);
     let c = client.clone();

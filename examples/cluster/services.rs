@@ -39,8 +39,8 @@ pub(crate) trait DLock {
     async fn refresh(
         &self,
         req: LockRequest,
-        pings: grid::Receiver<u64>,
-        out: grid::Sender<bool>,
+        pings: grid::RequestReceiver<u64>,
+        out: grid::ResponseSender<bool>,
     ) -> Result<(), LockError>;
 }
 
@@ -71,7 +71,7 @@ pub(crate) trait Store {
         &self,
         prefix: String,
         count: u32,
-        out: grid::Sender<Entry>,
+        out: grid::ResponseSender<Entry>,
     ) -> Result<(), StoreError>;
     /// The caller finished a round of its work (multi-process mode: the workload, then the
     /// link cut); each call counts one round.
@@ -141,8 +141,8 @@ impl DLock for LockTable {
     async fn refresh(
         &self,
         req: LockRequest,
-        mut pings: grid::Receiver<u64>,
-        mut out: grid::Sender<bool>,
+        mut pings: grid::RequestReceiver<u64>,
+        mut out: grid::ResponseSender<bool>,
     ) -> Result<(), LockError> {
         while let Some(Ok(_)) = pings.next().await {
             if out.send(self.extend(&req)).await.is_err() {
@@ -207,7 +207,7 @@ impl Store for StoreImpl {
         &self,
         prefix: String,
         count: u32,
-        mut out: grid::Sender<Entry>,
+        mut out: grid::ResponseSender<Entry>,
     ) -> Result<(), StoreError> {
         if count > 10_000_000 {
             return Err(StoreError::TooMany(count));

@@ -40,6 +40,8 @@
 //! }
 //! ```
 
+#![deny(rustdoc::broken_intra_doc_links)]
+
 mod check;
 mod compat;
 mod items;

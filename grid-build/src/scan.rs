@@ -19,9 +19,9 @@ pub struct Signature {
     pub shape: Shape,
     /// The request: `()` for no argument, the argument, or a tuple of the arguments.
     pub request: Ty,
-    /// The input item (`Receiver<T>`), if any.
+    /// The input item (`RequestReceiver<T>`), if any.
     pub input: Option<Ty>,
-    /// The output item (`Sender<T>`), if any.
+    /// The output item (`ResponseSender<T>`), if any.
     pub output: Option<Ty>,
     /// The `Ok` type of the result (`()` for handlers with an output stream).
     pub response: Ty,
@@ -281,9 +281,9 @@ mod tests {
             pub trait Locker {
                 async fn lock(&self, args: LockArgs) -> Result<bool, LockError>;
                 #[grid(name = "Locker.watch_v1")]
-                async fn watch(&self, ctx: &grid::Context, f: Filter, out: grid::Sender<Event>) -> Result<(), E>;
+                async fn watch(&self, ctx: &grid::Context, f: Filter, out: grid::ResponseSender<Event>) -> Result<(), E>;
                 #[grid(id = 77, out_capacity = 8)]
-                async fn refresh(&self, a: Vec<Option<u8>>, b: u32, input: grid::Receiver<Ping>, out: Sender<Pong>) -> Result<(), E>;
+                async fn refresh(&self, a: Vec<Option<u8>>, b: u32, input: grid::RequestReceiver<Ping>, out: ResponseSender<Pong>) -> Result<(), E>;
             }
             trait NotAService { async fn x(&self); }
         "#,

@@ -36,7 +36,7 @@ pub trait Locker {
     /// Take a lock.
     async fn lock(&self, args: LockArgs) -> Result<bool, LockError>;
     /// Watch events.
-    async fn watch(&self, filter: Filter, out: grid::Sender<Event>) -> Result<(), LockError>;
+    async fn watch(&self, filter: Filter, out: grid::ResponseSender<Event>) -> Result<(), LockError>;
 }
 "#;
 
@@ -80,8 +80,8 @@ fn changing_an_argument_to_a_type_outside_the_sources_fails_compared_by_name() {
 fn changing_a_shape_fails() {
     let f = base("shape");
     f.write(&BASE.replace(
-        "filter: Filter, out: grid::Sender<Event>",
-        "filter: Filter, input: grid::Receiver<u64>, out: grid::Sender<Event>",
+        "filter: Filter, out: grid::ResponseSender<Event>",
+        "filter: Filter, input: grid::RequestReceiver<u64>, out: grid::ResponseSender<Event>",
     ));
     let err = f.run(false).expect_err("a shape change breaks old peers");
     golden("change_shape", &f.redact(&err.to_string()));
@@ -135,7 +135,7 @@ fn an_id_collision_fails_naming_both_handlers() {
 fn removing_without_retiring_fails_then_retiring_passes_and_reuse_fails() {
     let f = base("retire");
     let without_watch = BASE.replace(
-        "    /// Watch events.\n    async fn watch(&self, filter: Filter, out: grid::Sender<Event>) -> Result<(), LockError>;\n",
+        "    /// Watch events.\n    async fn watch(&self, filter: Filter, out: grid::ResponseSender<Event>) -> Result<(), LockError>;\n",
         "",
     );
     f.write(&without_watch);

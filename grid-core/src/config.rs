@@ -8,6 +8,39 @@ use crate::frame::{Limits, DEFAULT_MAX_PAYLOAD};
 ///
 /// Every node of a cluster should use the same values for the liveness settings; the limits may
 /// differ (each side enforces its own).
+///
+/// # Example
+///
+/// Change the fields that matter and keep the defaults for the rest:
+///
+/// ```
+/// # use grid_core as grid;
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use grid::{Config, Manager};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = Config {
+///     default_timeout: Duration::from_secs(5), // unary calls without a timeout of their own
+///     ping_interval: Duration::from_secs(2),
+///     idle_timeout: Duration::from_secs(8),
+///     ..Config::default()
+/// };
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let name = format!("http://{}", listener.local_addr()?);
+/// let node = Manager::builder(name)
+///     .secret("shared cluster secret")
+///     .config(config.clone())
+///     .listener(listener)
+///     .start()
+///     .await?;
+/// assert_eq!(node.config().default_timeout, Duration::from_secs(5));
+/// # node.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// URL path the WebSocket upgrade is served on. Default `/grid/v1`.
@@ -132,11 +165,11 @@ impl Default for Config {
 }
 
 /// The default [`Config::chunk_size`]: 64 KiB.
-pub const DEFAULT_CHUNK_SIZE: usize = 64 << 10;
+pub(crate) const DEFAULT_CHUNK_SIZE: usize = 64 << 10;
 
 impl Config {
     /// The frame decoder's limits derived from this configuration.
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         Limits::for_payload(self.max_payload)
     }
 }

@@ -78,10 +78,14 @@
 //! axum::serve(tokio::net::TcpListener::bind("0.0.0.0:9000").await?, app).await?;
 //! ```
 
+/// The `http` crate of [`Manager::serve_upgrade`]'s request and response (hyper's and axum's).
+pub use http;
+/// The body of [`Manager::serve_upgrade`]'s response.
+pub use http_body_util::Full;
+
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::Full;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;

@@ -25,21 +25,21 @@ use crate::frame::Route;
 use crate::frame::{ErrorCode, ErrorRecord};
 use crate::ids::HandlerId;
 use crate::mux::CancelCause;
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
 
 /// A unary handler: request bytes in, response bytes or an error out.
-pub type UnaryHandler =
+pub(crate) type UnaryHandler =
     Arc<dyn Fn(Context, Bytes) -> BoxFuture<'static, Result<Bytes, RemoteError>> + Send + Sync>;
 
 /// A stream handler: the initial payload, the input stream if the caller sends one, and the
 /// output stream. Returning ends the output stream (with the error, if any).
-pub type StreamHandler = Arc<
+pub(crate) type StreamHandler = Arc<
     dyn Fn(
             Context,
             Bytes,
-            Option<HandlerInput>,
-            HandlerOutput,
+            Option<RequestReceiver>,
+            ResponseSender,
         ) -> BoxFuture<'static, Result<(), RemoteError>>
         + Send
         + Sync,
@@ -231,6 +231,71 @@ impl Router for Registry {
 
 /// What a handler knows about the call it serves: who called, through which subroute, until when,
 /// and whether the call has been cancelled (and why).
+///
+/// # Example
+///
+/// A handler that answers with its caller's name, and one that works until the caller gives up:
+/// when the call's deadline passes, [`cancelled`](Context::cancelled) returns and the handler
+/// stops.
+///
+/// ```
+/// # use grid_core as grid;
+/// # use std::net::TcpListener;
+/// # async fn two_nodes(register: impl Fn(&grid::Manager)) -> Result<(grid::Manager, grid::Manager), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [format!("http://{}", listeners[0].local_addr()?), format!("http://{}", listeners[1].local_addr()?)];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str()).peers(names.iter().cloned()).secret("docs").listener(listener).start().await?;
+/// #         register(&node);
+/// #         nodes.push(node);
+/// #     }
+/// #     let b = nodes.pop().ok_or("no node")?;
+/// #     Ok((nodes.pop().ok_or("no node")?, b))
+/// # }
+/// use std::time::Duration;
+///
+/// use grid::{Bytes, CallOptions, CancelCause, Error, HandlerSpec, RemoteError};
+///
+/// const WHO: HandlerSpec = HandlerSpec::named("Docs.who");
+/// const SLOW: HandlerSpec = HandlerSpec::named("Docs.slow");
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (stopped_tx, mut stopped_rx) = tokio::sync::mpsc::unbounded_channel();
+/// let (a, b) = two_nodes(|node| {
+///     node.register_unary(WHO, |ctx, _| async move {
+///         assert!(ctx.deadline().is_some()); // unary calls always have one
+///         Ok::<_, RemoteError>(Bytes::from(ctx.caller().to_owned()))
+///     })
+///     .unwrap();
+///     let stopped = stopped_tx.clone();
+///     node.register_unary(SLOW, move |ctx, _| {
+///         let stopped = stopped.clone();
+///         async move {
+///             let cause = ctx.cancelled().await; // in real code: select! with the work
+///             stopped.send(cause).unwrap();
+///             Ok::<_, RemoteError>(Bytes::new())
+///         }
+///     })
+///     .unwrap();
+/// })
+/// .await?;
+///
+/// let conn = a.connection(b.name())?;
+/// conn.wait_for_connect(Duration::from_secs(10)).await?;
+/// assert_eq!(conn.request(WHO.id, Bytes::new()).await?, a.name().as_bytes());
+///
+/// let opts = CallOptions { timeout: Some(Duration::from_millis(200)), ..CallOptions::default() };
+/// let err = conn.call(SLOW.id, Bytes::new(), opts).await.unwrap_err();
+/// assert!(matches!(err, Error::Deadline), "{err}");
+/// let cause = tokio::time::timeout(Duration::from_secs(10), stopped_rx.recv()).await?;
+/// assert_eq!(cause, Some(CancelCause::Deadline));
+/// # a.shutdown().await;
+/// # b.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Context {
     inner: Arc<ContextInner>,

@@ -1,28 +1,51 @@
-//! The grid runtime: the frame codec, the per-call mux state machines, the connection driver and
-//! the [`Manager`](crate::manager) that keeps one WebSocket per peer.
+//! The grid runtime: the connection driver and the [`Manager`] that keeps one WebSocket per
+//! peer. Users name it through the `grid` facade, which re-exports this API and adds the typed
+//! layer; the guide and the examples are there.
 //!
 //! Layers, bottom up (see `ARCHITECTURE.md`):
-//! - [`frame`]: pure encode/decode of the wire protocol (`PROTOCOL.md`);
-//! - [`mux`]: sans-IO state machines of unary calls and streams (time is an argument);
+//! - `frame`: pure encode/decode of the wire protocol (`PROTOCOL.md`);
+//! - `mux`: sans-IO state machines of unary calls and streams (time is an argument);
+//! - `handshake`: the sans-IO hello/proof exchange that opens a connection;
 //! - the connection driver and manager, which put those on a real socket.
+//!
+//! The first three (and `table`, the handler-table records) are no part of the API: they are
+//! public only with the `unstable-internals` cargo feature, for the fuzz targets, the protocol
+//! tests and wire tools, and change without notice.
+//!
+//! Types of other crates in the API are re-exported: [`Bytes`] (payloads), [`WebSocketStream`]
+//! ([`Manager::accept_websocket`]) and, with the `tls` feature, [`rustls`] ([`TlsConfig::new`]).
 
-pub mod auth;
+#![deny(rustdoc::broken_intra_doc_links)]
+
+mod auth;
 mod cancel;
-pub mod config;
-pub mod conn;
+mod config;
+mod conn;
 #[cfg(feature = "hyper")]
 pub mod embed;
-pub mod error;
-pub mod frame;
-pub mod handler;
-pub mod handshake;
-pub mod ids;
-pub mod manager;
-pub mod mux;
-pub mod stream;
-pub mod table;
+mod error;
+mod handler;
+mod ids;
+mod manager;
+mod stream;
 #[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
-pub mod tls;
+mod tls;
+
+// The protocol layers under the runtime: the frame codec, the per-call state machines, the
+// handshake and the handler-table records. They are public only with the `unstable-internals`
+// feature, for the fuzz targets, the protocol tests and tools that speak the wire directly, and
+// change without notice. Without it their test-and-tool-only items are unused and their `pub`
+// items unreachable, which is as meant.
+macro_rules! internal_modules {
+    ($($name:ident),* $(,)?) => {$(
+        #[cfg(feature = "unstable-internals")]
+        pub mod $name;
+        #[cfg(not(feature = "unstable-internals"))]
+        #[allow(unreachable_pub, dead_code, unused_imports)]
+        mod $name;
+    )*};
+}
+internal_modules!(frame, handshake, mux, table);
 
 pub use auth::{Authenticator, HmacAuth, Keyring};
 pub use config::Config;
@@ -33,12 +56,18 @@ pub use conn::{
     MAX_PARTIAL_FRAMES,
 };
 pub use error::{Error, RemoteError};
-pub use frame::ErrorCode;
+pub use frame::{ErrorCode, FrameError, Op};
 pub use handler::{Context, HandlerSpec};
+pub use handshake::{dialer_of, HandshakeError, InstanceId, RejectCode};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};
 pub use mux::CancelCause;
-pub use stream::{HandlerInput, HandlerOutput, StreamReceiver, StreamSender};
-pub use table::Supported;
+pub use stream::{RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
+pub use table::{Supported, TableError};
 pub use tls::TlsConfig;
 
 pub use ids::{HandlerId, MuxId};
+
+pub use bytes::Bytes;
+#[cfg(feature = "tls")]
+pub use rustls;
+pub use tokio_tungstenite::WebSocketStream;

@@ -62,7 +62,7 @@ use crate::handshake::{
     DialerParams, Features, HandshakeError, InstanceId, PeerInfo, Rejection, HANDSHAKE_LIMITS,
 };
 use crate::mux::Role;
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, LocalTable};
 use crate::tls::{self, TlsConfig};
 use gate::{handshake_ws_config, with_limits, Gate, Pending};
@@ -158,6 +158,56 @@ impl ManagerInner {
 }
 
 /// One node's view of the cluster. Cheap to clone.
+///
+/// A manager keeps one WebSocket to each peer (one side of each pair dials, by
+/// [`dialer_of`](crate::dialer_of); the other accepts), reconnects it when it drops, serves the
+/// handlers registered on it and hands out [`Connection`]s to call the peers' handlers.
+///
+/// # Example
+///
+/// Two nodes in one process, on loopback ports the system picks: each listener is bound first
+/// so that each node's name is its real address.
+///
+/// ```
+/// # use grid_core as grid;
+/// use std::net::TcpListener;
+/// use std::time::Duration;
+///
+/// use grid::{Bytes, HandlerSpec, Manager, RemoteError};
+///
+/// const ECHO: HandlerSpec = HandlerSpec::named("Docs.echo");
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// let names = [
+///     format!("http://{}", listeners[0].local_addr()?),
+///     format!("http://{}", listeners[1].local_addr()?),
+/// ];
+/// let mut nodes = Vec::new();
+/// for (name, listener) in names.iter().zip(listeners) {
+///     let node = Manager::builder(name.as_str())
+///         .peers(names.iter().cloned()) // every node gets the full list; its own name is skipped
+///         .secret("shared cluster secret")
+///         .listener(listener)
+///         .start()
+///         .await?;
+///     node.register_unary(ECHO, |_ctx, payload| async move { Ok::<_, RemoteError>(payload) })?;
+///     nodes.push(node);
+/// }
+///
+/// let to_b = nodes[0].connection(&names[1])?;
+/// to_b.wait_for_connect(Duration::from_secs(10)).await?;
+/// let reply = to_b.request(ECHO.id, Bytes::from_static(b"ping")).await?;
+/// assert_eq!(&reply[..], b"ping");
+/// assert_eq!(nodes[0].stats().connected, 1);
+///
+/// for node in &nodes {
+///     node.shutdown().await;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Manager {
     inner: Arc<ManagerInner>,
@@ -333,7 +383,8 @@ impl Manager {
     ///
     /// # Errors
     /// [`Error::Registration`] on a duplicate or an id collision (naming both handlers), or past
-    /// the handler table's bounds ([`table::MAX_TABLE_ENTRIES`] routes, [`table::MAX_TABLE_BYTES`]).
+    /// the handler table's bounds (16 384 routes and 1 MiB per
+    /// peer, `PROTOCOL.md` section 9).
     pub fn register_unary<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
@@ -370,7 +421,10 @@ impl Manager {
     /// As [`register_unary`](Self::register_unary).
     pub fn register_stream<F, Fut>(&self, spec: HandlerSpec, handler: F) -> Result<(), Error>
     where
-        F: Fn(Context, Bytes, Option<HandlerInput>, HandlerOutput) -> Fut + Send + Sync + 'static,
+        F: Fn(Context, Bytes, Option<RequestReceiver>, ResponseSender) -> Fut
+            + Send
+            + Sync
+            + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
         self.register_stream_at(spec, None, handler)
@@ -387,7 +441,10 @@ impl Manager {
         handler: F,
     ) -> Result<(), Error>
     where
-        F: Fn(Context, Bytes, Option<HandlerInput>, HandlerOutput) -> Fut + Send + Sync + 'static,
+        F: Fn(Context, Bytes, Option<RequestReceiver>, ResponseSender) -> Fut
+            + Send
+            + Sync
+            + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
         let h: crate::handler::StreamHandler =
@@ -419,7 +476,8 @@ impl Manager {
 
     /// Serves a WebSocket that another server (hyper, axum) already upgraded on this manager's
     /// route. Runs the handshake, then the connection until it ends. TLS, if any, is that
-    /// server's business.
+    /// server's business. The socket is a tokio-tungstenite [`WebSocketStream`](crate::WebSocketStream)
+    /// (re-exported by this crate) over any [`Transport`](crate::Transport).
     ///
     /// The socket's WebSocket limits are replaced: handshake-sized until the peer has
     /// authenticated, the configured ones after. Hand it over right after the upgrade, before
@@ -431,7 +489,10 @@ impl Manager {
     ///
     /// # Cancel safety
     /// Dropping the future drops the connection.
-    pub async fn accept_websocket(&self, ws: Ws) -> Result<(), Error> {
+    pub async fn accept_websocket(
+        &self,
+        ws: tokio_tungstenite::WebSocketStream<BoxedTransport>,
+    ) -> Result<(), Error> {
         let pending = self.inner.gate.enter()?;
         let ws = with_limits(ws, WsRole::Server, handshake_ws_config()).await;
         serve_upgraded(self.inner.clone(), ws, None, pending).await

@@ -1,5 +1,5 @@
-//! The user-facing ends of a stream: what a caller holds ([`StreamSender`], [`StreamReceiver`])
-//! and what a handler holds ([`HandlerInput`], [`HandlerOutput`]).
+//! The user-facing ends of a stream: what a caller holds ([`RequestSender`], [`ResponseReceiver`])
+//! and what a handler holds ([`RequestReceiver`], [`ResponseSender`]).
 //!
 //! Each handle shares its stream's sans-IO machine with the socket reader. Both ends move
 //! batches:
@@ -9,7 +9,7 @@
 //!   the next chunk counts the last one as consumed, which returns its credit (in messages and
 //!   bytes) and releases it from the connection's byte budget. The reader wakes a waiting
 //!   consumer once per run of frames, not once per message;
-//! - **sending** ([`HandlerOutput::send_all`], [`StreamSender::send_all`], or `send` for one)
+//! - **sending** ([`ResponseSender::send_all`], [`RequestSender::send_all`], or `send` for one)
 //!   takes the stream's lock and the socket queue's lock once, and for as many messages as credit
 //!   and queue room allow takes a credit, numbers the frame and encodes it straight into the
 //!   outgoing batch; then it waits for credit or room and goes on. Sequence order is queue order,
@@ -352,7 +352,7 @@ async fn wait_credit<M: Machine>(shared: &Shared<M>) {
 /// A clean end is `None`; anything else ends with one `Err` item (a remote error, a disconnect,
 /// a deadline, ...), after every message that arrived before it. Dropping the receiver before the
 /// end cancels the stream on the callee.
-pub struct StreamReceiver {
+pub struct ResponseReceiver {
     session: Arc<Session>,
     shared: Shared<StreamCaller>,
     handler: HandlerId,
@@ -362,9 +362,9 @@ pub struct StreamReceiver {
     done: bool,
 }
 
-impl fmt::Debug for StreamReceiver {
+impl fmt::Debug for ResponseReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamReceiver")
+        f.debug_struct("ResponseReceiver")
             .field("peer", &self.session.peer)
             .field("handler", &self.handler)
             .field("done", &self.done)
@@ -372,14 +372,14 @@ impl fmt::Debug for StreamReceiver {
     }
 }
 
-impl StreamReceiver {
+impl ResponseReceiver {
     pub(crate) fn new(
         session: Arc<Session>,
         shared: Shared<StreamCaller>,
         handler: HandlerId,
         subroute: Option<String>,
-    ) -> StreamReceiver {
-        StreamReceiver {
+    ) -> ResponseReceiver {
+        ResponseReceiver {
             session,
             shared,
             handler,
@@ -444,7 +444,7 @@ impl StreamReceiver {
     }
 }
 
-impl Stream for StreamReceiver {
+impl Stream for ResponseReceiver {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -461,7 +461,7 @@ impl Stream for StreamReceiver {
     }
 }
 
-impl Drop for StreamReceiver {
+impl Drop for ResponseReceiver {
     fn drop(&mut self) {
         let mut slot = self.shared.lock();
         if let Some(f) = slot.machine.cancel() {
@@ -485,22 +485,22 @@ fn caller_send_error(fail: SendFail<Error>) -> Error {
 
 /// The caller's sending end of a two-way or client stream. Dropping it (or calling
 /// [`finish`](Self::finish)) ends the input stream cleanly.
-pub struct StreamSender {
+pub struct RequestSender {
     session: Arc<Session>,
     shared: Shared<StreamCaller>,
 }
 
-impl fmt::Debug for StreamSender {
+impl fmt::Debug for RequestSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamSender")
+        f.debug_struct("RequestSender")
             .field("peer", &self.session.peer)
             .finish()
     }
 }
 
-impl StreamSender {
-    pub(crate) fn new(session: Arc<Session>, shared: Shared<StreamCaller>) -> StreamSender {
-        StreamSender { session, shared }
+impl RequestSender {
+    pub(crate) fn new(session: Arc<Session>, shared: Shared<StreamCaller>) -> RequestSender {
+        RequestSender { session, shared }
     }
 
     /// Sends one message, waiting while the callee's buffer is full.
@@ -589,7 +589,7 @@ impl StreamSender {
     }
 }
 
-impl Drop for StreamSender {
+impl Drop for RequestSender {
     fn drop(&mut self) {
         let mut slot = self.shared.lock();
         if let Some(end) = slot.machine.finish() {
@@ -599,7 +599,7 @@ impl Drop for StreamSender {
 }
 
 /// A handler's input stream: the caller's messages, then `None` when the caller finished.
-pub struct HandlerInput {
+pub struct RequestReceiver {
     session: Arc<Session>,
     shared: Shared<StreamCallee>,
     /// The chunk taken last, handed out without a lock.
@@ -607,17 +607,17 @@ pub struct HandlerInput {
     done: bool,
 }
 
-impl fmt::Debug for HandlerInput {
+impl fmt::Debug for RequestReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerInput")
+        f.debug_struct("RequestReceiver")
             .field("peer", &self.session.peer)
             .finish()
     }
 }
 
-impl HandlerInput {
-    pub(crate) fn new(session: Arc<Session>, shared: Shared<StreamCallee>) -> HandlerInput {
-        HandlerInput {
+impl RequestReceiver {
+    pub(crate) fn new(session: Arc<Session>, shared: Shared<StreamCallee>) -> RequestReceiver {
+        RequestReceiver {
             session,
             shared,
             local: VecDeque::new(),
@@ -663,7 +663,7 @@ fn input_error(e: MuxError) -> Error {
     }
 }
 
-impl Stream for HandlerInput {
+impl Stream for RequestReceiver {
     type Item = Result<Bytes, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
@@ -679,7 +679,7 @@ impl Stream for HandlerInput {
     }
 }
 
-impl Drop for HandlerInput {
+impl Drop for RequestReceiver {
     fn drop(&mut self) {
         // The chunk it held is consumed: its credit goes back and the budget lets it go.
         let mut slot = self.shared.lock();
@@ -690,27 +690,27 @@ impl Drop for HandlerInput {
 }
 
 /// A handler's output stream to the caller. The handler's return ends it.
-pub struct HandlerOutput {
+pub struct ResponseSender {
     session: Arc<Session>,
     shared: Shared<StreamCallee>,
     signal: CancelSignal,
 }
 
-impl fmt::Debug for HandlerOutput {
+impl fmt::Debug for ResponseSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerOutput")
+        f.debug_struct("ResponseSender")
             .field("peer", &self.session.peer)
             .finish()
     }
 }
 
-impl HandlerOutput {
+impl ResponseSender {
     pub(crate) fn new(
         session: Arc<Session>,
         shared: Shared<StreamCallee>,
         signal: CancelSignal,
-    ) -> HandlerOutput {
-        HandlerOutput {
+    ) -> ResponseSender {
+        ResponseSender {
             session,
             shared,
             signal,

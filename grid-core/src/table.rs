@@ -136,13 +136,13 @@ pub enum TableError {
     /// An update that adds no route.
     #[error("a handler table update that adds nothing")]
     EmptyUpdate,
-    /// More routes than [`MAX_TABLE_ENTRIES`].
+    /// More routes than `MAX_TABLE_ENTRIES` (16 384).
     #[error("a handler table of more than {limit} routes")]
     TooManyEntries {
         /// The bound.
         limit: usize,
     },
-    /// More bytes than [`MAX_TABLE_BYTES`].
+    /// More bytes than `MAX_TABLE_BYTES` (1 MiB).
     #[error("a handler table of more than {limit} bytes")]
     TooManyBytes {
         /// The bound.

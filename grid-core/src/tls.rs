@@ -51,6 +51,7 @@ impl fmt::Debug for TlsConfig {
 
 impl TlsConfig {
     /// Uses ready-made rustls configurations: `server` for accepting, `client` for dialing.
+    /// The rustls this crate is built with is re-exported as [`crate::rustls`].
     pub fn new(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> TlsConfig {
         TlsConfig { server, client }
     }

@@ -18,8 +18,8 @@ use futures::future::join_all;
 use grid_core::frame::{encode_frame, Frame, FRAME_HEADER_LEN};
 use grid_core::handshake::Features;
 use grid_core::{
-    ChunkViolation, CloseKind, Config, Connection, Error, HandlerInput, HandlerOutput, HandlerSpec,
-    Manager, MuxId, ProtocolViolation, RemoteError, StreamOptions,
+    ChunkViolation, CloseKind, Config, Connection, Error, HandlerSpec, Manager, MuxId,
+    ProtocolViolation, RemoteError, RequestReceiver, ResponseSender, StreamOptions,
 };
 use scripted::{
     base_config, cancel, register_blocking_unary, request, Cluster, Gauge, Inbound, ScriptedPeer,
@@ -71,7 +71,7 @@ fn register(m: &Manager) {
     .unwrap();
     m.register_stream(
         ITEMS,
-        |_ctx, req: Bytes, _input: Option<HandlerInput>, mut out: HandlerOutput| async move {
+        |_ctx, req: Bytes, _input: Option<RequestReceiver>, mut out: ResponseSender| async move {
             let seed = u64_at(&req, 0);
             for i in 1..req.len() / 8 {
                 let item = pattern(seed + i as u64, u64_at(&req, i) as usize);

@@ -5,13 +5,16 @@
 
 #![cfg(feature = "hyper")]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{test_config, WAIT};
 use grid_core::embed::is_grid_upgrade;
 use grid_core::handshake::should_dial;
-use grid_core::{Config, Error, HandlerSpec, Manager, RemoteError};
+use grid_core::{Error, HandlerSpec, Manager, RemoteError};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -22,21 +25,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
-/// A bounded wait that fails loudly.
-const WAIT: Duration = Duration::from_secs(10);
-
 const ECHO: HandlerSpec = HandlerSpec::named("Embed.echo");
 const SECRET: &str = "embed-test-secret";
-
-fn test_config() -> Config {
-    Config {
-        ping_interval: Duration::from_millis(200),
-        idle_timeout: Duration::from_secs(3),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Config::default()
-    }
-}
 
 /// Names for the pair: the first (the node with its own listener) is the one that dials the
 /// second (the node inside the hyper server), by the protocol's rule.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use grid_core::handshake::dialer_of;
+use grid_core::dialer_of;
 use grid_core::{Config, Manager, RemoteError};
 use http_body_util::Full;
 use hyper::body::Incoming;

@@ -3,23 +3,18 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{bound, SECRET, WAIT};
 use grid_core::{CallOptions, Config, Error, HandlerSpec, Manager, StreamOptions};
 
-const WAIT: Duration = Duration::from_secs(10);
 const FEED: HandlerSpec = HandlerSpec::named("Fast.feed");
 const ECHO: HandlerSpec = HandlerSpec::named("Fast.echo");
-
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_retry_loop_against_a_disconnected_peer_lets_other_tasks_run() {
@@ -29,7 +24,7 @@ async fn a_retry_loop_against_a_disconnected_peer_lets_other_tasks_run() {
     drop(gone);
     let m = Manager::builder(me)
         .peers([peer.clone()])
-        .secret("s")
+        .secret(SECRET)
         .listener(l)
         .start()
         .await
@@ -70,7 +65,7 @@ async fn an_expired_stream_deadline_fails_before_anything_is_sent() {
     let start = |l, me: &str| {
         Manager::builder(me)
             .peers(names.iter().cloned())
-            .secret("s")
+            .secret(SECRET)
             .config(config.clone())
             .listener(l)
             .start()

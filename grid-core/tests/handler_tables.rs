@@ -7,43 +7,22 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
 mod scripted;
 
-use std::net::TcpListener;
-use std::time::Duration;
-
 use bytes::Bytes;
+use common::{bound, quiet_config, WAIT};
 use futures::StreamExt;
 use grid_core::frame::{ErrorCode, ErrorRecord, Frame};
 use grid_core::table::HandlerTable;
 use grid_core::{
-    Config, Connection, Error, HandlerSpec, InFlight, Manager, RemoteError, StreamOptions,
-    Supported,
+    Connection, Error, HandlerSpec, InFlight, Manager, RemoteError, StreamOptions, Supported,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
 const ECHO: HandlerSpec = HandlerSpec::named("Tables.echo");
 const FEED: HandlerSpec = HandlerSpec::named("Tables.feed");
 const LATE: HandlerSpec = HandlerSpec::named("Tables.late");
 const MISSING: HandlerSpec = HandlerSpec::named("Tables.missing");
-
-/// Pings so rare that no test here sees one: the frame counters move only with the test's calls.
-fn config() -> Config {
-    Config {
-        ping_interval: Duration::from_secs(120),
-        idle_timeout: Duration::from_secs(360),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Config::default()
-    }
-}
-
-/// A loopback listener on port 0, kept, and the node name that points at it.
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
 
 fn register_echo(m: &Manager, spec: HandlerSpec) {
     m.register_unary(spec, |_, b| async move { Ok::<_, RemoteError>(b) })
@@ -71,11 +50,8 @@ async fn pair(not_ready: bool, register: impl Fn(&Manager)) -> (Manager, Manager
     let names = [a.clone(), b.clone()];
     let mut nodes = Vec::new();
     for (l, name) in [(la, &a), (lb, &b)] {
-        let builder = Manager::builder(name.as_str())
-            .peers(names.iter().cloned())
-            .secret("tables-secret")
-            .config(config())
-            .listener(l);
+        // Pings so rare that no test here sees one: the frame counters move only with the calls.
+        let builder = common::builder(l, name, &names, quiet_config());
         let builder = if not_ready {
             builder.start_not_ready()
         } else {

@@ -3,40 +3,18 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use grid_core::handshake::{dialer_of, HandshakeError, RejectCode};
-use grid_core::{Authenticator, CallOptions, Config, DialFailure, HandlerSpec, Keyring, Manager};
+use common::{dialer_and_acceptor, test_config, WAIT};
+use grid_core::{Authenticator, CallOptions, DialFailure, HandlerSpec, Keyring, Manager};
+use grid_core::{HandshakeError, RejectCode};
 
-const WAIT: Duration = Duration::from_secs(10);
 const ECHO: HandlerSpec = HandlerSpec::named("Id.echo");
-
-fn config() -> Config {
-    Config {
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(100),
-        ..Config::default()
-    }
-}
-
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
-
-/// Two bound listeners, ordered so that the first one's node dials the second's.
-fn dialer_and_acceptor() -> ((TcpListener, String), (TcpListener, String)) {
-    let (x, y) = (bound(), bound());
-    if dialer_of(&x.1, &y.1) == x.1 {
-        (x, y)
-    } else {
-        (y, x)
-    }
-}
 
 /// Proves with the keys it holds, and trusts every proof: a member that skips checking the
 /// node it dialed, as an impostor would.
@@ -78,7 +56,7 @@ async fn a_member_with_its_own_keys_cannot_take_another_members_name() {
         Manager::builder(me)
             .peers(names.iter().cloned())
             .authenticator(Arc::new(ring))
-            .config(config())
+            .config(test_config())
             .listener(l)
             .start()
     };
@@ -96,7 +74,7 @@ async fn a_member_with_its_own_keys_cannot_take_another_members_name() {
     let impostor = Manager::builder(a.as_str())
         .peers([b.clone()])
         .authenticator(Arc::new(Impostor(Keyring::derive(master, &c, &names))))
-        .config(config())
+        .config(test_config())
         .no_listener()
         .start()
         .await
@@ -146,7 +124,7 @@ async fn connect_with_skew(skew: Duration, ahead: bool) -> Result<(), DialFailur
     let ma = Manager::builder(a.as_str())
         .peers(names.iter().cloned())
         .secret("skew")
-        .config(config())
+        .config(test_config())
         .clock(clock)
         .listener(la)
         .start()
@@ -155,7 +133,7 @@ async fn connect_with_skew(skew: Duration, ahead: bool) -> Result<(), DialFailur
     let mb = Manager::builder(b.as_str())
         .peers(names.iter().cloned())
         .secret("skew")
-        .config(config())
+        .config(test_config())
         .listener(lb)
         .start()
         .await

@@ -3,45 +3,26 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{bound, test_config, SECRET, WAIT};
 use grid_core::{
-    CallOptions, CancelCause, CloseKind, Config, Connection, Error, HandlerSpec, LinkEvent,
-    LinkEvents, Manager, StreamOptions,
+    CallOptions, CancelCause, CloseKind, Connection, Error, HandlerSpec, LinkEvent, LinkEvents,
+    Manager, StreamOptions,
 };
 use tokio::sync::{mpsc, Notify, Semaphore};
 
-const WAIT: Duration = Duration::from_secs(10);
 const SLOW: HandlerSpec = HandlerSpec::named("Life.slow");
 const ECHO: HandlerSpec = HandlerSpec::named("Life.echo");
 const FEED: HandlerSpec = HandlerSpec::named("Life.feed");
 
-fn config() -> Config {
-    Config {
-        ping_interval: Duration::from_millis(200),
-        idle_timeout: Duration::from_secs(3),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Config::default()
-    }
-}
-
-/// A loopback listener on port 0, kept, and the node name that points at it.
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
-
 async fn node(listener: TcpListener, name: &str, peers: &[String]) -> Manager {
-    Manager::builder(name)
-        .peers(peers.iter().cloned())
-        .secret("lifecycle-secret")
-        .config(config())
-        .listener(listener)
+    common::builder(listener, name, peers, test_config())
         .start()
         .await
         .unwrap()
@@ -234,15 +215,15 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
     let (la, a_name) = bound();
     let b_name = (1..)
         .map(|i| format!("http://127.0.0.1:{}", 1000 + i))
-        .find(|b| grid_core::handshake::dialer_of(&a_name, b) == b.as_str())
+        .find(|b| grid_core::dialer_of(&a_name, b) == b.as_str())
         .unwrap();
     let names = [a_name.clone(), b_name.clone()];
     let a = node(la, &a_name, &names).await;
     let start_b = || async {
         let b = Manager::builder(b_name.clone())
             .peers(names.iter().cloned())
-            .secret("lifecycle-secret")
-            .config(config())
+            .secret(SECRET)
+            .config(test_config())
             .no_listener()
             .start()
             .await
@@ -348,18 +329,13 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_not_ready_refuses_peers_until_its_handlers_are_registered() {
     // `b` accepts `a` by the dial rule, and starts not ready.
-    let (x, y) = (bound(), bound());
-    let ((la, a), (lb, b)) = if grid_core::handshake::dialer_of(&x.1, &y.1) == x.1 {
-        (x, y)
-    } else {
-        (y, x)
-    };
+    let ((la, a), (lb, b)) = common::dialer_and_acceptor();
     let names = [a.clone(), b.clone()];
     let ma = node(la, &a, &names).await;
     let mb = Manager::builder(b.as_str())
         .peers(names.iter().cloned())
-        .secret("lifecycle-secret")
-        .config(config())
+        .secret(SECRET)
+        .config(test_config())
         .listener(lb)
         .start_not_ready()
         .start()
@@ -376,10 +352,9 @@ async fn a_node_not_ready_refuses_peers_until_its_handlers_are_registered() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     match refusal {
-        grid_core::DialFailure::Handshake(grid_core::handshake::HandshakeError::Rejected {
-            code,
-            ..
-        }) => assert_eq!(code, grid_core::handshake::RejectCode::NotReady),
+        grid_core::DialFailure::Handshake(grid_core::HandshakeError::Rejected { code, .. }) => {
+            assert_eq!(code, grid_core::RejectCode::NotReady)
+        }
         other => panic!("expected NotReady, got {other:?}"),
     }
     assert_eq!(to_b.state(), grid_core::ConnState::Disconnected);

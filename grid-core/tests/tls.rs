@@ -2,21 +2,22 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::io::Write;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{bound_as, test_config, SECRET, WAIT};
 use grid_core::{
     BoxedTransport, Config, DialFn, DialTarget, Error, HandlerSpec, Manager, RemoteError, TlsConfig,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 const ECHO: HandlerSpec = HandlerSpec::named("Tls.echo");
-
-/// A bounded wait that fails loudly.
-const WAIT: Duration = Duration::from_secs(10);
 
 // --- certificates ---------------------------------------------------------------------------
 
@@ -66,56 +67,45 @@ fn node_tls(signer: &Ca, trusted: &Ca, mutual: bool) -> TlsConfig {
 
 // --- nodes ----------------------------------------------------------------------------------
 
-fn test_config() -> Config {
-    Config {
-        ping_interval: Duration::from_millis(200),
-        idle_timeout: Duration::from_secs(3),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Config::default()
-    }
-}
-
-/// Free loopback ports (bound, read, released).
-fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+/// Two loopback listeners, kept, and node names of `schemes` pointing at them.
+fn bound_pair(schemes: [&str; 2]) -> (Vec<TcpListener>, Vec<String>) {
+    schemes.iter().map(|s| bound_as(s)).unzip()
 }
 
 async fn start(
+    listener: TcpListener,
     name: &str,
     peers: &[String],
     tls: Option<TlsConfig>,
     config: Config,
 ) -> Result<Manager, Error> {
-    let mut b = Manager::builder(name)
-        .peers(peers.iter().cloned())
-        .secret("test-secret")
-        .config(config);
+    let mut b = common::builder(listener, name, peers, config).start_not_ready();
     if let Some(t) = tls {
         b = b.tls(t);
     }
     let m = b.start().await?;
+    // Registered before the node takes peers: its handler table travels in the handshake, and
+    // nothing is sent on a link until a test calls.
     m.register_unary(ECHO, |_ctx, b| async move { Ok::<_, RemoteError>(b) })?;
+    m.set_ready();
     Ok(m)
 }
 
-/// Starts two nodes named `names`, with TLS settings `tls_a` and `tls_b`.
+/// Starts two nodes on `listeners`, named `names`, with TLS settings `tls_a` and `tls_b`.
 async fn pair(
-    names: &[String],
+    (listeners, names): (Vec<TcpListener>, Vec<String>),
     tls_a: TlsConfig,
     tls_b: TlsConfig,
     config: Config,
 ) -> (Manager, Manager) {
-    let a = start(&names[0], names, Some(tls_a), config.clone())
+    let mut listeners = listeners.into_iter();
+    let (la, lb) = (listeners.next().unwrap(), listeners.next().unwrap());
+    let a = start(la, &names[0], &names, Some(tls_a), config.clone())
         .await
         .unwrap();
-    let b = start(&names[1], names, Some(tls_b), config).await.unwrap();
+    let b = start(lb, &names[1], &names, Some(tls_b), config)
+        .await
+        .unwrap();
     (a, b)
 }
 
@@ -140,7 +130,9 @@ async fn echo_both_ways(a: &Manager, b: &Manager) {
 
 // --- captured logs --------------------------------------------------------------------------
 
-#[derive(Clone)]
+/// The log lines of one test: a `tracing` subscriber of its own, installed for the test's
+/// thread only ([`Logs::capture`]), so a line from another test can never satisfy a wait.
+#[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Logs {
@@ -153,38 +145,42 @@ impl Write for Logs {
     }
 }
 
-/// Every log line of this test binary so far (a global subscriber, installed once).
-fn logs() -> String {
-    static LOGS: OnceLock<Logs> = OnceLock::new();
-    let logs = LOGS.get_or_init(|| {
-        let logs = Logs(Arc::new(Mutex::new(Vec::new())));
+impl Logs {
+    /// Captures the warnings logged on this thread until the guard drops. Only a
+    /// current-thread runtime keeps every task of the test (the managers' included) on it.
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
         let writer = logs.clone();
-        tracing_subscriber::fmt()
+        let subscriber = tracing_subscriber::fmt()
             .with_writer(move || writer.clone())
             .with_ansi(false)
             .with_max_level(tracing::Level::WARN)
-            .init();
-        logs
-    });
-    String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned()
-}
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (logs, guard)
+    }
 
-/// Waits (bounded) until a log line holds every one of `needles`; fails loudly with the logs.
-async fn wait_for_log(needles: &[&str]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let all = logs();
-        if all
-            .lines()
-            .any(|line| needles.iter().all(|n| line.contains(n)))
-        {
-            return;
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (bounded) until a line holds every one of `needles`; fails loudly with the logs.
+    async fn wait_for(&self, needles: &[&str]) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let all = self.text();
+            if all
+                .lines()
+                .any(|line| needles.iter().all(|n| line.contains(n)))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no log line with {needles:?}; logs:\n{all}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no log line with {needles:?}; logs:\n{all}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -193,12 +189,8 @@ async fn wait_for_log(needles: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_nodes_call_each_other() {
     let ca = ca("grid test CA");
-    let names: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("https://127.0.0.1:{p}"))
-        .collect();
     let (a, b) = pair(
-        &names,
+        bound_pair(["https", "https"]),
         node_tls(&ca, &ca, false),
         node_tls(&ca, &ca, false),
         test_config(),
@@ -214,12 +206,8 @@ async fn https_nodes_call_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_nodes_call_each_other() {
     let ca = ca("grid test CA");
-    let names: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("https://127.0.0.1:{p}"))
-        .collect();
     let (a, b) = pair(
-        &names,
+        bound_pair(["https", "https"]),
         node_tls(&ca, &ca, true),
         node_tls(&ca, &ca, true),
         test_config(),
@@ -237,22 +225,24 @@ async fn mutual_tls_nodes_call_each_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_name_comes_from_the_peer_name() {
     let ca = ca("grid test CA");
-    let ports = free_ports(2);
-    let names: Vec<String> = ports
+    let (listeners, addrs): (Vec<TcpListener>, Vec<String>) = (0..2)
+        .map(|_| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap().to_string();
+            (l, addr)
+        })
+        .unzip();
+    let names: Vec<String> = listeners
         .iter()
-        .map(|p| format!("https://localhost:{p}"))
+        .map(|l| format!("https://localhost:{}", l.local_addr().unwrap().port()))
         .collect();
     let mut nodes = Vec::new();
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, listener)) in names.iter().zip(listeners).enumerate() {
         let (cert, key) = leaf(&ca, &["localhost"]);
         let tls = TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), ca.pem.as_bytes()).unwrap();
         let other = 1 - i;
-        let m = Manager::builder(name.clone())
-            .peers(names.clone())
-            .secret("test-secret")
-            .config(test_config())
-            .listen(format!("127.0.0.1:{}", ports[i]))
-            .peer_address(names[other].clone(), format!("127.0.0.1:{}", ports[other]))
+        let m = common::builder(listener, name, &names, test_config())
+            .peer_address(names[other].clone(), addrs[other].clone())
             .tls(tls)
             .start()
             .await
@@ -274,13 +264,10 @@ async fn server_name_comes_from_the_peer_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_runs_over_a_custom_dialer() {
     let ca = ca("grid test CA");
-    let names: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("https://127.0.0.1:{p}"))
-        .collect();
+    let (listeners, names) = bound_pair(["https", "https"]);
     let dials = Arc::new(AtomicUsize::new(0));
     let mut nodes = Vec::new();
-    for name in &names {
+    for (name, listener) in names.iter().zip(listeners) {
         let counter = dials.clone();
         let dialer: DialFn = Arc::new(move |target: DialTarget| {
             counter.fetch_add(1, Ordering::SeqCst);
@@ -289,10 +276,7 @@ async fn tls_runs_over_a_custom_dialer() {
                 Ok(Box::new(tcp) as BoxedTransport)
             })
         });
-        let m = Manager::builder(name.clone())
-            .peers(names.clone())
-            .secret("test-secret")
-            .config(test_config())
+        let m = common::builder(listener, name, &names, test_config())
             .dialer(dialer)
             .tls(node_tls(&ca, &ca, false))
             .start()
@@ -316,13 +300,8 @@ async fn tls_runs_over_a_custom_dialer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mixed_http_and_https_nodes() {
     let ca = ca("grid test CA");
-    let ports = free_ports(2);
-    let names = vec![
-        format!("http://127.0.0.1:{}", ports[0]),
-        format!("https://127.0.0.1:{}", ports[1]),
-    ];
     let (a, b) = pair(
-        &names,
+        bound_pair(["http", "https"]),
         node_tls(&ca, &ca, false),
         node_tls(&ca, &ca, false),
         test_config(),
@@ -338,10 +317,6 @@ async fn mixed_http_and_https_nodes() {
 /// Bytes the caller writes for one small unary call on a fresh two-node cluster.
 async fn request_bytes(scheme: &str, checksum: Option<bool>) -> u64 {
     let ca = ca("grid test CA");
-    let names: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("{scheme}://127.0.0.1:{p}"))
-        .collect();
     // No pings during the measurement.
     let config = Config {
         ping_interval: Duration::from_secs(60),
@@ -350,7 +325,7 @@ async fn request_bytes(scheme: &str, checksum: Option<bool>) -> u64 {
         ..test_config()
     };
     let (a, b) = pair(
-        &names,
+        bound_pair([scheme, scheme]),
         node_tls(&ca, &ca, false),
         node_tls(&ca, &ca, false),
         config,
@@ -359,8 +334,8 @@ async fn request_bytes(scheme: &str, checksum: Option<bool>) -> u64 {
     a.wait_for_peers(WAIT).await.unwrap();
     b.wait_for_peers(WAIT).await.unwrap();
     let conn = a.connection(b.name()).unwrap();
-    // Settle anything sent on connect.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Nothing else goes out on the link: both tables travelled in the handshake (`start`), and
+    // the first ping is a minute away. The assertion below fails loudly if that changes.
     let before = conn.stats();
     let resp = tokio::time::timeout(WAIT, conn.request(ECHO.id, Bytes::from_static(b"x")))
         .await
@@ -393,18 +368,16 @@ async fn checksums_are_off_on_tls_links() {
 }
 
 /// A node whose certificate is signed by another CA never connects, and both sides log why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///
+/// On one thread, so that the test's own subscriber sees every log line of its nodes.
+#[tokio::test(flavor = "current_thread")]
 async fn a_certificate_from_another_ca_is_refused() {
-    let _ = logs();
+    let (logs, _guard) = Logs::capture();
     let ca1 = ca("grid test CA");
     let ca2 = ca("some other CA");
-    let names: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("https://127.0.0.1:{p}"))
-        .collect();
     // The intruder trusts nothing but its own CA: whichever side dials rejects the other.
     let (a, b) = pair(
-        &names,
+        bound_pair(["https", "https"]),
         node_tls(&ca1, &ca1, false),
         node_tls(&ca2, &ca2, false),
         test_config(),
@@ -433,8 +406,10 @@ async fn a_certificate_from_another_ca_is_refused() {
         "{calls:?}"
     );
     // The dialer says the TLS handshake failed on the certificate; the acceptor refused it too.
-    wait_for_log(&["cannot connect", "TLS handshake failed", "UnknownIssuer"]).await;
-    wait_for_log(&["incoming connection refused", "TLS accept failed"]).await;
+    logs.wait_for(&["cannot connect", "TLS handshake failed", "UnknownIssuer"])
+        .await;
+    logs.wait_for(&["incoming connection refused", "TLS accept failed"])
+        .await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -446,12 +421,8 @@ async fn a_certificate_from_another_ca_is_refused() {
 async fn mutual_tls_refuses_a_client_from_another_ca() {
     let ca1 = ca("grid test CA");
     let ca2 = ca("some other CA");
-    let names: Vec<String> = free_ports(2)
-        .iter()
-        .map(|p| format!("https://127.0.0.1:{p}"))
-        .collect();
     let (a, b) = pair(
-        &names,
+        bound_pair(["https", "https"]),
         node_tls(&ca1, &ca1, true),
         node_tls(&ca2, &ca1, true),
         test_config(),
@@ -476,17 +447,30 @@ async fn mutual_tls_refuses_a_client_from_another_ca() {
 
 #[tokio::test]
 async fn https_names_without_tls_are_a_config_error() {
-    let ports = free_ports(2);
-    let https = format!("https://127.0.0.1:{}", ports[0]);
-    let http = format!("http://127.0.0.1:{}", ports[1]);
+    let (l_https, https) = bound_as("https");
+    let (l_http, http) = bound_as("http");
     // Local name https://.
-    let err = start(&https, std::slice::from_ref(&http), None, test_config()).await;
+    let err = start(
+        l_https,
+        &https,
+        std::slice::from_ref(&http),
+        None,
+        test_config(),
+    )
+    .await;
     assert!(
         matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
         "{err:?}"
     );
     // A peer's name https://.
-    let err = start(&http, std::slice::from_ref(&https), None, test_config()).await;
+    let err = start(
+        l_http,
+        &http,
+        std::slice::from_ref(&https),
+        None,
+        test_config(),
+    )
+    .await;
     assert!(
         matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
         "{err:?}"
@@ -496,9 +480,10 @@ async fn https_names_without_tls_are_a_config_error() {
 #[tokio::test]
 async fn a_bad_host_in_an_https_name_is_a_config_error() {
     let ca = ca("grid test CA");
-    let port = free_ports(1)[0];
+    let (listener, name) = bound_as("https");
     let err = start(
-        &format!("https://127.0.0.1:{port}"),
+        listener,
+        &name,
         &["https://bad_host!:1".to_owned()],
         Some(node_tls(&ca, &ca, false)),
         test_config(),
@@ -546,9 +531,7 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
     let name = |host: &str, l: &std::net::TcpListener| {
         format!("https://{host}:{}", l.local_addr().unwrap().port())
     };
-    while grid_core::handshake::dialer_of(&name("a.test", &la), &name("b.test", &lb))
-        != name("a.test", &la)
-    {
+    while grid_core::dialer_of(&name("a.test", &la), &name("b.test", &lb)) != name("a.test", &la) {
         (la, lb) = (bind(), bind());
     }
     let (a, b) = (name("a.test", &la), name("b.test", &lb));
@@ -559,7 +542,7 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
             .peers([a.clone(), b.clone()])
             .peer_address(&a, addr_a.clone())
             .peer_address(&b, addr_b.clone())
-            .secret("test-secret")
+            .secret(SECRET)
             .config(test_config())
             .tls(tls)
             .listener(l)
@@ -576,7 +559,7 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
     let impostor = Manager::builder(a.as_str())
         .peers([b.clone()])
         .peer_address(&b, addr_b.clone())
-        .secret("test-secret")
+        .secret(SECRET)
         .config(test_config())
         .tls(mutual("c.test"))
         .no_listener()
@@ -596,12 +579,12 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     match failure {
-        grid_core::DialFailure::Handshake(grid_core::handshake::HandshakeError::Rejected {
+        grid_core::DialFailure::Handshake(grid_core::HandshakeError::Rejected {
             code,
             reason,
             ..
         }) => {
-            assert_eq!(code, grid_core::handshake::RejectCode::BadProof);
+            assert_eq!(code, grid_core::RejectCode::BadProof);
             assert!(reason.contains("certificate"), "{reason}");
         }
         other => panic!("expected a rejection of the certificate, got {other:?}"),

@@ -41,7 +41,7 @@ fn check_trait_generics(cx: &Ctxt, service: &Service<'_>) {
 }
 
 /// Arguments come in order: an optional `&Context` first, the request, then an optional
-/// `Receiver`, then an optional `Sender` last; each stream end at most once.
+/// `RequestReceiver`, then an optional `ResponseSender` last; each stream end at most once.
 fn check_argument_order(cx: &Ctxt, m: &Method<'_>) {
     let n = m.args.len();
     let total_senders = m
@@ -73,10 +73,13 @@ fn check_argument_order(cx: &Ctxt, m: &Method<'_>) {
                 if senders > 1 {
                     cx.error_spanned_by(
                         a.original,
-                        "only one `grid::Sender` argument is allowed: a handler has one output stream",
+                        "only one `grid::ResponseSender` argument is allowed: a handler has one output stream",
                     );
                 } else if i + 1 != n && total_senders == 1 {
-                    cx.error_spanned_by(a.original, "`grid::Sender<T>` must be the last argument");
+                    cx.error_spanned_by(
+                        a.original,
+                        "`grid::ResponseSender<T>` must be the last argument",
+                    );
                 }
             }
             ArgKind::Receiver(_) => {
@@ -87,12 +90,12 @@ fn check_argument_order(cx: &Ctxt, m: &Method<'_>) {
                 if receivers > 1 {
                     cx.error_spanned_by(
                         a.original,
-                        "only one `grid::Receiver` argument is allowed: a handler has one input stream",
+                        "only one `grid::RequestReceiver` argument is allowed: a handler has one input stream",
                     );
                 } else if later_plain {
                     cx.error_spanned_by(
                         a.original,
-                        "`grid::Receiver<T>` must come after the request arguments (and before a `grid::Sender`)",
+                        "`grid::RequestReceiver<T>` must come after the request arguments (and before a `grid::ResponseSender`)",
                     );
                 }
             }
@@ -101,13 +104,13 @@ fn check_argument_order(cx: &Ctxt, m: &Method<'_>) {
     }
 }
 
-/// A handler with a `Sender` reports success as `Ok(())`: its items are its output.
+/// A handler with a `ResponseSender` reports success as `Ok(())`: its items are its output.
 fn check_stream_return(cx: &Ctxt, m: &Method<'_>) {
     let Some((ok, _)) = m.ret else { return };
     if matches!(m.shape(), Shape::ServerStream | Shape::TwoWay) && !is_unit(ok) {
         cx.error_spanned_by(
             ok,
-            "a handler with a `grid::Sender` returns `Result<(), E>`: send its output through the sender",
+            "a handler with a `grid::ResponseSender` returns `Result<(), E>`: send its output through the sender",
         );
     }
 }
@@ -132,7 +135,7 @@ fn check_options_fit_shape(cx: &Ctxt, m: &Method<'_>) {
         if m.receiver().is_none() {
             cx.syn_error(syn::Error::new(
                 c.span,
-                "`in_capacity` needs a `grid::Receiver<T>` argument",
+                "`in_capacity` needs a `grid::RequestReceiver<T>` argument",
             ));
         }
     }

@@ -220,7 +220,7 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         Shape::ServerStream => {
             let item = m.sender().expect("server stream has a sender");
             (
-                quote!(#p::Result<#p::ResponseStream<#item, #err>, #p::CallError<#err>>),
+                quote!(#p::Result<#p::ResponseReceiver<#item, #err>, #p::CallError<#err>>),
                 quote! {
                     let (_, stream) = #p::open::<_, (), #item, #err>(
                         &self.conn,
@@ -239,7 +239,7 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
             (
                 quote! {
                     #p::Result<
-                        (#p::RequestSink<#input>, #p::ResponseStream<#item, #err>),
+                        (#p::RequestSender<#input>, #p::ResponseReceiver<#item, #err>),
                         #p::CallError<#err>,
                     >
                 },
@@ -261,7 +261,7 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         Shape::ServerStream => "Opens the stream; its items arrive on the returned stream.",
         Shape::ClientStream => {
             "Opens the stream: send input on the sink, then drop or `finish` it and await \
-             `ResponseStream::response` for the handler's result."
+             `ResponseReceiver::response` for the handler's result."
         }
         Shape::TwoWay => "Opens the stream: send input on the sink, read output from the stream.",
     };
@@ -442,8 +442,8 @@ fn registration(
                 subroute,
                 move |#ctx_pat: #p::Context,
                       __grid_bytes: #p::Bytes,
-                      #input_pat: #p::Option<#p::HandlerInput>,
-                      __grid_output: #p::HandlerOutput| {
+                      #input_pat: #p::Option<#p::RawRequestReceiver>,
+                      __grid_output: #p::RawResponseSender| {
                     let __grid_svc = #p::Clone::clone(&__grid_svc);
                     async move {
                         #decode

@@ -6,6 +6,8 @@
 //! into tokens without validating anything. How a method reads (wire name, id, shape, which
 //! argument is what) comes from `grid_wire::syntax`, which grid-build shares.
 
+#![deny(rustdoc::broken_intra_doc_links)]
+
 mod ast;
 mod attr;
 mod check;

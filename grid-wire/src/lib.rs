@@ -16,6 +16,7 @@
 //!
 //! The crate has no dependency without `syntax`.
 
+#![deny(rustdoc::broken_intra_doc_links)]
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -58,9 +59,9 @@ pub fn default_wire_name(service: &str, method: &str) -> String {
 pub enum Shape {
     /// Request → response.
     Unary,
-    /// Request → stream of items (a `Sender<T>` argument).
+    /// Request → stream of items (a `ResponseSender<T>` argument).
     ServerStream,
-    /// Request + stream of inputs (a `Receiver<T>` argument) → response.
+    /// Request + stream of inputs (a `RequestReceiver<T>` argument) → response.
     ClientStream,
     /// Request + stream of inputs → stream of items (both).
     TwoWay,

@@ -182,9 +182,9 @@ fn value<T: syn::parse::Parse>(
 pub enum ArgKind<'a> {
     /// `&grid::Context` (any path ending in `Context`, behind a reference): not on the wire.
     Context,
-    /// `grid::Sender<T>`: the handler's output items, of type `T`.
+    /// `grid::ResponseSender<T>`: the handler's output items, of type `T`.
     Sender(&'a Type),
-    /// `grid::Receiver<T>`: the caller's input items, of type `T`.
+    /// `grid::RequestReceiver<T>`: the caller's input items, of type `T`.
     Receiver(&'a Type),
     /// A part of the request.
     Plain,
@@ -202,10 +202,10 @@ impl<'a> ArgKind<'a> {
             }
         }
         if let Some((name, inner)) = single_generic(ty) {
-            if name == "Sender" {
+            if name == "ResponseSender" {
                 return ArgKind::Sender(inner);
             }
-            if name == "Receiver" {
+            if name == "RequestReceiver" {
                 return ArgKind::Receiver(inner);
             }
         }
@@ -362,7 +362,7 @@ impl<'a> HandlerDecl<'a> {
         }
     }
 
-    /// The output item type (`Sender<T>`), if any.
+    /// The output item type (`ResponseSender<T>`), if any.
     pub fn sender(&self) -> Option<&'a Type> {
         self.args.iter().find_map(|a| match a.kind {
             ArgKind::Sender(t) => Some(t),
@@ -370,7 +370,7 @@ impl<'a> HandlerDecl<'a> {
         })
     }
 
-    /// The input item type (`Receiver<T>`), if any.
+    /// The input item type (`RequestReceiver<T>`), if any.
     pub fn receiver(&self) -> Option<&'a Type> {
         self.args.iter().find_map(|a| match a.kind {
             ArgKind::Receiver(t) => Some(t),
@@ -411,7 +411,7 @@ mod tests {
     fn arguments_are_told_apart_by_type() {
         let f = method(
             "async fn refresh(&self, ctx: &grid::Context, a: Vec<u8>, b: u32, \
-             input: grid::Receiver<Ping>, out: Sender<Pong>) -> Result<(), E>;",
+             input: grid::RequestReceiver<Ping>, out: ResponseSender<Pong>) -> Result<(), E>;",
         );
         let mut errors = Vec::new();
         let d = HandlerDecl::read("Locker", &f, &mut errors);

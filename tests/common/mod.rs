@@ -4,6 +4,9 @@
 //! released and bound again, which another process could take in between). A node's name is
 //! its identity only (`http://node0.test:7000`); where it listens is in an [`AddressBook`] that
 //! each node's dialer reads, filled as the nodes start.
+//!
+//! The bounded wait, the secret and the test configurations are grid-core's test module's
+//! (`grid-core/tests/common`), so both crates' tests run on one configuration.
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
@@ -15,23 +18,10 @@ use std::time::Duration;
 use grid::{BoxedTransport, Config, DialFn, DialTarget, Manager, ManagerBuilder};
 use tokio::sync::watch;
 
-/// A bounded wait that fails loudly.
-pub const WAIT: Duration = Duration::from_secs(10);
+#[path = "../../grid-core/tests/common/mod.rs"]
+mod shared;
 
-/// The cluster secret of every test node.
-pub const SECRET: &str = "test-secret";
-
-/// The configuration of every test node (tests that need another value change one field of
-/// it): short liveness and reconnect times so failures show quickly.
-pub fn test_config() -> Config {
-    Config {
-        ping_interval: Duration::from_millis(200),
-        idle_timeout: Duration::from_secs(3),
-        reconnect_min: Duration::from_millis(20),
-        reconnect_max: Duration::from_millis(200),
-        ..Config::default()
-    }
-}
+pub use shared::{test_config, SECRET, WAIT};
 
 /// `n` node names. They are identities, not addresses: see [`AddressBook`].
 pub fn names(n: usize) -> Vec<String> {

@@ -34,7 +34,11 @@ pub(crate) trait Catalog {
     async fn get(&self, req: Get) -> Result<Item, CatalogError>;
     /// New: streams every item whose key starts with `prefix`.
     #[grid(out_capacity = 8)]
-    async fn list(&self, prefix: String, out: grid::Sender<Item>) -> Result<(), CatalogError>;
+    async fn list(
+        &self,
+        prefix: String,
+        out: grid::ResponseSender<Item>,
+    ) -> Result<(), CatalogError>;
 }
 
 /// The new build's implementation: items `a` and `ab`, owned by `new`.
@@ -58,7 +62,11 @@ impl Catalog for Server {
         })
     }
 
-    async fn list(&self, prefix: String, mut out: grid::Sender<Item>) -> Result<(), CatalogError> {
+    async fn list(
+        &self,
+        prefix: String,
+        mut out: grid::ResponseSender<Item>,
+    ) -> Result<(), CatalogError> {
         for (key, size) in ITEMS.iter().filter(|(k, _)| k.starts_with(&prefix)) {
             let item = Item {
                 key: (*key).to_owned(),

@@ -6,8 +6,12 @@
 //! manager has one for all of them ([`Manager::events`](crate::Manager::events)). Both are
 //! broadcast channels: a watcher that falls behind by more than [`CAPACITY`] events is told how
 //! many it missed ([`LinkEvent::Missed`]) rather than slowing the link down.
+//!
+//! A link's own channel is made when its first watcher subscribes: a broadcast channel keeps all
+//! its slots from the start (about 20 KiB for [`CAPACITY`] events), and most links are never
+//! watched one by one. Events before the first watcher had nobody to reach anyway.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::broadcast;
 
@@ -80,7 +84,8 @@ impl LinkEvents {
 #[derive(Debug)]
 pub(crate) struct EventSink {
     pub(crate) peer: Arc<str>,
-    link: broadcast::Sender<LinkEvent>,
+    /// Made by the first [`subscribe`](Self::subscribe).
+    link: OnceLock<broadcast::Sender<LinkEvent>>,
     manager: broadcast::Sender<LinkEvent>,
 }
 
@@ -88,19 +93,22 @@ impl EventSink {
     pub(crate) fn new(peer: Arc<str>, manager: broadcast::Sender<LinkEvent>) -> EventSink {
         EventSink {
             peer,
-            link: broadcast::channel(CAPACITY).0,
+            link: OnceLock::new(),
             manager,
         }
     }
 
     pub(crate) fn emit(&self, event: LinkEvent) {
         // No watcher is not an error.
-        let _ = self.link.send(event.clone());
+        if let Some(link) = self.link.get() {
+            let _ = link.send(event.clone());
+        }
         let _ = self.manager.send(event);
     }
 
     pub(crate) fn subscribe(&self) -> LinkEvents {
-        LinkEvents(self.link.subscribe())
+        let link = self.link.get_or_init(|| broadcast::channel(CAPACITY).0);
+        LinkEvents(link.subscribe())
     }
 
     pub(crate) fn going_away(&self) {

@@ -44,7 +44,7 @@ use crate::frame::{Frame, Route};
 use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
-use crate::stream::{StreamReceiver, StreamSender};
+use crate::stream::{RequestSender, ResponseReceiver};
 use crate::table::Supported;
 
 pub use self::core::{
@@ -150,12 +150,87 @@ impl Default for StreamOptions {
 #[derive(Debug)]
 pub struct ClientStream {
     /// Input to the handler; `None` when the stream was opened without input.
-    pub sender: Option<StreamSender>,
+    pub sender: Option<RequestSender>,
     /// The handler's output.
-    pub receiver: StreamReceiver,
+    pub receiver: ResponseReceiver,
 }
 
 /// A cheap, clonable handle to the connection with one peer, optionally bound to a subroute.
+///
+/// Got from [`Manager::connection`](crate::Manager::connection); it outlives reconnects (a call
+/// goes out on whatever socket is live). A call while no socket is up fails at once with
+/// [`Error::NotConnected`] unless its options say to wait ([`CallOptions::wait_for_connect`]).
+///
+/// # Example
+///
+/// A unary call with a deadline, a call to a handler under a subroute, and a stream.
+///
+/// ```
+/// # use grid_core as grid;
+/// # use std::net::TcpListener;
+/// # async fn two_nodes(register: impl Fn(&grid::Manager)) -> Result<(grid::Manager, grid::Manager), Box<dyn std::error::Error>> {
+/// #     let listeners = [TcpListener::bind("127.0.0.1:0")?, TcpListener::bind("127.0.0.1:0")?];
+/// #     let names = [format!("http://{}", listeners[0].local_addr()?), format!("http://{}", listeners[1].local_addr()?)];
+/// #     let mut nodes = Vec::new();
+/// #     for (name, listener) in names.iter().zip(listeners) {
+/// #         let node = grid::Manager::builder(name.as_str()).peers(names.iter().cloned()).secret("docs").listener(listener).start().await?;
+/// #         register(&node);
+/// #         nodes.push(node);
+/// #     }
+/// #     let b = nodes.pop().ok_or("no node")?;
+/// #     Ok((nodes.pop().ok_or("no node")?, b))
+/// # }
+/// use std::time::Duration;
+///
+/// use grid::{Bytes, CallOptions, HandlerSpec, RemoteError, StreamOptions};
+///
+/// const ECHO: HandlerSpec = HandlerSpec::named("Docs.echo");
+/// const COUNT: HandlerSpec = HandlerSpec::named("Docs.count");
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // `b` serves ECHO, ECHO again under the subroute "disk1", and COUNT, a stream of
+/// // `payload[0]` one-byte messages.
+/// let (a, b) = two_nodes(|node| {
+///     node.register_unary(ECHO, |_ctx, p| async move { Ok::<_, RemoteError>(p) }).unwrap();
+///     node.register_unary_at(ECHO, Some("disk1"), |ctx, p| async move {
+///         let sub = ctx.subroute().unwrap_or_default().to_owned();
+///         Ok::<_, RemoteError>(Bytes::from([sub.as_bytes(), &p[..]].concat()))
+///     })
+///     .unwrap();
+///     node.register_stream(COUNT, |_ctx, p, _input, mut out| async move {
+///         for i in 0..p.first().copied().unwrap_or(0) {
+///             out.send(Bytes::from(vec![i])).await.map_err(|e| {
+///                 RemoteError::text(grid::ErrorCode::Cancelled, e.to_string())
+///             })?;
+///         }
+///         Ok(())
+///     })
+///     .unwrap();
+/// })
+/// .await?;
+///
+/// let conn = a.connection(b.name())?;
+/// conn.wait_for_connect(Duration::from_secs(10)).await?;
+///
+/// let opts = CallOptions { timeout: Some(Duration::from_secs(2)), ..CallOptions::default() };
+/// let reply = conn.call(ECHO.id, Bytes::from_static(b"hi"), opts).await?;
+/// assert_eq!(&reply[..], b"hi");
+///
+/// let disk1 = conn.subroute("disk1");
+/// assert_eq!(&disk1.request(ECHO.id, Bytes::from_static(b":hi")).await?[..], b"disk1:hi");
+///
+/// let mut stream = conn.open_stream(COUNT.id, Bytes::from_static(&[3]), StreamOptions::default()).await?;
+/// let mut got = Vec::new();
+/// while let Some(item) = stream.receiver.recv().await {
+///     got.push(item?[0]);
+/// }
+/// assert_eq!(got, [0, 1, 2]);
+/// # a.shutdown().await;
+/// # b.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Connection {
     pub(crate) inner: Arc<PeerConn>,
@@ -233,7 +308,7 @@ impl Connection {
     }
 
     /// Why the last dial or handshake this node made to the peer failed, if one did (the
-    /// dialing side only; see [`handshake::dialer_of`](crate::handshake::dialer_of)).
+    /// dialing side only; see [`dialer_of`](crate::dialer_of)).
     pub fn last_dial_failure(&self) -> Option<DialFailure> {
         self.inner.last_dial_failure.lock().clone()
     }
@@ -554,8 +629,8 @@ impl Connection {
         }
         let sender = params
             .input
-            .then(|| StreamSender::new(session.clone(), shared.clone()));
-        let receiver = StreamReceiver::new(session, shared, handler, self.subroute_str());
+            .then(|| RequestSender::new(session.clone(), shared.clone()));
+        let receiver = ResponseReceiver::new(session, shared, handler, self.subroute_str());
         Ok(ClientStream { sender, receiver })
     }
 

@@ -11,16 +11,19 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use futures::FutureExt;
 use tracing::warn;
 
 use super::core::{CallKey, Start, StartKind};
 use super::session::Session;
+use super::slot::Shared;
 use crate::cancel::CancelSignal;
+use crate::error::RemoteError;
 use crate::frame::{ErrorCode, ErrorRecord, Route};
 use crate::handler::{panic_record, Context, Registered, Registry};
-use crate::mux::CancelCause;
-use crate::stream::{HandlerInput, HandlerOutput};
+use crate::mux::{CancelCause, StreamCallee};
+use crate::stream::{RequestReceiver, ResponseSender};
 
 /// How long a cancelled handler keeps running so it can observe
 /// [`Context::cancelled`] and clean up; after that its future is dropped (a handler that ignores
@@ -89,7 +92,7 @@ pub(crate) fn spawn(
                     r = &mut run => r,
                     cause = cancel.cancelled() => {
                         machine.abort(cause);
-                        return cancel_grace(run, guard).await;
+                        return cancel_grace(run, guard).boxed().await;
                     }
                     () = sleep => {
                         cancel.cancel(CancelCause::Deadline);
@@ -98,7 +101,7 @@ pub(crate) fn spawn(
                                 guard.session.send_control(&f);
                             }
                         }
-                        return cancel_grace(run, guard).await;
+                        return cancel_grace(run, guard).boxed().await;
                     }
                 };
                 let session = &guard.session;
@@ -131,39 +134,59 @@ pub(crate) fn spawn(
             });
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
-            let input = input.then(|| HandlerInput::new(session.clone(), shared.clone()));
-            let output = HandlerOutput::new(session.clone(), shared.clone(), cancel.clone());
-            tokio::spawn(async move {
-                let run =
-                    AssertUnwindSafe(async move { handler(ctx, payload, input, output).await })
-                        .catch_unwind();
-                let mut run = std::pin::pin!(run);
-                let result = tokio::select! {
-                    biased;
-                    r = &mut run => r,
-                    _ = cancel.cancelled() => return cancel_grace(run, guard).await,
-                };
-                let result = match result {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(e.into_record()),
-                    Err(panic) => Err(panic_record(panic)),
-                };
-                // The end travels in the data lane, behind the messages the handler sent.
-                let session = &guard.session;
-                if session.data_room().await.is_ok() {
-                    let mut slot = shared.lock();
-                    if let Some(end) = slot.machine.finish(result) {
-                        let _ = session.push_data_now(&end);
-                    }
-                    slot.wake();
-                }
-                drop(guard);
-            });
+            let input = input.then(|| RequestReceiver::new(session.clone(), shared.clone()));
+            let output = ResponseSender::new(session.clone(), shared.clone(), cancel.clone());
+            // Called here, not inside the task: the task then holds the handler's boxed
+            // future only, not its arguments as well (they would stay in the task's future for
+            // the stream's whole life). A closure that panics before it returns its future is
+            // caught here, as one that panics while running is caught in the task.
+            let started =
+                std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, input, output)));
+            tokio::spawn(run_stream(started, cancel, shared, guard));
         }
         // The registry answered for the kind the frame asked for (`Router::route`), so a
         // mismatch cannot happen; if it ever did, the guard still releases the slot.
         (_, _) => refuse_mismatch(&route, guard),
     }
+}
+
+/// A stream handler's future, or the panic of the closure that was to return it.
+type Started = std::thread::Result<BoxFuture<'static, Result<(), RemoteError>>>;
+
+/// The task of a stream handler: runs it, then sends its end behind its messages. An idle
+/// stream's memory is mostly this task, so its future is kept small: nothing in it is held twice.
+async fn run_stream(
+    started: Started,
+    cancel: CancelSignal,
+    shared: Shared<StreamCallee>,
+    guard: SlotGuard,
+) {
+    let result = match started {
+        Ok(run) => {
+            let mut run = AssertUnwindSafe(run).catch_unwind();
+            tokio::select! {
+                biased;
+                r = &mut run => r,
+                _ = cancel.cancelled() => return cancel_grace(run, guard).boxed().await,
+            }
+        }
+        Err(panic) => Err(panic),
+    };
+    let result = match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into_record()),
+        Err(panic) => Err(panic_record(panic)),
+    };
+    // The end travels in the data lane, behind the messages the handler sent.
+    let session = &guard.session;
+    if session.data_room().await.is_ok() {
+        let mut slot = shared.lock();
+        if let Some(end) = slot.machine.finish(result) {
+            let _ = session.push_data_now(&end);
+        }
+        slot.wake();
+    }
+    drop(guard);
 }
 
 fn refuse_mismatch(route: &Route, guard: SlotGuard) {
@@ -172,6 +195,10 @@ fn refuse_mismatch(route: &Route, guard: SlotGuard) {
 
 /// Polls a cancelled handler for at most [`CANCEL_GRACE`], then drops it; the slot goes with the
 /// guard, after the grace. Its result is discarded: the call is already over for the caller.
+///
+/// Callers box this future: its timer would otherwise be part of every call's task for the
+/// whole life of the call (an idle stream's task is most of its memory), and only a cancelled
+/// call needs it.
 async fn cancel_grace<F: Future>(run: F, guard: SlotGuard) {
     let _ = tokio::time::timeout(CANCEL_GRACE, run).await;
     drop(guard);

@@ -80,7 +80,7 @@ pub type Payload = Option<Bytes>;
 pub enum Op {
     /// Unary call: caller → callee.
     Request = 1,
-    /// Unary reply: callee → caller (success, or an error record with [`flags::ERROR`]).
+    /// Unary reply: callee → caller (success, or an error record with the `ERROR` flag).
     Response = 2,
     /// Open a stream: caller → callee, carries both capacities, both byte windows and the
     /// deadline.
@@ -91,7 +91,7 @@ pub enum Op {
     Data = 5,
     /// Grant send credits (messages and bytes) on a stream, either direction.
     Credit = 6,
-    /// End of one direction of a stream (with an error record when [`flags::ERROR`] is set).
+    /// End of one direction of a stream (with an error record when the `ERROR` flag is set).
     End = 7,
     /// The mux could not be served or was aborted by the transport: callee → caller.
     Error = 8,
@@ -114,7 +114,7 @@ pub enum Op {
     /// Handshake: either side refuses, with a reason.
     Reject = 17,
     /// Routes the sender serves, added to what it announced (a handler-table message,
-    /// `PROTOCOL.md` section 9; see [`crate::table`]). Connection level, either side.
+    /// `PROTOCOL.md` section 9; see the `table` module). Connection level, either side.
     Handlers = 18,
     /// The next bytes of one large frame sent in parts (`PROTOCOL.md` section 10), on the mux
     /// that frame belongs to. Only to a peer that agreed to chunks in the handshake.
@@ -160,7 +160,7 @@ impl Op {
         })
     }
 
-    /// True for the handshake ops (`Hello` ..= `Reject`), the only ops a [`Frame::Handshake`]
+    /// True for the handshake ops (`Hello` ..= `Reject`), the only ops a `Frame::Handshake`
     /// carries.
     pub const fn is_handshake(self) -> bool {
         matches!(

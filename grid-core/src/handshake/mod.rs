@@ -29,7 +29,7 @@
 //! is useless on any other: replaying a `Confirm` fails against a new acceptor nonce, replaying a
 //! `Welcome` fails against a new dialer nonce. The transcripts contain the exact bytes received,
 //! never a re-encoding, so a newer peer can add record fields without breaking an older peer's
-//! proof check. The shared secret itself never crosses the wire (see [`crate::auth`]).
+//! proof check. The shared secret itself never crosses the wire (see [`HmacAuth`](crate::HmacAuth)).
 //!
 //! **What it does not do:** it authenticates the two ends, not the frames that follow. On a link
 //! without TLS, an attacker who can rewrite traffic can still take over a connection after the

@@ -148,7 +148,7 @@ pub enum RejectCode {
     /// The dialer called a name that is not the acceptor's (or the dialer reached a node other
     /// than the one it meant to call).
     WrongTarget,
-    /// This pair of nodes must be dialed by the other side (see [`super::dialer_of`]).
+    /// This pair of nodes must be dialed by the other side (see [`dialer_of`](crate::dialer_of)).
     WrongDirection,
     /// The two wall clocks differ by more than the allowed skew.
     ClockSkew,

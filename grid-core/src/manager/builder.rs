@@ -120,7 +120,7 @@ impl ManagerBuilder {
 
     /// Sets the TLS configuration, required when the local name or any peer's is `https://`.
     /// The listener serves TLS when the local name is `https://`; peers whose names are
-    /// `https://` are dialed over TLS, whatever the local name. See [`crate::tls`].
+    /// `https://` are dialed over TLS, whatever the local name. See [`TlsConfig`].
     pub fn tls(mut self, tls: TlsConfig) -> ManagerBuilder {
         self.tls = Some(tls);
         self

@@ -49,15 +49,20 @@ pub(super) fn millis_since_epoch(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// The WebSocket read buffer of an authenticated link.
+const READ_BUFFER: usize = 16 << 10;
+
 pub(crate) fn ws_config(config: &Config) -> WebSocketConfig {
     let limits = config.limits();
     // tungstenite's default 128 KiB read buffer is zero-filled on the first read, so it is
-    // resident for every idle connection; 32 KiB (MinIO's size) keeps an idle link cheap and
-    // still takes a whole batch of small frames per read.
+    // resident for every idle connection. 16 KiB keeps an idle link cheap; a larger buffer
+    // gained nothing measurable on streams (BENCHMARKS.md, issue 11: 32 KiB against 16 KiB),
+    // because a big batch is read in several calls either way and the reader hands whole
+    // messages on; 8 KiB began to cost stream throughput.
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_batch))
         .max_frame_size(Some(limits.max_batch))
-        .read_buffer_size(32 << 10)
+        .read_buffer_size(READ_BUFFER)
 }
 
 /// Whether this side asks for frame checksums on a link; `tls_link` is true when the accepting

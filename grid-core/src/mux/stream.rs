@@ -101,7 +101,8 @@ pub struct StreamCaller {
     liveness_timeout: Duration,
     last_heard: Instant,
     nonce: u64,
-    failure: Option<MuxError>,
+    /// Boxed: it comes at most once, and an idle stream should stay small.
+    failure: Option<Box<MuxError>>,
     outbox: VecDeque<Frame>,
 }
 
@@ -279,14 +280,14 @@ impl StreamCaller {
 
     fn fail(&mut self, err: MuxError) {
         if self.failure.is_none() {
-            self.failure = Some(err);
+            self.failure = Some(Box::new(err));
         }
         self.send.close();
     }
 
     /// Takes the next message or the end; may queue a `Credit` frame for the callee.
     pub fn poll_recv(&mut self) -> RecvItem {
-        if let Some(MuxError::Cancelled) = self.failure {
+        if matches!(self.failure.as_deref(), Some(MuxError::Cancelled)) {
             return RecvItem::End(Err(MuxError::Cancelled));
         }
         let before = self.outbox.len();
@@ -307,7 +308,7 @@ impl StreamCaller {
     /// Moves the next chunk of messages (at most half of either window) into `out`, counting the
     /// chunk taken before as consumed; or the end. May queue a `Credit` frame for the callee.
     pub fn poll_recv_chunk(&mut self, out: &mut VecDeque<Payload>) -> RecvChunk {
-        if let Some(MuxError::Cancelled) = self.failure {
+        if matches!(self.failure.as_deref(), Some(MuxError::Cancelled)) {
             return RecvChunk::End(Err(MuxError::Cancelled));
         }
         let before = self.outbox.len();
@@ -326,7 +327,7 @@ impl StreamCaller {
 
     /// How the output ended, once every message before the end was taken.
     fn end_of_output(&self) -> Option<Result<(), MuxError>> {
-        match (self.recv.end_if_drained(), &self.failure) {
+        match (self.recv.end_if_drained(), self.failure.as_deref()) {
             (Some(Ended::Clean), _) => Some(Ok(())),
             (Some(Ended::Error(rec)), _) => Some(Err(MuxError::Remote(rec.clone()))),
             (None, Some(err)) => Some(Err(err.clone())),

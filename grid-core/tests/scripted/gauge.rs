@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use grid_core::{Config, Context, HandlerInput, HandlerOutput, HandlerSpec, Manager, RemoteError};
+use grid_core::{
+    Config, Context, HandlerSpec, Manager, RemoteError, RequestReceiver, ResponseSender,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -180,7 +182,10 @@ pub fn register_blocking_stream(node: &Manager, spec: HandlerSpec, gauge: &Arc<G
     let gauge = gauge.clone();
     node.register_stream(
         spec,
-        move |ctx: Context, _init: Bytes, input: Option<HandlerInput>, output: HandlerOutput| {
+        move |ctx: Context,
+              _init: Bytes,
+              input: Option<RequestReceiver>,
+              output: ResponseSender| {
             let gauge = gauge.clone();
             async move {
                 let _running = gauge.enter();

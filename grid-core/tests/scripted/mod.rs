@@ -30,8 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use grid_core::dialer_of;
 use grid_core::frame::{CancelReason, Frame, Route};
-use grid_core::handshake::{dialer_of, Features};
+use grid_core::handshake::Features;
 use grid_core::{
     BoxedTransport, Config, ConnState, DialFn, HandlerSpec, Manager, MuxId, RemoteError,
 };

@@ -8,6 +8,6 @@ pub struct Oops;
 #[grid::handler]
 pub trait Svc {
     #[grid(in_capacity = 4)]
-    async fn get(&self, req: Req, out: grid::Sender<Req>) -> Result<(), Oops>;
+    async fn get(&self, req: Req, out: grid::ResponseSender<Req>) -> Result<(), Oops>;
 }
 fn main() {}

@@ -7,6 +7,6 @@ pub struct Oops;
 
 #[grid::handler]
 pub trait Svc {
-    async fn get(&self, input: grid::Receiver<Req>, req: Req) -> Result<Req, Oops>;
+    async fn get(&self, input: grid::RequestReceiver<Req>, req: Req) -> Result<Req, Oops>;
 }
 fn main() {}

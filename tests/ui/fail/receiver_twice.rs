@@ -7,6 +7,6 @@ pub struct Oops;
 
 #[grid::handler]
 pub trait Svc {
-    async fn get(&self, a: grid::Receiver<Req>, b: grid::Receiver<Req>) -> Result<Req, Oops>;
+    async fn get(&self, a: grid::RequestReceiver<Req>, b: grid::RequestReceiver<Req>) -> Result<Req, Oops>;
 }
 fn main() {}

@@ -7,6 +7,6 @@ pub struct Oops;
 
 #[grid::handler]
 pub trait Svc {
-    async fn get(&self, out: grid::Sender<Req>, req: Req) -> Result<(), Oops>;
+    async fn get(&self, out: grid::ResponseSender<Req>, req: Req) -> Result<(), Oops>;
 }
 fn main() {}

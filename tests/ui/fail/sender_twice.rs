@@ -7,6 +7,6 @@ pub struct Oops;
 
 #[grid::handler]
 pub trait Svc {
-    async fn get(&self, req: Req, a: grid::Sender<Req>, b: grid::Sender<Req>) -> Result<(), Oops>;
+    async fn get(&self, req: Req, a: grid::ResponseSender<Req>, b: grid::ResponseSender<Req>) -> Result<(), Oops>;
 }
 fn main() {}

@@ -7,6 +7,6 @@ pub struct Oops;
 
 #[grid::handler]
 pub trait Svc {
-    async fn get(&self, req: Req, out: grid::Sender<Req>) -> Result<Req, Oops>;
+    async fn get(&self, req: Req, out: grid::ResponseSender<Req>) -> Result<Req, Oops>;
 }
 fn main() {}

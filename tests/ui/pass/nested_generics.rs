@@ -13,7 +13,7 @@ pub trait Svc {
     async fn items(
         &self,
         q: Vec<Vec<u8>>,
-        out: grid::Sender<Option<Vec<String>>>,
+        out: grid::ResponseSender<Option<Vec<String>>>,
     ) -> Result<(), String>;
 }
 

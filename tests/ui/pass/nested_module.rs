@@ -16,12 +16,12 @@ mod api {
     #[grid::handler]
     pub trait Math {
         async fn double(&self, args: Args) -> Result<u32, Failure>;
-        async fn sum(&self, input: grid::Receiver<u32>) -> Result<u32, Failure>;
+        async fn sum(&self, input: grid::RequestReceiver<u32>) -> Result<u32, Failure>;
         async fn chat(
             &self,
             ctx: &grid::Context,
-            input: grid::Receiver<String>,
-            out: grid::Sender<String>,
+            input: grid::RequestReceiver<String>,
+            out: grid::ResponseSender<String>,
         ) -> Result<(), Failure>;
     }
 }
@@ -35,14 +35,14 @@ mod server {
         async fn double(&self, args: Args) -> Result<u32, Failure> {
             args.n.checked_mul(2).ok_or(Failure::TooBig)
         }
-        async fn sum(&self, _input: grid::Receiver<u32>) -> Result<u32, Failure> {
+        async fn sum(&self, _input: grid::RequestReceiver<u32>) -> Result<u32, Failure> {
             Ok(0)
         }
         async fn chat(
             &self,
             _ctx: &grid::Context,
-            _input: grid::Receiver<String>,
-            _out: grid::Sender<String>,
+            _input: grid::RequestReceiver<String>,
+            _out: grid::ResponseSender<String>,
         ) -> Result<(), Failure> {
             Ok(())
         }

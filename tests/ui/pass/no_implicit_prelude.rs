@@ -12,10 +12,10 @@ pub trait Svc {
     async fn items(
         &self,
         x: u32,
-        input: ::grid::Receiver<u32>,
-        out: ::grid::Sender<u32>,
+        input: ::grid::RequestReceiver<u32>,
+        out: ::grid::ResponseSender<u32>,
     ) -> ::std::result::Result<(), ()>;
-    async fn total(&self, input: ::grid::Receiver<u32>) -> ::std::result::Result<u32, ()>;
+    async fn total(&self, input: ::grid::RequestReceiver<u32>) -> ::std::result::Result<u32, ()>;
 }
 
 fn main() {}

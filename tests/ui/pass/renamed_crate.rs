@@ -14,8 +14,8 @@ pub trait Svc {
     ) -> ::std::result::Result<u32, ::std::string::String>;
     async fn items(
         &self,
-        input: renamed::Receiver<u32>,
-        out: renamed::Sender<u32>,
+        input: renamed::RequestReceiver<u32>,
+        out: renamed::ResponseSender<u32>,
     ) -> ::std::result::Result<(), ()>;
 }
 

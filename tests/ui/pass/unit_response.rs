@@ -3,7 +3,7 @@
 #[grid::handler]
 pub trait Svc {
     async fn ping(&self) -> Result<(), ()>;
-    async fn ticks(&self, out: grid::Sender<()>) -> Result<(), ()>;
+    async fn ticks(&self, out: grid::ResponseSender<()>) -> Result<(), ()>;
 }
 
 struct Impl;
@@ -12,7 +12,7 @@ impl Svc for Impl {
     async fn ping(&self) -> Result<(), ()> {
         Ok(())
     }
-    async fn ticks(&self, mut out: grid::Sender<()>) -> Result<(), ()> {
+    async fn ticks(&self, mut out: grid::ResponseSender<()>) -> Result<(), ()> {
         out.send(()).await.map_err(|_| ())
     }
 }
