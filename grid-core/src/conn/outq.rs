@@ -701,10 +701,14 @@ impl OutQueue {
             let taken = lanes.taken;
             let mut window = PARTS_IN_FLIGHT - lanes.in_flight;
             let Lanes { bulk, .. } = &mut *lanes;
+            // A batch of parts is at most half the window: acks come back while the other half
+            // is written, and a small frame waits for one short write, not a whole window.
             let sent = bulk.fill(
                 &mut batch.buf,
                 &mut batch.frames,
-                max_bytes.saturating_add(BATCH_HEADER_LEN),
+                max_bytes
+                    .min(PARTS_IN_FLIGHT / 2)
+                    .saturating_add(BATCH_HEADER_LEN),
                 self.chunk,
                 taken,
                 &mut window,
