@@ -385,6 +385,7 @@ async fn a_request_in_parts_not_yet_sent_is_taken_back_whole() {
             subroute: None,
         },
         deadline_ms: 0,
+        metadata: crate::frame::Metadata::new(),
         payload: Some(b(5000)),
     };
     q.push_tagged(encoded(&req), 7, Bound::None).expect("open");

@@ -32,8 +32,8 @@ use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
 use crate::config::Config;
-use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload, Route};
-use crate::handshake::{Features, PeerInfo};
+use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Payload, Route};
+use crate::handshake::Features;
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
@@ -49,6 +49,17 @@ pub(crate) struct Shell;
 impl Handles for Shell {
     type Reply = oneshot::Sender<Result<Payload, MuxError>>;
     type Cancel = CancelSignal;
+}
+
+/// What the peer's handshake said it accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerLimits {
+    /// Its payload limit.
+    pub(crate) max_payload: u64,
+    /// Its metadata limits; `None` from a peer that takes no metadata.
+    pub(crate) metadata: Option<MetadataLimits>,
+    /// The optional features the handshake agreed (chunks, compression).
+    pub(crate) features: Features,
 }
 
 /// Why a call this side starts was not registered.
@@ -70,6 +81,9 @@ pub(crate) struct Session {
     /// Requests and responses with a payload of at least this many bytes go compressed (0:
     /// never; the peer did not agree).
     compress_at: usize,
+    /// The metadata a call to the peer may carry (the smaller of both sides' limits), or `None`
+    /// when the peer announced no metadata limits: it cannot take any.
+    metadata: Option<MetadataLimits>,
     pub(crate) config: Arc<Config>,
     out: OutQueue,
     pub(crate) stats: Arc<ConnStats>,
@@ -89,18 +103,21 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// A session for the socket whose handshake agreed `agreed` (checksum, features, the
-    /// peer's payload limit).
+    /// A session for the socket whose handshake agreed `checksum` and `limits`.
     pub(crate) fn new(
         peer: Arc<str>,
         role: Role,
-        agreed: &PeerInfo,
+        checksum: bool,
         config: Arc<Config>,
         stats: Arc<ConnStats>,
         events: Arc<EventSink>,
+        limits: PeerLimits,
     ) -> Arc<Session> {
-        let (checksum, peer_max_payload, features) =
-            (agreed.checksum, agreed.max_payload, agreed.features);
+        let PeerLimits {
+            max_payload: peer_max_payload,
+            metadata: peer_metadata,
+            features,
+        } = limits;
         // Sending more than the peer accepts would make it drop the whole connection.
         let max_payload = usize::try_from(peer_max_payload)
             .unwrap_or(usize::MAX)
@@ -114,6 +131,7 @@ impl Session {
             max_incoming_calls: config.max_incoming_calls,
             max_stream_capacity: config.max_stream_capacity,
             stream_liveness_timeout: config.stream_liveness_timeout,
+            metadata: config.metadata_limits(),
             max_payload: config.max_payload,
             chunks,
             compression: features.contains(Features::LZ4),
@@ -129,12 +147,16 @@ impl Session {
         } else {
             0
         };
+        // What a call may carry on this link: what both sides accept; nothing to a peer that
+        // announced no metadata (an older node would close the link on the flag).
+        let metadata = peer_metadata.map(|p| p.min(config.metadata_limits()));
         Arc::new(Session {
             id: fastrand::u32(..),
             peer,
             checksum,
             max_payload,
             compress_at,
+            metadata,
             out: OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
@@ -306,6 +328,11 @@ impl Session {
         self.out.recycle(buf);
     }
 
+    /// True while the data lane is at its byte bound: a sender would wait for room.
+    pub(crate) fn data_lane_full(&self) -> bool {
+        self.out.is_full()
+    }
+
     /// Waits until the data lane has room (or the session closed).
     ///
     /// # Cancel safety
@@ -437,6 +464,11 @@ impl Session {
         if !self.out.retract(cancel.mux().0) {
             self.send_control(cancel);
         }
+    }
+
+    /// The metadata a call on this link may carry; `None` when the peer takes none.
+    pub(crate) fn metadata_limits(&self) -> Option<MetadataLimits> {
+        self.metadata
     }
 
     /// The largest payload this link carries: the smaller of our limit and the peer's.

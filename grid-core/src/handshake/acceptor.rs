@@ -15,13 +15,14 @@ use bytes::Bytes;
 
 use super::error::{expect_frame, Rejection};
 use super::records::{
-    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord, NameProbe,
-    ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG, WELCOME_TAG,
+    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord,
+    MetadataRecord, NameProbe, ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody,
+    CONFIRM_TAG, WELCOME_TAG,
 };
 use super::Features;
 use super::{abs_diff_ms, offset_ms, should_dial, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
-use crate::frame::{Frame, Op, PROTOCOL_VERSION};
+use crate::frame::{Frame, MetadataLimits, Op, PROTOCOL_VERSION};
 use crate::table::HandlerTable;
 
 /// What the acceptor puts in its `Welcome`, and what it accepts.
@@ -51,6 +52,8 @@ pub struct AcceptorHandshake {
     handlers: Option<Bytes>,
     /// The optional features this node takes up when the dialer offers them.
     features: Features,
+    /// The metadata limits to announce in the `Ready`, if any.
+    metadata: Option<MetadataLimits>,
 }
 
 impl AcceptorHandshake {
@@ -60,6 +63,7 @@ impl AcceptorHandshake {
             params,
             handlers: None,
             features: Features::NONE,
+            metadata: None,
         }
     }
 
@@ -68,6 +72,14 @@ impl AcceptorHandshake {
     /// a node of the version before features did.
     pub fn offer(mut self, features: Features) -> AcceptorHandshake {
         self.features = features;
+        self
+    }
+
+
+    /// Announces the call metadata this node accepts in the `Ready`. Without it the acceptor
+    /// looks like a node of a version without metadata: the dialer sends it none.
+    pub fn accept_metadata(mut self, limits: MetadataLimits) -> AcceptorHandshake {
+        self.metadata = Some(limits);
         self
     }
 
@@ -98,7 +110,8 @@ impl AcceptorHandshake {
         is_known_peer: &dyn Fn(&str) -> bool,
         auth: &dyn Authenticator,
     ) -> Result<(Frame, AcceptorAwaitConfirm), Rejection> {
-        let (p, handlers, offered) = (self.params, self.handlers, self.features);
+        let (p, handlers, offered, metadata) =
+            (self.params, self.handlers, self.features, self.metadata);
         let hello = expect_frame(frame, Op::Hello, "")?;
         let malformed = |peer: &str, detail| Rejection::malformed(peer, Op::Hello, detail);
         let probe: VersionProbe = decode("Hello", &hello).map_err(|d| malformed("", d))?;
@@ -173,6 +186,7 @@ impl AcceptorHandshake {
             hello,
             welcome,
             handlers,
+            metadata,
             peer: PeerInfo {
                 name: record.from,
                 instance: record.instance,
@@ -181,6 +195,7 @@ impl AcceptorHandshake {
                 max_payload: record.max_payload,
                 handlers: None,
                 features,
+                metadata: None,
             },
         };
         Ok((frame, next))
@@ -196,6 +211,8 @@ pub struct AcceptorAwaitConfirm {
     welcome: Bytes,
     /// This node's handler table message, for the `Ready`.
     handlers: Option<Bytes>,
+    /// This node's metadata limits, for the `Ready`.
+    metadata: Option<MetadataLimits>,
     peer: PeerInfo,
 }
 
@@ -248,9 +265,11 @@ impl AcceptorAwaitConfirm {
             Op::Ready,
             encode(&ReadyRecord {
                 handlers: self.handlers.map(|t| t.to_vec()),
+                metadata: self.metadata.map(MetadataRecord::of),
             }),
         );
         self.peer.handlers = handlers;
+        self.peer.metadata = body.metadata.map(MetadataRecord::limits);
         Ok((ready, self.peer))
     }
 }

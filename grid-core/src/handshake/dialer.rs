@@ -11,13 +11,14 @@ use bytes::Bytes;
 
 use super::error::{expect_frame, Rejection};
 use super::records::{
-    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord, ReadyRecord,
-    RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG, WELCOME_TAG,
+    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord,
+    MetadataRecord, ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG,
+    WELCOME_TAG,
 };
 use super::Features;
 use super::{abs_diff_ms, offset_ms, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
-use crate::frame::{Frame, Op, PROTOCOL_VERSION};
+use crate::frame::{Frame, MetadataLimits, Op, PROTOCOL_VERSION};
 use crate::table::HandlerTable;
 
 /// What the dialer puts in its `Hello`, and what it accepts back.
@@ -57,6 +58,8 @@ pub struct DialerHandshake {
     handlers: Option<Bytes>,
     /// The features the `Hello` offered.
     offered: Features,
+    /// The metadata limits to announce in the `Confirm`, if any.
+    metadata: Option<MetadataLimits>,
 }
 
 impl DialerHandshake {
@@ -94,6 +97,7 @@ impl DialerHandshake {
             max_skew_ms: params.max_skew_ms,
             handlers: None,
             offered: features,
+            metadata: None,
         };
         (state, frame)
     }
@@ -103,6 +107,13 @@ impl DialerHandshake {
     /// `Confirm`. Without it the dialer looks like a node of a version without tables.
     pub fn announce(mut self, table: Bytes) -> DialerHandshake {
         self.handlers = Some(table);
+        self
+    }
+
+    /// Announces the call metadata this node accepts in the `Confirm`. Without it the dialer
+    /// looks like a node of a version without metadata: the acceptor sends it none.
+    pub fn accept_metadata(mut self, limits: MetadataLimits) -> DialerHandshake {
+        self.metadata = Some(limits);
         self
     }
 
@@ -187,6 +198,7 @@ impl DialerHandshake {
 
         let confirm_body = encode(&ConfirmBody {
             handlers: self.handlers.map(|t| t.to_vec()),
+            metadata: self.metadata.map(MetadataRecord::of),
         });
         let proof = auth.prove(
             &body.from,
@@ -208,6 +220,7 @@ impl DialerHandshake {
                 max_payload: body.max_payload,
                 handlers: None,
                 features: agreed,
+                metadata: None,
             },
         };
         Ok((confirm, next))
@@ -245,6 +258,7 @@ impl DialerAwaitReady {
             .transpose()
             .map_err(|e| malformed(format!("Ready record: handler table: {e}")))?;
         self.peer.handlers = handlers;
+        self.peer.metadata = record.metadata.map(MetadataRecord::limits);
         Ok(self.peer)
     }
 }

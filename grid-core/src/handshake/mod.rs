@@ -144,6 +144,9 @@ pub struct PeerInfo {
     /// The optional features this connection uses: those both sides offered (`PROTOCOL.md`
     /// 7.3). None with a peer of a version before features.
     pub features: Features,
+    /// The call metadata the peer accepts, from its `Confirm` or `Ready`; `None` from a peer of
+    /// a version without metadata, which must then be sent none (`PROTOCOL.md` section 3).
+    pub metadata: Option<crate::frame::MetadataLimits>,
 }
 
 /// Optional protocol features, offered in the `Hello` and agreed in the `Welcome` (key
@@ -157,7 +160,7 @@ impl Features {
     pub const NONE: Features = Features(0);
     /// Large frames travel in parts (`Chunk` and `ChunkAbort` frames, `PROTOCOL.md` section 10).
     pub const CHUNKS: Features = Features(1);
-    /// Payloads may travel compressed with LZ4 (`PROTOCOL.md` section 10).
+    /// Unary requests and responses may travel LZ4-compressed (`PROTOCOL.md` section 11).
     pub const LZ4: Features = Features(2);
 
     /// The set with these wire bits (unknown bits are kept: they are dropped by intersection).

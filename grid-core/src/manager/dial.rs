@@ -126,10 +126,15 @@ pub(super) async fn dial_once(
     let session = Session::new(
         pc.peer.clone(),
         Role::Dialer,
-        &info,
+        info.checksum,
         cfg.clone(),
         pc.stats.clone(),
         pc.events.clone(),
+        PeerLimits {
+            max_payload: info.max_payload,
+            metadata: info.metadata,
+            features: info.features,
+        },
     );
     session.set_tables(info.handlers.take(), announced);
     Ok((session, ws, info.instance))
@@ -157,7 +162,9 @@ pub(super) async fn dial_handshake(
         },
         offered_features(&inner.config),
     );
-    let hs = hs.announce(table);
+    let hs = hs
+        .announce(table)
+        .accept_metadata(inner.config.metadata_limits());
     send_handshake(&mut ws, &hello).await?;
     let welcome = recv_handshake(&mut ws).await?;
     let (confirm, next) = match hs.on_welcome(welcome, inner.now_ms(), inner.auth.as_ref()) {

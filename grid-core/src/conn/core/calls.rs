@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::conn::slot::Shared;
-use crate::frame::{ErrorRecord, Payload, Route};
+use crate::frame::{ErrorRecord, Metadata, MetadataLimits, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{CancelCause, MuxError, StreamCallee, UnaryCallee};
 
@@ -54,12 +54,22 @@ pub(crate) struct CoreLimits {
     pub(crate) max_stream_capacity: u32,
     /// Silence after which a served long-lived stream is given up.
     pub(crate) stream_liveness_timeout: Duration,
+    /// The metadata one call may carry; a call over it is refused (`TooLarge`).
+    pub(crate) metadata: MetadataLimits,
     /// Largest payload of a frame, one that arrives in parts included.
     pub(crate) max_payload: usize,
     /// The peer agreed to send large frames in parts (`Chunk` frames).
     pub(crate) chunks: bool,
     /// The peer agreed to send compressed requests and responses.
     pub(crate) compression: bool,
+}
+
+impl CoreLimits {
+    /// The most bytes a metadata block within these limits takes on the wire: its count, and
+    /// per entry its key and value lengths, then the keys and values.
+    pub(crate) fn metadata_wire_max(&self) -> usize {
+        2 + self.metadata.entries.saturating_mul(3) + self.metadata.bytes
+    }
 }
 
 /// What the core tells the shell.
@@ -86,6 +96,7 @@ pub(crate) struct Start<D, C> {
     pub(crate) handler: D,
     pub(crate) cancel: C,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Metadata,
     pub(crate) payload: Bytes,
     pub(crate) kind: StartKind,
 }
@@ -114,6 +125,24 @@ pub struct InFlight {
     /// Handler tasks holding an admission slot: the served calls above plus those whose call is
     /// over but whose task has not ended yet (cancel grace, writing the last frame).
     pub handlers: usize,
+}
+
+/// Adds every count (a manager's totals are its connections' sums).
+impl std::ops::AddAssign for InFlight {
+    fn add_assign(&mut self, other: InFlight) {
+        let InFlight {
+            unary_out,
+            streams_out,
+            unary_in,
+            streams_in,
+            handlers,
+        } = other;
+        self.unary_out += unary_out;
+        self.streams_out += streams_out;
+        self.unary_in += unary_in;
+        self.streams_in += streams_in;
+        self.handlers += handlers;
+    }
 }
 
 impl InFlight {

@@ -194,7 +194,8 @@ impl Reassembly {
         !self.partial.is_empty() && self.partial.contains_key(&mux)
     }
 
-    /// Takes one part. A first part's header is checked (`max_payload` bounds the frame), then
+    /// Takes one part. A first part's header is checked (`max_payload` bounds the frame's
+    /// payload, and `metadata` more bytes its metadata when it has some), then
     /// `keep` decides how the frame is held; `budget` holds its bytes meanwhile.
     ///
     /// # Errors
@@ -203,13 +204,13 @@ impl Reassembly {
         &mut self,
         mux: MuxId,
         bytes: Bytes,
-        max_payload: usize,
+        (max_payload, metadata): (usize, usize),
         budget: &Budget,
         keep: impl FnOnce(FirstPart) -> Keep,
     ) -> Result<Part, ChunkViolation> {
         let n = bytes.len();
         let Some(p) = self.partial.get_mut(&mux) else {
-            let (total, first) = first_part(mux, &bytes, max_payload)?;
+            let (total, first) = first_part(mux, &bytes, max_payload, metadata)?;
             if self.partial.len() >= MAX_PARTIAL_FRAMES {
                 return Err(ChunkViolation::TooMany);
             }
@@ -322,6 +323,7 @@ fn first_part(
     mux: MuxId,
     bytes: &[u8],
     max_payload: usize,
+    metadata: usize,
 ) -> Result<(usize, FirstPart), ChunkViolation> {
     let bad = ChunkViolation::BadHeader { mux };
     let Some(h) = bytes.first_chunk::<FRAME_HEADER_LEN>() else {
@@ -360,6 +362,10 @@ fn first_part(
     };
     // Shorter bodies are the decoder's to reject once the frame is whole.
     let payload = body.saturating_sub(fixed + subroute);
+    // With metadata, which sits between the subroute and the payload, the payload is known only
+    // once the frame is whole (the decoder then checks it exactly): its bound allows for it.
+    let meta = fl & flags::METADATA != 0 && matches!(op, Op::Request | Op::Open);
+    let max_payload = max_payload.saturating_add(if meta { metadata } else { 0 });
     if payload > max_payload {
         return Err(ChunkViolation::TooLarge {
             len: payload,
@@ -398,7 +404,10 @@ mod tests {
             seen = Some(f);
             Keep::PerPart
         };
-        assert_eq!(r.part(MuxId(5), a, MAX, &budget, keep), Ok(Part::Pending));
+        assert_eq!(
+            r.part(MuxId(5), a, (MAX, 0), &budget, keep),
+            Ok(Part::Pending)
+        );
         assert_eq!(
             seen,
             Some(FirstPart {
@@ -407,7 +416,7 @@ mod tests {
             })
         );
         assert_eq!(budget.snapshot(0).inbound, 300);
-        let whole = r.part(MuxId(5), b, MAX, &budget, |_| unreachable!());
+        let whole = r.part(MuxId(5), b, (MAX, 0), &budget, |_| unreachable!());
         assert_eq!(whole, Ok(Part::Whole(frame)));
         assert_eq!(budget.snapshot(0).inbound, 0);
         assert!(r.is_empty());
@@ -418,7 +427,9 @@ mod tests {
         let budget = Budget::new(MAX, MAX);
         let mut r = Reassembly::default();
         let frame = data(5, 1000);
-        let first = r.part(MuxId(5), frame.slice(..20), MAX, &budget, |_| Keep::Reserve);
+        let first = r.part(MuxId(5), frame.slice(..20), (MAX, 0), &budget, |_| {
+            Keep::Reserve
+        });
         assert_eq!(first, Ok(Part::Pending));
         assert_eq!(budget.snapshot(0).inbound, frame.len());
         r.abort(MuxId(5), &budget).expect("a frame in parts");
@@ -432,21 +443,21 @@ mod tests {
         let frame = data(5, 1000);
         let keep = |_| Keep::PerPart;
         assert_eq!(
-            r.part(MuxId(7), frame.slice(..20), MAX, &budget, keep),
+            r.part(MuxId(7), frame.slice(..20), (MAX, 0), &budget, keep),
             Err(ChunkViolation::MuxMismatch {
                 mux: MuxId(7),
                 frame: 5
             })
         );
         assert_eq!(
-            r.part(MuxId(5), frame.slice(..20), 999, &budget, keep),
+            r.part(MuxId(5), frame.slice(..20), (999, 0), &budget, keep),
             Err(ChunkViolation::TooLarge {
                 len: 1000,
                 limit: 999
             })
         );
         assert_eq!(
-            r.part(MuxId(5), frame.slice(..9), MAX, &budget, keep),
+            r.part(MuxId(5), frame.slice(..9), (MAX, 0), &budget, keep),
             Err(ChunkViolation::BadHeader { mux: MuxId(5) })
         );
         let mut credit = BytesMut::new();
@@ -457,7 +468,7 @@ mod tests {
         };
         encode_frame(&c, false, &mut credit);
         assert_eq!(
-            r.part(MuxId(5), credit.freeze(), MAX, &budget, keep),
+            r.part(MuxId(5), credit.freeze(), (MAX, 0), &budget, keep),
             Err(ChunkViolation::BadHeader { mux: MuxId(5) })
         );
         assert!(r.is_empty());
@@ -471,7 +482,7 @@ mod tests {
         let frame = data(5, 2000);
         let keep = |_| Keep::PerPart;
         let part = |r: &mut Reassembly, range: std::ops::Range<usize>| {
-            r.part(MuxId(5), frame.slice(range), MAX, &budget, keep)
+            r.part(MuxId(5), frame.slice(range), (MAX, 0), &budget, keep)
         };
         assert_eq!(part(&mut r, 0..1000), Ok(Part::Pending));
         assert_eq!(part(&mut r, 1000..1500), Ok(Part::OverBudget));
@@ -498,14 +509,14 @@ mod tests {
         let budget = Budget::new(MAX, MAX);
         let mut r = Reassembly::default();
         let frame = data(5, 1000);
-        let first = r.part(MuxId(5), frame.slice(..300), MAX, &budget, |_| {
+        let first = r.part(MuxId(5), frame.slice(..300), (MAX, 0), &budget, |_| {
             Keep::PerPart
         });
         assert_eq!(first, Ok(Part::Pending));
         r.discard(MuxId(5), &budget);
         assert_eq!(budget.snapshot(0).inbound, 0);
         assert!(r.holds(MuxId(5)));
-        let rest = r.part(MuxId(5), frame.slice(300..), MAX, &budget, |_| {
+        let rest = r.part(MuxId(5), frame.slice(300..), (MAX, 0), &budget, |_| {
             Keep::PerPart
         });
         assert_eq!(rest, Ok(Part::Pending));

@@ -67,10 +67,12 @@ impl fmt::Display for CompressViolation {
     }
 }
 
-/// Most bytes a compressed frame may decompress to: the payload limit, plus the fixed fields and
-/// subroute of a `Request` and the frame header.
-pub(crate) fn max_raw_len(max_payload: usize) -> usize {
-    max_payload.saturating_add(FRAME_HEADER_LEN + 8 + 256)
+/// Most bytes a compressed frame may decompress to: the payload limit, plus the frame header,
+/// the fixed fields and subroute of a `Request`, and `metadata` bytes of metadata at most.
+pub(crate) fn max_raw_len(max_payload: usize, metadata: usize) -> usize {
+    max_payload
+        .saturating_add(FRAME_HEADER_LEN + 8 + 256)
+        .saturating_add(metadata)
 }
 
 /// True when LZ4 shrinks the first 4 KiB of `payload` by at least a tenth.
@@ -104,10 +106,10 @@ pub(super) fn decompress(
     mux: MuxId,
     raw_len: u32,
     block: &[u8],
-    max_payload: usize,
+    (max_payload, metadata): (usize, usize),
 ) -> Result<Bytes, CompressViolation> {
     let len = raw_len as usize;
-    let limit = max_raw_len(max_payload);
+    let limit = max_raw_len(max_payload, metadata);
     if len > limit {
         return Err(CompressViolation::TooLarge { len, limit });
     }
@@ -156,7 +158,7 @@ mod tests {
             panic!("it shrinks");
         };
         assert!(block.len() < encoded.len() / 4);
-        assert_eq!(decompress(mux, raw_len, &block, 1 << 20), Ok(encoded));
+        assert_eq!(decompress(mux, raw_len, &block, (1 << 20, 0)), Ok(encoded));
     }
 
     #[test]
@@ -176,22 +178,22 @@ mod tests {
         };
         let n = encoded.len() as u32;
         assert_eq!(
-            decompress(MuxId(2), n, &block, 16),
+            decompress(MuxId(2), n, &block, (16, 0)),
             Err(CompressViolation::TooLarge {
                 len: n as usize,
-                limit: max_raw_len(16)
+                limit: max_raw_len(16, 0)
             })
         );
         assert_eq!(
-            decompress(MuxId(2), n + 1, &block, 1 << 20),
+            decompress(MuxId(2), n + 1, &block, (1 << 20, 0)),
             Err(CompressViolation::Corrupt { mux: MuxId(2) })
         );
         assert_eq!(
-            decompress(MuxId(2), n, &block[..block.len() / 2], 1 << 20),
+            decompress(MuxId(2), n, &block[..block.len() / 2], (1 << 20, 0)),
             Err(CompressViolation::Corrupt { mux: MuxId(2) })
         );
         assert_eq!(
-            decompress(MuxId(4), n, &block, 1 << 20),
+            decompress(MuxId(4), n, &block, (1 << 20, 0)),
             Err(CompressViolation::BadInner { mux: MuxId(4) })
         );
     }
