@@ -135,8 +135,8 @@ pub struct Config {
     /// that agree to compression in the handshake. Default 0: off (nor offered). A payload
     /// whose first 4 KiB do not shrink by a tenth (random, already compressed or encrypted
     /// data) is sent as it is, and so is one that does not shrink by a tenth as a whole. Worth
-    /// it on links slower than the CPU (LZ4 compresses at ~0.7 GB/s and decompresses at
-    /// ~3.5 GB/s per core, msgpack listings ~2.9× smaller: `BENCHMARKS.md`), not on loopback.
+    /// it on links slower than the CPU (LZ4 compresses at 0.5–0.8 GB/s and decompresses at
+    /// 2.6–3.9 GB/s per core, msgpack listings 2.9× smaller: `BENCHMARKS.md`), not on loopback.
     pub compress_threshold: usize,
 }
 
