@@ -9,13 +9,14 @@
 //! on a 2-worker tokio runtime: raw-ws (a minimal mux over one tokio-tungstenite socket), tarpc,
 //! tonic, jsonrpsee and grid (raw byte API). Workloads: unary echo of 512 random bytes at
 //! concurrency 1, 16, 64, 256; server streaming of 64-byte messages; two-way streaming echo;
-//! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape.
+//! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape;
+//! 512 B calls beside large transfers (`large.rs`).
 //! The output is Markdown, one table per workload, with grid's ratio to each system.
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
-//! selects workloads (unary, stream, bidi, cap1, memory, mesh), `--concurrency 256` the unary points,
-//! `--log grid=info` runs with a tracing subscriber (fmt to stderr) and `--metrics` with a
-//! Prometheus recorder, to measure what one costs.
+//! selects workloads (unary, stream, bidi, cap1, memory, mesh, large), `--concurrency 256` the
+//! unary points, `--log grid=info` runs with a tracing subscriber (fmt to stderr) and `--metrics`
+//! with a Prometheus recorder, to measure what one costs.
 
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ mod common;
 mod grid_sys;
 mod grid_typed_sys;
 mod jsonrpsee_sys;
+mod large;
 mod raw_ws;
 mod report;
 mod tarpc_sys;
@@ -310,6 +312,11 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
             }
         };
         r.mesh.push((n, cell));
+    }
+
+    if opts.workload("large") {
+        let rows = large::run(opts, failures).await;
+        r.extra.push(large::table(&rows));
     }
     r
 }

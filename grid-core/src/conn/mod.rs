@@ -18,6 +18,7 @@
 //! about handlers.
 
 mod budget;
+mod bulk;
 pub(crate) mod core;
 mod driver;
 pub(crate) mod events;
@@ -47,7 +48,10 @@ use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{RequestSender, ResponseReceiver};
 use crate::table::Supported;
 
-pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
+pub use self::core::{
+    ChunkViolation, CloseKind, CloseReason, CompressViolation, InFlight, Initiator,
+    ProtocolViolation, MAX_PARTIAL_FRAMES,
+};
 pub use budget::HeldBytes;
 pub(crate) use driver::run_session;
 pub use events::{LinkEvent, LinkEvents};
