@@ -193,7 +193,17 @@ async fn run_stream(
         Err(panic) => Err(panic_record(panic)),
     };
     guard.obs.returned(&result, cancel.cause());
-    // The end travels in the data lane, behind the messages the handler sent.
+    // Boxed: the wait for room would otherwise be part of the task for the stream's whole life.
+    end_stream(result, shared, guard).boxed().await;
+}
+
+/// Sends a stream's end in the data lane, behind the messages the handler sent, once there is
+/// room; then lets the slot go.
+async fn end_stream(
+    result: Result<(), ErrorRecord>,
+    shared: Shared<StreamCallee>,
+    guard: SlotGuard,
+) {
     let session = &guard.session;
     if session.data_room().await.is_ok() {
         let mut slot = shared.lock();
