@@ -37,9 +37,13 @@ pub use grid_core::{
     ClockFn, CloseKind, CloseReason, Config, ConnState, Connection, ConnectionStats, Context,
     DialFailure, DialFn, DialTarget, Error, ErrorCode, FrameError, HandlerId, HandlerSpec,
     HandshakeError, HeldBytes, HmacAuth, InFlight, Initiator, InstanceId, Keyring, LinkEvent,
-    LinkEvents, Manager, ManagerBuilder, ManagerStats, MuxId, Op, ProtocolViolation, RejectCode,
-    RemoteError, StreamOptions, Supported, TableError, TlsConfig, Transport, WebSocketStream,
+    LinkEvents, Manager, ManagerBuilder, ManagerStats, Metadata, MetadataError, MetadataLimits,
+    MuxId, Op, ProtocolViolation, RejectCode, RemoteError, StreamOptions, Supported, TableError,
+    TlsConfig, Transport, WebSocketStream, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN,
 };
+
+/// Middleware: tower layers around the raw call on both sides (see the module's docs).
+pub use grid_core::layer;
 
 #[cfg(feature = "hyper")]
 pub use grid_core::embed;
@@ -67,13 +71,53 @@ pub use grid_core::{frame, handshake, mux, table};
 ///   - client stream: `async fn f(&self, args…) -> Result<(RequestSender<In>, ResponseReceiver<T, E>), CallError<E>>`
 ///     (await [`ResponseReceiver::response`] for the result);
 ///   - two-way: `async fn f(&self, args…) -> Result<(RequestSender<In>, ResponseReceiver<Out, E>), CallError<E>>`.
-/// - `LockerServer<S>`: `new(impl)`, `from_arc`, `register(&manager)`,
+/// - `LockerServer<S>`: `new(impl)`, `from_arc`, `layer(l)` (a tower layer around its
+///   handlers, see [`layer`]), `register(&manager)`,
 ///   `register_subroute(&manager, "disk1")`, `register_at(&manager, Option<&str>)`.
 /// - The trait itself, with each `async fn` declared as returning a `Send` future, so
 ///   implementations write plain `async fn`s.
 ///
 /// Per-method options: `#[grid(name = "Locker.lock.v2")]` (wire name), `#[grid(id = 7)]`
-/// (explicit id), `#[grid(in_capacity = 8, out_capacity = 64, timeout_ms = 2000)]`.
+/// (explicit id), `#[grid(in_capacity = 8, out_capacity = 64, timeout_ms = 2000)]`; they are
+/// the defaults of every call of the method.
+///
+/// # Per-call options
+///
+/// A client method returns its call as a builder that is itself the future: `.await` it as it
+/// is, or set options for this one call first. [`UnaryCall`] (unary), [`StreamCall`] (server
+/// stream) and [`DuplexCall`] (client and two-way streams) all take `.timeout(d)` /
+/// `.deadline(at)` (the handler's [`Context::deadline`] is then this one, not the method's
+/// `timeout_ms`), `.wait_for_connect()` (wait for the link within the deadline instead of
+/// failing with [`Error::NotConnected`]), `.metadata(key, value)` / `.with_metadata(m)` (read by
+/// the handler from [`Context::metadata`]); streams also `.out_capacity(n)` / `.out_window(b)`,
+/// and streams with input `.in_capacity(n)` / `.in_window(b)`. Nothing is sent before the first
+/// poll. A builder rather than a `client.with(opts)` handle: the options sit on the call they
+/// apply to, the stream-only ones exist only on stream calls, and the plain
+/// `client.lock(args).await` form (and `join_all`, `select!`) is unchanged. The cost is one boxed
+/// future per call.
+///
+/// ```no_run
+/// # use serde::{Deserialize, Serialize};
+/// # use std::time::Duration;
+/// # #[derive(Serialize, Deserialize)] pub struct LockArgs { pub resource: String }
+/// # #[derive(Debug, Serialize, Deserialize)] pub enum LockError { Busy }
+/// #[grid::handler]
+/// pub trait Locker {
+///     #[grid(timeout_ms = 2000)]
+///     async fn lock(&self, ctx: &grid::Context, args: LockArgs) -> Result<bool, LockError>;
+/// }
+/// # async fn demo(conn: grid::Connection) -> Result<(), grid::CallError<LockError>> {
+/// let locker = LockerClient::new(conn);
+/// let args = || LockArgs { resource: "a".into() };
+/// let ok = locker.lock(args()).await?; // 2 s, the method's default
+/// let ok = locker
+///     .lock(args())
+///     .timeout(Duration::from_millis(200))
+///     .metadata("token", b"\x01secret")
+///     .wait_for_connect()
+///     .await?;
+/// # let _ = ok; Ok(()) }
+/// ```
 ///
 /// # Example
 ///
@@ -163,7 +207,10 @@ pub use grid_macros::handler;
 pub mod guide;
 mod typed;
 
-pub use typed::{CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender};
+pub use typed::{
+    CallError, DuplexCall, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+    StreamCall, UnaryCall,
+};
 
 /// The untyped stream ends: `Bytes` messages, as [`Connection::open_stream`] and raw handlers
 /// ([`Manager::register_stream`]) use them. The typed ends of the same names are at the crate
@@ -178,10 +225,12 @@ pub mod raw {
 pub mod __private {
     pub use crate::typed::support::*;
     pub use crate::typed::{
-        CallError, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+        CallError, DuplexCall, RequestReceiver, RequestSender, ResponseReceiver, ResponseSender,
+        StreamCall, UnaryCall,
     };
     pub use bytes::Bytes;
     pub use futures;
+    pub use grid_core::layer::{IntoServerLayer, ServerLayer};
     pub use grid_core::{
         CallOptions, Connection, Context, Error, HandlerId, HandlerSpec, Manager, RemoteError,
         RequestReceiver as RawRequestReceiver, ResponseSender as RawResponseSender, StreamOptions,

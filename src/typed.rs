@@ -11,15 +11,18 @@
 
 use std::any::{Any, TypeId};
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
 use futures::Stream;
 use grid_core as raw;
 use grid_core::{
-    CallOptions, Connection, Error, ErrorCode, HandlerSpec, RemoteError, StreamOptions,
+    CallOptions, Connection, Error, ErrorCode, HandlerSpec, Metadata, RemoteError, StreamOptions,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -832,6 +835,323 @@ impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseRece
     }
 }
 
+/// The options every typed call takes, set on its builder: generated for [`UnaryCall`],
+/// [`StreamCall`] and [`DuplexCall`] alike.
+macro_rules! common_options {
+    ($call:ident $(<$($g:ident),*>)?) => {
+        impl<'a $(, $($g),*)?> $call<'a $(, $($g),*)?> {
+            /// Gives up after `timeout`, counted from now: the call fails with
+            /// [`Error::Deadline`], and the handler's [`Context::deadline`](crate::Context::deadline)
+            /// is this one (not the method's `#[grid(timeout_ms)]` default). A zero timeout fails
+            /// at once, before anything is sent.
+            pub fn timeout(mut self, timeout: Duration) -> Self {
+                self.opts_timeout(Some(timeout));
+                self
+            }
+
+            /// Gives up at `deadline` (see [`timeout`](Self::timeout)); a deadline already past
+            /// fails at once, before anything is sent.
+            pub fn deadline(self, deadline: Instant) -> Self {
+                let left = deadline.saturating_duration_since(Instant::now());
+                self.timeout(left)
+            }
+
+            /// If the peer is not connected, waits for the connection within the call's deadline
+            /// instead of failing at once with [`Error::NotConnected`].
+            pub fn wait_for_connect(mut self) -> Self {
+                self.opts_wait();
+                self
+            }
+
+            /// Adds one metadata entry, which the handler reads from
+            /// [`Context::metadata`](crate::Context::metadata) (an entry under the same key is
+            /// replaced). An invalid entry (empty key, key over 255 bytes, value over 65 535
+            /// bytes) makes the call fail with [`Error::Metadata`] when awaited, unsent; so does
+            /// metadata over the limits of either side.
+            pub fn metadata(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
+                let result = self.opts_metadata().insert(key, value);
+                if let Err(e) = result {
+                    self.fail(Error::Metadata(e));
+                }
+                self
+            }
+
+            /// Replaces the call's metadata with `metadata`.
+            pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+                *self.opts_metadata() = metadata;
+                self
+            }
+        }
+    };
+}
+
+/// A typed unary call, returned by a generated client method: `.await` it as it is, or set
+/// per-call options on it first.
+///
+/// See the [`handler`](macro@crate::handler) macro's docs for an example.
+///
+/// It is a [`Future`] (so `join_all` and `select!` take it as they are); nothing is sent until
+/// it is first polled, and options set on it are for this call only. Dropping it once polled
+/// cancels the call, on the remote handler too.
+#[must_use = "a call does nothing until it is awaited"]
+pub struct UnaryCall<'a, Resp, E> {
+    conn: &'a Connection,
+    spec: HandlerSpec,
+    payload: Result<Bytes, Error>,
+    opts: CallOptions,
+    /// The call in flight, from the first poll on.
+    running: Option<BoxFuture<'a, Result<Resp, CallError<E>>>>,
+}
+
+impl<Resp, E> fmt::Debug for UnaryCall<'_, Resp, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnaryCall")
+            .field("handler", &self.spec.name)
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, Resp, E> UnaryCall<'a, Resp, E> {
+    /// Replaces every option of the call with `opts` (its `timeout: None` then means the
+    /// configured default, not the method's).
+    pub fn options(mut self, opts: CallOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    fn opts_timeout(&mut self, t: Option<Duration>) {
+        self.opts.timeout = t;
+    }
+
+    fn opts_wait(&mut self) {
+        self.opts.wait_for_connect = true;
+    }
+
+    fn opts_metadata(&mut self) -> &mut Metadata {
+        &mut self.opts.metadata
+    }
+
+    fn fail(&mut self, e: Error) {
+        if self.payload.is_ok() {
+            self.payload = Err(e);
+        }
+    }
+}
+
+common_options!(UnaryCall<Resp, E>);
+
+impl<'a, Resp, E> Future for UnaryCall<'a, Resp, E>
+where
+    Resp: DeserializeOwned + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+{
+    type Output = Result<Resp, CallError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let running = this.running.get_or_insert_with(|| {
+            let (conn, spec) = (this.conn, this.spec);
+            let payload = std::mem::replace(&mut this.payload, Err(Error::Cancelled));
+            let opts = std::mem::take(&mut this.opts);
+            Box::pin(async move {
+                match conn.call(spec.id, payload?, opts).await {
+                    Ok(b) => decode_owned(b).map_err(CallError::Transport),
+                    Err(e) => Err(typed_error(e)),
+                }
+            })
+        });
+        running.as_mut().poll(cx)
+    }
+}
+
+/// Stream options a typed stream call sets, shared by [`StreamCall`] and [`DuplexCall`].
+macro_rules! stream_options {
+    ($call:ident <$($g:ident),*>) => {
+        impl<'a, $($g),*> $call<'a, $($g),*> {
+            /// Replaces every option of the stream with `opts` (capacities, windows, deadline,
+            /// metadata). A stream with input keeps at least one message of input capacity.
+            pub fn options(mut self, opts: StreamOptions) -> Self {
+                let input = self.opts.in_capacity > 0;
+                self.opts = opts;
+                if input {
+                    self.opts.in_capacity = self.opts.in_capacity.max(1);
+                } else {
+                    self.opts.in_capacity = 0;
+                }
+                self
+            }
+
+            /// Messages the handler may send ahead of this caller's reading (at least 1).
+            pub fn out_capacity(mut self, messages: u32) -> Self {
+                self.opts.out_capacity = messages.max(1);
+                self
+            }
+
+            /// Payload bytes the handler may send ahead of this caller's reading (at least 1).
+            pub fn out_window(mut self, bytes: u32) -> Self {
+                self.opts.out_window = bytes.max(1);
+                self
+            }
+
+            fn opts_timeout(&mut self, t: Option<Duration>) {
+                self.opts.timeout = t;
+            }
+
+            fn opts_wait(&mut self) {
+                self.opts.wait_for_connect = true;
+            }
+
+            fn opts_metadata(&mut self) -> &mut Metadata {
+                &mut self.opts.metadata
+            }
+
+            fn fail(&mut self, e: Error) {
+                if self.payload.is_ok() {
+                    self.payload = Err(e);
+                }
+            }
+        }
+    };
+}
+
+/// A typed server stream, returned by a generated client method: `.await` it for the
+/// [`ResponseReceiver`], or set per-call options on it first (`.timeout(..)`, `.metadata(..)`,
+/// `.out_capacity(..)`, ...). Nothing is sent until it is awaited.
+#[must_use = "a stream is opened only when awaited"]
+pub struct StreamCall<'a, Out, E> {
+    conn: &'a Connection,
+    spec: HandlerSpec,
+    payload: Result<Bytes, Error>,
+    opts: StreamOptions,
+    /// The open in flight, from the first poll on.
+    running: Option<StreamFuture<'a, Out, E>>,
+}
+
+/// A typed client or two-way stream, returned by a generated client method: `.await` it for
+/// the ([`RequestSender`], [`ResponseReceiver`]) pair, or set per-call options on it first (those
+/// of [`StreamCall`], plus `.in_capacity(..)` and `.in_window(..)`). Nothing is sent until it is
+/// awaited.
+#[must_use = "a stream is opened only when awaited"]
+pub struct DuplexCall<'a, In, Out, E> {
+    conn: &'a Connection,
+    spec: HandlerSpec,
+    payload: Result<Bytes, Error>,
+    opts: StreamOptions,
+    /// The open in flight, from the first poll on.
+    running: Option<DuplexFuture<'a, In, Out, E>>,
+}
+
+type StreamFuture<'a, Out, E> = BoxFuture<'a, Result<ResponseReceiver<Out, E>, CallError<E>>>;
+
+type DuplexFuture<'a, In, Out, E> =
+    BoxFuture<'a, Result<(RequestSender<In>, ResponseReceiver<Out, E>), CallError<E>>>;
+
+impl<Out, E> fmt::Debug for StreamCall<'_, Out, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamCall")
+            .field("handler", &self.spec.name)
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<In, Out, E> fmt::Debug for DuplexCall<'_, In, Out, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DuplexCall")
+            .field("handler", &self.spec.name)
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+stream_options!(StreamCall<Out, E>);
+stream_options!(DuplexCall<In, Out, E>);
+common_options!(StreamCall<Out, E>);
+common_options!(DuplexCall<In, Out, E>);
+
+impl<'a, In, Out, E> DuplexCall<'a, In, Out, E> {
+    /// Messages this caller may send ahead of the handler's reading (at least 1).
+    pub fn in_capacity(mut self, messages: u32) -> Self {
+        self.opts.in_capacity = messages.max(1);
+        self
+    }
+
+    /// Payload bytes this caller may send ahead of the handler's reading (at least 1).
+    pub fn in_window(mut self, bytes: u32) -> Self {
+        self.opts.in_window = bytes.max(1);
+        self
+    }
+}
+
+impl<'a, Out, E> Future for StreamCall<'a, Out, E>
+where
+    Out: DeserializeOwned + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+{
+    type Output = Result<ResponseReceiver<Out, E>, CallError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let running = this.running.get_or_insert_with(|| {
+            let open = open_raw(this.conn, this.spec, &mut this.payload, &mut this.opts);
+            Box::pin(async move {
+                let s = open.await.map_err(typed_error)?;
+                Ok(ResponseReceiver {
+                    receiver: s.receiver,
+                    _item: PhantomData,
+                })
+            })
+        });
+        running.as_mut().poll(cx)
+    }
+}
+
+impl<'a, In, Out, E> Future for DuplexCall<'a, In, Out, E>
+where
+    In: Serialize + Send + 'static,
+    Out: DeserializeOwned + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+{
+    type Output = Result<(RequestSender<In>, ResponseReceiver<Out, E>), CallError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let running = this.running.get_or_insert_with(|| {
+            let open = open_raw(this.conn, this.spec, &mut this.payload, &mut this.opts);
+            Box::pin(async move {
+                let s = open.await.map_err(typed_error)?;
+                let sender = s.sender.ok_or_else(|| {
+                    CallError::Transport(Error::Protocol("stream opened without input".into()))
+                })?;
+                Ok((
+                    RequestSender {
+                        sender,
+                        _item: PhantomData,
+                    },
+                    ResponseReceiver {
+                        receiver: s.receiver,
+                        _item: PhantomData,
+                    },
+                ))
+            })
+        });
+        running.as_mut().poll(cx)
+    }
+}
+
+/// Takes a stream call's parts (its first poll) and opens the stream with them.
+fn open_raw<'a>(
+    conn: &'a Connection,
+    spec: HandlerSpec,
+    payload: &mut Result<Bytes, Error>,
+    opts: &mut StreamOptions,
+) -> impl Future<Output = Result<raw::ClientStream, Error>> + Send + 'a {
+    let payload = std::mem::replace(payload, Err(Error::Cancelled));
+    let opts = std::mem::take(opts);
+    async move { conn.open_stream(spec.id, payload?, opts).await }
+}
+
 /// Support for code generated by `#[grid::handler]`. Not a public API.
 #[doc(hidden)]
 pub(crate) mod support {
@@ -868,59 +1188,61 @@ pub(crate) mod support {
         }
     }
 
-    /// A typed unary call.
-    pub async fn unary<Req, Resp, E>(
-        conn: &Connection,
+    /// A typed unary call with the method's default options, ready for per-call options.
+    pub fn unary_call<'a, Req, Resp, E>(
+        conn: &'a Connection,
         spec: HandlerSpec,
         req: &Req,
         opts: CallOptions,
-    ) -> Result<Resp, CallError<E>>
+    ) -> UnaryCall<'a, Resp, E>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned + 'static,
-        E: DeserializeOwned,
     {
-        let payload = encode(req)?;
-        match conn.call(spec.id, payload, opts).await {
-            Ok(b) => decode_owned(b).map_err(CallError::Transport),
-            Err(e) => Err(typed_error(e)),
+        UnaryCall {
+            conn,
+            spec,
+            payload: encode(req),
+            opts,
+            running: None,
         }
     }
 
-    /// Opens a typed stream.
-    pub async fn open<Req, In, Out, E>(
-        conn: &Connection,
+    /// A typed server stream with the method's default options.
+    pub fn stream_call<'a, Req, Out, E>(
+        conn: &'a Connection,
         spec: HandlerSpec,
         req: &Req,
         opts: StreamOptions,
-    ) -> Result<(Option<RequestSender<In>>, ResponseReceiver<Out, E>), CallError<E>>
+    ) -> StreamCall<'a, Out, E>
     where
         Req: Serialize + ?Sized,
-        E: DeserializeOwned,
     {
-        let payload = encode(req)?;
-        let s = conn
-            .open_stream(spec.id, payload, opts)
-            .await
-            .map_err(typed_error)?;
-        let sink = s.sender.map(|sender| RequestSender {
-            sender,
-            _item: PhantomData,
-        });
-        let stream = ResponseReceiver {
-            receiver: s.receiver,
-            _item: PhantomData,
-        };
-        Ok((sink, stream))
+        StreamCall {
+            conn,
+            spec,
+            payload: encode(req),
+            opts,
+            running: None,
+        }
     }
 
-    /// The sink of a stream opened with input.
-    pub fn expect_sink<T, E>(
-        sink: Option<RequestSender<T>>,
-    ) -> Result<RequestSender<T>, CallError<E>> {
-        sink.ok_or_else(|| {
-            CallError::Transport(Error::Protocol("stream opened without input".into()))
-        })
+    /// A typed client or two-way stream with the method's default options.
+    pub fn duplex_call<'a, Req, In, Out, E>(
+        conn: &'a Connection,
+        spec: HandlerSpec,
+        req: &Req,
+        opts: StreamOptions,
+    ) -> DuplexCall<'a, In, Out, E>
+    where
+        Req: Serialize + ?Sized,
+    {
+        DuplexCall {
+            conn,
+            spec,
+            payload: encode(req),
+            opts,
+            running: None,
+        }
     }
 
     /// Decodes a request on the handler side; a codec failure is the caller's fault.

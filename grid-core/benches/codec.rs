@@ -18,7 +18,7 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use grid_core::frame::{decode_batch, encode_batch, Frame, Limits, Route};
+use grid_core::frame::{decode_batch, encode_batch, Frame, Limits, Metadata, Route};
 use grid_core::{HandlerId, MuxId};
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use serde::{Serialize, Serializer};
@@ -35,6 +35,7 @@ fn unary_frames(payload_len: usize) -> Vec<Frame> {
             subroute: None,
         },
         deadline_ms: 30_000,
+        metadata: Metadata::new(),
         payload: Some(Bytes::from(vec![0xa5; payload_len])),
     }]
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::frame::{Limits, DEFAULT_MAX_PAYLOAD};
+use crate::frame::{Limits, MetadataLimits, DEFAULT_MAX_PAYLOAD};
 
 /// How a [`Manager`](crate::Manager) and its connections behave.
 ///
@@ -112,6 +112,14 @@ pub struct Config {
     /// completely ended: cancel grace, panic and writing its last frame included, so a member
     /// looping request/cancel cannot run more handlers than this.
     pub max_incoming_calls: usize,
+    /// Most metadata entries one call may carry. Default 64. This node refuses to send a call
+    /// with more (or more than the peer announced it accepts), and refuses a call that arrives
+    /// with more (`ErrorCode::TooLarge`, the connection stays). Bounds per-call memory and the
+    /// work of metadata lookups; announced to peers in the handshake.
+    pub max_metadata_entries: usize,
+    /// Most bytes of metadata keys and values together one call may carry. Default 16 KiB.
+    /// Enforced and announced like `max_metadata_entries`.
+    pub max_metadata_bytes: usize,
     /// Add a CRC-32 to every batch (WebSocket message). Default: on for `http://` names, off
     /// for `https://` (TLS already protects integrity). Agreed per connection: on if either side
     /// wants it.
@@ -143,6 +151,8 @@ impl Default for Config {
             max_pending_response_bytes: 32 << 20,
             max_batch_bytes: 256 << 10,
             max_incoming_calls: 100_000,
+            max_metadata_entries: 64,
+            max_metadata_bytes: 16 << 10,
             checksum: None,
         }
     }
@@ -152,5 +162,13 @@ impl Config {
     /// The frame decoder's limits derived from this configuration.
     pub(crate) fn limits(&self) -> Limits {
         Limits::for_payload(self.max_payload)
+    }
+
+    /// The metadata limits of one call, from `max_metadata_entries` and `max_metadata_bytes`.
+    pub fn metadata_limits(&self) -> MetadataLimits {
+        MetadataLimits {
+            entries: self.max_metadata_entries,
+            bytes: self.max_metadata_bytes,
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::frame::{ErrorCode, ErrorRecord};
+use crate::frame::{ErrorCode, ErrorRecord, MetadataError};
 use crate::handshake::HandshakeError;
 use crate::ids::HandlerId;
 use crate::mux::{MuxError, Violation};
@@ -139,6 +139,14 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// The call's metadata is over this node's limits or the peer's, or the peer (an older
+    /// version) takes none: the call was not sent.
+    #[error("metadata: {0}")]
+    Metadata(#[from] MetadataError),
+    /// A client-side layer failed the call with an error of its own (see
+    /// [`crate::layer`]); a layer's [`Error`] passes through as it is instead.
+    #[error("middleware: {0}")]
+    Middleware(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The peer broke the protocol on this call.
     #[error("protocol violation: {0}")]
     Protocol(String),

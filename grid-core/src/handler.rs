@@ -21,9 +21,10 @@ use parking_lot::RwLock;
 use crate::cancel::CancelSignal;
 use crate::conn::core::{CallKind, Router};
 use crate::error::{Error, RemoteError};
-use crate::frame::Route;
 use crate::frame::{ErrorCode, ErrorRecord};
+use crate::frame::{Metadata, Route};
 use crate::ids::HandlerId;
+use crate::layer::ServerLayer;
 use crate::mux::CancelCause;
 use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, Entry, LocalTable, MAX_TABLE_BYTES, MAX_TABLE_ENTRIES};
@@ -83,6 +84,8 @@ pub(crate) struct Registry {
     /// Whether this node promises its peers it serves nothing it has not announced (it was
     /// started not ready, so it registers before taking any peer).
     complete: bool,
+    /// The node's server-side layers, around every handler registered.
+    layer: Option<ServerLayer>,
 }
 
 impl fmt::Debug for Registry {
@@ -100,6 +103,12 @@ impl Registry {
             complete,
             ..Registry::default()
         }
+    }
+
+    /// The same registry, with `layer` around every handler registered.
+    pub(crate) fn with_layer(mut self, layer: Option<ServerLayer>) -> Registry {
+        self.layer = layer;
+        self
     }
 
     pub(crate) fn insert(
@@ -154,6 +163,10 @@ impl Registry {
         log.0.push(key.clone());
         log.1 += cost;
         names.insert(spec.id, spec.name);
+        let handler = match &self.layer {
+            Some(l) => l.apply(handler),
+            None => handler,
+        };
         handlers.insert(key, handler);
         Ok(())
     }
@@ -306,6 +319,7 @@ struct ContextInner {
     handler: HandlerId,
     subroute: Option<Box<str>>,
     deadline: Option<Instant>,
+    metadata: Metadata,
     cancel: CancelSignal,
 }
 
@@ -316,6 +330,7 @@ impl fmt::Debug for Context {
             .field("handler", &self.inner.handler)
             .field("subroute", &self.subroute())
             .field("deadline", &self.inner.deadline)
+            .field("metadata", &self.inner.metadata)
             .field("cancelled", &self.cancel_cause())
             .finish()
     }
@@ -327,6 +342,7 @@ impl Context {
         handler: HandlerId,
         subroute: Option<&[u8]>,
         deadline: Option<Instant>,
+        metadata: Metadata,
         cancel: CancelSignal,
     ) -> Context {
         Context {
@@ -335,6 +351,7 @@ impl Context {
                 handler,
                 subroute: subroute.map(|s| String::from_utf8_lossy(s).into()),
                 deadline,
+                metadata,
                 cancel,
             }),
         }
@@ -359,6 +376,12 @@ impl Context {
     /// Transit time is not subtracted, so this is slightly later than the caller's own deadline.
     pub fn deadline(&self) -> Option<Instant> {
         self.inner.deadline
+    }
+
+    /// The metadata the caller sent with the call (empty if none): a slice of the message it
+    /// arrived in, read without copying.
+    pub fn metadata(&self) -> &Metadata {
+        &self.inner.metadata
     }
 
     /// Why the call was cancelled, if it was.

@@ -26,6 +26,7 @@ pub mod embed;
 mod error;
 mod handler;
 mod ids;
+pub mod layer;
 mod manager;
 mod stream;
 #[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
@@ -55,7 +56,10 @@ pub use conn::{
     ProtocolViolation, StreamOptions, Transport,
 };
 pub use error::{Error, RemoteError};
-pub use frame::{ErrorCode, FrameError, Op};
+pub use frame::{
+    ErrorCode, FrameError, Metadata, MetadataError, MetadataLimits, Op, MAX_METADATA_KEY_LEN,
+    MAX_METADATA_VALUE_LEN,
+};
 pub use handler::{Context, HandlerSpec};
 pub use handshake::{dialer_of, HandshakeError, InstanceId, RejectCode};
 pub use manager::{ClockFn, DialFn, DialTarget, Manager, ManagerBuilder, ManagerStats};

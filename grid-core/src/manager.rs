@@ -48,7 +48,7 @@ use tracing::{debug, info, warn};
 
 use crate::auth::{Authenticator, HmacAuth};
 use crate::config::Config;
-use crate::conn::session::Session;
+use crate::conn::session::{PeerLimits, Session};
 use crate::conn::{LinkEvent, LinkEvents};
 
 use crate::conn::{
@@ -61,6 +61,7 @@ use crate::handshake::{
     random_instance, random_nonce, should_dial, AcceptorHandshake, AcceptorParams, DialerHandshake,
     DialerParams, HandshakeError, InstanceId, PeerInfo, Rejection, HANDSHAKE_LIMITS,
 };
+use crate::layer::ServerLayer;
 use crate::mux::Role;
 use crate::stream::{RequestReceiver, ResponseSender};
 use crate::table::{self, LocalTable};
@@ -254,6 +255,7 @@ impl Manager {
             tls: None,
             clock: None,
             ready: true,
+            layer: None,
         }
     }
 
@@ -372,6 +374,7 @@ impl Manager {
             .map(|pc| Connection {
                 inner: pc.clone(),
                 subroute: None,
+                layer: None,
             })
             .ok_or_else(|| Error::UnknownPeer(peer.to_owned()))
     }
@@ -407,10 +410,41 @@ impl Manager {
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
     {
+        self.register_unary_with(spec, subroute, None, handler)
+    }
+
+    /// Registers a unary handler under a subroute (or none) behind `layer` (inside the node's
+    /// layers, if it has any; see [`crate::layer`]).
+    ///
+    /// # Errors
+    /// As [`register_unary_at`](Self::register_unary_at).
+    pub fn register_unary_with<F, Fut>(
+        &self,
+        spec: HandlerSpec,
+        subroute: Option<&str>,
+        layer: Option<&ServerLayer>,
+        handler: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, RemoteError>> + Send + 'static,
+    {
         let h: crate::handler::UnaryHandler = Arc::new(move |ctx, b| Box::pin(handler(ctx, b)));
-        self.inner
-            .registry
-            .insert(spec, subroute, Registered::Unary(h))?;
+        self.register_with(spec, subroute, layer, Registered::Unary(h))
+    }
+
+    fn register_with(
+        &self,
+        spec: HandlerSpec,
+        subroute: Option<&str>,
+        layer: Option<&ServerLayer>,
+        handler: Registered,
+    ) -> Result<(), Error> {
+        let handler = match layer {
+            Some(l) => l.apply(handler),
+            None => handler,
+        };
+        self.inner.registry.insert(spec, subroute, handler)?;
         self.inner.announce_handlers();
         Ok(())
     }
@@ -447,13 +481,31 @@ impl Manager {
             + 'static,
         Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
     {
+        self.register_stream_with(spec, subroute, None, handler)
+    }
+
+    /// Registers a stream handler under a subroute (or none) behind `layer` (inside the node's
+    /// layers, if it has any; see [`crate::layer`]).
+    ///
+    /// # Errors
+    /// As [`register_unary_at`](Self::register_unary_at).
+    pub fn register_stream_with<F, Fut>(
+        &self,
+        spec: HandlerSpec,
+        subroute: Option<&str>,
+        layer: Option<&ServerLayer>,
+        handler: F,
+    ) -> Result<(), Error>
+    where
+        F: Fn(Context, Bytes, Option<RequestReceiver>, ResponseSender) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: Future<Output = Result<(), RemoteError>> + Send + 'static,
+    {
         let h: crate::handler::StreamHandler =
             Arc::new(move |ctx, b, i, o| Box::pin(handler(ctx, b, i, o)));
-        self.inner
-            .registry
-            .insert(spec, subroute, Registered::Stream(h))?;
-        self.inner.announce_handlers();
-        Ok(())
+        self.register_with(spec, subroute, layer, Registered::Stream(h))
     }
 
     /// Serves an already-accepted byte stream (a TCP stream from your own listener): performs the
@@ -539,6 +591,7 @@ impl Manager {
                 Connection {
                     inner: pc.clone(),
                     subroute: None,
+                    layer: None,
                 }
                 .stats()
             })

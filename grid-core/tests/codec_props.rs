@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use grid_core::frame::{
     decode_batch, encode_batch, encode_checked_batch, encode_frame, encoded_len, flags,
     BatchDecoder, BatchEncoder, CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits,
-    Op, Route, BATCH_HEADER_LEN, MAX_SUBROUTE_LEN,
+    Metadata, Op, Route, BATCH_HEADER_LEN, MAX_SUBROUTE_LEN,
 };
 use grid_core::{HandlerId, MuxId};
 use proptest::collection::vec;
@@ -66,6 +66,18 @@ fn record() -> impl Strategy<Value = ErrorRecord> {
     (error_code(), bytes(40)).prop_map(|(code, message)| ErrorRecord { code, message })
 }
 
+/// Metadata of 0 to 4 entries: keys of 1 to 6 characters (non-ASCII ones included), values of
+/// 0 to 12 arbitrary bytes.
+fn metadata() -> impl Strategy<Value = Metadata> {
+    vec(("[a-zé€]{1,6}", vec(any::<u8>(), 0..12)), 0..5).prop_map(|entries| {
+        let mut m = Metadata::new();
+        for (k, v) in entries {
+            m.insert(&k, v).expect("within the per-entry bounds");
+        }
+        m
+    })
+}
+
 fn cancel_reason() -> impl Strategy<Value = CancelReason> {
     prop_oneof![
         Just(CancelReason::CallerGaveUp),
@@ -87,14 +99,15 @@ fn handshake_op() -> impl Strategy<Value = Op> {
 /// Any valid frame: every variant, every optional part.
 fn frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (mux(), route(), any::<u32>(), payload()).prop_map(|(mux, route, deadline_ms, payload)| {
-            Frame::Request {
+        (mux(), route(), any::<u32>(), metadata(), payload()).prop_map(
+            |(mux, route, deadline_ms, metadata, payload)| Frame::Request {
                 mux,
                 route,
                 deadline_ms,
+                metadata,
                 payload,
             }
-        }),
+        ),
         (mux(), payload()).prop_map(|(mux, p)| Frame::Response { mux, result: Ok(p) }),
         (mux(), record()).prop_map(|(mux, e)| Frame::Response {
             mux,
@@ -107,7 +120,7 @@ fn frame() -> impl Strategy<Value = Frame> {
             (any::<u32>(), any::<u32>()),
             (any::<u32>(), any::<u32>()),
             any::<bool>(),
-            payload()
+            (metadata(), payload())
         )
             .prop_map(
                 |(
@@ -117,7 +130,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     (in_cap, out_cap),
                     (in_window, out_window),
                     input,
-                    payload,
+                    (metadata, payload),
                 )| {
                     Frame::Open {
                         mux,
@@ -129,6 +142,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                         in_window: if input { in_window } else { 0 },
                         out_window,
                         input,
+                        metadata,
                         payload,
                     }
                 }

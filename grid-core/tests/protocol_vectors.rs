@@ -16,7 +16,7 @@
 use bytes::Bytes;
 use grid_core::frame::{
     decode_batch, encode_batch, encode_checked_batch, CancelReason, ErrorCode, ErrorRecord, Frame,
-    Limits, Op, Route,
+    Limits, Metadata, Op, Route,
 };
 use grid_core::table::{self, HandlerTable};
 use grid_core::{HandlerId, MuxId};
@@ -109,6 +109,7 @@ fn vectors() -> Vec<Vector> {
                 mux: MuxId(1),
                 route: route(0x0a0b_0c0d, Some(b"disk1")),
                 deadline_ms: 5000,
+                metadata: Metadata::new(),
                 payload: Some(b(b"ping")),
             }],
         ),
@@ -119,6 +120,7 @@ fn vectors() -> Vec<Vector> {
                 mux: MuxId(2),
                 route: route(0x0000_0002, None),
                 deadline_ms: 0,
+                metadata: Metadata::new(),
                 payload: None,
             }],
         ),
@@ -145,6 +147,7 @@ fn vectors() -> Vec<Vector> {
                 mux: MuxId(5),
                 route: route(0x1122_3344, None),
                 deadline_ms: 30_000,
+                metadata: Metadata::new(),
                 in_cap: 8,
                 out_cap: 16,
                 in_window: 4096,
@@ -160,6 +163,7 @@ fn vectors() -> Vec<Vector> {
                 mux: MuxId(7),
                 route: route(0x1122_3344, Some(b"a")),
                 deadline_ms: 0,
+                metadata: Metadata::new(),
                 in_cap: 0,
                 out_cap: 4,
                 in_window: 0,
@@ -323,7 +327,43 @@ fn vectors() -> Vec<Vector> {
                 ],
             )
         },
+        vector(
+            "request-metadata",
+            "Unary call with three metadata entries (a non-ASCII value, an empty one), then a payload.",
+            vec![Frame::Request {
+                mux: MuxId(3),
+                route: route(0x0a0b_0c0d, None),
+                deadline_ms: 250,
+                metadata: metadata(&[("auth", b"\xffk\x00"), ("trace", b"00-ab-01"), ("x", b"")]),
+                payload: Some(b(b"hi")),
+            }],
+        ),
+        vector(
+            "open-metadata-subroute",
+            "Open without input under subroute \"d\", one metadata entry, no payload.",
+            vec![Frame::Open {
+                mux: MuxId(9),
+                route: route(0x1122_3344, Some(b"d")),
+                deadline_ms: 0,
+                metadata: metadata(&[("tenant", b"7")]),
+                in_cap: 0,
+                out_cap: 4,
+                in_window: 0,
+                out_window: 64,
+                input: false,
+                payload: None,
+            }],
+        ),
     ]
+}
+
+/// Metadata of `entries`, inserted in reverse (the type must put them in order).
+fn metadata(entries: &[(&str, &[u8])]) -> Metadata {
+    let mut m = Metadata::new();
+    for (k, v) in entries.iter().rev() {
+        m.insert(k, v).unwrap();
+    }
+    m
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,6 +392,7 @@ fn flag_names(fl: u8) -> String {
         (0x04, "PAYLOAD"),
         (0x08, "SUBROUTE"),
         (0x10, "CHECKSUM"),
+        (0x20, "METADATA"),
     ];
     let set: Vec<&str> = names
         .iter()
@@ -397,6 +438,44 @@ fn subroute_lines(route: &Route) -> Vec<Line> {
             (vec![vec![len], s.to_vec()], comment)
         })
         .collect()
+}
+
+/// The lines of a metadata block, straight from section 3: a `u16` count, then per entry a
+/// one-byte key length, the key, a `u16` value length and the value.
+fn metadata_lines(m: &Metadata) -> Vec<Line> {
+    if m.is_empty() {
+        return Vec::new();
+    }
+    let n = u16::try_from(m.len()).unwrap();
+    let mut lines = vec![(
+        vec![n.to_be_bytes().to_vec()],
+        format!(
+            "metadata: {}",
+            count(m.len(), "entry").replace("entrys", "entries")
+        ),
+    )];
+    for (key, value) in m.iter() {
+        let klen = u8::try_from(key.len()).unwrap();
+        let vlen = u16::try_from(value.len()).unwrap();
+        let fields = [
+            vec![klen],
+            key.as_bytes().to_vec(),
+            vlen.to_be_bytes().to_vec(),
+            value.to_vec(),
+        ]
+        .into_iter()
+        .filter(|f| !f.is_empty())
+        .collect();
+        lines.push((
+            fields,
+            format!(
+                "key length {klen}, {}, value length {vlen}, {}",
+                show(key.as_bytes()),
+                show(value)
+            ),
+        ));
+    }
+    lines
 }
 
 /// The lines of a handler-table message, straight from section 9.
@@ -445,6 +524,7 @@ fn spec_frame<'a>(
     const ERROR: u8 = 0x02;
     const PAYLOAD: u8 = 0x04;
     const SUBROUTE: u8 = 0x08;
+    const METADATA: u8 = 0x20;
     let call = |handler: HandlerId, deadline: u32| {
         (
             vec![be32(handler.0), be32(deadline)],
@@ -457,16 +537,19 @@ fn spec_frame<'a>(
             mux,
             route,
             deadline_ms,
+            metadata,
             payload,
         } => {
             body.push(call(route.handler, *deadline_ms));
             body.extend(subroute_lines(route));
+            body.extend(metadata_lines(metadata));
             body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
             let fl = if route.subroute.is_some() {
                 SUBROUTE
             } else {
                 0
-            } | if payload.is_some() { PAYLOAD } else { 0 };
+            } | if metadata.is_empty() { 0 } else { METADATA }
+                | if payload.is_some() { PAYLOAD } else { 0 };
             (1, fl, mux.0)
         }
         Frame::Response { mux, result } => match result {
@@ -488,6 +571,7 @@ fn spec_frame<'a>(
             in_window,
             out_window,
             input,
+            metadata,
             payload,
         } => {
             body.push(call(route.handler, *deadline_ms));
@@ -500,6 +584,7 @@ fn spec_frame<'a>(
                 format!("in_window {in_window}, out_window {out_window}"),
             ));
             body.extend(subroute_lines(route));
+            body.extend(metadata_lines(metadata));
             body.extend(payload.as_deref().and_then(|p| payload_line(p, "payload")));
             let fl = if *input { 0 } else { END }
                 | if route.subroute.is_some() {
@@ -507,6 +592,7 @@ fn spec_frame<'a>(
                 } else {
                     0
                 }
+                | if metadata.is_empty() { 0 } else { METADATA }
                 | if payload.is_some() { PAYLOAD } else { 0 };
             (3, fl, mux.0)
         }

@@ -6,8 +6,10 @@
 //! - the trait itself, its `async fn`s written as `fn … -> impl Future<Output = …> + Send`, so the
 //!   server can run handlers on a multi-threaded runtime (implementors still write `async fn`);
 //! - `LockerClient`: a handler-spec constant per method (`LockerClient::LOCK`), `new(conn)`,
-//!   `connection()`, and one typed method per handler;
-//! - `LockerServer<S>`: `new(impl)`, `from_arc`, `register`, `register_subroute`, `register_at`;
+//!   `connection()`, and one typed method per handler, returning the call as a builder
+//!   (`UnaryCall`, `StreamCall`, `DuplexCall`) that `.await` sends, with per-call options;
+//! - `LockerServer<S>`: `new(impl)`, `from_arc`, `layer` (tower middleware around its handlers),
+//!   `register`, `register_subroute`, `register_at`;
 //! - per method, a compile-time check that its payload types implement the serde traits,
 //!   reported on the user's type.
 
@@ -212,24 +214,22 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let out_cap = opt(p, m.attrs.out_capacity.as_ref().map(|t| t.value));
     let (ret, body) = match m.shape() {
         Shape::Unary => (
-            quote!(#p::Result<#ok, #p::CallError<#err>>),
+            quote!(#p::UnaryCall<'_, #ok, #err>),
             quote! {
-                #p::unary(&self.conn, Self::#c, #req, #p::call_options(#timeout)).await
+                #p::unary_call(&self.conn, Self::#c, #req, #p::call_options(#timeout))
             },
         ),
         Shape::ServerStream => {
             let item = m.sender().expect("server stream has a sender");
             (
-                quote!(#p::Result<#p::ResponseReceiver<#item, #err>, #p::CallError<#err>>),
+                quote!(#p::StreamCall<'_, #item, #err>),
                 quote! {
-                    let (_, stream) = #p::open::<_, (), #item, #err>(
+                    #p::stream_call(
                         &self.conn,
                         Self::#c,
                         #req,
                         #p::stream_options(false, #in_cap, #out_cap, #timeout),
                     )
-                    .await?;
-                    #p::Ok(stream)
                 },
             )
         }
@@ -237,21 +237,14 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
             let input = m.receiver().expect("has a receiver");
             let item = m.sender().unwrap_or(ok);
             (
+                quote!(#p::DuplexCall<'_, #input, #item, #err>),
                 quote! {
-                    #p::Result<
-                        (#p::RequestSender<#input>, #p::ResponseReceiver<#item, #err>),
-                        #p::CallError<#err>,
-                    >
-                },
-                quote! {
-                    let (sink, stream) = #p::open::<_, #input, #item, #err>(
+                    #p::duplex_call(
                         &self.conn,
                         Self::#c,
                         #req,
                         #p::stream_options(true, #in_cap, #out_cap, #timeout),
                     )
-                    .await?;
-                    #p::Ok((#p::expect_sink(sink)?, stream))
                 },
             )
         }
@@ -273,10 +266,14 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
         #sep
         #[doc = #shape_doc]
         ///
+        /// Returns the call, which `.await` sends as it is; per-call options go before the
+        /// `.await`: `.timeout(..)`, `.deadline(..)`, `.wait_for_connect()`, `.metadata(k, v)`,
+        /// and on streams the capacities and windows.
+        ///
         /// # Errors
-        /// `CallError::Remote` with the handler's error, or `CallError::Transport` if the call
-        /// did not complete.
-        pub async fn #ident(&self, #(#params),*) -> #ret {
+        /// Awaited: `CallError::Remote` with the handler's error, or `CallError::Transport` if
+        /// the call did not complete.
+        pub fn #ident(&self, #(#params),*) -> #ret {
             #body
         }
     }
@@ -300,6 +297,7 @@ fn server(service: &Service<'_>, p: &TokenStream) -> TokenStream {
         #[doc = #doc]
         #vis struct #server<S> {
             inner: #p::Arc<S>,
+            layer: #p::Option<#p::ServerLayer>,
         }
 
         impl<S> ::std::fmt::Debug for #server<S> {
@@ -314,12 +312,24 @@ fn server(service: &Service<'_>, p: &TokenStream) -> TokenStream {
         {
             /// A server for `service`.
             pub fn new(service: S) -> Self {
-                Self { inner: #p::Arc::new(service) }
+                Self { inner: #p::Arc::new(service), layer: #p::None }
             }
 
             /// A server for a shared `service`.
             pub fn from_arc(service: #p::Arc<S>) -> Self {
-                Self { inner: service }
+                Self { inner: service, layer: #p::None }
+            }
+
+            /// Puts a tower layer around every handler of this service (inside the manager's
+            /// own layers): a `Layer` over `grid::layer::HandlerService`, see `grid::layer`.
+            /// Called again, the new layer goes outside the ones before.
+            pub fn layer(mut self, layer: impl #p::IntoServerLayer) -> Self {
+                let new = #p::IntoServerLayer::into_server_layer(layer);
+                self.layer = #p::Some(match &self.layer {
+                    #p::Some(inner) => new.around(inner),
+                    #p::None => new,
+                });
+                self
             }
 
             /// Registers every handler with `manager`, without a subroute.
@@ -398,9 +408,10 @@ fn registration(
                 #(#cfgs)*
                 {
                     let __grid_svc = #p::Clone::clone(&self.inner);
-                    manager.register_unary_at(
+                    manager.register_unary_with(
                         #client::#c,
                         subroute,
+                        self.layer.as_ref(),
                         move |#ctx_pat: #p::Context, __grid_bytes: #p::Bytes| {
                             let __grid_svc = #p::Clone::clone(&__grid_svc);
                             async move {
@@ -437,9 +448,10 @@ fn registration(
         #(#cfgs)*
         {
             let __grid_svc = #p::Clone::clone(&self.inner);
-            manager.register_stream_at(
+            manager.register_stream_with(
                 #client::#c,
                 subroute,
+                self.layer.as_ref(),
                 move |#ctx_pat: #p::Context,
                       __grid_bytes: #p::Bytes,
                       #input_pat: #p::Option<#p::RawRequestReceiver>,

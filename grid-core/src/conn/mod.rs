@@ -39,9 +39,10 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
 use crate::error::Error;
-use crate::frame::{Frame, Route};
+use crate::frame::{Frame, Metadata, MetadataError, Route};
 use crate::handler::HandlerSpec;
 use crate::ids::HandlerId;
+use crate::layer::{ClientCall, ClientStack};
 use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{RequestSender, ResponseReceiver};
 use crate::table::Supported;
@@ -85,6 +86,11 @@ pub struct CallOptions {
     pub timeout: Option<Duration>,
     /// If not connected, wait for the connection (within the timeout) instead of failing fast.
     pub wait_for_connect: bool,
+    /// Entries the handler reads from its [`Context::metadata`](crate::Context::metadata).
+    /// Bounded by [`Config::max_metadata_entries`](crate::Config::max_metadata_entries) and
+    /// `max_metadata_bytes`, this node's and the peer's: a call over either fails with
+    /// [`Error::Metadata`] before anything is sent.
+    pub metadata: Metadata,
 }
 
 /// Options of a stream.
@@ -110,6 +116,9 @@ pub struct StreamOptions {
     pub timeout: Option<Duration>,
     /// If not connected, wait for the connection instead of failing fast.
     pub wait_for_connect: bool,
+    /// Entries the handler reads from its [`Context::metadata`](crate::Context::metadata),
+    /// bounded as [`CallOptions::metadata`] is.
+    pub metadata: Metadata,
 }
 
 impl StreamOptions {
@@ -138,6 +147,7 @@ impl Default for StreamOptions {
             out_window: StreamOptions::DEFAULT_WINDOW,
             timeout: None,
             wait_for_connect: false,
+            metadata: Metadata::new(),
         }
     }
 }
@@ -151,7 +161,8 @@ pub struct ClientStream {
     pub receiver: ResponseReceiver,
 }
 
-/// A cheap, clonable handle to the connection with one peer, optionally bound to a subroute.
+/// A cheap, clonable handle to the connection with one peer, optionally bound to a subroute
+/// and to client-side layers ([`with_layer`](Self::with_layer)).
 ///
 /// Got from [`Manager::connection`](crate::Manager::connection); it outlives reconnects (a call
 /// goes out on whatever socket is live). A call while no socket is up fails at once with
@@ -231,6 +242,9 @@ pub struct ClientStream {
 pub struct Connection {
     pub(crate) inner: Arc<PeerConn>,
     pub(crate) subroute: Option<Bytes>,
+    /// Client-side middleware every call of this handle goes through; `None`: none, and the
+    /// call path pays nothing for it.
+    pub(crate) layer: Option<ClientStack>,
 }
 
 impl fmt::Debug for Connection {
@@ -239,6 +253,7 @@ impl fmt::Debug for Connection {
             .field("local", &self.inner.local)
             .field("peer", &self.inner.peer)
             .field("subroute", &self.subroute)
+            .field("layered", &self.layer.is_some())
             .field("state", &self.state())
             .finish()
     }
@@ -283,11 +298,39 @@ impl Connection {
         &self.inner.local
     }
 
-    /// The same connection, addressing handlers registered under `subroute`.
+    /// The same connection (and layers), addressing handlers registered under `subroute`.
     pub fn subroute(&self, subroute: impl Into<String>) -> Connection {
+        self.at_subroute(Some(Bytes::from(subroute.into())))
+    }
+
+    pub(crate) fn at_subroute(&self, subroute: Option<Bytes>) -> Connection {
         Connection {
             inner: self.inner.clone(),
-            subroute: Some(Bytes::from(subroute.into())),
+            subroute,
+            layer: self.layer.clone(),
+        }
+    }
+
+    /// The same connection with `layer` around every call made through the returned handle
+    /// (and through typed clients over it): a tower [`Layer`](crate::layer::Layer) over
+    /// [`ConnectionService`](crate::layer::ConnectionService), outside the layers this handle
+    /// already has. See [`crate::layer`].
+    pub fn with_layer<L>(&self, layer: L) -> Connection
+    where
+        L: crate::layer::Layer<crate::layer::ConnectionService>,
+        L::Service: crate::layer::Service<crate::layer::ClientCall, Response = crate::layer::ClientReply>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as crate::layer::Service<crate::layer::ClientCall>>::Error:
+            Into<crate::layer::BoxError>,
+        <L::Service as crate::layer::Service<crate::layer::ClientCall>>::Future: Send + 'static,
+    {
+        Connection {
+            inner: self.inner.clone(),
+            subroute: self.subroute.clone(),
+            layer: Some(ClientStack::new(self.clone(), layer)),
         }
     }
 
@@ -437,6 +480,24 @@ impl Connection {
         Ok(())
     }
 
+    /// Refuses metadata over this node's limits, or (once a session is known) over what the
+    /// peer accepts; a peer that takes none gets a call with metadata refused, never sent
+    /// without it.
+    fn check_metadata(&self, metadata: &Metadata, session: Option<&Session>) -> Result<(), Error> {
+        if metadata.is_empty() {
+            return Ok(());
+        }
+        let limits = match session {
+            None => self.inner.config.metadata_limits(),
+            Some(s) => s.metadata_limits().ok_or_else(|| {
+                Error::Metadata(MetadataError::Unsupported {
+                    peer: self.peer().to_owned(),
+                })
+            })?,
+        };
+        limits.check(metadata).map_err(Error::Metadata)
+    }
+
     /// A unary call with the default options.
     ///
     /// # Errors
@@ -466,6 +527,10 @@ impl Connection {
         payload: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
+        if let Some(stack) = &self.layer {
+            let call = ClientCall::unary(handler, self.subroute.clone(), payload, opts);
+            return stack.unary(call).await;
+        }
         cooperative(self.call_once(handler, payload, opts).await).await
     }
 
@@ -476,9 +541,10 @@ impl Connection {
         opts: CallOptions,
     ) -> Result<Bytes, Error> {
         self.check_size(payload.len(), None)?;
+        self.check_metadata(&opts.metadata, None)?;
         let timeout = opts.timeout.unwrap_or(self.inner.config.default_timeout);
         // Reading the clock costs a syscall on some VMs: only when the call had to wait.
-        let (session, remaining) = match self.inner.session() {
+        let (session, mut remaining) = match self.inner.session() {
             Some(s) => (s, timeout),
             None => {
                 let started = Instant::now();
@@ -492,6 +558,7 @@ impl Connection {
             return Err(Error::Deadline);
         }
         self.check_size(payload.len(), Some(&session))?;
+        self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         let route = self.route(handler);
         let (mux, rx) = session
@@ -502,7 +569,28 @@ impl Connection {
             mux,
             armed: true,
         };
-        let frame = UnaryCaller::request(mux, route, Some(payload), Some(remaining));
+        if session.data_lane_full() {
+            // The request's deadline is the time left when it is queued, so the handler's is
+            // never later than ours: wait for room first (registered, so a close fails the call
+            // as one in flight), and take the wait off. Nothing is queued yet: on failure the
+            // call is only forgotten.
+            let started = Instant::now();
+            let waited = tokio::time::timeout(remaining, session.data_room()).await;
+            remaining = remaining.saturating_sub(started.elapsed());
+            let failed = match waited {
+                Ok(Ok(())) if !remaining.is_zero() => None,
+                Ok(Err(_)) => Some(Error::NotConnected {
+                    peer: self.peer().to_owned(),
+                }),
+                _ => Some(Error::Deadline),
+            };
+            if let Some(e) = failed {
+                guard.armed = false;
+                session.forget_unary(mux);
+                return Err(e);
+            }
+        }
+        let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
         let result = tokio::time::timeout(remaining, async {
             if session.send_data(&frame).await.is_err() {
                 // Nothing was sent: the link went down before the request could be queued.
@@ -562,6 +650,10 @@ impl Connection {
         payload: Bytes,
         opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
+        if let Some(stack) = &self.layer {
+            let call = ClientCall::stream(handler, self.subroute.clone(), payload, opts);
+            return stack.stream(call).await;
+        }
         cooperative(self.open_stream_once(handler, payload, opts).await).await
     }
 
@@ -572,35 +664,34 @@ impl Connection {
         mut opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
         self.check_size(payload.len(), None)?;
+        self.check_metadata(&opts.metadata, None)?;
         if opts.timeout.is_some_and(|t| t.is_zero()) {
             return Err(Error::Deadline);
         }
         let wait = opts
             .wait_for_connect
             .then(|| opts.timeout.unwrap_or(self.inner.config.default_timeout));
+        // The stream's deadline counts from the call: time spent waiting for the link or for
+        // room in the data lane is taken off it, and a deadline that ran out meanwhile fails
+        // here, before anything is sent.
+        let started = opts.timeout.map(|_| Instant::now());
         let session = match self.inner.session() {
             Some(s) => s,
-            None => {
-                // The stream's deadline counts from the call: time spent waiting for the link
-                // is taken off it, and a deadline that ran out meanwhile fails here, before
-                // anything is sent.
-                let started = Instant::now();
-                let s = self.live_session(wait).await?;
-                if let Some(t) = opts.timeout {
-                    let left = t.saturating_sub(started.elapsed());
-                    if left.is_zero() {
-                        return Err(Error::Deadline);
-                    }
-                    opts.timeout = Some(left);
-                }
-                s
-            }
+            None => self.live_session(wait).await?,
         };
         self.check_size(payload.len(), Some(&session))?;
+        self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         session.data_room().await.map_err(|_| Error::NotConnected {
             peer: self.peer().to_owned(),
         })?;
+        if let (Some(t), Some(started)) = (opts.timeout, started) {
+            let left = t.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                return Err(Error::Deadline);
+            }
+            opts.timeout = Some(left);
+        }
         let params = StreamParams {
             in_cap: opts.in_capacity,
             out_cap: opts.out_capacity,
@@ -615,7 +706,7 @@ impl Connection {
         let now = Instant::now();
         let (shared, open) = session
             .register_stream(&self.route(handler), |mux| {
-                StreamCaller::open(mux, route, Some(payload), params, now)
+                StreamCaller::open(mux, route, opts.metadata, Some(payload), params, now)
             })
             .map_err(|why| self.not_started(why, handler))?;
         // The open frame is queued before any input frame can be: the sender does not exist yet.

@@ -54,6 +54,7 @@ pub(crate) fn spawn(
         handler,
         cancel,
         deadline,
+        metadata,
         payload,
         kind,
     } = start;
@@ -66,6 +67,7 @@ pub(crate) fn spawn(
         route.handler,
         route.subroute.as_deref(),
         deadline,
+        metadata,
         cancel.clone(),
     );
     match (handler, kind) {

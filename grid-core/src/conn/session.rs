@@ -32,7 +32,7 @@ use super::slot::{Machine, Shared};
 use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
 use crate::config::Config;
-use crate::frame::{self, ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
@@ -44,6 +44,15 @@ pub(crate) struct Shell;
 impl Handles for Shell {
     type Reply = oneshot::Sender<Result<Payload, MuxError>>;
     type Cancel = CancelSignal;
+}
+
+/// What the peer's handshake said it accepts.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerLimits {
+    /// Its payload limit.
+    pub(crate) max_payload: u64,
+    /// Its metadata limits; `None` from a peer that takes no metadata.
+    pub(crate) metadata: Option<MetadataLimits>,
 }
 
 /// Why a call this side starts was not registered.
@@ -62,6 +71,9 @@ pub(crate) struct Session {
     pub(crate) peer: Arc<str>,
     checksum: bool,
     max_payload: usize,
+    /// The metadata a call to the peer may carry (the smaller of both sides' limits), or `None`
+    /// when the peer announced no metadata limits: it cannot take any.
+    metadata: Option<MetadataLimits>,
     pub(crate) config: Arc<Config>,
     out: OutQueue,
     pub(crate) stats: Arc<ConnStats>,
@@ -88,8 +100,12 @@ impl Session {
         config: Arc<Config>,
         stats: Arc<ConnStats>,
         events: Arc<EventSink>,
-        peer_max_payload: u64,
+        limits: PeerLimits,
     ) -> Arc<Session> {
+        let PeerLimits {
+            max_payload: peer_max_payload,
+            metadata: peer_metadata,
+        } = limits;
         // Sending more than the peer accepts would make it drop the whole connection.
         let max_payload = usize::try_from(peer_max_payload)
             .unwrap_or(usize::MAX)
@@ -102,12 +118,17 @@ impl Session {
             max_incoming_calls: config.max_incoming_calls,
             max_stream_capacity: config.max_stream_capacity,
             stream_liveness_timeout: config.stream_liveness_timeout,
+            metadata: config.metadata_limits(),
         };
+        // What a call may carry on this link: what both sides accept; nothing to a peer that
+        // announced no metadata (an older node would close the link on the flag).
+        let metadata = peer_metadata.map(|p| p.min(config.metadata_limits()));
         Arc::new(Session {
             id: fastrand::u32(..),
             peer,
             checksum,
             max_payload,
+            metadata,
             out: OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
@@ -277,6 +298,11 @@ impl Session {
         self.out.recycle(buf);
     }
 
+    /// True while the data lane is at its byte bound: a sender would wait for room.
+    pub(crate) fn data_lane_full(&self) -> bool {
+        self.out.is_full()
+    }
+
     /// Waits until the data lane has room (or the session closed).
     ///
     /// # Cancel safety
@@ -339,6 +365,11 @@ impl Session {
         if !self.out.retract(cancel.mux().0) {
             self.send_control(cancel);
         }
+    }
+
+    /// The metadata a call on this link may carry; `None` when the peer takes none.
+    pub(crate) fn metadata_limits(&self) -> Option<MetadataLimits> {
+        self.metadata
     }
 
     /// The largest payload this link carries: the smaller of our limit and the peer's.

@@ -8,11 +8,17 @@
 //! Payloads are [`bytes::Bytes`] slices of the received message, so decoding copies no payload.
 
 mod codec;
+mod metadata;
 
 pub(crate) use codec::encode_data_with;
 pub use codec::{
     decode_batch, encode_batch, encode_checked_batch, encode_frame, encoded_len, seal_batch,
     BatchDecoder, BatchEncoder,
+};
+
+pub(crate) use metadata::WireFault;
+pub use metadata::{
+    Metadata, MetadataError, MetadataLimits, MAX_METADATA_KEY_LEN, MAX_METADATA_VALUE_LEN,
 };
 
 use bytes::Bytes;
@@ -176,8 +182,11 @@ pub mod flags {
     pub const SUBROUTE: u8 = 0x08;
     /// A CRC-32 trailer follows the body.
     pub const CHECKSUM: u8 = 0x10;
+    /// A metadata block is present (`Request`, `Open`). Sent only to a peer that announced
+    /// metadata limits in its handshake: an older node refuses the flag as reserved.
+    pub const METADATA: u8 = 0x20;
     /// Every defined bit.
-    pub const ALL: u8 = END | ERROR | PAYLOAD | SUBROUTE | CHECKSUM;
+    pub const ALL: u8 = END | ERROR | PAYLOAD | SUBROUTE | CHECKSUM | METADATA;
 }
 
 /// Why a mux failed, as carried in error records. Values are wire values.
@@ -311,6 +320,8 @@ pub enum Frame {
         route: Route,
         /// Milliseconds the caller will wait, relative to receipt; 0 = none.
         deadline_ms: u32,
+        /// The call's metadata (empty: none, and no `METADATA` flag).
+        metadata: Metadata,
         /// The request.
         payload: Payload,
     },
@@ -341,6 +352,8 @@ pub enum Frame {
         out_window: u32,
         /// Whether the caller will send a stream of messages after the initial payload.
         input: bool,
+        /// The stream's metadata (empty: none, and no `METADATA` flag).
+        metadata: Metadata,
         /// The initial payload.
         payload: Payload,
     },

@@ -15,12 +15,13 @@ use bytes::Bytes;
 
 use super::error::{expect_frame, Rejection};
 use super::records::{
-    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord, NameProbe,
-    ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG, WELCOME_TAG,
+    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord,
+    MetadataRecord, NameProbe, ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody,
+    CONFIRM_TAG, WELCOME_TAG,
 };
 use super::{abs_diff_ms, offset_ms, should_dial, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
-use crate::frame::{Frame, Op, PROTOCOL_VERSION};
+use crate::frame::{Frame, MetadataLimits, Op, PROTOCOL_VERSION};
 use crate::table::HandlerTable;
 
 /// What the acceptor puts in its `Welcome`, and what it accepts.
@@ -48,6 +49,8 @@ pub struct AcceptorHandshake {
     params: AcceptorParams,
     /// The handler table message to put in the `Ready`, if any.
     handlers: Option<Bytes>,
+    /// The metadata limits to announce in the `Ready`, if any.
+    metadata: Option<MetadataLimits>,
 }
 
 impl AcceptorHandshake {
@@ -56,7 +59,15 @@ impl AcceptorHandshake {
         AcceptorHandshake {
             params,
             handlers: None,
+            metadata: None,
         }
+    }
+
+    /// Announces the call metadata this node accepts in the `Ready`. Without it the acceptor
+    /// looks like a node of a version without metadata: the dialer sends it none.
+    pub fn accept_metadata(mut self, limits: MetadataLimits) -> AcceptorHandshake {
+        self.metadata = Some(limits);
+        self
     }
 
     /// Announces this node's handler table (a table message, at most
@@ -86,7 +97,7 @@ impl AcceptorHandshake {
         is_known_peer: &dyn Fn(&str) -> bool,
         auth: &dyn Authenticator,
     ) -> Result<(Frame, AcceptorAwaitConfirm), Rejection> {
-        let (p, handlers) = (self.params, self.handlers);
+        let (p, handlers, metadata) = (self.params, self.handlers, self.metadata);
         let hello = expect_frame(frame, Op::Hello, "")?;
         let malformed = |peer: &str, detail| Rejection::malformed(peer, Op::Hello, detail);
         let probe: VersionProbe = decode("Hello", &hello).map_err(|d| malformed("", d))?;
@@ -159,6 +170,7 @@ impl AcceptorHandshake {
             hello,
             welcome,
             handlers,
+            metadata,
             peer: PeerInfo {
                 name: record.from,
                 instance: record.instance,
@@ -166,6 +178,7 @@ impl AcceptorHandshake {
                 clock_offset_ms: offset,
                 max_payload: record.max_payload,
                 handlers: None,
+                metadata: None,
             },
         };
         Ok((frame, next))
@@ -181,6 +194,8 @@ pub struct AcceptorAwaitConfirm {
     welcome: Bytes,
     /// This node's handler table message, for the `Ready`.
     handlers: Option<Bytes>,
+    /// This node's metadata limits, for the `Ready`.
+    metadata: Option<MetadataLimits>,
     peer: PeerInfo,
 }
 
@@ -233,9 +248,11 @@ impl AcceptorAwaitConfirm {
             Op::Ready,
             encode(&ReadyRecord {
                 handlers: self.handlers.map(|t| t.to_vec()),
+                metadata: self.metadata.map(MetadataRecord::of),
             }),
         );
         self.peer.handlers = handlers;
+        self.peer.metadata = body.metadata.map(MetadataRecord::limits);
         Ok((ready, self.peer))
     }
 }

@@ -11,12 +11,13 @@ use bytes::Bytes;
 
 use super::error::{expect_frame, Rejection};
 use super::records::{
-    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord, ReadyRecord,
-    RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG, WELCOME_TAG,
+    check_name, decode, encode, handshake_frame, transcript, ConfirmBody, HelloRecord,
+    MetadataRecord, ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG,
+    WELCOME_TAG,
 };
 use super::{abs_diff_ms, offset_ms, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
-use crate::frame::{Frame, Op, PROTOCOL_VERSION};
+use crate::frame::{Frame, MetadataLimits, Op, PROTOCOL_VERSION};
 use crate::table::HandlerTable;
 
 /// What the dialer puts in its `Hello`, and what it accepts back.
@@ -54,6 +55,8 @@ pub struct DialerHandshake {
     max_skew_ms: i64,
     /// The handler table message to put in the `Confirm`, if any.
     handlers: Option<Bytes>,
+    /// The metadata limits to announce in the `Confirm`, if any.
+    metadata: Option<MetadataLimits>,
 }
 
 impl DialerHandshake {
@@ -82,6 +85,7 @@ impl DialerHandshake {
             checksum: params.checksum,
             max_skew_ms: params.max_skew_ms,
             handlers: None,
+            metadata: None,
         };
         (state, frame)
     }
@@ -91,6 +95,13 @@ impl DialerHandshake {
     /// `Confirm`. Without it the dialer looks like a node of a version without tables.
     pub fn announce(mut self, table: Bytes) -> DialerHandshake {
         self.handlers = Some(table);
+        self
+    }
+
+    /// Announces the call metadata this node accepts in the `Confirm`. Without it the dialer
+    /// looks like a node of a version without metadata: the acceptor sends it none.
+    pub fn accept_metadata(mut self, limits: MetadataLimits) -> DialerHandshake {
+        self.metadata = Some(limits);
         self
     }
 
@@ -167,6 +178,7 @@ impl DialerHandshake {
 
         let confirm_body = encode(&ConfirmBody {
             handlers: self.handlers.map(|t| t.to_vec()),
+            metadata: self.metadata.map(MetadataRecord::of),
         });
         let proof = auth.prove(
             &body.from,
@@ -187,6 +199,7 @@ impl DialerHandshake {
                 clock_offset_ms: offset,
                 max_payload: body.max_payload,
                 handlers: None,
+                metadata: None,
             },
         };
         Ok((confirm, next))
@@ -224,6 +237,7 @@ impl DialerAwaitReady {
             .transpose()
             .map_err(|e| malformed(format!("Ready record: handler table: {e}")))?;
         self.peer.handlers = handlers;
+        self.peer.metadata = record.metadata.map(MetadataRecord::limits);
         Ok(self.peer)
     }
 }

@@ -141,6 +141,9 @@ pub struct PeerInfo {
     /// rest follows in `Handlers` frames); `None` from a peer of a version that announces none,
     /// which must then get no `Handlers` frames either (`PROTOCOL.md` section 9).
     pub handlers: Option<HandlerTable>,
+    /// The call metadata the peer accepts, from its `Confirm` or `Ready`; `None` from a peer of
+    /// a version without metadata, which must then be sent none (`PROTOCOL.md` section 3).
+    pub metadata: Option<crate::frame::MetadataLimits>,
 }
 
 /// A fresh nonce from the operating system's secure random source.

@@ -76,6 +76,35 @@ pub(super) struct ConfirmBody {
     /// older dialer, which announces none; an older acceptor ignores it.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bin")]
     pub(super) handlers: Option<Vec<u8>>,
+    /// The call metadata the dialer accepts (`PROTOCOL.md` section 3, "Metadata"). Absent from
+    /// an older dialer, which takes none; an older acceptor ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) metadata: Option<MetadataRecord>,
+}
+
+/// The metadata limits a side announces: what one call to it may carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct MetadataRecord {
+    /// Most entries.
+    pub(super) entries: u64,
+    /// Most bytes of keys and values together.
+    pub(super) bytes: u64,
+}
+
+impl MetadataRecord {
+    pub(super) fn of(limits: crate::frame::MetadataLimits) -> MetadataRecord {
+        MetadataRecord {
+            entries: limits.entries as u64,
+            bytes: limits.bytes as u64,
+        }
+    }
+
+    pub(super) fn limits(self) -> crate::frame::MetadataLimits {
+        crate::frame::MetadataLimits {
+            entries: usize::try_from(self.entries).unwrap_or(usize::MAX),
+            bytes: usize::try_from(self.bytes).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// `Welcome` and `Confirm` on the wire: the encoded body, kept as the exact bytes the proof
@@ -99,6 +128,9 @@ pub(super) struct ReadyRecord {
     /// it.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bin")]
     pub(super) handlers: Option<Vec<u8>>,
+    /// The call metadata the acceptor accepts; absent from an older acceptor, which takes none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) metadata: Option<MetadataRecord>,
 }
 
 /// Either side: the handshake is refused.
@@ -429,7 +461,10 @@ mod tests {
 
     #[test]
     fn handshake_decode_refuses_trailing_bytes_depth_and_size() {
-        let mut bytes = encode(&ReadyRecord { handlers: None });
+        let mut bytes = encode(&ReadyRecord {
+            handlers: None,
+            metadata: None,
+        });
         assert_eq!(bytes, [0x80]);
         bytes.push(0xc0);
         let err = decode::<ReadyRecord>("Ready", &bytes).expect_err("trailing byte");
@@ -461,6 +496,7 @@ mod tests {
         let table = vec![0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x07];
         let ready = encode(&ReadyRecord {
             handlers: Some(table.clone()),
+            metadata: None,
         });
         // fixmap(1), "handlers", bin8(8) + the table message
         assert_eq!(
@@ -469,6 +505,7 @@ mod tests {
         );
         let confirm = encode(&ConfirmBody {
             handlers: Some(table.clone()),
+            metadata: None,
         });
         assert_eq!(confirm, ready);
         // An older node decodes both as the empty records it knew.
@@ -494,8 +531,53 @@ mod tests {
             Ok(None)
         );
         // With no table the records stay the empty maps of before.
-        assert_eq!(encode(&ReadyRecord { handlers: None }), [0x80]);
-        assert_eq!(encode(&ConfirmBody { handlers: None }), [0x80]);
+        assert_eq!(
+            encode(&ReadyRecord {
+                handlers: None,
+                metadata: None,
+            }),
+            [0x80]
+        );
+        assert_eq!(
+            encode(&ConfirmBody {
+                handlers: None,
+                metadata: None,
+            }),
+            [0x80]
+        );
+    }
+
+    #[test]
+    fn handshake_metadata_limits_are_a_key_older_nodes_ignore() {
+        let limits = MetadataRecord {
+            entries: 64,
+            bytes: 16384,
+        };
+        let ready = encode(&ReadyRecord {
+            handlers: None,
+            metadata: Some(limits),
+        });
+        // fixmap(1), "metadata", fixmap(2) {"entries": 64, "bytes": uint16 16384}: PROTOCOL.md 7.9.
+        let mut expected = vec![0x81, 0xa8];
+        expected.extend_from_slice(b"metadata");
+        expected.extend_from_slice(&hex_bytes("82a7656e747269657340a56279746573cd4000"));
+        assert_eq!(ready, expected);
+        let back: ReadyRecord = decode("Ready", &ready).expect("decodes");
+        assert_eq!(back.metadata, Some(limits));
+        // An older node's records (no key) decode as "takes no metadata".
+        let old: ConfirmBody = decode("Confirm body", &[0x80]).expect("decodes");
+        assert_eq!(old.metadata, None);
+        // An older node decoding ours ignores the key, as it ignores any key it does not know.
+        #[derive(Deserialize)]
+        struct OldReady {}
+        let _: OldReady = decode("Ready", &ready).expect("an older node ignores the key");
+    }
+
+    fn hex_bytes(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 
     #[test]

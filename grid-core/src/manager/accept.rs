@@ -124,7 +124,10 @@ pub(super) async fn serve_upgraded(
         inner.config.clone(),
         pc.stats.clone(),
         pc.events.clone(),
-        info.max_payload,
+        PeerLimits {
+            max_payload: info.max_payload,
+            metadata: info.metadata,
+        },
     );
     session.set_tables(info.handlers.take(), announced);
     if !pc.install(session.clone(), info.instance) {
@@ -155,7 +158,8 @@ pub(super) async fn accept_handshake(
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     })
-    .announce(table);
+    .announce(table)
+    .accept_metadata(inner.config.metadata_limits());
     let hello = recv_handshake(&mut ws).await?;
     let known = |name: &str| inner.peers.read().contains_key(name);
     let (welcome, next) = match hs.on_hello(hello, inner.now_ms(), &known, inner.auth.as_ref()) {

@@ -22,6 +22,8 @@ pub struct ManagerBuilder {
     pub(super) tls: Option<TlsConfig>,
     pub(super) clock: Option<ClockFn>,
     pub(super) ready: bool,
+    /// Server-side layers around every handler (see [`crate::layer`]).
+    pub(super) layer: Option<ServerLayer>,
 }
 
 impl fmt::Debug for ManagerBuilder {
@@ -35,6 +37,19 @@ impl fmt::Debug for ManagerBuilder {
 }
 
 impl ManagerBuilder {
+    /// Puts a tower layer around every handler this node will serve: a
+    /// [`Layer`](crate::layer::Layer) over [`HandlerService`](crate::layer::HandlerService) (an
+    /// auth check on the caller's metadata, a concurrency limit, logging; see [`crate::layer`]).
+    /// Called again, the new layer goes outside the ones before.
+    pub fn layer(mut self, layer: impl crate::layer::IntoServerLayer) -> ManagerBuilder {
+        let new = layer.into_server_layer();
+        self.layer = Some(match &self.layer {
+            Some(inner) => new.around(inner),
+            None => new,
+        });
+        self
+    }
+
     /// Adds peers by name (URL-like, e.g. `http://10.0.0.2:9000`). The local name is skipped, so
     /// every node can be given the same full list.
     pub fn peers<I, S>(mut self, peers: I) -> ManagerBuilder
@@ -177,7 +192,7 @@ impl ManagerBuilder {
             ready: tokio::sync::watch::channel(self.ready).0,
             // A node that starts not ready registers before it takes any peer: its handler
             // table is complete (see `crate::table`).
-            registry: Arc::new(Registry::new(!self.ready)),
+            registry: Arc::new(Registry::new(!self.ready).with_layer(self.layer)),
             auth,
             instance: random_instance()?,
             local_addr: listener.as_ref().and_then(|l| l.local_addr().ok()),

@@ -130,7 +130,10 @@ pub(super) async fn dial_once(
         cfg.clone(),
         pc.stats.clone(),
         pc.events.clone(),
-        info.max_payload,
+        PeerLimits {
+            max_payload: info.max_payload,
+            metadata: info.metadata,
+        },
     );
     session.set_tables(info.handlers.take(), announced);
     Ok((session, ws, info.instance))
@@ -155,7 +158,9 @@ pub(super) async fn dial_handshake(
         max_payload: inner.config.max_payload as u64,
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     });
-    let hs = hs.announce(table);
+    let hs = hs
+        .announce(table)
+        .accept_metadata(inner.config.metadata_limits());
     send_handshake(&mut ws, &hello).await?;
     let welcome = recv_handshake(&mut ws).await?;
     let (confirm, next) = match hs.on_welcome(welcome, inner.now_ms(), inner.auth.as_ref()) {

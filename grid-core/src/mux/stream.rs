@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Metadata, Payload, Route};
 use crate::ids::MuxId;
 
 use super::flow::{Ended, RecvHalf, SendHalf};
@@ -111,6 +111,7 @@ impl StreamCaller {
     pub fn open(
         mux: MuxId,
         route: Route,
+        metadata: Metadata,
         payload: Payload,
         params: StreamParams,
         now: Instant,
@@ -134,6 +135,7 @@ impl StreamCaller {
             in_window,
             out_window,
             input: params.input,
+            metadata,
             payload,
         };
         let caller = StreamCaller {
@@ -482,6 +484,9 @@ impl StreamCallee {
     ///
     /// # Errors
     /// An `Error` frame (`TooLarge` or `Protocol`) when the capacities are out of bounds.
+    // The refusal is a frame to send, as the `Ok` side carries one: boxing it would cost an
+    // allocation per refusal and gain nothing (the `Ok` side is the larger).
+    #[allow(clippy::result_large_err)]
     pub fn accept(
         open: OpenRequest,
         limits: CalleeLimits,

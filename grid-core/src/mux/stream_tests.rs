@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::*;
-use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Route};
+use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Metadata, Route};
 use crate::ids::{HandlerId, MuxId};
 use crate::mux::{CancelCause, MuxError, SendRefusal, Violation};
 
@@ -57,8 +57,14 @@ impl Pair {
             handler: HandlerId(7),
             subroute: None,
         };
-        let (caller, open) =
-            StreamCaller::open(mux, route, Some(Bytes::from_static(b"init")), p, now);
+        let (caller, open) = StreamCaller::open(
+            mux,
+            route,
+            Metadata::new(),
+            Some(Bytes::from_static(b"init")),
+            p,
+            now,
+        );
         let Frame::Open {
             mux,
             deadline_ms,

@@ -14,7 +14,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::frame::{CancelReason, ErrorCode, ErrorRecord, Frame, Metadata, Payload, Route};
 use crate::ids::MuxId;
 
 use super::{CancelCause, MuxError, Violation};
@@ -41,7 +41,7 @@ impl UnaryCaller {
         timeout: Option<Duration>,
         now: Instant,
     ) -> (UnaryCaller, Frame) {
-        let frame = UnaryCaller::request(mux, route, payload, timeout);
+        let frame = UnaryCaller::request(mux, route, Metadata::new(), payload, timeout);
         let call = UnaryCaller {
             mux,
             deadline: timeout.and_then(|t| now.checked_add(t)),
@@ -53,11 +53,18 @@ impl UnaryCaller {
 
     /// The `Request` frame alone, for a driver that keeps the call's deadline itself (the
     /// connection driver waits with `tokio::time::timeout` and needs no machine for that).
-    pub fn request(mux: MuxId, route: Route, payload: Payload, timeout: Option<Duration>) -> Frame {
+    pub fn request(
+        mux: MuxId,
+        route: Route,
+        metadata: Metadata,
+        payload: Payload,
+        timeout: Option<Duration>,
+    ) -> Frame {
         Frame::Request {
             mux,
             route,
             deadline_ms: timeout.map_or(0, deadline_ms),
+            metadata,
             payload,
         }
     }

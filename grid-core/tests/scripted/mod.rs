@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use grid_core::dialer_of;
-use grid_core::frame::{CancelReason, Frame, Route};
+use grid_core::frame::{CancelReason, Frame, Metadata, Route};
 use grid_core::{
     BoxedTransport, Config, ConnState, DialFn, HandlerSpec, Manager, MuxId, RemoteError,
 };
@@ -101,6 +101,7 @@ pub fn request(mux: MuxId, handler: HandlerSpec, payload: Bytes) -> Frame {
             subroute: None,
         },
         deadline_ms: 0,
+        metadata: Metadata::new(),
         payload: Some(payload),
     }
 }
@@ -123,6 +124,7 @@ pub fn open(mux: MuxId, handler: HandlerSpec, in_cap: u32, out_cap: u32) -> Fram
             subroute: None,
         },
         deadline_ms: 0,
+        metadata: Metadata::new(),
         in_cap,
         out_cap,
         in_window: if in_cap > 0 { u32::MAX } else { 0 },

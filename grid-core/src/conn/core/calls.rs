@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::conn::slot::Shared;
-use crate::frame::{ErrorRecord, Payload, Route};
+use crate::frame::{ErrorRecord, Metadata, MetadataLimits, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{CancelCause, MuxError, StreamCallee, UnaryCallee};
 
@@ -54,6 +54,8 @@ pub(crate) struct CoreLimits {
     pub(crate) max_stream_capacity: u32,
     /// Silence after which a served long-lived stream is given up.
     pub(crate) stream_liveness_timeout: Duration,
+    /// The metadata one call may carry; a call over it is refused (`TooLarge`).
+    pub(crate) metadata: MetadataLimits,
 }
 
 /// What the core tells the shell.
@@ -78,6 +80,7 @@ pub(crate) struct Start<D, C> {
     pub(crate) handler: D,
     pub(crate) cancel: C,
     pub(crate) deadline: Option<Instant>,
+    pub(crate) metadata: Metadata,
     pub(crate) payload: Bytes,
     pub(crate) kind: StartKind,
 }

@@ -55,7 +55,7 @@ use bytes::Bytes;
 
 use super::budget::Budget;
 use super::slot::{data_len, Machine, Shared, Slot, Wake};
-use crate::frame::{ErrorCode, ErrorRecord, Frame, Payload, Route};
+use crate::frame::{ErrorCode, ErrorRecord, Frame, Metadata, Payload, Route};
 use crate::ids::MuxId;
 use crate::mux::{
     unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
@@ -112,6 +112,12 @@ impl Hasher for Generations {
     fn write_u64(&mut self, n: u64) {
         self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
+}
+
+/// Bytes a new call holds while its handler runs: its request payload and its metadata (both
+/// slices of the message they arrived in).
+fn charge_of(metadata: &Metadata, payload: &Payload) -> usize {
+    metadata.encoded_len() + payload.as_ref().map_or(0, Bytes::len)
 }
 
 /// One connection's calls, rules and budgets.
@@ -447,19 +453,23 @@ impl<H: Handles> ConnCore<H> {
             Frame::Request {
                 route,
                 deadline_ms,
+                metadata,
                 payload,
                 ..
             } => {
-                let handler = self.admit(mux, &route, CallKind::Unary, &payload, router)?;
+                let handler =
+                    self.admit(mux, &route, CallKind::Unary, &metadata, &payload, router)?;
                 let machine = UnaryCallee::accept(mux, deadline_ms, now);
                 let cancel = H::Cancel::default();
-                let key = self.enter(mux, &payload, ServedKind::Unary(cancel.clone()));
+                let charge = charge_of(&metadata, &payload);
+                let key = self.enter(mux, charge, ServedKind::Unary(cancel.clone()));
                 Some(Start {
                     key,
                     route,
                     handler,
                     cancel,
                     deadline: machine.deadline(),
+                    metadata,
                     payload: payload.unwrap_or_default(),
                     kind: StartKind::Unary(machine),
                 })
@@ -472,10 +482,12 @@ impl<H: Handles> ConnCore<H> {
                 in_window,
                 out_window,
                 input,
+                metadata,
                 payload,
                 ..
             } => {
-                let handler = self.admit(mux, &route, CallKind::Stream, &payload, router)?;
+                let handler =
+                    self.admit(mux, &route, CallKind::Stream, &metadata, &payload, router)?;
                 let open = OpenRequest {
                     mux,
                     deadline_ms,
@@ -506,7 +518,7 @@ impl<H: Handles> ConnCore<H> {
                 let cancel = H::Cancel::default();
                 let key = self.enter(
                     mux,
-                    &payload,
+                    charge_of(&metadata, &payload),
                     ServedKind::Stream(shared.clone(), cancel.clone()),
                 );
                 self.push_control(ack);
@@ -517,6 +529,7 @@ impl<H: Handles> ConnCore<H> {
                     handler,
                     cancel,
                     deadline,
+                    metadata,
                     payload: payload.unwrap_or_default(),
                     kind: StartKind::Stream { shared, input },
                 })
@@ -535,6 +548,7 @@ impl<H: Handles> ConnCore<H> {
         mux: MuxId,
         route: &Route,
         kind: CallKind,
+        metadata: &Metadata,
         payload: &Payload,
         router: &R,
     ) -> Option<R::Handler> {
@@ -542,11 +556,20 @@ impl<H: Handles> ConnCore<H> {
             self.violate(ProtocolViolation::MuxReused { mux });
             return None;
         }
+        // Refused for this call only: the peer sent more than it was told this node accepts.
+        let metadata_refusal = self.limits.metadata.check(metadata).err();
         let refusal = match router.route(route, kind) {
             _ if self.draining_locally() => {
                 ErrorRecord::text(ErrorCode::ShuttingDown, "this node is draining")
             }
             Err(rec) => rec,
+            Ok(_) if metadata_refusal.is_some() => ErrorRecord::text(
+                ErrorCode::TooLarge,
+                format!(
+                    "call refused: {}",
+                    metadata_refusal.map_or_else(String::new, |e| e.to_string())
+                ),
+            ),
             Ok(_) if self.admitted.len() >= self.limits.max_incoming_calls => ErrorRecord::text(
                 ErrorCode::Overloaded,
                 format!(
@@ -555,12 +578,10 @@ impl<H: Handles> ConnCore<H> {
                     self.limits.max_incoming_calls
                 ),
             ),
-            Ok(_) if !self.budget.admits(payload.as_ref().map_or(0, Bytes::len)) => {
-                ErrorRecord::text(
-                    ErrorCode::Overloaded,
-                    "the byte budget for this connection is full",
-                )
-            }
+            Ok(_) if !self.budget.admits(charge_of(metadata, payload)) => ErrorRecord::text(
+                ErrorCode::Overloaded,
+                "the byte budget for this connection is full",
+            ),
             Ok(_) if self.backlog_full => ErrorRecord::text(
                 ErrorCode::Overloaded,
                 "the caller is not reading its responses",
@@ -574,11 +595,11 @@ impl<H: Handles> ConnCore<H> {
         None
     }
 
-    /// Records an admitted call in both tables and charges its payload.
-    fn enter(&mut self, mux: MuxId, payload: &Payload, kind: ServedKind<H>) -> CallKey {
+    /// Records an admitted call in both tables and charges `charged` bytes (its payload and
+    /// metadata) to the inbound budget.
+    fn enter(&mut self, mux: MuxId, charged: usize, kind: ServedKind<H>) -> CallKey {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let charged = payload.as_ref().map_or(0, Bytes::len);
         self.budget.charge_inbound(charged);
         self.admitted.insert(generation, (mux, charged));
         self.served.insert(mux, Served { generation, kind });

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::*;
-use crate::frame::{CancelReason, Op};
+use crate::frame::{CancelReason, Metadata, MetadataLimits, Op};
 use crate::ids::HandlerId;
 use crate::table::{HandlerTable, Supported};
 
@@ -56,6 +56,10 @@ impl Harness {
             max_incoming_calls: max_calls,
             max_stream_capacity: 64,
             stream_liveness_timeout: Duration::from_secs(60),
+            metadata: MetadataLimits {
+                entries: 4,
+                bytes: 64,
+            },
         };
         Harness {
             core: ConnCore::new(Role::Acceptor, limits, budget.clone()),
@@ -73,6 +77,7 @@ impl Harness {
             mux: MuxId(mux),
             route: route(UNARY),
             deadline_ms: 0,
+            metadata: Metadata::new(),
             payload: Some(Bytes::from(vec![7u8; len])),
         })
         .map(|s| s.key)
@@ -83,6 +88,7 @@ impl Harness {
             mux: MuxId(mux),
             route: route(STREAM),
             deadline_ms: 0,
+            metadata: Metadata::new(),
             in_cap,
             out_cap: 4,
             in_window: if in_cap > 0 { 1 << 20 } else { 0 },
@@ -166,6 +172,7 @@ fn a_request_on_a_live_id_closes_the_connection_with_a_typed_violation() {
         mux: MuxId(1),
         route: route(UNARY),
         deadline_ms: 0,
+        metadata: Metadata::new(),
         payload: None,
     });
     let flag = start.expect("admitted").cancel;
@@ -342,6 +349,7 @@ fn unknown_handlers_are_refused_without_a_slot() {
         mux: MuxId(1),
         route: route(HandlerId(99)),
         deadline_ms: 0,
+        metadata: Metadata::new(),
         payload: None,
     });
     assert!(none.is_none());
@@ -359,6 +367,7 @@ fn a_peer_going_away_keeps_calls_in_flight_until_it_closes_then_they_fail_going_
         mux: MuxId(1),
         route: route(UNARY),
         deadline_ms: 0,
+        metadata: Metadata::new(),
         payload: None,
     });
     let served = served.expect("admitted");
@@ -617,4 +626,73 @@ fn announce_tells_the_peer_only_what_it_has_not_heard_in_parts_that_fit() {
     let mut h = Harness::new(10, 100);
     h.core.announce(&Local(more, true), 128);
     assert_eq!(h.sent(), vec![]);
+}
+
+fn metadata_of(n: usize, value_len: usize) -> Metadata {
+    let mut m = Metadata::new();
+    for i in 0..n {
+        m.insert(&format!("k{i}"), vec![0xffu8; value_len])
+            .expect("valid entry");
+    }
+    m
+}
+
+#[test]
+fn metadata_within_the_limits_reaches_the_call_and_is_charged() {
+    let mut h = Harness::new(10, 1 << 20);
+    let metadata = metadata_of(4, 10);
+    let start = h
+        .frame(Frame::Request {
+            mux: MuxId(1),
+            route: route(UNARY),
+            deadline_ms: 0,
+            metadata: metadata.clone(),
+            payload: Some(Bytes::from_static(b"abc")),
+        })
+        .expect("admitted");
+    assert_eq!(start.metadata, metadata);
+    assert_eq!(
+        h.budget.snapshot(0).inbound,
+        3 + metadata.encoded_len(),
+        "payload and metadata are charged"
+    );
+    h.core.finish(start.key);
+    assert_eq!(h.budget.snapshot(0).inbound, 0);
+}
+
+#[test]
+fn metadata_over_the_limits_is_refused_for_that_call_only() {
+    let mut h = Harness::new(10, 1 << 20);
+    // 5 entries where 4 are allowed; then 4 entries of 17 bytes each (68 > 64 bytes).
+    for (mux, metadata) in [(1, metadata_of(5, 0)), (3, metadata_of(4, 15))] {
+        let start = h.frame(Frame::Request {
+            mux: MuxId(mux),
+            route: route(UNARY),
+            deadline_ms: 0,
+            metadata,
+            payload: None,
+        });
+        assert!(start.is_none(), "refused");
+        let sent = h.sent();
+        assert_eq!(refusal_code(&sent), Some(ErrorCode::TooLarge), "{sent:?}");
+    }
+    let open = h.frame(Frame::Open {
+        mux: MuxId(5),
+        route: route(STREAM),
+        deadline_ms: 0,
+        metadata: metadata_of(5, 0),
+        in_cap: 0,
+        out_cap: 4,
+        in_window: 0,
+        out_window: 1 << 20,
+        input: false,
+        payload: None,
+    });
+    assert!(open.is_none(), "refused");
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::TooLarge));
+    assert!(h.events().is_none(), "the connection stays open");
+    assert!(h.core.is_open());
+    assert_eq!(h.core.in_flight(), InFlight::default());
+    // The next call is served.
+    assert!(h.request(7, 1).is_some());
 }

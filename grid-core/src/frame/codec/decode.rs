@@ -7,17 +7,17 @@ use bytes::Bytes;
 
 use super::ERROR_CODE_LEN;
 use crate::frame::{
-    flags, CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Op, Payload, Route,
-    BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    flags, CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Metadata, Op, Payload,
+    Route, WireFault, BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN, PROTOCOL_VERSION,
 };
 use crate::ids::{HandlerId, MuxId};
 
 /// Flags an op may carry; `CHECKSUM` is allowed on every op.
 const fn allowed_flags(op: Op) -> u8 {
     let specific = match op {
-        Op::Request => flags::SUBROUTE | flags::PAYLOAD,
+        Op::Request => flags::SUBROUTE | flags::METADATA | flags::PAYLOAD,
         Op::Response => flags::PAYLOAD | flags::ERROR,
-        Op::Open => flags::END | flags::SUBROUTE | flags::PAYLOAD,
+        Op::Open => flags::END | flags::SUBROUTE | flags::METADATA | flags::PAYLOAD,
         Op::Data => flags::PAYLOAD,
         Op::End => flags::ERROR,
         _ => 0,
@@ -60,18 +60,21 @@ const fn mux_rule(op: Op) -> MuxRule {
 
 /// The body length an op requires, known from the header alone: `(minimum, exact)`. When `exact`
 /// the body must be exactly `minimum` bytes; otherwise a variable tail (subroute, payload, error
-/// message) follows. Request and Open without `PAYLOAD` but with `SUBROUTE` are not exact here;
-/// their end is checked once the subroute length is read.
+/// message) follows. Request and Open without `PAYLOAD` but with `SUBROUTE` or `METADATA` are
+/// not exact here; their end is checked once the subroute and metadata lengths are read.
 const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
     let payload = fl & flags::PAYLOAD != 0;
     let subroute = fl & flags::SUBROUTE != 0;
+    let metadata = fl & flags::METADATA != 0;
     let error = fl & flags::ERROR != 0;
     // With SUBROUTE, at least its length byte follows; its value is checked while parsing, so that
-    // a zero length is reported as the bad field it is.
+    // a zero length is reported as the bad field it is. With METADATA, at least its count.
     let sub_min = if subroute { 1 } else { 0 };
+    let meta_min = if metadata { 2 } else { 0 };
+    let tail = payload || subroute || metadata;
     match op {
-        Op::Request => (8 + sub_min, !payload && !subroute),
-        Op::Open => (24 + sub_min, !payload && !subroute),
+        Op::Request => (8 + sub_min + meta_min, !tail),
+        Op::Open => (24 + sub_min + meta_min, !tail),
         Op::Response if error => (ERROR_CODE_LEN, false),
         Op::Response => (0, !payload),
         Op::Ack => (0, true),
@@ -487,6 +490,28 @@ impl Body<'_> {
         Ok(Some(name))
     }
 
+    /// The metadata block when `METADATA` is set (see [`Metadata`]); otherwise none.
+    fn metadata(&mut self, fl: u8) -> Result<Metadata, FrameError> {
+        if fl & flags::METADATA == 0 {
+            return Ok(Metadata::new());
+        }
+        let block = self.msg.slice(self.pos..self.end);
+        match Metadata::split_wire(&block) {
+            Ok((metadata, used)) => {
+                if used > self.limits.max_payload {
+                    return Err(FrameError::PayloadTooLarge {
+                        len: used,
+                        limit: self.limits.max_payload,
+                    });
+                }
+                self.pos += used;
+                Ok(metadata)
+            }
+            Err(WireFault::Length) => Err(self.bad_length()),
+            Err(WireFault::Field) => Err(self.bad_field("metadata")),
+        }
+    }
+
     fn bad_field(&self, field: &'static str) -> FrameError {
         FrameError::BadField { op: self.op, field }
     }
@@ -508,10 +533,12 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             let handler = b.handler()?;
             let deadline_ms = b.u32()?;
             let subroute = b.subroute(fl)?;
+            let metadata = b.metadata(fl)?;
             Frame::Request {
                 mux,
                 route: Route { handler, subroute },
                 deadline_ms,
+                metadata,
                 payload: b.payload(fl)?,
             }
         }
@@ -538,6 +565,7 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
                 return Err(b.bad_field("in_window"));
             }
             let subroute = b.subroute(fl)?;
+            let metadata = b.metadata(fl)?;
             Frame::Open {
                 mux,
                 route: Route { handler, subroute },
@@ -547,6 +575,7 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
                 in_window,
                 out_window,
                 input,
+                metadata,
                 payload: b.payload(fl)?,
             }
         }

@@ -4,7 +4,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::ERROR_CODE_LEN;
 use crate::frame::{
-    flags, ErrorRecord, Frame, Op, Payload, Route, BATCH_HEADER_LEN, CHECKSUM_LEN,
+    flags, ErrorRecord, Frame, Metadata, Op, Payload, Route, BATCH_HEADER_LEN, CHECKSUM_LEN,
     FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH, MAX_SUBROUTE_LEN, PROTOCOL_VERSION,
 };
 use crate::ids::MuxId;
@@ -74,18 +74,31 @@ fn frame_flags(frame: &Frame) -> u8 {
             0
         }
     }
+    fn metadata_flag(m: &Metadata) -> u8 {
+        if m.is_empty() {
+            0
+        } else {
+            flags::METADATA
+        }
+    }
     match frame {
-        Frame::Request { route, payload, .. } => subroute_flag(route) | payload_flag(payload),
+        Frame::Request {
+            route,
+            metadata,
+            payload,
+            ..
+        } => subroute_flag(route) | metadata_flag(metadata) | payload_flag(payload),
         Frame::Response { result: Ok(p), .. } => payload_flag(p),
         Frame::Response { result: Err(_), .. } => flags::ERROR,
         Frame::Open {
             route,
             input,
+            metadata,
             payload,
             ..
         } => {
             let end = if *input { 0 } else { flags::END };
-            end | subroute_flag(route) | payload_flag(payload)
+            end | subroute_flag(route) | metadata_flag(metadata) | payload_flag(payload)
         }
         Frame::Data { payload, .. } => payload_flag(payload),
         Frame::End { error, .. } => {
@@ -109,10 +122,20 @@ fn frame_flags(frame: &Frame) -> u8 {
 
 fn body_len(frame: &Frame) -> usize {
     match frame {
-        Frame::Request { route, payload, .. } => 8 + subroute_len(route) + payload_len(payload),
+        Frame::Request {
+            route,
+            metadata,
+            payload,
+            ..
+        } => 8 + subroute_len(route) + metadata.encoded_len() + payload_len(payload),
         Frame::Response { result: Ok(p), .. } => payload_len(p),
         Frame::Response { result: Err(e), .. } => record_len(e),
-        Frame::Open { route, payload, .. } => 24 + subroute_len(route) + payload_len(payload),
+        Frame::Open {
+            route,
+            metadata,
+            payload,
+            ..
+        } => 24 + subroute_len(route) + metadata.encoded_len() + payload_len(payload),
         Frame::Ack { .. } => 0,
         Frame::Data { payload, .. } => 4 + payload_len(payload),
         Frame::Credit { .. } => 8,
@@ -221,12 +244,14 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
         Frame::Request {
             route,
             deadline_ms,
+            metadata,
             payload,
             ..
         } => {
             dst.put_u32(route.handler.0);
             dst.put_u32(*deadline_ms);
             put_subroute(route, dst);
+            dst.put_slice(metadata.wire());
             put_payload(payload, dst);
         }
         Frame::Response { result, .. } => match result {
@@ -240,6 +265,7 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             out_cap,
             in_window,
             out_window,
+            metadata,
             payload,
             ..
         } => {
@@ -250,6 +276,7 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(*in_window);
             dst.put_u32(*out_window);
             put_subroute(route, dst);
+            dst.put_slice(metadata.wire());
             put_payload(payload, dst);
         }
         Frame::Ack { .. } => {}

@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::{decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder};
 use crate::frame::{
-    flags, ErrorCode, Frame, FrameError, Limits, Op, Route, BATCH_HEADER_LEN, PROTOCOL_VERSION,
+    flags, ErrorCode, Frame, FrameError, Limits, Metadata, Op, Route, BATCH_HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 use crate::ids::{HandlerId, MuxId};
 
@@ -583,6 +584,102 @@ fn checksum_trailer_missing() {
     );
 }
 
+// --- metadata -----------------------------------------------------------------------------
+
+/// A request body: CALL, then `rest` (metadata block and payload), with the given flags.
+fn request_with(fl: u8, rest: &[u8]) -> Vec<u8> {
+    let mut body = CALL.to_vec();
+    body.extend_from_slice(rest);
+    raw(Op::Request as u8, fl, 1, &body)
+}
+
+#[test]
+fn metadata_block_then_payload_decodes_as_slices() {
+    // 1 entry: "k" -> ff 00, then payload "p".
+    let frame = request_with(
+        flags::METADATA | flags::PAYLOAD,
+        &[0, 1, 1, b'k', 0, 2, 0xff, 0, b'p'],
+    );
+    let Ok(Frame::Request {
+        metadata, payload, ..
+    }) = decode_one(&frame)
+    else {
+        panic!("decodes");
+    };
+    assert_eq!(metadata.get("k"), Some(&[0xffu8, 0][..]));
+    assert_eq!(metadata.len(), 1);
+    assert_eq!(payload.as_deref(), Some(&b"p"[..]));
+}
+
+#[test]
+fn metadata_flag_is_refused_where_it_does_not_belong() {
+    let frame = raw(Op::Response as u8, flags::METADATA, 1, &[]);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::BadFlags {
+            op: Op::Response,
+            flags: flags::METADATA
+        })
+    );
+}
+
+#[test]
+fn metadata_without_its_count_is_too_short() {
+    let frame = request_with(flags::METADATA, &[0]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Request, 9));
+}
+
+#[test]
+fn metadata_malformed_entries_are_bad_fields() {
+    for rest in [
+        &[0u8, 0][..],                             // count 0
+        &[0, 1, 0, 0, 0][..],                      // empty key
+        &[0, 1, 1, 0xc3, 0, 0][..],                // key not UTF-8
+        &[0, 2, 1, b'b', 0, 0, 1, b'a', 0, 0][..], // out of order
+        &[0, 2, 1, b'a', 0, 0, 1, b'a', 0, 0][..], // repeated
+    ] {
+        let frame = request_with(flags::METADATA, rest);
+        assert_eq!(
+            decode_one(&frame),
+            bad_field(Op::Request, "metadata"),
+            "{rest:?}"
+        );
+    }
+}
+
+#[test]
+fn metadata_running_past_the_body_or_leaving_bytes_is_a_bad_length() {
+    // Value length 5 with 1 byte of body left.
+    let frame = request_with(flags::METADATA, &[0, 1, 1, b'a', 0, 5, 1]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Request, 15));
+    // A well-formed block, then a byte no flag accounts for.
+    let frame = request_with(flags::METADATA, &[0, 1, 1, b'a', 0, 0, 9]);
+    assert_eq!(decode_one(&frame), bad_length(Op::Request, 15));
+}
+
+#[test]
+fn metadata_over_the_payload_limit_is_too_large() {
+    // LIMITS allow 64 bytes of payload; one 70-byte value makes a 76-byte block.
+    let mut rest = vec![0, 1, 1, b'a', 0, 70];
+    rest.extend_from_slice(&[1u8; 70]);
+    let frame = request_with(flags::METADATA, &rest);
+    assert_eq!(
+        decode_one(&frame),
+        Err(FrameError::PayloadTooLarge { len: 76, limit: 64 })
+    );
+}
+
+#[test]
+fn frames_without_metadata_are_the_bytes_of_before() {
+    // The flag is clear and no byte is added: the encoding of a call without metadata is
+    // unchanged (vector V1 holds the same frame).
+    let frame = sample();
+    let mut dst = BytesMut::new();
+    encode_frame(&frame, false, &mut dst);
+    assert_eq!(dst[1] & flags::METADATA, 0);
+    assert_eq!(dst.len(), 10 + 8 + 6 + 5);
+}
+
 // --- encoding -----------------------------------------------------------------------------
 
 fn sample() -> Frame {
@@ -593,6 +690,7 @@ fn sample() -> Frame {
             subroute: Some(Bytes::from_static(b"disk1")),
         },
         deadline_ms: 250,
+        metadata: Metadata::new(),
         payload: Some(Bytes::from_static(b"hello")),
     }
 }
@@ -693,6 +791,7 @@ fn subroute_over_255_bytes_is_a_caller_bug() {
             subroute: Some(Bytes::from(vec![b'a'; 256])),
         },
         deadline_ms: 0,
+        metadata: Metadata::new(),
         payload: None,
     };
     encode_frame(&frame, false, &mut BytesMut::new());
@@ -717,6 +816,7 @@ fn release_writes_unrepresentable_frames_as_rejected_ones() {
             subroute: Some(Bytes::from(vec![b'a'; 256])),
         },
         deadline_ms: 0,
+        metadata: Metadata::new(),
         payload: None,
     };
     assert_eq!(

@@ -130,8 +130,13 @@ fn handshake_checks_the_proof_before_the_table() {
 fn a_handshake_table_of_the_largest_size_fits_the_record_limit() {
     let table = vec![0u8; table::MAX_HANDSHAKE_TABLE_LEN];
     // Confirm: {body: bin(body), proof: bin(32)}, with body = {handlers: bin(table)}.
+    let most = Some(records::MetadataRecord {
+        entries: u64::MAX,
+        bytes: u64::MAX,
+    });
     let body = records::encode(&records::ConfirmBody {
         handlers: Some(table.clone()),
+        metadata: most,
     });
     let confirm = records::encode(&SignedRecord {
         body,
@@ -140,6 +145,7 @@ fn a_handshake_table_of_the_largest_size_fits_the_record_limit() {
     assert!(confirm.len() <= MAX_RECORD_LEN, "{}", confirm.len());
     let ready = records::encode(&records::ReadyRecord {
         handlers: Some(table),
+        metadata: most,
     });
     assert!(ready.len() <= MAX_RECORD_LEN, "{}", ready.len());
 }
