@@ -543,6 +543,13 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
         .unwrap();
     let a_to_b = ma.connection(&b).unwrap();
     a_to_b.wait_for_connect(WAIT).await.unwrap();
+    // And b's side: it installs the link a moment after a sees it up (after sending its last
+    // handshake message), so `connects` below must not be read before.
+    mb.connection(&a)
+        .unwrap()
+        .wait_for_connect(WAIT)
+        .await
+        .unwrap();
 
     // c: a real member's certificate (for c.test) and the cluster secret, claiming a's name.
     let impostor = Manager::builder(a.as_str())
