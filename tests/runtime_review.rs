@@ -228,3 +228,43 @@ async fn after_the_acceptor_shuts_down_the_link_stays_down_and_calls_fail_fast()
 async fn after_the_dialer_shuts_down_the_link_stays_down_and_calls_fail_fast() {
     shutdown_stays_down(true).await;
 }
+
+const HOLD: HandlerSpec = HandlerSpec::named("Review.hold");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_managers_stats_count_the_handler_tasks_of_all_its_connections() {
+    let nodes = common::connected(3, common::test_config()).await;
+    for m in &nodes {
+        m.register_stream(HOLD, |ctx, _b: Bytes, _input, _out| async move {
+            ctx.cancelled().await;
+            Ok(())
+        })
+        .unwrap();
+    }
+    // Two streams from each of the other nodes: the server's count spans two connections.
+    let mut held = Vec::new();
+    for caller in &nodes[1..] {
+        let conn = caller.connection(nodes[0].name()).unwrap();
+        for _ in 0..2 {
+            held.push(
+                conn.open_stream(HOLD.id, Bytes::new(), grid::StreamOptions::default())
+                    .await
+                    .unwrap(),
+            );
+        }
+    }
+    let deadline = Instant::now() + common::WAIT;
+    loop {
+        let f = nodes[0].stats().in_flight;
+        if f.streams_in == 4 && f.handlers == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected 4 streams served by 4 handler tasks, got {f:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(held);
+    common::assert_drained(&nodes).await;
+}

@@ -599,10 +599,7 @@ impl Manager {
         connections.sort_by(|a, b| a.peer.cmp(&b.peer));
         let mut in_flight = crate::conn::InFlight::default();
         for c in &connections {
-            in_flight.unary_out += c.in_flight.unary_out;
-            in_flight.streams_out += c.in_flight.streams_out;
-            in_flight.unary_in += c.in_flight.unary_in;
-            in_flight.streams_in += c.in_flight.streams_in;
+            in_flight += c.in_flight;
         }
         let connected = connections
             .iter()

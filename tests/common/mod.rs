@@ -116,13 +116,17 @@ pub async fn wait_mesh(managers: &[Manager]) {
     }
 }
 
-/// Asserts that every in-flight count on every manager returns to zero (bounded wait).
+/// Asserts that every in-flight count on every manager returns to zero, handler tasks included
+/// (bounded wait: a cancelled handler may hold its slot for the cancel grace).
 pub async fn assert_drained(managers: &[Manager]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let busy: Vec<String> = managers
             .iter()
-            .filter(|m| m.stats().in_flight.total() != 0)
+            .filter(|m| {
+                let f = m.stats().in_flight;
+                f.total() != 0 || f.handlers != 0
+            })
             .map(|m| format!("{}: {:?}", m.name(), m.stats().in_flight))
             .collect();
         if busy.is_empty() {

@@ -111,6 +111,24 @@ pub struct InFlight {
     pub handlers: usize,
 }
 
+/// Adds every count (a manager's totals are its connections' sums).
+impl std::ops::AddAssign for InFlight {
+    fn add_assign(&mut self, other: InFlight) {
+        let InFlight {
+            unary_out,
+            streams_out,
+            unary_in,
+            streams_in,
+            handlers,
+        } = other;
+        self.unary_out += unary_out;
+        self.streams_out += streams_out;
+        self.unary_in += unary_in;
+        self.streams_in += streams_in;
+        self.handlers += handlers;
+    }
+}
+
 impl InFlight {
     /// Calls in both tables (handler tasks not counted twice).
     pub fn total(&self) -> usize {
