@@ -244,4 +244,5 @@ pub mod __private {
     pub use std::marker::{Send, Sync};
     pub use std::option::Option::{self, None, Some};
     pub use std::result::Result::{self, Err, Ok};
+    pub use std::sync::Once;
 }

@@ -87,6 +87,11 @@ pub(crate) struct Opts {
     pub(crate) only: Vec<String>,
     /// Workloads to run (`--workloads unary,stream,bidi,cap1,memory,mesh`); empty: all.
     pub(crate) workloads: Vec<String>,
+    /// `--log FILTER`: run with a tracing subscriber (fmt to stderr) filtered by `FILTER`
+    /// (`grid=info`); none by default.
+    pub(crate) log: Option<String>,
+    /// `--metrics`: run with a Prometheus recorder installed; none by default.
+    pub(crate) metrics: bool,
 }
 
 impl Opts {
@@ -129,6 +134,14 @@ impl Opts {
         if let Some(n) = list("--bidi-n").first().and_then(|n| n.parse().ok()) {
             o.bidi_n = n;
         }
+        // A tracing subscriber (fmt to stderr) with this filter, to measure what one costs.
+        o.log = args
+            .iter()
+            .position(|a| a == "--log")
+            .and_then(|i| args.get(i + 1))
+            .cloned();
+        // A metrics recorder (Prometheus, rendered at the end), to measure what one costs.
+        o.metrics = args.iter().any(|a| a == "--metrics");
         o
     }
 
@@ -148,6 +161,8 @@ impl Opts {
                 limit: Duration::from_secs(30),
                 only: Vec::new(),
                 workloads: Vec::new(),
+                log: None,
+                metrics: false,
             }
         } else {
             Opts {
@@ -164,6 +179,8 @@ impl Opts {
                 limit: Duration::from_secs(120),
                 only: Vec::new(),
                 workloads: Vec::new(),
+                log: None,
+                metrics: false,
             }
         }
     }

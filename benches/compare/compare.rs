@@ -9,11 +9,14 @@
 //! on a 2-worker tokio runtime: raw-ws (a minimal mux over one tokio-tungstenite socket), tarpc,
 //! tonic, jsonrpsee and grid (raw byte API). Workloads: unary echo of 512 random bytes at
 //! concurrency 1, 16, 64, 256; server streaming of 64-byte messages; two-way streaming echo;
-//! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape.
+//! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape;
+//! 512 B calls beside large transfers (`large.rs`).
 //! The output is Markdown, one table per workload, with grid's ratio to each system.
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
-//! selects workloads (unary, stream, bidi, cap1, memory, mesh), `--concurrency 256` the unary points.
+//! selects workloads (unary, stream, bidi, cap1, memory, mesh, large), `--concurrency 256` the
+//! unary points, `--log grid=info` runs with a tracing subscriber (fmt to stderr) and `--metrics`
+//! with a Prometheus recorder, to measure what one costs.
 
 use std::time::Duration;
 
@@ -23,6 +26,7 @@ mod common;
 mod grid_sys;
 mod grid_typed_sys;
 mod jsonrpsee_sys;
+mod large;
 mod raw_ws;
 mod report;
 mod tarpc_sys;
@@ -33,6 +37,17 @@ use report::{Cell, Results};
 
 fn main() {
     let opts = Opts::from_args();
+    if let Some(filter) = &opts.log {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let prometheus = opts.metrics.then(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .expect("a Prometheus recorder")
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,6 +56,13 @@ fn main() {
     let failures = Failures::default();
     let results = rt.block_on(run(&opts, &failures));
     println!("{}", report::render(&results, opts.mesh_concurrency));
+    if let Some(p) = prometheus {
+        let text = p.render();
+        eprintln!(
+            "compare: {} lines of metrics recorded",
+            text.lines().count()
+        );
+    }
     let failed = failures.take();
     if failed.is_empty() {
         eprintln!("compare: every system completed every workload with correct responses");
@@ -290,6 +312,11 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
             }
         };
         r.mesh.push((n, cell));
+    }
+
+    if opts.workload("large") {
+        let rows = large::run(opts, failures).await;
+        r.extra.push(large::table(&rows));
     }
     r
 }

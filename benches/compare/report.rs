@@ -44,6 +44,8 @@ pub(crate) struct Results {
     pub(crate) notes: Vec<(&'static str, &'static str)>,
     /// Wire counters per workload, for systems that have them.
     pub(crate) wire: Vec<(String, &'static str, Wire)>,
+    /// Tables a workload renders itself (`large.rs`), in order.
+    pub(crate) extra: Vec<String>,
 }
 
 pub(crate) fn rate(x: f64) -> String {
@@ -431,6 +433,9 @@ pub(crate) fn render(r: &Results, mesh_concurrency: usize) -> String {
     }
     if !r.mesh.is_empty() {
         mesh_table(&mut out, &r.mesh, mesh_concurrency);
+    }
+    for t in &r.extra {
+        out.push_str(t);
     }
     if !r.wire.is_empty() {
         wire_table(&mut out, &r.wire);

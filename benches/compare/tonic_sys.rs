@@ -31,6 +31,10 @@ const UNARY: &str = "/bench.Echo/Unary";
 const SERVER_STREAM: &str = "/bench.Echo/ServerStream";
 const BIDI: &str = "/bench.Echo/Bidi";
 
+/// Message limits of both ends: room for the 64 MiB echoes of the large-transfer workload
+/// (tonic's default is 4 MiB). Small calls do not notice.
+const MAX_MESSAGE: usize = 96 << 20;
+
 #[derive(Clone)]
 struct EchoService;
 
@@ -92,7 +96,9 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         match req.uri().path() {
             UNARY => Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(ProstCodec::<EchoMsg, EchoMsg>::default());
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<EchoMsg, EchoMsg>::default())
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE);
                 Ok(grpc.unary(UnarySvc, req).await)
             }),
             SERVER_STREAM => Box::pin(async move {
@@ -171,7 +177,9 @@ pub(crate) async fn start() -> Result<System, String> {
         .connect()
         .await
         .map_err(|e| e.to_string())?;
-    let grpc = tonic::client::Grpc::new(channel);
+    let grpc = tonic::client::Grpc::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
 
     let g = grpc.clone();
     let echo: EchoFn = Arc::new(move |b| {

@@ -15,7 +15,11 @@
 //! passed (1 if one failed, 2 for a bad argument or a node that cannot start).
 //!
 //! Library warnings (a refused handshake, a peer that cannot be reached) are shown by default;
-//! `RUST_LOG` takes a `tracing` filter (`RUST_LOG=grid_core=debug`).
+//! `RUST_LOG` takes a `tracing` filter: `RUST_LOG=grid=debug` shows a line per call as its span
+//! closes, on each side (`call`/`open` on the caller, `serve` on the callee, inside the
+//! connection's `conn` span), with the handler's name, the peer, the mux, the outcome and the
+//! duration. `--metrics 127.0.0.1:9000` serves the library's metrics (calls, errors, latency,
+//! bytes, frames, reconnects, queue depth, in-flight) at `http://127.0.0.1:9000/metrics`.
 
 mod links;
 mod report;
@@ -29,6 +33,7 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 use grid::{CallError, Config, Connection, Manager};
 use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::EnvFilter;
 
 use links::LinkWatch;
@@ -90,6 +95,9 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value = "60", allow_negative_numbers = true,
           value_parser = parse_peer_timeout)]
     peer_timeout: Duration,
+    /// Serve the library's metrics for Prometheus at http://ADDR/metrics while running
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn parse_seconds(s: &str, min: f64, max: f64) -> Result<Duration, String> {
@@ -263,6 +271,9 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // A call span has no event of its own: its line is the one printed when it closes,
+        // with the outcome and duration recorded by then.
+        .with_span_events(FmtSpan::CLOSE)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(progress.log_writer())
         .init();
@@ -277,6 +288,11 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
+        // Before any manager starts: a connection takes its metric handles from the recorder
+        // installed when it is created.
+        if let Some(addr) = args.metrics {
+            install_metrics(addr)?;
+        }
         if args.node.is_some() {
             run_one(&args, &progress).await
         } else {
@@ -291,6 +307,19 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Serves the metrics for Prometheus at `addr`, latencies as histograms.
+fn install_metrics(addr: std::net::SocketAddr) -> Result<(), String> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const BUCKETS: [f64; 12] = [
+        25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 250e-3, 1.0,
+    ];
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Full("grid_call_duration_seconds".into()), &BUCKETS)
+        .and_then(PrometheusBuilder::install)
+        .map_err(|e| format!("cannot serve metrics at {addr}: {e}"))
 }
 
 /// Starts one node with both services registered.

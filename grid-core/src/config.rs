@@ -124,6 +124,20 @@ pub struct Config {
     /// for `https://` (TLS already protects integrity). Agreed per connection: on if either side
     /// wants it.
     pub checksum: Option<bool>,
+    /// Largest part of a frame sent in one piece: a request, response, stream message or
+    /// initial payload whose encoded frame is longer travels as `Chunk` frames of at most this
+    /// many bytes, interleaved with other calls' frames, so small calls, credits and pings never
+    /// wait behind a whole large payload. Default 64 KiB (see `BENCHMARKS.md`). 0 turns it off
+    /// (nor is it offered to peers); it is used only with peers that agree to it in the
+    /// handshake. The payload limit still holds for the whole message.
+    pub chunk_size: usize,
+    /// Smallest payload of a unary request or response that is sent LZ4-compressed, with peers
+    /// that agree to compression in the handshake. Default 0: off (nor offered). A payload
+    /// whose first 4 KiB do not shrink by a tenth (random, already compressed or encrypted
+    /// data) is sent as it is, and so is one that does not shrink by a tenth as a whole. Worth
+    /// it on links slower than the CPU (LZ4 compresses at 0.5–0.8 GB/s and decompresses at
+    /// 2.6–3.9 GB/s per core, msgpack listings 2.9× smaller: `BENCHMARKS.md`), not on loopback.
+    pub compress_threshold: usize,
 }
 
 impl Default for Config {
@@ -154,9 +168,14 @@ impl Default for Config {
             max_metadata_entries: 64,
             max_metadata_bytes: 16 << 10,
             checksum: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            compress_threshold: 0,
         }
     }
 }
+
+/// The default [`Config::chunk_size`]: 64 KiB.
+pub(crate) const DEFAULT_CHUNK_SIZE: usize = 64 << 10;
 
 impl Config {
     /// The frame decoder's limits derived from this configuration.

@@ -63,6 +63,14 @@ impl HandlerSpec {
             name,
         }
     }
+
+    /// Tells this process the wire names of `specs`, so that their ids display as names in log
+    /// lines, span fields, metric labels and error messages (see [`HandlerId`]'s doc).
+    /// Registering a handler and creating a generated typed client do it already; call it for
+    /// the ids a raw [`Connection`](crate::Connection) caller uses.
+    pub fn remember(specs: &[HandlerSpec]) {
+        crate::observe::names::remember(specs);
+    }
 }
 
 /// A registration key: the handler and its subroute, if any.
@@ -72,6 +80,12 @@ type Key = (HandlerId, Option<Box<str>>);
 pub(crate) enum Registered {
     Unary(UnaryHandler),
     Stream(StreamHandler),
+}
+
+impl Registered {
+    pub(crate) fn is_stream(&self) -> bool {
+        matches!(self, Registered::Stream(_))
+    }
 }
 
 /// The handlers of one manager.
@@ -162,6 +176,7 @@ impl Registry {
         }
         log.0.push(key.clone());
         log.1 += cost;
+        HandlerSpec::remember(&[spec]);
         names.insert(spec.id, spec.name);
         let handler = match &self.layer {
             Some(l) => l.apply(handler),

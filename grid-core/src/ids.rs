@@ -45,7 +45,13 @@ impl fmt::Display for MuxId {
 /// Normally derived at compile time from the handler's wire name (`Service.method`) with
 /// [`HandlerId::from_wire_name`]; it can also be chosen by hand. `0` is reserved and never names a
 /// handler.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+///
+/// An id displays as the wire name it was derived from when this process knows that name (every
+/// handler registered on a [`Manager`](crate::Manager) and every handler of a generated typed
+/// client is known; [`HandlerSpec::remember`](crate::HandlerSpec::remember) adds others), and as
+/// its hex value otherwise: log lines, span fields, metric labels and error messages name
+/// handlers, not numbers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HandlerId(pub u32);
 
 impl HandlerId {
@@ -56,11 +62,30 @@ impl HandlerId {
     pub const fn from_wire_name(name: &str) -> HandlerId {
         HandlerId(grid_wire::handler_id(name))
     }
+
+    /// The wire name this id was derived from, if this process knows it (see the type's doc).
+    pub fn name(self) -> Option<&'static str> {
+        crate::observe::names::name_of(self)
+    }
 }
 
 impl fmt::Display for HandlerId {
+    /// The wire name if known, else the id in hex (`0x0a3d57d6`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#010x}", self.0)
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{:#010x}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for HandlerId {
+    /// Both: `HandlerId(0xb5937eee "Locker.lock")`, or `HandlerId(0xb5937eee)` when unnamed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => write!(f, "HandlerId({:#010x} {name:?})", self.0),
+            None => write!(f, "HandlerId({:#010x})", self.0),
+        }
     }
 }
 
@@ -83,6 +108,23 @@ mod tests {
             HandlerId::from_wire_name("Locker.lock"),
             HandlerId::from_wire_name("Locker.unlock")
         );
+    }
+
+    #[test]
+    fn ids_display_their_wire_name_once_known() {
+        // A name no other test remembers, so the book's other entries cannot interfere.
+        const SPEC: crate::HandlerSpec = crate::HandlerSpec::named("IdsTest.named");
+        assert_eq!(SPEC.id.to_string(), format!("{:#010x}", SPEC.id.0));
+        assert_eq!(SPEC.id.name(), None);
+        crate::HandlerSpec::remember(&[SPEC]);
+        assert_eq!(SPEC.id.to_string(), "IdsTest.named");
+        assert_eq!(
+            format!("{:?}", SPEC.id),
+            format!("HandlerId({:#010x} \"IdsTest.named\")", SPEC.id.0)
+        );
+        // A hand-made id of the same value is the same id: it displays the same.
+        assert_eq!(HandlerId(SPEC.id.0).to_string(), "IdsTest.named");
+        assert_eq!(HandlerId(7).to_string(), "0x00000007");
     }
 
     #[test]

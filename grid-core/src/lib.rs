@@ -28,6 +28,7 @@ mod handler;
 mod ids;
 pub mod layer;
 mod manager;
+mod observe;
 mod stream;
 #[cfg_attr(not(feature = "tls"), path = "tls_disabled.rs")]
 mod tls;
@@ -51,9 +52,10 @@ internal_modules!(frame, handshake, mux, table);
 pub use auth::{Authenticator, HmacAuth, Keyring};
 pub use config::Config;
 pub use conn::{
-    BoxedTransport, CallOptions, ClientStream, CloseKind, CloseReason, ConnState, Connection,
-    ConnectionStats, DialFailure, HeldBytes, InFlight, Initiator, LinkEvent, LinkEvents,
-    ProtocolViolation, StreamOptions, Transport,
+    BoxedTransport, CallOptions, ChunkViolation, ClientStream, CloseKind, CloseReason,
+    CompressViolation, ConnState, Connection, ConnectionStats, DialFailure, HeldBytes, InFlight,
+    Initiator, LinkEvent, LinkEvents, ProtocolViolation, StreamOptions, Transport,
+    MAX_PARTIAL_FRAMES,
 };
 pub use error::{Error, RemoteError};
 pub use frame::{

@@ -59,7 +59,7 @@ use crate::frame::{decode_batch, encode_batch, Frame};
 use crate::handler::{Context, HandlerSpec, Registered, Registry};
 use crate::handshake::{
     random_instance, random_nonce, should_dial, AcceptorHandshake, AcceptorParams, DialerHandshake,
-    DialerParams, HandshakeError, InstanceId, PeerInfo, Rejection, HANDSHAKE_LIMITS,
+    DialerParams, Features, HandshakeError, InstanceId, PeerInfo, Rejection, HANDSHAKE_LIMITS,
 };
 use crate::layer::ServerLayer;
 use crate::mux::Role;

@@ -179,6 +179,20 @@ fn frame() -> impl Strategy<Value = Frame> {
             update: Bytes::from(b)
         }),
         (handshake_op(), bytes(64)).prop_map(|(op, payload)| Frame::Handshake { op, payload }),
+        // Frames in parts and compressed frames (issue 15): the codec carries their bytes.
+        (mux(), vec(any::<u8>(), 1..=64)).prop_map(|(mux, b)| Frame::Chunk {
+            mux,
+            bytes: Bytes::from(b)
+        }),
+        mux().prop_map(|mux| Frame::ChunkAbort { mux }),
+        (1..=u32::MAX).prop_map(|bytes| Frame::ChunkAck { bytes }),
+        (mux(), 1..=u32::MAX, vec(any::<u8>(), 1..=64)).prop_map(|(mux, raw_len, b)| {
+            Frame::Compressed {
+                mux,
+                raw_len,
+                block: Bytes::from(b),
+            }
+        }),
     ]
 }
 

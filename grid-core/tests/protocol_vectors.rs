@@ -354,6 +354,39 @@ fn vectors() -> Vec<Vector> {
                 payload: None,
             }],
         ),
+        vector(
+            "chunked-response",
+            "A Response of mux 2 with payload \"hello, world\" (22 bytes encoded), in two parts.",
+            vec![
+                Frame::Chunk {
+                    mux: MuxId(2),
+                    bytes: b(b"\x02\x04\x00\x00\x00\x02\x00\x00\x00\x0chello,"),
+                },
+                Frame::Chunk {
+                    mux: MuxId(2),
+                    bytes: b(b" world"),
+                },
+            ],
+        ),
+        vector(
+            "chunk-abort",
+            "The frame in parts on mux 2 is abandoned (its call was cancelled mid-transfer).",
+            vec![Frame::ChunkAbort { mux: MuxId(2) }],
+        ),
+        vector(
+            "chunk-ack",
+            "The receiver of parts has read 65536 more bytes of them.",
+            vec![Frame::ChunkAck { bytes: 65536 }],
+        ),
+        vector(
+            "compressed-response",
+            "A Response of mux 2 with payload \"hello hello hello hello hello hello\" (45 bytes encoded), compressed.",
+            vec![Frame::Compressed {
+                mux: MuxId(2),
+                raw_len: 45,
+                block: b(b"\xff\x01\x02\x04\0\0\0\x02\0\0\0#hello \x06\0\x04` hello"),
+            }],
+        ),
     ]
 }
 
@@ -652,6 +685,51 @@ fn spec_frame<'a>(
         Frame::Handshake { op, payload } => {
             body.push((vec![payload.to_vec()], "msgpack record".to_owned()));
             (*op as u8, 0, 0)
+        }
+        Frame::Chunk { mux, bytes } => {
+            // A first part starts with the header of the frame in parts (section 10).
+            let inner = (bytes.len() >= 10 && be32(mux.0) == bytes[2..6])
+                .then(|| Op::from_u8(bytes[0]))
+                .flatten()
+                .filter(|op| matches!(op, Op::Request | Op::Response | Op::Open | Op::Data));
+            let rest = match inner {
+                Some(op) => {
+                    let len = u32::from_be_bytes(bytes[6..10].try_into().unwrap());
+                    body.push((
+                        vec![bytes[..10].to_vec()],
+                        format!(
+                            "part: the {op:?} header, {}, mux {}, body {}",
+                            flag_names(bytes[1]),
+                            mux.0,
+                            count(len as usize, "byte")
+                        ),
+                    ));
+                    &bytes[10..]
+                }
+                None => &bytes[..],
+            };
+            body.push((
+                vec![rest.to_vec()],
+                format!("part: {} ({})", show(rest), count(rest.len(), "byte")),
+            ));
+            (19, 0, mux.0)
+        }
+        Frame::ChunkAbort { mux } => (20, 0, mux.0),
+        Frame::Compressed {
+            mux,
+            raw_len,
+            block,
+        } => {
+            body.push((vec![be32(*raw_len)], format!("raw_len {raw_len}")));
+            body.push((
+                vec![block.to_vec()],
+                format!("LZ4 block ({})", count(block.len(), "byte")),
+            ));
+            (22, 0, mux.0)
+        }
+        Frame::ChunkAck { bytes } => {
+            body.push((vec![be32(*bytes)], format!("bytes {bytes}")));
+            (21, 0, 0)
         }
     };
     (op, fl, mux, body)

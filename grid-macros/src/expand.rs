@@ -176,6 +176,9 @@ fn client(service: &Service<'_>, p: &TokenStream) -> TokenStream {
 
             /// A client calling the handlers over `conn` (and its subroute, if it has one).
             pub fn new(conn: #p::Connection) -> Self {
+                // Logs, spans, metrics and errors then name these handlers (once per process).
+                static NAMED: #p::Once = #p::Once::new();
+                NAMED.call_once(|| #p::HandlerSpec::remember(Self::HANDLERS));
                 Self { conn }
             }
 

@@ -29,6 +29,7 @@ use super::Ws;
 use crate::frame::{BatchDecoder, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
+use crate::observe::in_span;
 
 /// How long the writer may still take, after a close, to send the go-away that explains it.
 const LAST_WORDS: Duration = Duration::from_millis(200);
@@ -40,17 +41,19 @@ pub(crate) async fn run_session(session: Arc<Session>, ws: Ws, registry: Arc<Reg
     watchdog.inbound();
     // Aborted on return *and* when this future is dropped (a supervisor that stops waiting must
     // not leave a detached reader, writer and keepalive running an orphan socket).
+    let span = crate::observe::conn_span(&session);
     let _tasks = AbortOnDrop(
         [
-            tokio::spawn(write_loop(session.clone(), sink, watchdog.clone())),
-            tokio::spawn(read_loop(
-                session.clone(),
-                stream,
-                watchdog.clone(),
-                registry,
+            tokio::spawn(in_span(
+                &span,
+                write_loop(session.clone(), sink, watchdog.clone()),
             )),
-            tokio::spawn(timer_loop(session.clone())),
-            tokio::spawn(keepalive_loop(session.clone(), watchdog)),
+            tokio::spawn(in_span(
+                &span,
+                read_loop(session.clone(), stream, watchdog.clone(), registry),
+            )),
+            tokio::spawn(in_span(&span, timer_loop(session.clone()))),
+            tokio::spawn(in_span(&span, keepalive_loop(session.clone(), watchdog))),
         ],
         session.clone(),
     );

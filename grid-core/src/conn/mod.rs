@@ -18,6 +18,7 @@
 //! about handlers.
 
 mod budget;
+mod bulk;
 pub(crate) mod core;
 mod driver;
 pub(crate) mod events;
@@ -47,7 +48,10 @@ use crate::mux::{MuxError, StreamCaller, StreamParams, UnaryCaller};
 use crate::stream::{RequestSender, ResponseReceiver};
 use crate::table::Supported;
 
-pub use self::core::{CloseKind, CloseReason, InFlight, Initiator, ProtocolViolation};
+pub use self::core::{
+    ChunkViolation, CloseKind, CloseReason, CompressViolation, InFlight, Initiator,
+    ProtocolViolation, MAX_PARTIAL_FRAMES,
+};
 pub use budget::HeldBytes;
 pub(crate) use driver::run_session;
 pub use events::{LinkEvent, LinkEvents};
@@ -525,13 +529,27 @@ impl Connection {
         &self,
         handler: HandlerId,
         payload: Bytes,
-        opts: CallOptions,
+        mut opts: CallOptions,
     ) -> Result<Bytes, Error> {
         if let Some(stack) = &self.layer {
             let call = ClientCall::unary(handler, self.subroute.clone(), payload, opts);
             return stack.unary(call).await;
         }
-        cooperative(self.call_once(handler, payload, opts).await).await
+        // Observed where the call is made: a layered handle comes back here through its
+        // innermost service (a handle without layers), so each call is observed once.
+        let call = crate::observe::Call::start(
+            &self.inner.stats,
+            self.peer(),
+            handler,
+            self.subroute.as_deref(),
+            false,
+        );
+        call.propagate(&mut opts.metadata, |m| {
+            self.check_metadata(m, self.inner.session().as_deref())
+                .is_ok()
+        });
+        let result = crate::observe::call_within!(call, self.call_once(handler, payload, opts));
+        cooperative(call.end(result)).await
     }
 
     async fn call_once(
@@ -564,6 +582,7 @@ impl Connection {
         let (mux, rx) = session
             .register_unary(&route)
             .map_err(|why| self.not_started(why, handler))?;
+        crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
             session: &session,
             mux,
@@ -648,13 +667,28 @@ impl Connection {
         &self,
         handler: HandlerId,
         payload: Bytes,
-        opts: StreamOptions,
+        mut opts: StreamOptions,
     ) -> Result<ClientStream, Error> {
         if let Some(stack) = &self.layer {
             let call = ClientCall::stream(handler, self.subroute.clone(), payload, opts);
             return stack.stream(call).await;
         }
-        cooperative(self.open_stream_once(handler, payload, opts).await).await
+        // Observed where the call is made: a layered handle comes back here through its
+        // innermost service (a handle without layers), so each call is observed once.
+        let call = crate::observe::Call::start(
+            &self.inner.stats,
+            self.peer(),
+            handler,
+            self.subroute.as_deref(),
+            true,
+        );
+        call.propagate(&mut opts.metadata, |m| {
+            self.check_metadata(m, self.inner.session().as_deref())
+                .is_ok()
+        });
+        let result =
+            crate::observe::call_within!(call, self.open_stream_once(handler, payload, opts));
+        cooperative(call.end(result)).await
     }
 
     async fn open_stream_once(
@@ -706,6 +740,7 @@ impl Connection {
         let now = Instant::now();
         let (shared, open) = session
             .register_stream(&self.route(handler), |mux| {
+                crate::observe::record_mux(mux);
                 StreamCaller::open(mux, route, opts.metadata, Some(payload), params, now)
             })
             .map_err(|why| self.not_started(why, handler))?;
@@ -737,7 +772,7 @@ impl Connection {
             messages_out: ConnStats::get(&s.messages_out),
             bytes_in: ConnStats::get(&s.bytes_in),
             bytes_out: ConnStats::get(&s.bytes_out),
-            connects: ConnStats::get(&s.connects),
+            connects: s.connects.load(std::sync::atomic::Ordering::Relaxed),
             last_rtt: s.last_rtt(),
             held: self.inner.session().map(|s| s.held()).unwrap_or_default(),
         }

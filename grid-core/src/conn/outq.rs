@@ -33,11 +33,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use crate::frame::{seal_batch, BATCH_HEADER_LEN, MAX_FRAMES_PER_BATCH};
+use super::bulk::Bulk;
+use crate::frame::{seal_batch, BATCH_HEADER_LEN, FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH};
 
 /// A run smaller than this is copied into a batch with the frames around it rather than sent as
 /// a message of its own (a lone credit or response should not cost a write of its own).
 const COPY_RUN_MAX: usize = 16 << 10;
+
+/// Bytes of parts (`Chunk` bodies) the writer may have sent that the peer has not yet said it
+/// read (`ChunkAck`, `PROTOCOL.md` section 10.4). Small enough that the socket's buffers never
+/// hold much more than this of parts ahead of a small call; large enough to keep a loopback
+/// link busy while the acks travel back (see `BENCHMARKS.md`).
+pub(crate) const PARTS_IN_FLIGHT: usize = 256 << 10;
 
 /// The capacity a new run starts with when no spare buffer is at hand.
 const FIRST_RUN_CAPACITY: usize = 4 << 10;
@@ -73,6 +80,9 @@ pub(crate) enum Bound {
     /// Refused with [`Refused::Stuck`] once the lane holds twice its bound: tasks that must not
     /// wait (the reader, timers) queueing a frame that must follow a mux's data.
     Twice,
+    /// Only while both the data lane and the large frames (sent in parts) are under their
+    /// bound: a producer of a frame that may be large.
+    Bulk,
     /// Always (a producer that waited for room first, or a frame that must not be lost).
     None,
 }
@@ -117,11 +127,31 @@ struct Lanes {
     /// How long the last run the writer took had grown: the capacity of a new run, so a busy
     /// stream's runs do not grow by doubling (and copying) every time.
     run_hint: usize,
+    /// Frames longer than the chunk size, sent in parts (see [`Bulk`]).
+    bulk: Bulk,
+    /// Bytes ever put in the data lane, and ever taken out of it (by the writer or a retract):
+    /// a mux's large frames wait until what was queued before them is gone.
+    put: u64,
+    taken: u64,
+    /// The next batch goes to the large frames, if any is ready.
+    bulk_turn: bool,
+    /// Bytes of parts sent and not yet acknowledged by the peer.
+    in_flight: usize,
 }
 
 impl Lanes {
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty()
+        self.control.is_empty() && self.data.is_empty() && self.bulk.is_empty()
+    }
+
+    fn add_data(&mut self, n: usize) {
+        self.data_bytes += n;
+        self.put += n as u64;
+    }
+
+    fn take_data(&mut self, n: usize) {
+        self.data_bytes -= n;
+        self.taken += n as u64;
     }
 }
 
@@ -135,8 +165,13 @@ pub(crate) struct OutQueue {
     max_data_bytes: usize,
     max_batch_bytes: usize,
     max_control: usize,
+    /// Frames longer than this go in parts (0: never; the peer did not agree to chunks).
+    chunk: usize,
     /// Mirrors `data_bytes >= max_data_bytes`, updated under the lanes' lock.
     full: AtomicBool,
+    /// Mirrors "some frame waits to be sent in parts", updated under the lanes' lock: a reply
+    /// looks here before it takes the lock to abandon its call's parts.
+    bulk_busy: AtomicBool,
 }
 
 /// A batch the writer took: one WebSocket message once [`finish`](Self::finish)ed.
@@ -178,9 +213,11 @@ pub(crate) struct DataWriter<'a> {
 }
 
 impl DataWriter<'_> {
-    /// True while the lane is under its bound: a batching producer appends while this holds.
+    /// True while the lane (and the large frames sent in parts) are under their bound: a
+    /// batching producer appends while this holds.
     pub(crate) fn has_room(&self) -> bool {
         self.lanes.data_bytes < self.queue.max_data_bytes
+            && self.lanes.bulk.bytes() < self.queue.max_data_bytes
     }
 
     /// True once the last run holds a whole batch: a batching producer lets go of the lane here,
@@ -225,8 +262,21 @@ impl DataWriter<'_> {
         let before = buf.len();
         match encode(buf) {
             Ok(out) => {
-                *frames += 1;
-                self.lanes.data_bytes += buf.len() - before;
+                let chunk = self.queue.chunk;
+                let len = buf.len() - before;
+                let mux = frame_mux(&buf[before..]);
+                if chunk > 0 && (len > chunk || self.lanes.bulk.holds(mux)) {
+                    // Sent in parts, or behind this mux's frames that are: out of the run.
+                    let frame = buf.split_off(before).freeze();
+                    if *frames == 0 {
+                        self.lanes.data.pop_back();
+                    }
+                    let put = self.lanes.put;
+                    self.lanes.bulk.push(mux, frame, Bytes::new(), false, put);
+                } else {
+                    *frames += 1;
+                    self.lanes.add_data(len);
+                }
                 self.appended += 1;
                 Ok(out)
             }
@@ -241,11 +291,21 @@ impl DataWriter<'_> {
     }
 }
 
+/// The mux id in the header of an encoded frame.
+fn frame_mux(frame: &[u8]) -> u32 {
+    match frame.get(2..6) {
+        Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+        _ => 0,
+    }
+}
+
 impl OutQueue {
+    /// A queue whose frames longer than `chunk` bytes go in parts (`chunk` 0: never).
     pub(crate) fn new(
         max_data_bytes: usize,
         max_batch_bytes: usize,
         max_control: usize,
+        chunk: usize,
     ) -> OutQueue {
         OutQueue {
             lanes: Mutex::new(Lanes::default()),
@@ -255,7 +315,9 @@ impl OutQueue {
             max_data_bytes,
             max_batch_bytes,
             max_control,
+            chunk,
             full: AtomicBool::new(false),
+            bulk_busy: AtomicBool::new(false),
         }
     }
 
@@ -268,7 +330,7 @@ impl OutQueue {
         if lanes.control.len() >= self.max_control {
             return Err(QueueError::Stuck);
         }
-        let wake = lanes.is_empty();
+        let wake = !self.can_send(&lanes);
         lanes.control.push_back(frame);
         drop(lanes);
         if wake {
@@ -277,18 +339,56 @@ impl OutQueue {
         Ok(())
     }
 
-    /// Waits until the data lane has room for another frame (or the queue closed).
+    /// True when the writer has something to take now: control or data frames, or parts it
+    /// may send (some are ready and the window has room).
+    fn can_send(&self, lanes: &Lanes) -> bool {
+        !lanes.control.is_empty() || !lanes.data.is_empty() || self.parts_ready(lanes)
+    }
+
+    fn parts_ready(&self, lanes: &Lanes) -> bool {
+        self.chunk > 0 && lanes.in_flight < PARTS_IN_FLIGHT && lanes.bulk.ready(lanes.taken)
+    }
+
+    /// True when the writer has something to take now (see [`can_send`](Self::can_send)).
+    pub(crate) fn sendable(&self) -> bool {
+        self.can_send(&self.lanes.lock())
+    }
+
+    /// The peer read `bytes` more bytes of our parts: as many more may be sent.
+    pub(crate) fn parts_read(&self, bytes: usize) {
+        let mut lanes = self.lanes.lock();
+        let blocked = lanes.in_flight >= PARTS_IN_FLIGHT;
+        lanes.in_flight = lanes.in_flight.saturating_sub(bytes);
+        let wake = blocked && !lanes.closed && self.parts_ready(&lanes);
+        drop(lanes);
+        if wake {
+            self.writer.notify_one();
+        }
+    }
+
+    /// True when a frame of `len` encoded bytes goes in parts.
+    pub(crate) fn is_large(&self, len: usize) -> bool {
+        self.chunk > 0 && len > self.chunk
+    }
+
+    fn has_room(&self, lanes: &Lanes, large: bool) -> bool {
+        lanes.data_bytes < self.max_data_bytes
+            && (!large || lanes.bulk.bytes() < self.max_data_bytes)
+    }
+
+    /// Waits until the data lane has room for another frame (or the queue closed); with
+    /// `large`, until the large frames sent in parts are under their bound too.
     ///
     /// # Cancel safety
     /// Cancel safe: it changes nothing.
-    pub(crate) async fn wait_room(&self) -> Result<(), QueueError> {
+    pub(crate) async fn wait_room(&self, large: bool) -> Result<(), QueueError> {
         // Fast path: room now. Registering a waiter costs a lock on the notifier's list.
         {
             let lanes = self.lanes.lock();
             if lanes.closed {
                 return Err(QueueError::Closed);
             }
-            if lanes.data_bytes < self.max_data_bytes {
+            if self.has_room(&lanes, large) {
                 return Ok(());
             }
         }
@@ -301,7 +401,7 @@ impl OutQueue {
                 if lanes.closed {
                     return Err(QueueError::Closed);
                 }
-                if lanes.data_bytes < self.max_data_bytes {
+                if self.has_room(&lanes, large) {
                     return Ok(());
                 }
             }
@@ -326,12 +426,13 @@ impl OutQueue {
         }
         match bound {
             Bound::Room if lanes.data_bytes >= self.max_data_bytes => return Err(Refused::Full),
+            Bound::Bulk if !self.has_room(&lanes, true) => return Err(Refused::Full),
             Bound::Twice if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) => {
                 return Err(Refused::Stuck)
             }
             _ => {}
         }
-        let wake = lanes.is_empty();
+        let wake = !self.can_send(&lanes);
         let mut w = DataWriter {
             lanes: &mut lanes,
             queue: self,
@@ -360,8 +461,9 @@ impl OutQueue {
         if lanes.closed {
             return Err(Refused::Closed);
         }
+        let bulk = self.chunk > 0 && (frame.len() > self.chunk || lanes.bulk.holds(tag));
         match bound {
-            Bound::Room if lanes.data_bytes >= self.max_data_bytes => {
+            Bound::Room | Bound::Bulk if !self.has_room(&lanes, bulk) => {
                 return Err(Refused::By(frame))
             }
             Bound::Twice if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) => {
@@ -369,9 +471,49 @@ impl OutQueue {
             }
             _ => {}
         }
-        let wake = lanes.is_empty();
-        lanes.data_bytes += frame.len();
-        lanes.data.push_back(Entry::Tagged(tag, frame));
+        let wake = !self.can_send(&lanes);
+        if bulk {
+            let put = lanes.put;
+            lanes.bulk.push(tag, frame, Bytes::new(), true, put);
+        } else {
+            lanes.add_data(frame.len());
+            lanes.data.push_back(Entry::Tagged(tag, frame));
+        }
+        self.mark(&lanes);
+        drop(lanes);
+        if wake {
+            self.writer.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queues a frame that goes in parts (longer than the chunk size: see
+    /// [`is_large`](Self::is_large)), encoded by its producer outside the lane's lock as `head`
+    /// and `tail` (its payload, not copied: see `encode_split`), behind the frames of `mux` in
+    /// parts; `tagged` for a `Request`/`Open` ([`retract`](Self::retract) takes it back while
+    /// none of it is sent). Refused like [`append`](Self::append) with `bound` (the frame is
+    /// handed back).
+    pub(crate) fn push_large(
+        &self,
+        (head, tail): (Bytes, Bytes),
+        mux: u32,
+        tagged: bool,
+        bound: Bound,
+    ) -> Result<(), Refused<(Bytes, Bytes)>> {
+        debug_assert!(
+            self.is_large(head.len() + tail.len()),
+            "push_large of a small frame"
+        );
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(Refused::Closed);
+        }
+        if matches!(bound, Bound::Room | Bound::Bulk) && !self.has_room(&lanes, true) {
+            return Err(Refused::By((head, tail)));
+        }
+        let wake = !self.can_send(&lanes);
+        let put = lanes.put;
+        lanes.bulk.push(mux, head, tail, tagged, put);
         self.mark(&lanes);
         drop(lanes);
         if wake {
@@ -399,12 +541,14 @@ impl OutQueue {
         }
     }
 
-    /// Bytes of data frames queued.
+    /// Bytes of data frames queued (large frames waiting to be sent in parts included).
     pub(crate) fn data_bytes(&self) -> usize {
-        self.lanes.lock().data_bytes
+        let lanes = self.lanes.lock();
+        lanes.data_bytes + lanes.bulk.bytes()
     }
 
     /// True when nothing is queued in either lane.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.lanes.lock().is_empty()
     }
@@ -412,6 +556,8 @@ impl OutQueue {
     fn mark(&self, lanes: &Lanes) {
         self.full
             .store(lanes.data_bytes >= self.max_data_bytes, Ordering::Relaxed);
+        self.bulk_busy
+            .store(!lanes.bulk.is_empty(), Ordering::Relaxed);
     }
 
     /// True while the data lane is at its bound. Read without the lane's lock (a hint, exact
@@ -423,20 +569,57 @@ impl OutQueue {
     /// Takes back the queued `Request`/`Open` of `mux`, if the writer has not taken it yet. When
     /// this returns false the frame was written (or never queued), so a `Cancel` queued now can
     /// only travel after it.
+    ///
+    /// Whatever else of `mux` waits to be sent in parts is dropped too (its call is over), and
+    /// a frame sent in part is abandoned with a `ChunkAbort` (see [`abandon`](Self::abandon)).
     pub(crate) fn retract(&self, mux: u32) -> bool {
         let mut lanes = self.lanes.lock();
+        let dropped = self.abandon_locked(&mut lanes, mux);
         let Some(pos) = lanes
             .data
             .iter()
             .position(|e| matches!(e, Entry::Tagged(tag, _) if *tag == mux))
         else {
-            return false;
+            return dropped;
         };
         if let Some(e) = lanes.data.remove(pos) {
-            lanes.data_bytes -= e.len();
+            lanes.take_data(e.len());
             self.mark(&lanes);
         }
         true
+    }
+
+    /// Drops at once everything of `mux` still waiting to be sent in parts (its call was
+    /// cancelled). If a frame was sent in part, a `ChunkAbort` goes ahead of every other frame,
+    /// so the peer drops the parts it holds. True if the mux's `Request`/`Open` was dropped
+    /// before any of it was sent.
+    pub(crate) fn abandon(&self, mux: u32) -> bool {
+        if self.chunk == 0 || !self.bulk_busy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut lanes = self.lanes.lock();
+        self.abandon_locked(&mut lanes, mux)
+    }
+
+    fn abandon_locked(&self, lanes: &mut Lanes, mux: u32) -> bool {
+        let gone = lanes.bulk.abandon(mux);
+        if gone.partial && !lanes.closed {
+            let mut abort = BytesMut::with_capacity(FRAME_HEADER_LEN);
+            crate::frame::encode_frame(
+                &crate::frame::Frame::ChunkAbort {
+                    mux: crate::ids::MuxId(mux),
+                },
+                false,
+                &mut abort,
+            );
+            // Past the control lane's bound if need be: the peer must hear it.
+            lanes.control.push_back(abort.freeze());
+            self.writer.notify_one();
+        }
+        if gone.bytes > 0 {
+            self.room.notify_waiters();
+        }
+        gone.retracted
     }
 
     /// Gives the writer's last message buffer back for the next run, if there is more to write
@@ -495,13 +678,46 @@ impl OutQueue {
                 b
             }));
         }
-        if lanes.is_empty() {
+        if !self.can_send(&lanes) {
             // The writer is about to sleep: an idle queue keeps no buffer.
-            lanes.spare = None;
+            if lanes.is_empty() {
+                lanes.spare = None;
+            }
             return None;
         }
         // Producers wait only while the lane is full: wake them only then.
-        let was_full = lanes.data_bytes >= self.max_data_bytes;
+        let was_full =
+            lanes.data_bytes >= self.max_data_bytes || lanes.bulk.bytes() >= self.max_data_bytes;
+        // Batches of parts alternate with batches of the data lane; control frames lead both.
+        let bulk_ready = self.parts_ready(&lanes);
+        if bulk_ready && (lanes.bulk_turn || lanes.data.is_empty()) {
+            lanes.bulk_turn = false;
+            let buf = lanes
+                .spare
+                .take()
+                .unwrap_or_else(|| BytesMut::with_capacity(FIRST_RUN_CAPACITY));
+            let mut batch = Batch::new(buf);
+            Self::fill_control(&mut lanes, &mut batch);
+            let taken = lanes.taken;
+            let mut window = PARTS_IN_FLIGHT - lanes.in_flight;
+            let Lanes { bulk, .. } = &mut *lanes;
+            // A batch of parts is at most half the window: acks come back while the other half
+            // is written, and a small frame waits for one short write, not a whole window.
+            let sent = bulk.fill(
+                &mut batch.buf,
+                &mut batch.frames,
+                max_bytes
+                    .min(PARTS_IN_FLIGHT / 2)
+                    .saturating_add(BATCH_HEADER_LEN),
+                self.chunk,
+                taken,
+                &mut window,
+            );
+            lanes.in_flight = PARTS_IN_FLIGHT - window;
+            self.after_take(lanes, was_full, sent > 0);
+            return Some(Some(batch));
+        }
+        lanes.bulk_turn = bulk_ready;
         let alone = lanes.data.len() == 1;
         let run_first = lanes.control.is_empty()
             && matches!(lanes.data.front(), Some(Entry::Run { buf, frames })
@@ -509,7 +725,7 @@ impl OutQueue {
         if run_first {
             // A whole run is a whole batch: sent as it is, without a copy.
             if let Some(Entry::Run { buf, frames }) = lanes.data.pop_front() {
-                lanes.data_bytes -= buf.len() - BATCH_HEADER_LEN;
+                lanes.take_data(buf.len() - BATCH_HEADER_LEN);
                 lanes.run_hint = buf.len();
                 self.after_take(lanes, was_full, true);
                 return Some(Some(Batch { buf, frames }));
@@ -529,13 +745,7 @@ impl OutQueue {
     /// copy stops it (it goes as a message of its own), unless `batch` is still empty. True if
     /// data frames were taken.
     fn fill(lanes: &mut Lanes, batch: &mut Batch, max_bytes: usize) -> bool {
-        while batch.frames < MAX_FRAMES_PER_BATCH {
-            let Some(f) = lanes.control.pop_front() else {
-                break;
-            };
-            batch.buf.extend_from_slice(&f);
-            batch.frames += 1;
-        }
+        Self::fill_control(lanes, batch);
         let mut took_data = false;
         while let Some(next) = lanes.data.front() {
             let (len, frames) = (next.len(), next.frames());
@@ -548,7 +758,7 @@ impl OutQueue {
             let Some(e) = lanes.data.pop_front() else {
                 break;
             };
-            lanes.data_bytes -= len;
+            lanes.take_data(len);
             took_data = true;
             match e {
                 Entry::Tagged(_, f) => batch.buf.extend_from_slice(&f),
@@ -560,6 +770,17 @@ impl OutQueue {
             batch.frames += frames;
         }
         took_data
+    }
+
+    /// Copies the queued control frames into `batch`, within [`MAX_FRAMES_PER_BATCH`].
+    fn fill_control(lanes: &mut Lanes, batch: &mut Batch) {
+        while batch.frames < MAX_FRAMES_PER_BATCH {
+            let Some(f) = lanes.control.pop_front() else {
+                break;
+            };
+            batch.buf.extend_from_slice(&f);
+            batch.frames += 1;
+        }
     }
 
     fn after_take(
@@ -596,6 +817,7 @@ impl OutQueue {
         lanes.control.clear();
         lanes.data.clear();
         lanes.data_bytes = 0;
+        lanes.bulk.clear();
         lanes.spare = None;
         self.mark(&lanes);
         drop(lanes);
@@ -610,7 +832,7 @@ impl OutQueue {
         let lanes = self.lanes.lock();
         (
             lanes.control.len(),
-            lanes.data.iter().map(Entry::frames).sum(),
+            lanes.data.iter().map(Entry::frames).sum::<usize>() + lanes.bulk.frames(),
         )
     }
 }

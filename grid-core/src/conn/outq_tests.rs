@@ -1,7 +1,7 @@
 //! The outbound queue alone: lanes, runs, bounds and wake-ups, with no socket.
 
 use super::*;
-use crate::frame::{decode_batch, encode_frame, Frame, Limits};
+use crate::frame::{decode_batch, encode_frame, encode_split, Frame, Limits};
 use crate::ids::MuxId;
 
 fn b(n: usize) -> Bytes {
@@ -46,7 +46,7 @@ async fn drained_frames(q: &OutQueue, max_bytes: usize) -> Vec<Frame> {
 
 #[tokio::test]
 async fn control_goes_first_and_data_is_packed() {
-    let q = OutQueue::new(1000, 1 << 20, 10);
+    let q = OutQueue::new(1000, 1 << 20, 10, 0);
     append_frame(&q, &data_frame(0, 10), Bound::None).expect("open");
     q.push_tagged(encoded(&data_frame(1, 20)), 3, Bound::None)
         .expect("open");
@@ -61,7 +61,7 @@ async fn control_goes_first_and_data_is_packed() {
 
 #[tokio::test]
 async fn frames_appended_together_share_one_run_sent_as_it_is() {
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     q.append(Bound::Room, |w| {
         for seq in 0..100 {
             w.frame(|dst| {
@@ -83,7 +83,7 @@ async fn frames_appended_together_share_one_run_sent_as_it_is() {
 
 #[tokio::test]
 async fn a_run_holds_one_batch_at_most() {
-    let q = OutQueue::new(usize::MAX, 1 << 20, 10);
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10, 0);
     let n = MAX_FRAMES_PER_BATCH as u32 + 10;
     for seq in 0..n {
         append_frame(&q, &data_frame(seq, 1), Bound::Room).expect("room");
@@ -97,7 +97,7 @@ async fn a_run_holds_one_batch_at_most() {
 
 #[tokio::test]
 async fn a_failed_encode_leaves_the_lane_as_it_was() {
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     let r = q.append(Bound::Room, |w| {
         w.frame(|dst| {
             dst.extend_from_slice(b"half a frame");
@@ -121,14 +121,14 @@ async fn a_failed_encode_leaves_the_lane_as_it_was() {
 
 #[tokio::test]
 async fn producers_wait_for_room_until_the_writer_drains() {
-    let q = std::sync::Arc::new(OutQueue::new(100, 1 << 20, 10));
+    let q = std::sync::Arc::new(OutQueue::new(100, 1 << 20, 10, 0));
     append_frame(&q, &data_frame(0, 500), Bound::None).expect("a large frame goes alone");
     assert!(matches!(
         append_frame(&q, &data_frame(1, 1), Bound::Room),
         Err(Refused::Full)
     ));
     let q2 = q.clone();
-    let waiter = tokio::spawn(async move { q2.wait_room().await });
+    let waiter = tokio::spawn(async move { q2.wait_room(false).await });
     tokio::task::yield_now().await;
     assert!(!waiter.is_finished(), "over the bound: the producer waits");
     q.drain(1 << 20).await.expect("open");
@@ -141,7 +141,7 @@ async fn producers_wait_for_room_until_the_writer_drains() {
 
 #[tokio::test]
 async fn a_queued_call_can_be_taken_back_until_the_writer_takes_it() {
-    let q = OutQueue::new(1000, 1 << 20, 10);
+    let q = OutQueue::new(1000, 1 << 20, 10, 0);
     q.push_tagged(encoded(&data_frame(0, 10)), 3, Bound::None)
         .expect("open");
     q.push_tagged(encoded(&data_frame(1, 20)), 5, Bound::None)
@@ -154,7 +154,7 @@ async fn a_queued_call_can_be_taken_back_until_the_writer_takes_it() {
 
 #[tokio::test]
 async fn control_lane_overflow_reports_stuck() {
-    let q = OutQueue::new(100, 1 << 20, 2);
+    let q = OutQueue::new(100, 1 << 20, 2, 0);
     q.push_control(b(1)).expect("room");
     q.push_control(b(1)).expect("room");
     assert_eq!(q.push_control(b(1)), Err(QueueError::Stuck));
@@ -162,7 +162,7 @@ async fn control_lane_overflow_reports_stuck() {
 
 #[tokio::test]
 async fn a_frame_that_must_not_wait_is_refused_past_twice_the_bound() {
-    let q = OutQueue::new(100, 1 << 20, 2);
+    let q = OutQueue::new(100, 1 << 20, 2, 0);
     append_frame(&q, &data_frame(0, 250), Bound::None).expect("open");
     assert!(matches!(
         append_frame(&q, &data_frame(1, 0), Bound::Twice),
@@ -172,10 +172,10 @@ async fn a_frame_that_must_not_wait_is_refused_past_twice_the_bound() {
 
 #[tokio::test]
 async fn close_drops_everything_and_wakes_waiters() {
-    let q = std::sync::Arc::new(OutQueue::new(10, 1 << 20, 10));
+    let q = std::sync::Arc::new(OutQueue::new(10, 1 << 20, 10, 0));
     append_frame(&q, &data_frame(0, 10), Bound::None).expect("open");
     let q2 = q.clone();
-    let waiter = tokio::spawn(async move { q2.wait_room().await });
+    let waiter = tokio::spawn(async move { q2.wait_room(false).await });
     tokio::task::yield_now().await;
     q.close();
     let r = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
@@ -189,7 +189,7 @@ async fn close_drops_everything_and_wakes_waiters() {
 
 #[tokio::test]
 async fn a_last_frame_survives_the_close_and_goes_out_alone() {
-    let q = OutQueue::new(100, 1 << 20, 10);
+    let q = OutQueue::new(100, 1 << 20, 10, 0);
     append_frame(&q, &data_frame(0, 10), Bound::None).expect("open");
     let last = Frame::GoAway {
         error: crate::frame::ErrorRecord::text(crate::frame::ErrorCode::Protocol, "bad"),
@@ -201,7 +201,7 @@ async fn a_last_frame_survives_the_close_and_goes_out_alone() {
 
 #[test]
 fn woken_producers_cannot_each_overshoot_the_bound() {
-    let q = OutQueue::new(100, 1 << 20, 10);
+    let q = OutQueue::new(100, 1 << 20, 10, 0);
     append_frame(&q, &data_frame(0, 46), Bound::Room).expect("room");
     append_frame(&q, &data_frame(1, 46), Bound::Room).expect("room: 60 < 100");
     assert!(matches!(
@@ -213,7 +213,7 @@ fn woken_producers_cannot_each_overshoot_the_bound() {
 
 #[tokio::test]
 async fn batches_respect_the_byte_bound_and_big_runs_go_alone() {
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     for seq in 0..10 {
         q.push_tagged(encoded(&data_frame(seq, 86)), 100 + seq, Bound::None)
             .expect("open");
@@ -224,7 +224,7 @@ async fn batches_respect_the_byte_bound_and_big_runs_go_alone() {
         "100-byte frames, 250 bytes"
     );
     // A run over the copy limit behind a control frame: the control frame goes first, alone.
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     append_frame(&q, &data_frame(0, COPY_RUN_MAX), Bound::None).expect("open");
     q.push_control(b(0)).expect("room");
     let batch = q.drain(1 << 20).await.expect("open");
@@ -237,7 +237,7 @@ async fn batches_respect_the_byte_bound_and_big_runs_go_alone() {
 
 #[tokio::test]
 async fn top_up_copies_what_arrived_meanwhile() {
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     append_frame(&q, &data_frame(0, 8), Bound::Room).expect("room");
     let mut batch = q.drain(1 << 20).await.expect("open");
     append_frame(&q, &data_frame(1, 8), Bound::Room).expect("room");
@@ -249,7 +249,7 @@ async fn top_up_copies_what_arrived_meanwhile() {
 
 #[tokio::test]
 async fn a_spare_buffer_is_kept_only_while_there_is_more_to_write() {
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     q.recycle(BytesMut::with_capacity(1 << 16));
     assert!(q.lanes.lock().spare.is_none(), "idle: no buffer kept");
     append_frame(&q, &data_frame(0, 8), Bound::Room).expect("room");
@@ -266,7 +266,7 @@ async fn a_spare_buffer_is_kept_only_while_there_is_more_to_write() {
 
 #[tokio::test]
 async fn a_batch_finished_with_a_checksum_carries_one_the_decoder_checks() {
-    let q = OutQueue::new(1 << 20, 1 << 20, 10);
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
     for seq in 0..3 {
         append_frame(&q, &data_frame(seq, 5), Bound::Room).expect("room");
     }
@@ -280,4 +280,138 @@ async fn a_batch_finished_with_a_checksum_carries_one_the_decoder_checks() {
         decode_batch(Bytes::from(bad), &Limits::default()),
         Err(crate::frame::FrameError::Checksum { .. })
     ));
+}
+
+// ---- frames in parts ------------------------------------------------------------------------
+
+/// A `Data` frame of `mux` whose payload bytes say which frame they belong to.
+fn marked(mux: u32, seq: u32, payload: usize) -> Frame {
+    Frame::Data {
+        mux: MuxId(mux),
+        seq,
+        payload: Some(Bytes::from(vec![(mux * 16 + seq) as u8; payload])),
+    }
+}
+
+/// Drains batches until `n` frames were taken; returns them in order.
+async fn take_frames(q: &OutQueue, max_bytes: usize, n: usize) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        out.extend(drained_frames(q, max_bytes).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn large_frames_go_in_parts_round_robin_with_control_frames_first() {
+    let chunk = 1024;
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, chunk);
+    let frames: Vec<Frame> = [1, 3, 5].map(|m| marked(m, 0, 4000)).into();
+    for f in &frames {
+        q.push_large(encode_split(f), f.mux().0, false, Bound::None)
+            .expect("open");
+    }
+    let ping = Frame::Ping {
+        mux: MuxId(0),
+        nonce: 1,
+    };
+    q.push_control(encoded(&ping)).expect("room");
+    // 4014 bytes each: 4 parts of at most 1024.
+    let got = take_frames(&q, 1 << 20, 1 + 12).await;
+    assert_eq!(got[0], ping, "control frames lead");
+    let order: Vec<u32> = got[1..].iter().map(|f| f.mux().0).collect();
+    assert_eq!(order, [1, 3, 5].repeat(4), "one part per mux per turn");
+    for f in &frames {
+        let mut whole = BytesMut::new();
+        for g in &got[1..] {
+            if let Frame::Chunk { mux, bytes } = g {
+                assert!(bytes.len() <= chunk);
+                if *mux == f.mux() {
+                    whole.extend_from_slice(bytes);
+                }
+            }
+        }
+        assert_eq!(whole.freeze(), encoded(f), "the parts make the frame");
+    }
+    assert!(q.is_empty());
+    assert_eq!(q.data_bytes(), 0);
+}
+
+#[tokio::test]
+async fn a_muxs_frames_keep_their_order_across_the_data_lane_and_its_parts() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
+    let (before, large, after) = (marked(1, 0, 10), marked(1, 1, 3000), marked(1, 2, 10));
+    append_frame(&q, &before, Bound::None).expect("open");
+    q.push_large(encode_split(&large), 1, false, Bound::None)
+        .expect("open");
+    // Behind its mux's large frame, though small.
+    append_frame(&q, &after, Bound::None).expect("open");
+    let other = marked(3, 0, 10);
+    append_frame(&q, &other, Bound::None).expect("open");
+    let got = take_frames(&q, 1 << 20, 3 + 3).await;
+    let pos = |pred: &dyn Fn(&Frame) -> bool| got.iter().position(pred).expect("sent");
+    let first_part = pos(&|f| matches!(f, Frame::Chunk { .. }));
+    assert!(pos(&|f| *f == before) < first_part, "{got:?}");
+    assert!(pos(&|f| *f == after) > first_part, "{got:?}");
+    assert!(got.contains(&other));
+}
+
+#[tokio::test]
+async fn abandoning_a_frame_in_parts_drops_the_rest_and_queues_an_abort() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
+    let f = marked(1, 0, 10_000);
+    q.push_large(encode_split(&f), 1, false, Bound::None)
+        .expect("open");
+    // One batch of a little over one part.
+    let first = drained_frames(&q, 1100).await;
+    assert!(
+        matches!(first.as_slice(), [Frame::Chunk { .. }]),
+        "{first:?}"
+    );
+    assert!(!q.abandon(1), "it was not a request taken back unsent");
+    assert_eq!(q.data_bytes(), 0, "the rest is gone");
+    let next = drained_frames(&q, 1 << 20).await;
+    assert_eq!(next, vec![Frame::ChunkAbort { mux: MuxId(1) }]);
+    assert!(q.is_empty());
+}
+
+#[tokio::test]
+async fn a_request_in_parts_not_yet_sent_is_taken_back_whole() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 1024);
+    let req = Frame::Request {
+        mux: MuxId(7),
+        route: crate::frame::Route {
+            handler: crate::ids::HandlerId(1),
+            subroute: None,
+        },
+        deadline_ms: 0,
+        metadata: crate::frame::Metadata::new(),
+        payload: Some(b(5000)),
+    };
+    q.push_tagged(encoded(&req), 7, Bound::None).expect("open");
+    assert!(q.retract(7), "unsent: the callee never hears of it");
+    assert!(q.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn parts_in_flight_wait_for_the_peers_acks() {
+    let q = OutQueue::new(4 << 20, 256 << 10, 10, 64 << 10);
+    let f = marked(1, 0, 3 << 20);
+    q.push_large(encode_split(&f), 1, false, Bound::None)
+        .expect("open");
+    let mut sent = 0;
+    while sent < PARTS_IN_FLIGHT {
+        for g in drained_frames(&q, 256 << 10).await {
+            if let Frame::Chunk { bytes, .. } = g {
+                sent += bytes.len();
+            }
+        }
+    }
+    assert_eq!(sent, PARTS_IN_FLIGHT, "up to the window, in whole parts");
+    assert!(!q.sendable(), "the window is shut");
+    let waiting = tokio::time::timeout(std::time::Duration::from_secs(1), q.drain(256 << 10)).await;
+    assert!(waiting.is_err(), "no part beyond the window");
+    q.parts_read(64 << 10);
+    let next = drained_frames(&q, 256 << 10).await;
+    assert!(matches!(next.as_slice(), [Frame::Chunk { bytes, .. }] if bytes.len() == 64 << 10));
 }

@@ -72,6 +72,7 @@ impl PeerConn {
         manager_events: broadcast::Sender<LinkEvent>,
     ) -> PeerConn {
         PeerConn {
+            stats: Arc::new(ConnStats::new(&local, &peer)),
             local,
             events: Arc::new(EventSink::new(peer.clone(), manager_events)),
             instance: parking_lot::Mutex::new(None),
@@ -81,7 +82,6 @@ impl PeerConn {
             current: RwLock::new(None),
             state: watch::channel(ConnState::Disconnected).0,
             last_reason: parking_lot::Mutex::new(None),
-            stats: Arc::new(ConnStats::default()),
         }
     }
 
@@ -108,7 +108,7 @@ impl PeerConn {
         if let Some(old) = old {
             old.close(CloseReason::local(CloseKind::Replaced));
         }
-        ConnStats::add(&self.stats.connects, 1);
+        self.stats.connected();
         let before = self.instance.lock().replace(instance);
         if let Some(old) = before.filter(|old| *old != instance) {
             self.events.emit(LinkEvent::Restarted {

@@ -30,15 +30,18 @@ use crate::stream::{RequestReceiver, ResponseSender};
 /// its context cannot outlive its call by more than this). Its slot is held meanwhile.
 pub(crate) const CANCEL_GRACE: Duration = Duration::from_millis(500);
 
-/// Releases a call's admission slot when its task ends, however it ends.
+/// Releases a call's admission slot when its task ends, however it ends (and ends its span
+/// and metrics).
 struct SlotGuard {
     session: Arc<Session>,
     key: CallKey,
+    obs: crate::observe::Serve,
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         self.session.finish(self.key);
+        self.obs.end(&self.session.stats);
     }
 }
 
@@ -58,9 +61,12 @@ pub(crate) fn spawn(
         payload,
         kind,
     } = start;
-    let guard = SlotGuard {
+    let obs = crate::observe::Serve::start(session, &route, key.mux, handler.is_stream());
+    let span = obs.span();
+    let mut guard = SlotGuard {
         session: session.clone(),
         key,
+        obs,
     };
     let ctx = Context::new(
         session.peer.clone(),
@@ -70,12 +76,13 @@ pub(crate) fn spawn(
         metadata,
         cancel.clone(),
     );
+    guard.obs.adopt(ctx.metadata());
     match (handler, kind) {
         (Registered::Unary(handler), StartKind::Unary(mut machine)) => {
             // The handler's wire name is looked up only for a message: not on the hot path.
             let registry = registry.clone();
             let name = move || registry.name_of(route.handler);
-            tokio::spawn(async move {
+            crate::observe::spawn_within(span, async move {
                 // The handler is called inside the guarded future: a closure that panics before
                 // it returns its future is caught like one that panics while running.
                 let run =
@@ -93,10 +100,12 @@ pub(crate) fn spawn(
                     biased;
                     r = &mut run => r,
                     cause = cancel.cancelled() => {
+                        guard.obs.cancelled(cause);
                         machine.abort(cause);
                         return cancel_grace(run, guard).boxed().await;
                     }
                     () = sleep => {
+                        guard.obs.cancelled(CancelCause::Deadline);
                         cancel.cancel(CancelCause::Deadline);
                         if guard.session.commit_response(guard.key) {
                             if let Some(f) = machine.handle_timeout(Instant::now()) {
@@ -125,6 +134,7 @@ pub(crate) fn spawn(
                         Err(rec)
                     }
                 };
+                guard.obs.returned(&result, cancel.cause());
                 // Committing first means a Cancel that arrives now finds nothing: the response
                 // is already on its way. The slot is held until it is queued.
                 if session.commit_response(guard.key) {
@@ -144,7 +154,7 @@ pub(crate) fn spawn(
             // caught here, as one that panics while running is caught in the task.
             let started =
                 std::panic::catch_unwind(AssertUnwindSafe(|| handler(ctx, payload, input, output)));
-            tokio::spawn(run_stream(started, cancel, shared, guard));
+            crate::observe::spawn_within(span, run_stream(started, cancel, shared, guard));
         }
         // The registry answered for the kind the frame asked for (`Router::route`), so a
         // mismatch cannot happen; if it ever did, the guard still releases the slot.
@@ -161,7 +171,7 @@ async fn run_stream(
     started: Started,
     cancel: CancelSignal,
     shared: Shared<StreamCallee>,
-    guard: SlotGuard,
+    mut guard: SlotGuard,
 ) {
     let result = match started {
         Ok(run) => {
@@ -169,7 +179,10 @@ async fn run_stream(
             tokio::select! {
                 biased;
                 r = &mut run => r,
-                _ = cancel.cancelled() => return cancel_grace(run, guard).boxed().await,
+                cause = cancel.cancelled() => {
+                    guard.obs.cancelled(cause);
+                    return cancel_grace(run, guard).boxed().await;
+                }
             }
         }
         Err(panic) => Err(panic),
@@ -179,6 +192,7 @@ async fn run_stream(
         Ok(Err(e)) => Err(e.into_record()),
         Err(panic) => Err(panic_record(panic)),
     };
+    guard.obs.returned(&result, cancel.cause());
     // The end travels in the data lane, behind the messages the handler sent.
     let session = &guard.session;
     if session.data_room().await.is_ok() {

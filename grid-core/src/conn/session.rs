@@ -23,8 +23,8 @@ use tracing::debug;
 
 use super::budget::{Budget, HeldBytes};
 use super::core::{
-    CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event, Handles, InFlight, Lane, Router,
-    Start,
+    compress, worth_compressing, CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event,
+    Handles, InFlight, Lane, Router, Start,
 };
 use super::events::EventSink;
 use super::outq::{Batch, Bound, DataWriter, OutQueue, QueueError, Refused};
@@ -33,9 +33,14 @@ use super::stats::ConnStats;
 use crate::cancel::CancelSignal;
 use crate::config::Config;
 use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Payload, Route};
+use crate::handshake::Features;
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
+
+/// The smallest chunk size a session uses, whatever the configuration says: a first part holds
+/// at least a whole frame header, and parts far smaller than a batch only cost headers.
+const MIN_CHUNK_SIZE: usize = 1024;
 
 /// The shell's handles, as the core stores them.
 #[derive(Debug)]
@@ -53,6 +58,8 @@ pub(crate) struct PeerLimits {
     pub(crate) max_payload: u64,
     /// Its metadata limits; `None` from a peer that takes no metadata.
     pub(crate) metadata: Option<MetadataLimits>,
+    /// The optional features the handshake agreed (chunks, compression).
+    pub(crate) features: Features,
 }
 
 /// Why a call this side starts was not registered.
@@ -71,6 +78,9 @@ pub(crate) struct Session {
     pub(crate) peer: Arc<str>,
     checksum: bool,
     max_payload: usize,
+    /// Requests and responses with a payload of at least this many bytes go compressed (0:
+    /// never; the peer did not agree).
+    compress_at: usize,
     /// The metadata a call to the peer may carry (the smaller of both sides' limits), or `None`
     /// when the peer announced no metadata limits: it cannot take any.
     metadata: Option<MetadataLimits>,
@@ -93,6 +103,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session for the socket whose handshake agreed `checksum` and `limits`.
     pub(crate) fn new(
         peer: Arc<str>,
         role: Role,
@@ -105,6 +116,7 @@ impl Session {
         let PeerLimits {
             max_payload: peer_max_payload,
             metadata: peer_metadata,
+            features,
         } = limits;
         // Sending more than the peer accepts would make it drop the whole connection.
         let max_payload = usize::try_from(peer_max_payload)
@@ -114,11 +126,26 @@ impl Session {
             config.max_inbound_bytes,
             config.max_pending_response_bytes,
         ));
+        let chunks = features.contains(Features::CHUNKS);
         let limits = CoreLimits {
             max_incoming_calls: config.max_incoming_calls,
             max_stream_capacity: config.max_stream_capacity,
             stream_liveness_timeout: config.stream_liveness_timeout,
             metadata: config.metadata_limits(),
+            max_payload: config.max_payload,
+            chunks,
+            compression: features.contains(Features::LZ4),
+        };
+        let compress_at = if features.contains(Features::LZ4) {
+            config.compress_threshold
+        } else {
+            0
+        };
+        // Only to a peer that agreed; never so small that a first part lacks a whole header.
+        let chunk = if chunks && config.chunk_size > 0 {
+            config.chunk_size.max(MIN_CHUNK_SIZE)
+        } else {
+            0
         };
         // What a call may carry on this link: what both sides accept; nothing to a peer that
         // announced no metadata (an older node would close the link on the flag).
@@ -128,11 +155,13 @@ impl Session {
             peer,
             checksum,
             max_payload,
+            compress_at,
             metadata,
             out: OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
                 config.max_queued_control,
+                chunk,
             ),
             config,
             stats,
@@ -170,6 +199,7 @@ impl Session {
                 }
                 Event::Cancel(signal, cause) => signal.cancel(cause),
                 Event::Pong(nonce) => self.stats.record_pong(nonce),
+                Event::ChunksRead(bytes) => self.out.parts_read(bytes as usize),
                 Event::PeerLeaving => {
                     self.peer_leaving.store(true, Ordering::Release);
                     self.events.going_away();
@@ -280,7 +310,9 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: frames are only taken in the poll that returns them.
     pub(crate) async fn next_batch(&self, max_bytes: usize) -> Option<Batch> {
-        self.out.drain(max_bytes).await
+        let batch = self.out.drain(max_bytes).await;
+        self.stats.metrics.queued(|| self.out.data_bytes());
+        batch
     }
 
     /// Adds to `batch` what is queued now, within the bound.
@@ -290,7 +322,7 @@ impl Session {
 
     /// True when the writer has nothing more to take right now.
     pub(crate) fn nothing_queued(&self) -> bool {
-        self.out.is_empty()
+        !self.out.sendable()
     }
 
     /// The writer's last message buffer, for the next batch (see [`OutQueue::recycle`]).
@@ -308,7 +340,7 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: nothing is queued.
     pub(crate) async fn data_room(&self) -> Result<(), QueueError> {
-        self.out.wait_room().await
+        self.out.wait_room(true).await
     }
 
     /// Queues a data frame now, even past the byte bound (callers wait for room first). A
@@ -316,6 +348,15 @@ impl Session {
     /// back while it is still queued.
     pub(crate) fn push_data_now(&self, frame: &Frame) -> Result<(), QueueError> {
         let queued = match tag_of(frame) {
+            tag if self.out.is_large(frame::encoded_len(frame, false)) => self
+                .out
+                .push_large(
+                    frame::encode_split(frame),
+                    frame.mux().0,
+                    tag != 0,
+                    Bound::None,
+                )
+                .map_err(|_| ()),
             0 => self.append_frame(frame, Bound::None).map_err(|_| ()),
             tag => self
                 .out
@@ -333,28 +374,88 @@ impl Session {
     /// Cancel safe: the frame is queued whole or not at all.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
         let tag = tag_of(frame);
-        let mut bytes = (tag != 0).then(|| self.encode(frame));
+        match self.compressed(frame) {
+            Some(c) => self.queue_data(&c, tag).await,
+            None => self.queue_data(frame, tag).await,
+        }
+    }
+
+    /// The compressed form of a request or response, if compression was agreed, its payload
+    /// reaches the threshold and compressing it is worth it (see `core/compress.rs`). Runs on
+    /// the caller's task, never under a lock.
+    fn compressed(&self, frame: &Frame) -> Option<Frame> {
+        if self.compress_at == 0 {
+            return None;
+        }
+        let payload = match frame {
+            Frame::Request {
+                payload: Some(p), ..
+            }
+            | Frame::Response {
+                result: Ok(Some(p)),
+                ..
+            } => p,
+            _ => return None,
+        };
+        if payload.len() < self.compress_at || !worth_compressing(payload) {
+            return None;
+        }
+        compress(frame, &self.encode(frame))
+    }
+
+    /// [`send_data`](Self::send_data) of `frame` as it is; `tag` is its mux when it can be taken
+    /// back (a request, compressed or not).
+    async fn queue_data(&self, frame: &Frame, tag: u32) -> Result<(), QueueError> {
+        /// What is still to be queued, as far as it was encoded.
+        enum Pending {
+            /// Encoded straight into the data lane when there is room.
+            Run,
+            /// A `Request`/`Open`, queued alone so it can be taken back.
+            Tagged(Bytes),
+            /// A frame sent in parts: its head and its payload, not copied.
+            Large((Bytes, Bytes)),
+        }
+        // A frame sent in parts is encoded here, not under the lane's lock, and waits for room
+        // among the large frames; a small one only for room in the data lane, so small calls
+        // never wait behind large transfers.
+        let large = self.out.is_large(frame::encoded_len(frame, false));
+        let mut pending = if large {
+            Pending::Large(frame::encode_split(frame))
+        } else if tag != 0 {
+            Pending::Tagged(self.encode(frame))
+        } else {
+            Pending::Run
+        };
         loop {
-            let queued = match bytes.take() {
-                None => self.append_frame(frame, Bound::Room).map_err(|e| match e {
+            let queued = match pending {
+                Pending::Run => self.append_frame(frame, Bound::Room).map_err(|e| match e {
                     Refused::Closed => None,
-                    _ => Some(None),
+                    _ => Some(Pending::Run),
                 }),
-                Some(b) => self
+                Pending::Tagged(b) => {
+                    self.out
+                        .push_tagged(b, tag, Bound::Room)
+                        .map_err(|e| match e {
+                            Refused::By(back) => Some(Pending::Tagged(back)),
+                            Refused::Closed => None,
+                            _ => Some(Pending::Tagged(self.encode(frame))),
+                        })
+                }
+                Pending::Large(parts) => self
                     .out
-                    .push_tagged(b, tag, Bound::Room)
+                    .push_large(parts, frame.mux().0, tag != 0, Bound::Bulk)
                     .map_err(|e| match e {
-                        Refused::By(back) => Some(Some(back)),
+                        Refused::By(back) => Some(Pending::Large(back)),
                         Refused::Closed => None,
-                        _ => Some(None),
+                        _ => Some(Pending::Large(frame::encode_split(frame))),
                     }),
             };
             match queued {
                 Ok(()) => return Ok(()),
                 Err(None) => return Err(QueueError::Closed),
-                Err(Some(back)) => bytes = back,
+                Err(Some(back)) => pending = back,
             }
-            self.data_room().await?;
+            self.out.wait_room(large).await?;
         }
     }
 
@@ -515,6 +616,15 @@ impl Session {
         now: Instant,
         router: &R,
     ) -> Option<Start<R::Handler, CancelSignal>> {
+        if let Frame::Cancel { mux, .. }
+        | Frame::Response { mux, .. }
+        | Frame::Error { mux, .. }
+        | Frame::Compressed { mux, .. } = frame
+        {
+            // The call is over (the caller gave up; the callee answered, or refused a request
+            // still in parts): what it still had to send in parts goes at once.
+            self.out.abandon(mux.0);
+        }
         let backlog_full = self.out.is_full();
         self.with_core(|core| {
             core.set_backlog_full(backlog_full);

@@ -1,37 +1,56 @@
 //! Counters of one peer connection, shared by its successive sessions.
+//!
+//! The byte, frame and message counters are also metrics (`crate::observe`): each add goes to
+//! the atomic the snapshot reads and to its metric handle.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::observe::{ConnMetrics, Counted};
 
 /// Live counters of one connection; read with [`ConnStats::snapshot`].
 #[derive(Debug)]
 pub(crate) struct ConnStats {
     epoch: Instant,
-    pub(crate) frames_in: AtomicU64,
-    pub(crate) frames_out: AtomicU64,
-    pub(crate) bytes_in: AtomicU64,
-    pub(crate) bytes_out: AtomicU64,
-    pub(crate) messages_out: AtomicU64,
+    /// This node's name (for spans and metric labels).
+    pub(crate) node: Arc<str>,
+    pub(crate) frames_in: Counted,
+    pub(crate) frames_out: Counted,
+    pub(crate) bytes_in: Counted,
+    pub(crate) bytes_out: Counted,
+    pub(crate) messages_out: Counted,
     pub(crate) connects: AtomicU64,
     last_rtt_us: AtomicU64,
-}
-
-impl Default for ConnStats {
-    fn default() -> ConnStats {
-        ConnStats {
-            epoch: Instant::now(),
-            frames_in: AtomicU64::new(0),
-            frames_out: AtomicU64::new(0),
-            bytes_in: AtomicU64::new(0),
-            bytes_out: AtomicU64::new(0),
-            messages_out: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
-            last_rtt_us: AtomicU64::new(u64::MAX),
-        }
-    }
+    /// The connection's metric handles, and its handlers'.
+    pub(crate) metrics: ConnMetrics,
 }
 
 impl ConnStats {
+    /// The counters of the connection from `node` to `peer`.
+    pub(crate) fn new(node: &Arc<str>, peer: &Arc<str>) -> ConnStats {
+        let metrics = ConnMetrics::new(node, peer);
+        ConnStats {
+            epoch: Instant::now(),
+            node: node.clone(),
+            frames_in: metrics.counted("grid_connection_frames_total", "in"),
+            frames_out: metrics.counted("grid_connection_frames_total", "out"),
+            bytes_in: metrics.counted("grid_connection_bytes_total", "in"),
+            bytes_out: metrics.counted("grid_connection_bytes_total", "out"),
+            messages_out: metrics.counted("grid_connection_messages_total", "out"),
+            connects: AtomicU64::new(0),
+            last_rtt_us: AtomicU64::new(u64::MAX),
+            metrics,
+        }
+    }
+
+    /// A session was installed: counts the connect, and a reconnect after the first.
+    pub(crate) fn connected(&self) {
+        if self.connects.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.metrics.reconnected();
+        }
+    }
+
     /// A ping nonce: microseconds since this connection's stats were created.
     pub(crate) fn ping_nonce(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -52,11 +71,11 @@ impl ConnStats {
         }
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: usize) {
-        counter.fetch_add(n as u64, Ordering::Relaxed);
+    pub(crate) fn add(counter: &Counted, n: usize) {
+        counter.add(n as u64);
     }
 
-    pub(crate) fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
+    pub(crate) fn get(counter: &Counted) -> u64 {
+        counter.get()
     }
 }

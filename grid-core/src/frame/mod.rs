@@ -10,11 +10,11 @@
 mod codec;
 mod metadata;
 
-pub(crate) use codec::encode_data_with;
 pub use codec::{
-    decode_batch, encode_batch, encode_checked_batch, encode_frame, encoded_len, seal_batch,
-    BatchDecoder, BatchEncoder,
+    decode_batch, decode_frame_bytes, encode_batch, encode_checked_batch, encode_frame,
+    encoded_len, seal_batch, BatchDecoder, BatchEncoder,
 };
+pub(crate) use codec::{encode_chunk_header, encode_data_with, encode_split};
 
 pub(crate) use metadata::WireFault;
 pub use metadata::{
@@ -122,6 +122,18 @@ pub enum Op {
     /// Routes the sender serves, added to what it announced (a handler-table message,
     /// `PROTOCOL.md` section 9; see the `table` module). Connection level, either side.
     Handlers = 18,
+    /// The next bytes of one large frame sent in parts (`PROTOCOL.md` section 10), on the mux
+    /// that frame belongs to. Only to a peer that agreed to chunks in the handshake.
+    Chunk = 19,
+    /// The frame whose parts were in flight on this mux will not be finished: the receiver
+    /// drops what it gathered.
+    ChunkAbort = 20,
+    /// The receiver of parts has read this many more bytes of them: the sender may have that
+    /// many more in flight (`PROTOCOL.md` section 10.4). Connection level.
+    ChunkAck = 21,
+    /// A `Request` or `Response` of this mux, LZ4-compressed (`PROTOCOL.md` section 11). Only to
+    /// a peer that agreed to compression in the handshake.
+    Compressed = 22,
 }
 
 impl Op {
@@ -146,6 +158,10 @@ impl Op {
             16 => Op::Ready,
             17 => Op::Reject,
             18 => Op::Handlers,
+            19 => Op::Chunk,
+            20 => Op::ChunkAbort,
+            21 => Op::ChunkAck,
+            22 => Op::Compressed,
             _ => return None,
         })
     }
@@ -428,6 +444,36 @@ pub enum Frame {
         /// codec checks only its length.
         update: Bytes,
     },
+    /// The next bytes of one large encoded frame of this mux (`PROTOCOL.md` section 10): the
+    /// first chunk of a message starts with that frame's header, whose body length says where
+    /// the message ends.
+    Chunk {
+        /// The mux of the frame in parts.
+        mux: MuxId,
+        /// At least one byte of the encoded frame.
+        bytes: Bytes,
+    },
+    /// The frame in parts on this mux is abandoned (its call was cancelled mid-transfer).
+    ChunkAbort {
+        /// The mux.
+        mux: MuxId,
+    },
+    /// The sender of this frame has read `bytes` more bytes of parts (the bodies of `Chunk`
+    /// frames): the receiver of it may have that many more in flight.
+    ChunkAck {
+        /// Bytes read since the last ack (at least 1).
+        bytes: u32,
+    },
+    /// A `Request` or `Response` of this mux, encoded as usual, then compressed as one LZ4 block
+    /// (`PROTOCOL.md` section 11).
+    Compressed {
+        /// The mux of the compressed frame.
+        mux: MuxId,
+        /// Length of the encoded frame once decompressed (at least 1).
+        raw_len: u32,
+        /// The LZ4 block.
+        block: Bytes,
+    },
     /// A handshake message; the payload is a msgpack map defined in `PROTOCOL.md`.
     Handshake {
         /// One of `Hello`, `Welcome`, `Confirm`, `Ready`, `Reject`.
@@ -454,6 +500,10 @@ impl Frame {
             Frame::Pong { .. } => Op::Pong,
             Frame::GoAway { .. } => Op::GoAway,
             Frame::Handlers { .. } => Op::Handlers,
+            Frame::Chunk { .. } => Op::Chunk,
+            Frame::ChunkAbort { .. } => Op::ChunkAbort,
+            Frame::ChunkAck { .. } => Op::ChunkAck,
+            Frame::Compressed { .. } => Op::Compressed,
             Frame::Handshake { op, .. } => *op,
         }
     }
@@ -471,10 +521,14 @@ impl Frame {
             | Frame::Error { mux, .. }
             | Frame::Cancel { mux, .. }
             | Frame::Ping { mux, .. }
-            | Frame::Pong { mux, .. } => *mux,
-            Frame::GoAway { .. } | Frame::Handlers { .. } | Frame::Handshake { .. } => {
-                MuxId::CONNECTION
-            }
+            | Frame::Pong { mux, .. }
+            | Frame::Chunk { mux, .. }
+            | Frame::ChunkAbort { mux }
+            | Frame::Compressed { mux, .. } => *mux,
+            Frame::GoAway { .. }
+            | Frame::Handlers { .. }
+            | Frame::ChunkAck { .. }
+            | Frame::Handshake { .. } => MuxId::CONNECTION,
         }
     }
 }

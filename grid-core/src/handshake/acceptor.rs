@@ -19,6 +19,7 @@ use super::records::{
     MetadataRecord, NameProbe, ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody,
     CONFIRM_TAG, WELCOME_TAG,
 };
+use super::Features;
 use super::{abs_diff_ms, offset_ms, should_dial, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
 use crate::frame::{Frame, MetadataLimits, Op, PROTOCOL_VERSION};
@@ -49,6 +50,8 @@ pub struct AcceptorHandshake {
     params: AcceptorParams,
     /// The handler table message to put in the `Ready`, if any.
     handlers: Option<Bytes>,
+    /// The optional features this node takes up when the dialer offers them.
+    features: Features,
     /// The metadata limits to announce in the `Ready`, if any.
     metadata: Option<MetadataLimits>,
 }
@@ -59,9 +62,19 @@ impl AcceptorHandshake {
         AcceptorHandshake {
             params,
             handlers: None,
+            features: Features::NONE,
             metadata: None,
         }
     }
+
+    /// Takes up `features` when the dialer's `Hello` offers them: the connection uses the
+    /// features both offer ([`PeerInfo::features`]). Without it the acceptor agrees to none, as
+    /// a node of the version before features did.
+    pub fn offer(mut self, features: Features) -> AcceptorHandshake {
+        self.features = features;
+        self
+    }
+
 
     /// Announces the call metadata this node accepts in the `Ready`. Without it the acceptor
     /// looks like a node of a version without metadata: the dialer sends it none.
@@ -97,7 +110,8 @@ impl AcceptorHandshake {
         is_known_peer: &dyn Fn(&str) -> bool,
         auth: &dyn Authenticator,
     ) -> Result<(Frame, AcceptorAwaitConfirm), Rejection> {
-        let (p, handlers, metadata) = (self.params, self.handlers, self.metadata);
+        let (p, handlers, offered, metadata) =
+            (self.params, self.handlers, self.features, self.metadata);
         let hello = expect_frame(frame, Op::Hello, "")?;
         let malformed = |peer: &str, detail| Rejection::malformed(peer, Op::Hello, detail);
         let probe: VersionProbe = decode("Hello", &hello).map_err(|d| malformed("", d))?;
@@ -151,6 +165,7 @@ impl AcceptorHandshake {
         }
 
         let checksum = record.checksum || p.checksum;
+        let features = offered.intersect(Features::from_bits(record.features));
         let body = encode(&WelcomeBody {
             version: PROTOCOL_VERSION,
             from: p.local,
@@ -159,6 +174,7 @@ impl AcceptorHandshake {
             nonce: p.nonce,
             checksum,
             max_payload: p.max_payload,
+            features: features.bits(),
         });
         let proof = auth.prove(peer, &transcript(WELCOME_TAG, &[&hello, &body]));
         let welcome = Bytes::from(encode(&SignedRecord { body, proof }));
@@ -178,6 +194,7 @@ impl AcceptorHandshake {
                 clock_offset_ms: offset,
                 max_payload: record.max_payload,
                 handlers: None,
+                features,
                 metadata: None,
             },
         };

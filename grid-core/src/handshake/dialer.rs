@@ -15,6 +15,7 @@ use super::records::{
     MetadataRecord, ReadyRecord, RejectCode, SignedRecord, VersionProbe, WelcomeBody, CONFIRM_TAG,
     WELCOME_TAG,
 };
+use super::Features;
 use super::{abs_diff_ms, offset_ms, skew_reason, InstanceId, Nonce, PeerInfo};
 use crate::auth::Authenticator;
 use crate::frame::{Frame, MetadataLimits, Op, PROTOCOL_VERSION};
@@ -55,13 +56,22 @@ pub struct DialerHandshake {
     max_skew_ms: i64,
     /// The handler table message to put in the `Confirm`, if any.
     handlers: Option<Bytes>,
+    /// The features the `Hello` offered.
+    offered: Features,
     /// The metadata limits to announce in the `Confirm`, if any.
     metadata: Option<MetadataLimits>,
 }
 
 impl DialerHandshake {
-    /// Starts a handshake: returns the state and the `Hello` frame to send.
+    /// Starts a handshake: returns the state and the `Hello` frame to send. Offers no optional
+    /// feature, as a node of the version before features did.
     pub fn start(params: DialerParams) -> (DialerHandshake, Frame) {
+        DialerHandshake::start_offering(params, Features::NONE)
+    }
+
+    /// [`start`](Self::start), offering `features` in the `Hello`; the `Welcome` says which of
+    /// them the connection uses ([`PeerInfo::features`]).
+    pub fn start_offering(params: DialerParams, features: Features) -> (DialerHandshake, Frame) {
         let record = HelloRecord {
             version: PROTOCOL_VERSION,
             from: params.local.clone(),
@@ -71,6 +81,7 @@ impl DialerHandshake {
             nonce: params.nonce,
             checksum: params.checksum,
             max_payload: params.max_payload,
+            features: features.bits(),
         };
         let hello = Bytes::from(encode(&record));
         let frame = Frame::Handshake {
@@ -85,6 +96,7 @@ impl DialerHandshake {
             checksum: params.checksum,
             max_skew_ms: params.max_skew_ms,
             handlers: None,
+            offered: features,
             metadata: None,
         };
         (state, frame)
@@ -165,6 +177,14 @@ impl DialerHandshake {
                 "the Welcome turned off the per-frame checksums the Hello asked for".to_owned(),
             ));
         }
+        let agreed = Features::from_bits(body.features);
+        if !self.offered.contains(agreed) {
+            return Err(malformed(format!(
+                "the Welcome agreed to features {:#x} the Hello did not offer ({:#x})",
+                body.features,
+                self.offered.bits()
+            )));
+        }
         // The acceptor read its clock between our send and our receive: compare with the middle.
         let midpoint = ((i128::from(self.sent_ms) + i128::from(now_ms)) / 2) as i64;
         let offset = offset_ms(body.time_ms, midpoint);
@@ -199,6 +219,7 @@ impl DialerHandshake {
                 clock_offset_ms: offset,
                 max_payload: body.max_payload,
                 handlers: None,
+                features: agreed,
                 metadata: None,
             },
         };

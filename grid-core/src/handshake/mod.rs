@@ -141,9 +141,54 @@ pub struct PeerInfo {
     /// rest follows in `Handlers` frames); `None` from a peer of a version that announces none,
     /// which must then get no `Handlers` frames either (`PROTOCOL.md` section 9).
     pub handlers: Option<HandlerTable>,
+    /// The optional features this connection uses: those both sides offered (`PROTOCOL.md`
+    /// 7.3). None with a peer of a version before features.
+    pub features: Features,
     /// The call metadata the peer accepts, from its `Confirm` or `Ready`; `None` from a peer of
     /// a version without metadata, which must then be sent none (`PROTOCOL.md` section 3).
     pub metadata: Option<crate::frame::MetadataLimits>,
+}
+
+/// Optional protocol features, offered in the `Hello` and agreed in the `Welcome` (key
+/// `features`, a bit set): a node uses one only with a peer that agreed to it, so an older peer
+/// is never sent what it would take for a violation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features(u64);
+
+impl Features {
+    /// No optional feature.
+    pub const NONE: Features = Features(0);
+    /// Large frames travel in parts (`Chunk` and `ChunkAbort` frames, `PROTOCOL.md` section 10).
+    pub const CHUNKS: Features = Features(1);
+    /// Unary requests and responses may travel LZ4-compressed (`PROTOCOL.md` section 11).
+    pub const LZ4: Features = Features(2);
+
+    /// The set with these wire bits (unknown bits are kept: they are dropped by intersection).
+    pub const fn from_bits(bits: u64) -> Features {
+        Features(bits)
+    }
+
+    /// The wire bits.
+    pub const fn bits(self) -> u64 {
+        self.0
+    }
+
+    /// Both sets together.
+    #[must_use]
+    pub const fn union(self, other: Features) -> Features {
+        Features(self.0 | other.0)
+    }
+
+    /// What both sets hold.
+    #[must_use]
+    pub const fn intersect(self, other: Features) -> Features {
+        Features(self.0 & other.0)
+    }
+
+    /// True when every feature of `other` is in `self`.
+    pub const fn contains(self, other: Features) -> bool {
+        self.0 & other.0 == other.0
+    }
 }
 
 /// A fresh nonce from the operating system's secure random source.

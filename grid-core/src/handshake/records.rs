@@ -46,6 +46,14 @@ pub(super) struct HelloRecord {
     pub(super) checksum: bool,
     /// The dialer's payload limit (informational).
     pub(super) max_payload: u64,
+    /// Optional features the dialer offers ([`Features`](super::Features) bits); absent (0)
+    /// from an older dialer, which offers none. An older acceptor ignores the key.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) features: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// The signed part of the acceptor's `Welcome`.
@@ -67,6 +75,10 @@ pub(super) struct WelcomeBody {
     pub(super) checksum: bool,
     /// The acceptor's payload limit (informational).
     pub(super) max_payload: u64,
+    /// The features both sides use: those of the `Hello` the acceptor offers too. Absent (0)
+    /// from an older acceptor, or when nothing is agreed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(super) features: u64,
 }
 
 /// The signed part of the dialer's `Confirm`, covered by the proof.

@@ -127,6 +127,7 @@ pub(super) async fn serve_upgraded(
         PeerLimits {
             max_payload: info.max_payload,
             metadata: info.metadata,
+            features: info.features,
         },
     );
     session.set_tables(info.handlers.take(), announced);
@@ -159,6 +160,7 @@ pub(super) async fn accept_handshake(
         max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
     })
     .announce(table)
+    .offer(offered_features(&inner.config))
     .accept_metadata(inner.config.metadata_limits());
     let hello = recv_handshake(&mut ws).await?;
     let known = |name: &str| inner.peers.read().contains_key(name);

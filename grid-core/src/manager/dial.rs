@@ -133,6 +133,7 @@ pub(super) async fn dial_once(
         PeerLimits {
             max_payload: info.max_payload,
             metadata: info.metadata,
+            features: info.features,
         },
     );
     session.set_tables(info.handlers.take(), announced);
@@ -148,16 +149,19 @@ pub(super) async fn dial_handshake(
     mut ws: Ws,
     table: Bytes,
 ) -> Result<(Ws, PeerInfo), Error> {
-    let (hs, hello) = DialerHandshake::start(DialerParams {
-        local: inner.local.to_string(),
-        remote: peer.to_owned(),
-        instance: inner.instance,
-        nonce: random_nonce()?,
-        now_ms: inner.now_ms(),
-        checksum: wants_checksum(&inner.config, is_tls(peer)),
-        max_payload: inner.config.max_payload as u64,
-        max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
-    });
+    let (hs, hello) = DialerHandshake::start_offering(
+        DialerParams {
+            local: inner.local.to_string(),
+            remote: peer.to_owned(),
+            instance: inner.instance,
+            nonce: random_nonce()?,
+            now_ms: inner.now_ms(),
+            checksum: wants_checksum(&inner.config, is_tls(peer)),
+            max_payload: inner.config.max_payload as u64,
+            max_skew_ms: i64::try_from(inner.config.max_clock_skew.as_millis()).unwrap_or(i64::MAX),
+        },
+        offered_features(&inner.config),
+    );
     let hs = hs
         .announce(table)
         .accept_metadata(inner.config.metadata_limits());

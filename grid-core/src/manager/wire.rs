@@ -130,3 +130,18 @@ pub(super) fn check_peer_name(name: &str, tls: Option<&TlsConfig>) -> Result<(),
     }
     Ok(())
 }
+
+/// The optional protocol features this node offers a peer, by its configuration.
+pub(super) fn offered_features(config: &Config) -> Features {
+    let chunks = if config.chunk_size > 0 {
+        Features::CHUNKS
+    } else {
+        Features::NONE
+    };
+    let lz4 = if config.compress_threshold > 0 {
+        Features::LZ4
+    } else {
+        Features::NONE
+    };
+    chunks.union(lz4)
+}

@@ -32,6 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use grid_core::dialer_of;
 use grid_core::frame::{CancelReason, Frame, Metadata, Route};
+use grid_core::handshake::Features;
 use grid_core::{
     BoxedTransport, Config, ConnState, DialFn, HandlerSpec, Manager, MuxId, RemoteError,
 };
@@ -179,6 +180,11 @@ impl Cluster {
     /// Starts the node with `config` (no listener), an honest peer, and room for `attackers`
     /// scripted members; waits until the honest peer is connected.
     pub async fn start(config: Config, attackers: usize) -> Cluster {
+        Cluster::start_with(config, base_config(), attackers).await
+    }
+
+    /// [`start`](Self::start), with `honest_config` for the honest peer.
+    pub async fn start_with(config: Config, honest_config: Config, attackers: usize) -> Cluster {
         let honest_name = dialer_names(NODE, "honest", 1).remove(0);
         let attackers = dialer_names(NODE, "scripted", attackers);
         let mut members = vec![honest_name.clone()];
@@ -203,7 +209,7 @@ impl Cluster {
         let honest = Manager::builder(honest_name)
             .peers([NODE])
             .secret(SECRET)
-            .config(base_config())
+            .config(honest_config)
             .no_listener()
             .dialer(dial)
             .start()
@@ -242,16 +248,28 @@ impl Cluster {
     /// [`attacker`](Self::attacker), announcing `table` (a handler-table message) in the
     /// handshake when given.
     pub async fn attacker_announcing(&self, i: usize, table: Option<Bytes>) -> ScriptedPeer {
+        self.attacker_with(i, table, Features::NONE).await
+    }
+
+    /// [`attacker_announcing`](Self::attacker_announcing), offering `features` in the
+    /// handshake.
+    pub async fn attacker_with(
+        &self,
+        i: usize,
+        table: Option<Bytes>,
+        features: Features,
+    ) -> ScriptedPeer {
         let (client, server) = tokio::io::duplex(PIPE_BYTES);
         let node = self.node.clone();
         tokio::spawn(async move { node.accept(Box::new(server)).await });
-        let peer = ScriptedPeer::connect_announcing(
+        let peer = ScriptedPeer::connect_with(
             Box::new(client),
             "node.scripted:9000",
             &self.config.route,
             &self.attackers[i],
             NODE,
             table,
+            features,
         )
         .await;
         // The node installs the connection just after its `Ready`: wait for it, so that what the

@@ -10,7 +10,8 @@ use grid_core::frame::{
     decode_batch, encode_batch, BatchEncoder, Frame, Limits, MAX_FRAMES_PER_BATCH,
 };
 use grid_core::handshake::{
-    random_instance, random_nonce, DialerHandshake, DialerParams, PeerInfo, HANDSHAKE_LIMITS,
+    random_instance, random_nonce, DialerHandshake, DialerParams, Features, PeerInfo,
+    HANDSHAKE_LIMITS,
 };
 use grid_core::{BoxedTransport, HmacAuth, MuxId};
 use tokio::sync::{mpsc, watch};
@@ -108,6 +109,20 @@ impl ScriptedPeer {
         remote: &str,
         table: Option<Bytes>,
     ) -> ScriptedPeer {
+        ScriptedPeer::connect_with(io, host, route, local, remote, table, Features::NONE).await
+    }
+
+    /// [`connect_announcing`](Self::connect_announcing), offering `features` in its `Hello`
+    /// (the node then agrees to those it has on: [`ScriptedPeer::info`]`.features`).
+    pub async fn connect_with(
+        io: BoxedTransport,
+        host: &str,
+        route: &str,
+        local: &str,
+        remote: &str,
+        table: Option<Bytes>,
+        features: Features,
+    ) -> ScriptedPeer {
         let url = format!("ws://{host}{route}");
         let (mut ws, _) = tokio::time::timeout(
             WAIT,
@@ -117,16 +132,19 @@ impl ScriptedPeer {
         .expect("the WebSocket upgrade hung")
         .expect("the WebSocket upgrade");
         let auth = HmacAuth::new(SECRET);
-        let (hs, hello) = DialerHandshake::start(DialerParams {
-            local: local.to_owned(),
-            remote: remote.to_owned(),
-            instance: random_instance().expect("random instance"),
-            nonce: random_nonce().expect("random nonce"),
-            now_ms: now_ms(),
-            checksum: true,
-            max_payload: 64 << 20,
-            max_skew_ms: 300_000,
-        });
+        let (hs, hello) = DialerHandshake::start_offering(
+            DialerParams {
+                local: local.to_owned(),
+                remote: remote.to_owned(),
+                instance: random_instance().expect("random instance"),
+                nonce: random_nonce().expect("random nonce"),
+                now_ms: now_ms(),
+                checksum: true,
+                max_payload: 64 << 20,
+                max_skew_ms: 300_000,
+            },
+            features,
+        );
         let hs = match table {
             Some(t) => hs.announce(t),
             None => hs,

@@ -56,6 +56,20 @@ pub(crate) struct CoreLimits {
     pub(crate) stream_liveness_timeout: Duration,
     /// The metadata one call may carry; a call over it is refused (`TooLarge`).
     pub(crate) metadata: MetadataLimits,
+    /// Largest payload of a frame, one that arrives in parts included.
+    pub(crate) max_payload: usize,
+    /// The peer agreed to send large frames in parts (`Chunk` frames).
+    pub(crate) chunks: bool,
+    /// The peer agreed to send compressed requests and responses.
+    pub(crate) compression: bool,
+}
+
+impl CoreLimits {
+    /// The most bytes a metadata block within these limits takes on the wire: its count, and
+    /// per entry its key and value lengths, then the keys and values.
+    pub(crate) fn metadata_wire_max(&self) -> usize {
+        2 + self.metadata.entries.saturating_mul(3) + self.metadata.bytes
+    }
 }
 
 /// What the core tells the shell.
@@ -68,6 +82,8 @@ pub(crate) enum Event<H: Handles> {
     Pong(u64),
     /// The peer said it is going away (a go-away that is not a violation).
     PeerLeaving,
+    /// The peer has read this many more bytes of the parts this side sent.
+    ChunksRead(u32),
     /// The connection is closed (always the last event).
     Closed(CloseReason),
 }

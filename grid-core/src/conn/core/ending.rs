@@ -81,6 +81,7 @@ impl<H: Handles> ConnCore<H> {
             (CancelCause::Disconnected, MuxError::Disconnected)
         };
         self.life = Lifecycle::Closed(reason.clone());
+        self.reasm.clear(&self.budget);
         self.transmit.clear();
         self.timers.clear();
         for (_, call) in self.calls.drain() {

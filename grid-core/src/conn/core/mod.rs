@@ -32,6 +32,8 @@
 //! and `tests.rs` drives it frame by frame with no socket at all.
 
 mod calls;
+mod chunks;
+mod compress;
 mod ending;
 mod reason;
 mod tables;
@@ -43,6 +45,9 @@ pub use calls::InFlight;
 pub(crate) use calls::{
     CallKey, CallKind, CoreLimits, Event, Handles, Lane, Router, Start, StartKind,
 };
+pub use chunks::{ChunkViolation, MAX_PARTIAL_FRAMES};
+pub use compress::CompressViolation;
+pub(crate) use compress::{compress, worth_compressing};
 pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
@@ -55,14 +60,32 @@ use bytes::Bytes;
 
 use super::budget::Budget;
 use super::slot::{data_len, Machine, Shared, Slot, Wake};
-use crate::frame::{ErrorCode, ErrorRecord, Frame, Metadata, Payload, Route};
+use crate::frame::Op;
+use crate::frame::{
+    decode_frame_bytes, ErrorCode, ErrorRecord, Frame, Limits, Metadata, Payload, Route,
+};
 use crate::ids::MuxId;
 use crate::mux::{
     unknown_mux_reply, CalleeLimits, CancelCause, Direction, MuxError, OpenRequest, Role,
     StreamCallee, StreamCaller, UnaryCallee,
 };
 use crate::table::HandlerTable;
+use chunks::{FirstPart, Keep, Part, Reassembly};
 use timers::TimerHeap;
+
+/// Ops whose frames keep their order with a frame of the same mux sent in parts: the sender
+/// queues them behind it, so one that arrives in the middle of its parts breaks the rules.
+fn carries_data(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Request { .. }
+            | Frame::Response { .. }
+            | Frame::Open { .. }
+            | Frame::Data { .. }
+            | Frame::End { .. }
+            | Frame::Compressed { .. }
+    )
+}
 
 enum Outgoing<H: Handles> {
     Unary(H::Reply),
@@ -79,10 +102,12 @@ enum ServedKind<H: Handles> {
     Stream(Shared<StreamCallee>, H::Cancel),
 }
 
-/// What a stream machine is handed: one frame, or a run of `Data` frames of its mux.
+/// What a stream machine is handed: one frame, a run of `Data` frames of its mux, or the news
+/// that a message of it in parts overran the budget.
 enum Inbound<I> {
     One(Frame),
     Data(I),
+    OverBudget,
 }
 
 impl Inbound<std::iter::Empty<(u32, Payload)>> {
@@ -143,6 +168,8 @@ pub(crate) struct ConnCore<H: Handles> {
     peer_table: Option<HandlerTable>,
     /// How many of this node's registrations the peer was told about, in registration order.
     announced: usize,
+    /// The peer's frames that are arriving in parts.
+    reasm: Reassembly,
 }
 
 impl<H: Handles> std::fmt::Debug for ConnCore<H> {
@@ -174,6 +201,7 @@ impl<H: Handles> ConnCore<H> {
             events: VecDeque::new(),
             peer_table: None,
             announced: 0,
+            reasm: Reassembly::default(),
         }
     }
 
@@ -258,7 +286,12 @@ impl<H: Handles> ConnCore<H> {
             let id = self.next_mux;
             self.next_mux = self.next_mux.wrapping_add(2);
             let mux = MuxId(id);
-            if id != 0 && self.role.allocated(mux) && !self.calls.contains_key(&mux) {
+            // Not an id whose last response is still arriving in parts either.
+            if id != 0
+                && self.role.allocated(mux)
+                && !self.calls.contains_key(&mux)
+                && !self.reasm.holds(mux)
+            {
                 return mux;
             }
         }
@@ -280,6 +313,7 @@ impl<H: Handles> ConnCore<H> {
     pub(crate) fn forget_unary(&mut self, mux: MuxId) -> bool {
         if matches!(self.calls.get(&mux), Some(Outgoing::Unary(_))) {
             self.calls.remove(&mux);
+            self.reasm.discard(mux, &self.budget);
             return true;
         }
         false
@@ -307,6 +341,7 @@ impl<H: Handles> ConnCore<H> {
         if matches!(self.calls.get(&mux), Some(Outgoing::Stream(_))) {
             self.calls.remove(&mux);
             self.timers.cancel(mux);
+            self.reasm.discard(mux, &self.budget);
         }
     }
 
@@ -323,6 +358,41 @@ impl<H: Handles> ConnCore<H> {
     ) -> Option<Start<R::Handler, H::Cancel>> {
         if !self.is_open() {
             return None;
+        }
+        let frame = match frame {
+            Frame::Chunk { mux, bytes } => return self.on_chunk(mux, bytes, now, router),
+            Frame::ChunkAbort { mux } => {
+                let aborted = if self.limits.chunks {
+                    self.reasm.abort(mux, &self.budget)
+                } else {
+                    Err(ChunkViolation::NotAgreed)
+                };
+                if let Err(v) = aborted {
+                    self.violate(ProtocolViolation::Chunk(v));
+                }
+                return None;
+            }
+            frame if !self.reasm.is_empty() && carries_data(&frame) => {
+                let mux = frame.mux();
+                if self.reasm.holds(mux) {
+                    let op = frame.op();
+                    self.violate(ProtocolViolation::Chunk(ChunkViolation::Interleaved {
+                        mux,
+                        op,
+                    }));
+                    return None;
+                }
+                frame
+            }
+            frame => frame,
+        };
+        if let Frame::Compressed {
+            mux,
+            raw_len,
+            block,
+        } = frame
+        {
+            return self.on_compressed(mux, raw_len, &block, now, router);
         }
         match Direction::of(self.role, &frame) {
             Err(op) => {
@@ -342,6 +412,132 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
+    /// One part of a frame in parts; once it is whole, the frame is handled like any other.
+    fn on_chunk<R: Router>(
+        &mut self,
+        mux: MuxId,
+        bytes: Bytes,
+        now: Instant,
+        router: &R,
+    ) -> Option<Start<R::Handler, H::Cancel>> {
+        if !self.limits.chunks {
+            self.violate(ProtocolViolation::Chunk(ChunkViolation::NotAgreed));
+            return None;
+        }
+        // Read: the sender may put as many more bytes of parts in flight (section 10.4).
+        if let Ok(bytes @ 1..) = u32::try_from(bytes.len()) {
+            self.push_control(Frame::ChunkAck { bytes });
+        }
+        let max_payload = self.limits.max_payload;
+        let mut refuse = false;
+        let (calls, served, budget) = (&self.calls, &self.served, &self.budget);
+        let ours = self.role.allocated(mux);
+        let keep = |first: FirstPart| match first.op {
+            // A new call is admitted by its size now, as a whole one is when it arrives (a
+            // compressed frame on the peer's mux is a request, by its compressed size).
+            Op::Request | Op::Open if budget.admits(first.payload) => Keep::Reserve,
+            Op::Compressed if !ours && budget.admits(first.payload) => Keep::Reserve,
+            Op::Request | Op::Open => {
+                refuse = true;
+                Keep::Discard
+            }
+            Op::Compressed if !ours => {
+                refuse = true;
+                Keep::Discard
+            }
+            Op::Response | Op::Compressed
+                if matches!(calls.get(&mux), Some(Outgoing::Unary(_))) =>
+            {
+                Keep::Free
+            }
+            Op::Data if ours && matches!(calls.get(&mux), Some(Outgoing::Stream(_))) => {
+                Keep::PerPart
+            }
+            Op::Data
+                if !ours
+                    && matches!(
+                        served.get(&mux),
+                        Some(Served {
+                            kind: ServedKind::Stream(..),
+                            ..
+                        })
+                    ) =>
+            {
+                Keep::PerPart
+            }
+            _ => Keep::Discard,
+        };
+        let metadata = self.limits.metadata_wire_max();
+        let part = self
+            .reasm
+            .part(mux, bytes, (max_payload, metadata), budget, keep);
+        if refuse {
+            self.push_control(Frame::Error {
+                mux,
+                error: ErrorRecord::text(
+                    ErrorCode::Overloaded,
+                    "the byte budget for this connection is full",
+                ),
+            });
+        }
+        match part {
+            Ok(Part::Pending) => None,
+            Ok(Part::OverBudget) => {
+                self.deliver_to_stream(mux, Inbound::<std::iter::Empty<_>>::OverBudget, now);
+                None
+            }
+            Ok(Part::Whole(whole)) => {
+                match decode_frame_bytes(whole, &Limits::for_payload(max_payload)) {
+                    // The first part's header named one of the ops that may travel in parts, on
+                    // this mux: the frame cannot be another chunk.
+                    Ok(frame) => self.handle_frame(frame, now, router),
+                    Err(e) => {
+                        self.violate(ProtocolViolation::Frame(e));
+                        None
+                    }
+                }
+            }
+            Err(v) => {
+                self.violate(ProtocolViolation::Chunk(v));
+                None
+            }
+        }
+    }
+
+    /// A compressed request or response: decompressed within the payload limit, then handled
+    /// like any frame.
+    fn on_compressed<R: Router>(
+        &mut self,
+        mux: MuxId,
+        raw_len: u32,
+        block: &[u8],
+        now: Instant,
+        router: &R,
+    ) -> Option<Start<R::Handler, H::Cancel>> {
+        if !self.limits.compression {
+            self.violate(ProtocolViolation::Compressed(CompressViolation::NotAgreed));
+            return None;
+        }
+        let max_payload = self.limits.max_payload;
+        let metadata = self.limits.metadata_wire_max();
+        let whole = match compress::decompress(mux, raw_len, block, (max_payload, metadata)) {
+            Ok(whole) => whole,
+            Err(v) => {
+                self.violate(ProtocolViolation::Compressed(v));
+                return None;
+            }
+        };
+        match decode_frame_bytes(whole, &Limits::for_payload(max_payload)) {
+            // Checked by its header: a request or response of this mux, never another
+            // compressed frame.
+            Ok(frame) => self.handle_frame(frame, now, router),
+            Err(e) => {
+                self.violate(ProtocolViolation::Frame(e));
+                None
+            }
+        }
+    }
+
     fn on_connection_frame(&mut self, frame: Frame) {
         match frame {
             Frame::Ping { nonce, .. } => self.push_control(Frame::Pong {
@@ -354,6 +550,12 @@ impl<H: Handles> ConnCore<H> {
                 self.close(CloseReason::remote(CloseKind::PeerReportedViolation(text)));
             }
             Frame::Handlers { update } => self.on_handlers(&update),
+            Frame::ChunkAck { bytes } if self.limits.chunks => {
+                self.events.push_back(Event::ChunksRead(bytes));
+            }
+            Frame::ChunkAck { .. } => {
+                self.violate(ProtocolViolation::Chunk(ChunkViolation::NotAgreed));
+            }
             Frame::GoAway { .. } => {
                 // The peer is leaving: no new calls to it; what is in flight carries on until
                 // it closes the socket.
@@ -425,7 +627,23 @@ impl<H: Handles> ConnCore<H> {
         if !self.is_open() {
             return;
         }
-        let frames = Inbound::Data(run);
+        if self.reasm.holds(mux) {
+            self.violate(ProtocolViolation::Chunk(ChunkViolation::Interleaved {
+                mux,
+                op: crate::frame::Op::Data,
+            }));
+            return;
+        }
+        self.deliver_to_stream(mux, Inbound::Data(run), now);
+    }
+
+    /// Hands `frames` to the stream of `mux`, in whichever table it is; nothing if none.
+    fn deliver_to_stream(
+        &mut self,
+        mux: MuxId,
+        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
+        now: Instant,
+    ) {
         if self.role.allocated(mux) {
             if let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) {
                 let shared = shared.clone();
@@ -677,6 +895,9 @@ impl<H: Handles> ConnCore<H> {
                 } else {
                     slot.machine.handle_frame(frame, now);
                 }
+            }
+            Inbound::OverBudget => {
+                slot.machine.fail_budget();
             }
             Inbound::Data(run) => {
                 wake.add_data();

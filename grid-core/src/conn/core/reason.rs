@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::chunks::ChunkViolation;
+use super::compress::CompressViolation;
 use crate::frame::{FrameError, Op};
 use crate::ids::MuxId;
 use crate::table::TableError;
@@ -122,6 +124,11 @@ pub enum ProtocolViolation {
     /// A `Handlers` update that is malformed, repeats a route, or takes the peer's handler table
     /// past its bounds (`PROTOCOL.md` section 9).
     HandlerTable(TableError),
+    /// A frame in parts (`Chunk`, `ChunkAbort`) that breaks their rules (`PROTOCOL.md` section
+    /// 10).
+    Chunk(ChunkViolation),
+    /// A compressed frame that breaks their rules (`PROTOCOL.md` section 11).
+    Compressed(CompressViolation),
 }
 
 impl CloseReason {
@@ -206,6 +213,8 @@ impl fmt::Display for ProtocolViolation {
                 write!(f, "unexpected {op:?} after the handshake")
             }
             ProtocolViolation::HandlerTable(e) => write!(f, "bad handler table update: {e}"),
+            ProtocolViolation::Chunk(e) => write!(f, "{e}"),
+            ProtocolViolation::Compressed(e) => write!(f, "{e}"),
         }
     }
 }

@@ -56,6 +56,9 @@ impl Harness {
             max_incoming_calls: max_calls,
             max_stream_capacity: 64,
             stream_liveness_timeout: Duration::from_secs(60),
+            max_payload: 1 << 20,
+            chunks: true,
+            compression: true,
             metadata: MetadataLimits {
                 entries: 4,
                 bytes: 64,
@@ -122,7 +125,7 @@ impl Harness {
                 Event::Cancel(flag, cause) => {
                     flag.0.lock().get_or_insert(cause);
                 }
-                Event::Pong(_) | Event::PeerLeaving => {}
+                Event::Pong(_) | Event::PeerLeaving | Event::ChunksRead(_) => {}
                 Event::Closed(reason) => closed = Some(reason),
             }
         }
@@ -695,4 +698,125 @@ fn metadata_over_the_limits_is_refused_for_that_call_only() {
     assert_eq!(h.core.in_flight(), InFlight::default());
     // The next call is served.
     assert!(h.request(7, 1).is_some());
+}
+
+/// A unary `Request` on `mux` with `len` payload bytes, encoded, to be sent in parts.
+fn request_bytes(mux: u32, len: usize) -> Bytes {
+    let mut b = bytes::BytesMut::new();
+    let frame = Frame::Request {
+        mux: MuxId(mux),
+        route: route(UNARY),
+        deadline_ms: 0,
+        metadata: Metadata::new(),
+        payload: Some(Bytes::from(vec![9u8; len])),
+    };
+    crate::frame::encode_frame(&frame, false, &mut b);
+    b.freeze()
+}
+
+fn part(mux: u32, bytes: Bytes) -> Frame {
+    Frame::Chunk {
+        mux: MuxId(mux),
+        bytes,
+    }
+}
+
+#[test]
+fn a_request_in_parts_is_reserved_at_its_first_part_acked_part_by_part_and_run_once_whole() {
+    let mut h = Harness::new(10, 1 << 20);
+    let whole = request_bytes(1, 3000);
+    assert!(h.frame(part(1, whole.slice(..1000))).is_none());
+    assert_eq!(h.sent(), vec![Frame::ChunkAck { bytes: 1000 }]);
+    assert_eq!(h.budget.snapshot(0).inbound, whole.len(), "reserved whole");
+    let start = h
+        .frame(part(1, whole.slice(1000..)))
+        .expect("admitted once whole");
+    assert_eq!(start.payload.len(), 3000);
+    assert_eq!(
+        h.sent(),
+        vec![Frame::ChunkAck {
+            bytes: (whole.len() - 1000) as u32
+        }]
+    );
+    assert_eq!(
+        h.budget.snapshot(0).inbound,
+        3000,
+        "the call's own charge only"
+    );
+    h.core.finish(start.key);
+    assert_eq!(h.budget.snapshot(0).inbound, 0);
+}
+
+#[test]
+fn a_request_in_parts_over_the_budget_is_refused_at_its_first_part() {
+    let mut h = Harness::new(10, 2000);
+    let whole = request_bytes(1, 3000);
+    assert!(h.frame(part(1, whole.slice(..1000))).is_none());
+    assert_eq!(refusal_code(&h.sent()), Some(ErrorCode::Overloaded));
+    assert_eq!(h.budget.snapshot(0).inbound, 0, "nothing kept");
+    assert!(
+        h.frame(part(1, whole.slice(1000..))).is_none(),
+        "only counted"
+    );
+    assert!(h.events().is_none(), "the connection stays");
+    assert_eq!(h.core.in_flight(), InFlight::default());
+}
+
+#[test]
+fn a_whole_frame_amid_its_muxs_parts_is_a_violation() {
+    let mut h = Harness::new(10, 1 << 20);
+    let whole = request_bytes(1, 3000);
+    assert!(h.frame(part(1, whole.slice(..1000))).is_none());
+    assert!(h.request(1, 0).is_none());
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::Chunk(
+            ChunkViolation::Interleaved {
+                mux: MuxId(1),
+                op: Op::Request
+            }
+        )))
+    );
+    assert_eq!(
+        h.budget.snapshot(0).inbound,
+        0,
+        "the close releases the parts"
+    );
+}
+
+#[test]
+fn parts_from_a_peer_that_did_not_agree_are_a_violation() {
+    let mut h = Harness::new(10, 1 << 20);
+    h.core.limits.chunks = false;
+    assert!(h.frame(part(1, request_bytes(1, 10))).is_none());
+    assert_eq!(
+        h.events(),
+        Some(CloseReason::violation(ProtocolViolation::Chunk(
+            ChunkViolation::NotAgreed
+        )))
+    );
+}
+
+#[test]
+fn a_request_in_parts_with_metadata_and_a_payload_at_the_limit_is_admitted() {
+    let mut h = Harness::new(10, 4 << 20);
+    let frame = Frame::Request {
+        mux: MuxId(1),
+        route: route(UNARY),
+        deadline_ms: 0,
+        metadata: metadata_of(2, 10),
+        payload: Some(Bytes::from(vec![1u8; 1 << 20])),
+    };
+    let mut whole = bytes::BytesMut::new();
+    crate::frame::encode_frame(&frame, false, &mut whole);
+    let whole = whole.freeze();
+    let mut start = None;
+    for at in (0..whole.len()).step_by(64 << 10) {
+        let end = (at + (64 << 10)).min(whole.len());
+        start = h.frame(part(1, whole.slice(at..end)));
+    }
+    let start = start.expect("admitted once whole");
+    assert_eq!(start.payload.len(), 1 << 20);
+    assert_eq!(start.metadata, metadata_of(2, 10));
+    assert!(h.events().is_none());
 }

@@ -46,7 +46,10 @@ const fn mux_rule(op: Op) -> MuxRule {
         | Op::Credit
         | Op::End
         | Op::Error
-        | Op::Cancel => MuxRule::Call,
+        | Op::Cancel
+        | Op::Chunk
+        | Op::ChunkAbort
+        | Op::Compressed => MuxRule::Call,
         Op::Ping | Op::Pong => MuxRule::Any,
         Op::GoAway
         | Op::Hello
@@ -54,7 +57,8 @@ const fn mux_rule(op: Op) -> MuxRule {
         | Op::Confirm
         | Op::Ready
         | Op::Reject
-        | Op::Handlers => MuxRule::Connection,
+        | Op::Handlers
+        | Op::ChunkAck => MuxRule::Connection,
     }
 }
 
@@ -88,6 +92,12 @@ const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
         Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => (0, false),
         // At least the table message's flags byte.
         Op::Handlers => (1, false),
+        // At least one byte of the frame in parts.
+        Op::Chunk => (1, false),
+        Op::ChunkAbort => (0, true),
+        Op::ChunkAck => (4, true),
+        // The decompressed length, then at least one byte of block.
+        Op::Compressed => (5, false),
     }
 }
 
@@ -286,6 +296,20 @@ pub fn decode_batch(msg: Bytes, limits: &Limits) -> Result<Vec<Frame>, FrameErro
     Ok(frames)
 }
 
+/// Decodes `msg` as exactly one frame, without a batch header: a frame that travelled in parts
+/// (`Chunk` frames), once whole. The same checks run as for a frame of a batch.
+///
+/// # Errors
+///
+/// The first [`FrameError`] of the frame; [`FrameError::TrailingBytes`] when bytes follow it.
+pub fn decode_frame_bytes(msg: Bytes, limits: &Limits) -> Result<Frame, FrameError> {
+    let (frame, len) = decode_frame(&msg, 0, limits)?;
+    match msg.len() - len {
+        0 => Ok(frame),
+        n => Err(FrameError::TrailingBytes(n)),
+    }
+}
+
 /// Decodes the frame at `msg[pos..]`, returning it and its length on the wire.
 #[inline]
 fn decode_frame(msg: &Bytes, pos: usize, limits: &Limits) -> Result<(Frame, usize), FrameError> {
@@ -435,6 +459,13 @@ impl Body<'_> {
 
     fn u64(&mut self) -> Result<u64, FrameError> {
         self.take().map(u64::from_be_bytes)
+    }
+
+    /// The rest of the body, as a slice of the message, bounded only by the message.
+    fn part(&mut self) -> Bytes {
+        let bytes = self.msg.slice(self.pos..self.end);
+        self.pos = self.end;
+        bytes
     }
 
     /// The rest of the body, as a slice of the message, within the payload limit.
@@ -624,6 +655,25 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
         },
         Op::GoAway => Frame::GoAway { error: b.record()? },
         Op::Handlers => Frame::Handlers { update: b.rest()? },
+        // A part is bounded by the batch it came in; the whole frame's length is checked
+        // against the payload limit when its first part arrives.
+        Op::Chunk => Frame::Chunk {
+            mux,
+            bytes: b.part(),
+        },
+        Op::ChunkAbort => Frame::ChunkAbort { mux },
+        Op::Compressed => match b.u32()? {
+            0 => return Err(b.bad_field("raw_len")),
+            raw_len => Frame::Compressed {
+                mux,
+                raw_len,
+                block: b.rest()?,
+            },
+        },
+        Op::ChunkAck => match b.u32()? {
+            0 => return Err(b.bad_field("bytes")),
+            bytes => Frame::ChunkAck { bytes },
+        },
         Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => Frame::Handshake {
             op,
             payload: b.rest()?,

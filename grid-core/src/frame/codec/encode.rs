@@ -116,6 +116,10 @@ fn frame_flags(frame: &Frame) -> u8 {
         | Frame::Pong { .. }
         | Frame::GoAway { .. }
         | Frame::Handlers { .. }
+        | Frame::Chunk { .. }
+        | Frame::ChunkAbort { .. }
+        | Frame::ChunkAck { .. }
+        | Frame::Compressed { .. }
         | Frame::Handshake { .. } => 0,
     }
 }
@@ -144,6 +148,10 @@ fn body_len(frame: &Frame) -> usize {
         Frame::Cancel { .. } => 1,
         Frame::Ping { .. } | Frame::Pong { .. } => 8,
         Frame::Handlers { update } => update.len(),
+        Frame::Chunk { bytes, .. } => bytes.len(),
+        Frame::ChunkAbort { .. } => 0,
+        Frame::ChunkAck { .. } => 4,
+        Frame::Compressed { block, .. } => 4 + block.len(),
         Frame::Handshake { payload, .. } => payload.len(),
     }
 }
@@ -175,13 +183,40 @@ pub fn encode_frame(frame: &Frame, checksum: bool, dst: &mut BytesMut) {
     dst.put_u32(frame.mux().0);
     debug_assert!(u32::try_from(body).is_ok(), "frame body of {body} bytes");
     dst.put_u32(u32::try_from(body).unwrap_or(u32::MAX));
-    encode_body(frame, dst);
+    encode_body(frame, dst, true);
     debug_assert_eq!(dst.len() - start, FRAME_HEADER_LEN + body);
 
     if checksum {
         let crc = crc32fast::hash(&dst[start..]);
         dst.put_u32(crc);
     }
+}
+
+/// Encodes `frame` (without a checksum trailer) as two pieces whose concatenation is exactly what
+/// [`encode_frame`] writes: everything up to its payload (or a compressed frame's block), and
+/// that payload itself, shared rather than copied. A large frame sent in parts is queued so, and
+/// its payload is copied once, part by part, into the batches that carry it.
+pub(crate) fn encode_split(frame: &Frame) -> (Bytes, Bytes) {
+    let tail = match frame {
+        Frame::Request { payload, .. }
+        | Frame::Open { payload, .. }
+        | Frame::Data { payload, .. }
+        | Frame::Response {
+            result: Ok(payload),
+            ..
+        } => payload.clone().unwrap_or_default(),
+        Frame::Compressed { block, .. } => block.clone(),
+        _ => Bytes::new(),
+    };
+    let body = body_len(frame);
+    let mut head = BytesMut::with_capacity(FRAME_HEADER_LEN + body - tail.len());
+    head.put_u8(wire_op(frame));
+    head.put_u8(frame_flags(frame));
+    head.put_u32(frame.mux().0);
+    head.put_u32(u32::try_from(body).unwrap_or(u32::MAX));
+    encode_body(frame, &mut head, false);
+    debug_assert_eq!(head.len() + tail.len(), FRAME_HEADER_LEN + body);
+    (head.freeze(), tail)
 }
 
 /// Appends one `Data` frame with a present payload that `payload` writes straight into `dst`
@@ -220,8 +255,8 @@ pub(crate) fn encode_data_with<E>(
     Ok(len)
 }
 
-fn put_payload(payload: &Payload, dst: &mut BytesMut) {
-    if let Some(p) = payload {
+fn put_payload(payload: &Payload, dst: &mut BytesMut, tail: bool) {
+    if let (Some(p), true) = (payload, tail) {
         dst.put_slice(p);
     }
 }
@@ -239,7 +274,9 @@ fn put_record(record: &ErrorRecord, dst: &mut BytesMut) {
     dst.put_slice(&record.message);
 }
 
-fn encode_body(frame: &Frame, dst: &mut BytesMut) {
+/// Writes the body of `frame`; without `tail`, everything but its last variable part (the
+/// payload, or a compressed frame's block), which [`encode_split`] hands back as it is.
+fn encode_body(frame: &Frame, dst: &mut BytesMut, tail: bool) {
     match frame {
         Frame::Request {
             route,
@@ -252,10 +289,10 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(*deadline_ms);
             put_subroute(route, dst);
             dst.put_slice(metadata.wire());
-            put_payload(payload, dst);
+            put_payload(payload, dst, tail);
         }
         Frame::Response { result, .. } => match result {
-            Ok(payload) => put_payload(payload, dst),
+            Ok(payload) => put_payload(payload, dst, tail),
             Err(record) => put_record(record, dst),
         },
         Frame::Open {
@@ -277,12 +314,12 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(*out_window);
             put_subroute(route, dst);
             dst.put_slice(metadata.wire());
-            put_payload(payload, dst);
+            put_payload(payload, dst, tail);
         }
         Frame::Ack { .. } => {}
         Frame::Data { seq, payload, .. } => {
             dst.put_u32(*seq);
-            put_payload(payload, dst);
+            put_payload(payload, dst, tail);
         }
         Frame::Credit { credits, bytes, .. } => {
             dst.put_u32(*credits);
@@ -298,8 +335,28 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut) {
         Frame::Cancel { reason, .. } => dst.put_u8(*reason as u8),
         Frame::Ping { nonce, .. } | Frame::Pong { nonce, .. } => dst.put_u64(*nonce),
         Frame::Handlers { update } => dst.put_slice(update),
+        Frame::Chunk { bytes, .. } => dst.put_slice(bytes),
+        Frame::ChunkAbort { .. } => {}
+        Frame::ChunkAck { bytes } => dst.put_u32(*bytes),
+        Frame::Compressed { raw_len, block, .. } => {
+            dst.put_u32(*raw_len);
+            if tail {
+                dst.put_slice(block);
+            }
+        }
         Frame::Handshake { payload, .. } => dst.put_slice(payload),
     }
+}
+
+/// Appends the header of a `Chunk` frame of `mux` whose body (`len` bytes of a larger encoded
+/// frame) the caller appends next: the writer copies each part straight from the queued frame.
+pub(crate) fn encode_chunk_header(mux: MuxId, len: usize, dst: &mut BytesMut) {
+    dst.reserve(FRAME_HEADER_LEN + len);
+    dst.put_u8(Op::Chunk as u8);
+    dst.put_u8(0);
+    dst.put_u32(mux.0);
+    debug_assert!(u32::try_from(len).is_ok(), "chunk of {len} bytes");
+    dst.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
 }
 
 /// Builds one batch, i.e. one WebSocket message: the 4-byte batch header, then frames back to back.

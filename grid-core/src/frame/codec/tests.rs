@@ -234,8 +234,8 @@ fn unknown_op() {
         Err(FrameError::UnknownOp(0))
     );
     assert_eq!(
-        decode_one(&raw(19, 0, 0, &[])),
-        Err(FrameError::UnknownOp(19))
+        decode_one(&raw(23, 0, 0, &[])),
+        Err(FrameError::UnknownOp(23))
     );
 }
 
@@ -847,6 +847,47 @@ fn a_data_frame_encoded_in_place_is_the_frame_the_codec_writes() {
             };
             encode_frame(&frame, checksum, &mut want);
             assert_eq!(dst, want, "checksum {checksum}, {} bytes", payload.len());
+        }
+    }
+}
+
+#[test]
+fn a_split_encoding_is_the_whole_encoding_with_the_payload_shared() {
+    let payload = Bytes::from_static(b"payload bytes");
+    let frames = [
+        Frame::Request {
+            mux: MuxId(1),
+            route: Route {
+                handler: HandlerId(7),
+                subroute: Some(Bytes::from_static(b"disk1")),
+            },
+            deadline_ms: 9,
+            metadata: crate::frame::Metadata::new(),
+            payload: Some(payload.clone()),
+        },
+        Frame::Response {
+            mux: MuxId(2),
+            result: Ok(Some(payload.clone())),
+        },
+        Frame::Data {
+            mux: MuxId(3),
+            seq: 4,
+            payload: Some(payload.clone()),
+        },
+        Frame::Compressed {
+            mux: MuxId(2),
+            raw_len: 40,
+            block: payload.clone(),
+        },
+        Frame::Ack { mux: MuxId(5) },
+    ];
+    for f in &frames {
+        let (head, tail) = super::encode::encode_split(f);
+        let mut whole = BytesMut::new();
+        encode_frame(f, false, &mut whole);
+        assert_eq!([&head[..], &tail[..]].concat(), &whole[..], "{f:?}");
+        if !tail.is_empty() {
+            assert_eq!(tail.as_ptr(), payload.as_ptr(), "shared, not copied: {f:?}");
         }
     }
 }

@@ -212,6 +212,7 @@ fn handshake_limits_fit_the_largest_record() {
         nonce: [0xff; NONCE_LEN],
         checksum: true,
         max_payload: u64::MAX,
+        features: u64::MAX,
     });
     assert!(hello.len() <= MAX_RECORD_LEN, "{}", hello.len());
 }

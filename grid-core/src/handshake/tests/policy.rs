@@ -173,6 +173,7 @@ fn handshake_dialer_refuses_a_welcome_from_another_node() {
         nonce: [4; NONCE_LEN],
         checksum: false,
         max_payload: 1,
+        features: 0,
     });
     let proof = auth().prove(
         "unused",
@@ -206,4 +207,69 @@ fn handshake_wrong_direction_is_refused() {
         .on_welcome(*rejection.frame.expect("a Reject"), T0, &auth())
         .expect_err("rejected");
     assert_eq!(seen.error.code(), RejectCode::WrongDirection);
+}
+
+/// Runs a handshake in which the dialer offers `dialer` and the acceptor `acceptor`; returns
+/// the features each side ends up with.
+fn agreed(dialer: Features, acceptor: Features) -> (Features, Features) {
+    let (d, a) = pair();
+    let (hs, hello) = DialerHandshake::start_offering(dialer_params(d, a, 1, T0), dialer);
+    let (welcome, acc) = AcceptorHandshake::new(acceptor_params(a, 2))
+        .offer(acceptor)
+        .on_hello(hello, T0, &anyone, &auth())
+        .expect("hello accepted");
+    let (confirm, next) = hs.on_welcome(welcome, T0, &auth()).expect("welcome ok");
+    let (ready, seen_by_acceptor) = acc.on_confirm(confirm, &auth()).expect("confirm ok");
+    let seen_by_dialer = next.on_ready(ready).expect("ready ok");
+    (seen_by_dialer.features, seen_by_acceptor.features)
+}
+
+#[test]
+fn handshake_features_are_those_both_sides_offer() {
+    let both = Features::CHUNKS.union(Features::LZ4);
+    let cases = [
+        (both, Features::CHUNKS, Features::CHUNKS),
+        (Features::CHUNKS, both, Features::CHUNKS),
+        (Features::NONE, both, Features::NONE),
+        (both, Features::NONE, Features::NONE),
+        (both, both, both),
+    ];
+    for (d, a, want) in cases {
+        assert_eq!(agreed(d, a), (want, want), "dialer {d:?}, acceptor {a:?}");
+    }
+}
+
+#[test]
+fn handshake_records_without_features_are_those_of_before() {
+    // Offering nothing leaves the key out: the Hello is byte for byte the one of before.
+    let (d, a) = pair();
+    let (_, plain) = DialerHandshake::start(dialer_params(d, a, 1, T0));
+    let (_, none) = DialerHandshake::start_offering(dialer_params(d, a, 1, T0), Features::NONE);
+    assert_eq!(payload(&plain), payload(&none));
+    let (_, offering) =
+        DialerHandshake::start_offering(dialer_params(d, a, 1, T0), Features::CHUNKS);
+    let record: HelloRecord = records::decode("Hello", &payload(&offering)).expect("decodes");
+    assert_eq!(record.features, Features::CHUNKS.bits());
+}
+
+#[test]
+fn handshake_dialer_refuses_a_welcome_agreeing_to_what_it_did_not_offer() {
+    let (d, a) = pair();
+    let (dialer, hello) = DialerHandshake::start(dialer_params(d, a, 1, T0));
+    let body = encode(&WelcomeBody {
+        version: PROTOCOL_VERSION,
+        from: a.to_owned(),
+        instance: [3; INSTANCE_LEN],
+        time_ms: T0,
+        nonce: [4; NONCE_LEN],
+        checksum: false,
+        max_payload: 1,
+        features: Features::CHUNKS.bits(),
+    });
+    let proof = auth().prove(a, &transcript(WELCOME_TAG, &[&payload(&hello), &body]));
+    let welcome = records::handshake_frame(Op::Welcome, encode(&SignedRecord { body, proof }));
+    let rejection = dialer
+        .on_welcome(welcome, T0, &auth())
+        .expect_err("features not offered");
+    assert_eq!(rejection.error.code(), RejectCode::Malformed);
 }

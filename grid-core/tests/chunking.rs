@@ -1,0 +1,592 @@
+//! Large frames in parts (issue 15, `PROTOCOL.md` section 10): round trips at the chunk size's
+//! edges and at the payload limit, many large and small calls interleaved with every byte
+//! checked, cancelling mid-transfer on both sides, peers that break the rules of parts, and a
+//! peer that has chunks off.
+//!
+//! The honest tests run a real node and a real peer over an in-memory socket (`scripted/`);
+//! the rule-breaking ones play the peer frame by frame.
+
+#![allow(clippy::unwrap_used)]
+
+mod scripted;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::join_all;
+use grid_core::frame::{encode_frame, Frame, FRAME_HEADER_LEN};
+use grid_core::handshake::Features;
+use grid_core::{
+    ChunkViolation, CloseKind, Config, Connection, Error, HandlerSpec, Manager, MuxId,
+    ProtocolViolation, RemoteError, RequestReceiver, ResponseSender, StreamOptions,
+};
+use scripted::{
+    base_config, cancel, register_blocking_unary, request, Cluster, Gauge, Inbound, ScriptedPeer,
+    WAIT,
+};
+
+/// Returns its payload.
+const MIRROR: HandlerSpec = HandlerSpec::named("Chunking.mirror");
+/// Answers with `pattern(seed, len)` for a request of `len: u64, seed: u64`.
+const MAKE: HandlerSpec = HandlerSpec::named("Chunking.make");
+/// Streams `pattern(seed + i, len_i)` for a request listing `seed: u64` then `len_i: u64`s.
+const ITEMS: HandlerSpec = HandlerSpec::named("Chunking.items");
+/// Runs until cancelled.
+const BLOCK: HandlerSpec = HandlerSpec::named("Chunking.block");
+
+/// Every byte depends on its position and the seed, so a part out of place shows.
+fn pattern(seed: u64, len: usize) -> Bytes {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = (len - out.len()).min(8);
+        out.extend_from_slice(&x.to_le_bytes()[..take]);
+    }
+    Bytes::from(out)
+}
+
+fn make_request(len: usize, seed: u64) -> Bytes {
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&(len as u64).to_le_bytes());
+    b.extend_from_slice(&seed.to_le_bytes());
+    Bytes::from(b)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[8 * i..8 * i + 8].try_into().unwrap())
+}
+
+fn register(m: &Manager) {
+    m.register_unary(MIRROR, |_ctx, payload: Bytes| async move {
+        Ok::<_, RemoteError>(payload)
+    })
+    .unwrap();
+    m.register_unary(MAKE, |_ctx, req: Bytes| async move {
+        Ok::<_, RemoteError>(pattern(u64_at(&req, 1), u64_at(&req, 0) as usize))
+    })
+    .unwrap();
+    m.register_stream(
+        ITEMS,
+        |_ctx, req: Bytes, _input: Option<RequestReceiver>, mut out: ResponseSender| async move {
+            let seed = u64_at(&req, 0);
+            for i in 1..req.len() / 8 {
+                let item = pattern(seed + i as u64, u64_at(&req, i) as usize);
+                if out.send(item).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, RemoteError>(())
+        },
+    )
+    .unwrap();
+}
+
+async fn cluster(config: Config, attackers: usize) -> Cluster {
+    let c = Cluster::start(config, attackers).await;
+    register(&c.node);
+    register(&c.honest);
+    c
+}
+
+fn conns(c: &Cluster) -> [(Connection, &'static str); 2] {
+    [
+        (c.honest.connection(c.node.name()).unwrap(), "peer -> node"),
+        (c.node.connection(c.honest.name()).unwrap(), "node -> peer"),
+    ]
+}
+
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT * 6, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {:?}", WAIT * 6))
+}
+
+/// Mirrors `payload` over `conn` and checks every byte that comes back.
+async fn mirror(conn: &Connection, payload: Bytes, what: &str) {
+    let got = within(what, conn.request(MIRROR.id, payload.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(got.len(), payload.len(), "{what}: length");
+    assert!(got == payload, "{what}: the bytes differ");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_at_the_edges_of_the_chunk_size_round_trip_both_ways() {
+    let c = cluster(base_config(), 0).await;
+    let chunk = c.config.chunk_size;
+    // A unary request's frame carries 18 bytes besides its payload: a payload of chunk - 18
+    // makes a frame of exactly one chunk.
+    let edges = [
+        chunk - 1,
+        chunk,
+        chunk + 1,
+        chunk - 18 - 1,
+        chunk - 18,
+        chunk - 18 + 1,
+        2 * chunk - 18,
+        2 * chunk - 18 + 1,
+        0,
+        1,
+    ];
+    for (conn, dir) in conns(&c) {
+        for (i, len) in edges.into_iter().enumerate() {
+            mirror(
+                &conn,
+                pattern(i as u64, len),
+                &format!("{dir}: {len} bytes"),
+            )
+            .await;
+        }
+    }
+    for (conn, _) in conns(&c) {
+        assert_eq!(conn.stats().held.inbound, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_64_mib_payload_travels_in_parts_and_one_over_the_limit_is_refused() {
+    // Budgets that hold a 64 MiB request (8 MiB refuses it, typed, as a whole one would be).
+    let roomy = Config {
+        max_inbound_bytes: 64 << 20,
+        ..base_config()
+    };
+    let c = Cluster::start_with(roomy.clone(), roomy, 0).await;
+    register(&c.node);
+    register(&c.honest);
+    let limit = c.config.max_payload;
+    for (conn, dir) in conns(&c) {
+        let before = conn.stats().messages_out;
+        mirror(&conn, pattern(7, limit), &format!("{dir}: 64 MiB")).await;
+        // Whole, the request would be one message; in parts of 64 KiB, at least one message
+        // per 256 KiB batch.
+        let sent = conn.stats().messages_out - before;
+        assert!(
+            sent >= (limit / c.config.max_batch_bytes) as u64,
+            "{dir}: a 64 MiB request went in {sent} messages"
+        );
+        match conn
+            .request(MIRROR.id, Bytes::from(vec![0u8; limit + 1]))
+            .await
+        {
+            Err(Error::PayloadTooLarge { len, limit: l }) => {
+                assert_eq!((len, l), (limit + 1, limit), "{dir}");
+            }
+            other => panic!("{dir}: limit + 1 gave {other:?}"),
+        }
+        // A response over the limit is refused by the handler's side, typed.
+        let req = make_request(limit + 1, 1);
+        match conn.request(MAKE.id, req).await {
+            Err(Error::Remote(e)) => {
+                assert_eq!(e.code, grid_core::ErrorCode::TooLarge, "{dir}: {e:?}");
+            }
+            other => panic!("{dir}: a response of limit + 1 gave {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_and_small_calls_interleave_with_every_byte_checked() {
+    let c = Arc::new(cluster(base_config(), 0).await);
+    let mut calls = Vec::new();
+    for (conn, dir) in conns(&c) {
+        for i in 0..6u64 {
+            let conn = conn.clone();
+            // Within the peers' 8 MiB inbound budgets all together.
+            let len = 300_000 + (i as usize) * 250_001;
+            calls.push(tokio::spawn(async move {
+                let what = format!("{dir}: large {i}");
+                if i % 2 == 0 {
+                    mirror(&conn, pattern(100 + i, len), &what).await;
+                } else {
+                    let got = within(&what, conn.request(MAKE.id, make_request(len, 100 + i)))
+                        .await
+                        .unwrap();
+                    assert!(got == pattern(100 + i, len), "{what}: the bytes differ");
+                }
+            }));
+        }
+        for i in 0..300u64 {
+            let conn = conn.clone();
+            calls.push(tokio::spawn(async move {
+                let len = (i as usize * 37) % 2000;
+                mirror(&conn, pattern(1000 + i, len), &format!("{dir}: small {i}")).await;
+            }));
+        }
+        // A stream whose items are large and small, mixed: they must arrive in order.
+        let conn = conn.clone();
+        calls.push(tokio::spawn(async move {
+            let lens: Vec<u64> = (0..24u64)
+                .map(|i| {
+                    if i % 3 == 0 {
+                        300_000 + i * 1000
+                    } else {
+                        i * 10
+                    }
+                })
+                .collect();
+            let mut req = 77u64.to_le_bytes().to_vec();
+            for l in &lens {
+                req.extend_from_slice(&l.to_le_bytes());
+            }
+            let mut s = conn
+                .open_stream(ITEMS.id, Bytes::from(req), StreamOptions::default())
+                .await
+                .unwrap();
+            for (i, l) in lens.iter().enumerate() {
+                let what = format!("{dir}: stream item {i}");
+                let item = within(&what, s.receiver.recv()).await;
+                let item = item
+                    .unwrap_or_else(|| panic!("{what}: ended early"))
+                    .unwrap();
+                assert!(
+                    item == pattern(77 + i as u64 + 1, *l as usize),
+                    "{what}: the bytes differ ({} bytes)",
+                    item.len()
+                );
+            }
+            assert!(within(&format!("{dir}: stream end"), s.receiver.recv())
+                .await
+                .is_none());
+        }));
+    }
+    for r in join_all(calls).await {
+        r.unwrap();
+    }
+    for (conn, dir) in conns(&c) {
+        let s = conn.stats();
+        assert_eq!(s.held.inbound, 0, "{dir}: {s:?}");
+        assert_eq!(s.in_flight.total(), 0, "{dir}: {s:?}");
+    }
+}
+
+/// A `Request` of `len` bytes to `spec`, encoded whole, to be cut into parts.
+fn request_bytes(mux: MuxId, spec: HandlerSpec, len: usize) -> Bytes {
+    let mut b = BytesMut::new();
+    encode_frame(&request(mux, spec, pattern(3, len)), false, &mut b);
+    b.freeze()
+}
+
+/// The next frame the node sends, its acks of our parts skipped.
+async fn next_frame(peer: &mut ScriptedPeer) -> Frame {
+    loop {
+        match peer.frame().await {
+            Frame::ChunkAck { .. } => {}
+            f => return f,
+        }
+    }
+}
+
+fn chunk(mux: MuxId, bytes: Bytes) -> Frame {
+    Frame::Chunk { mux, bytes }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cancelled_mid_transfer_stops_at_once_with_an_abort() {
+    let c = cluster(base_config(), 1).await;
+    let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
+    assert_eq!(
+        peer.info.features,
+        Features::CHUNKS,
+        "the node agrees to chunks"
+    );
+    let len = 16 << 20;
+    let mux = peer.mux();
+    peer.send(&[request(mux, MAKE, make_request(len, 9))])
+        .await
+        .unwrap();
+    // Read a few messages only: the node's writer then waits on the socket.
+    peer.allow_reads(4);
+    let mut got = 0usize;
+    while got == 0 {
+        match peer.recv().await {
+            Inbound::Frame(Frame::Chunk { mux: m, bytes }) if m == mux => got += bytes.len(),
+            Inbound::Frame(_) => {}
+            other => panic!("expected parts of the response, got {other:?}"),
+        }
+    }
+    peer.send(&[cancel(mux)]).await.unwrap();
+    peer.read_eagerly();
+    let mut aborted = false;
+    for f in peer.barrier().await {
+        match f {
+            Frame::Chunk { mux: m, bytes } if m == mux => {
+                assert!(!aborted, "a part after the abort");
+                got += bytes.len();
+            }
+            Frame::ChunkAbort { mux: m } if m == mux => aborted = true,
+            Frame::Response { mux: m, .. } if m == mux => panic!("the whole response came"),
+            _ => {}
+        }
+    }
+    assert!(aborted, "the node abandons the response with a ChunkAbort");
+    assert!(got < len / 2, "{got} of {len} bytes were sent after all");
+    let conn = c.node.connection(&c.attackers[0]).unwrap();
+    assert_eq!(conn.stats().held.queued, 0, "nothing of it stays queued");
+    // The link is fine: the same id again, whole this time.
+    peer.send(&[request(mux, MIRROR, Bytes::from_static(b"again"))])
+        .await
+        .unwrap();
+    loop {
+        match next_frame(&mut peer).await {
+            Frame::Response { mux: m, result } if m == mux => {
+                assert_eq!(result.unwrap().unwrap(), Bytes::from_static(b"again"));
+                break;
+            }
+            Frame::Chunk { .. } | Frame::ChunkAbort { .. } => panic!("parts after the abort"),
+            _ => {}
+        }
+    }
+    c.assert_honest_works("after a cancel mid-transfer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_abandoned_mid_transfer_never_reaches_its_handler() {
+    let c = cluster(base_config(), 1).await;
+    let gauge = Gauge::new();
+    register_blocking_unary(&c.node, BLOCK, &gauge);
+    let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
+    peer.read_eagerly();
+    let mux = peer.mux();
+    let whole = request_bytes(mux, BLOCK, 1 << 20);
+    peer.send(&[chunk(mux, whole.slice(..300_000))])
+        .await
+        .unwrap();
+    peer.barrier().await;
+    let conn = c.node.connection(&c.attackers[0]).unwrap();
+    assert_eq!(
+        conn.stats().held.inbound,
+        whole.len(),
+        "the whole request counts against the budget from its first part"
+    );
+    peer.send(&[Frame::ChunkAbort { mux }, cancel(mux)])
+        .await
+        .unwrap();
+    peer.barrier().await;
+    assert_eq!(conn.stats().held.inbound, 0, "the abort releases them");
+    assert_eq!(gauge.counts().started, 0, "the handler never ran");
+    // The same id, all parts this time: the call runs.
+    let parts: Vec<Frame> = (0..whole.len())
+        .step_by(100_000)
+        .map(|at| chunk(mux, whole.slice(at..(at + 100_000).min(whole.len()))))
+        .collect();
+    peer.send(&parts).await.unwrap();
+    gauge
+        .expect("the whole request runs", |n| n.started == 1)
+        .await;
+    peer.send(&[cancel(mux)]).await.unwrap();
+    gauge
+        .expect("and is cancelled", |n| n.saw_cancel == 1)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_call_mid_transfer_stops_its_parts_and_frees_both_sides() {
+    let c = cluster(base_config(), 0).await;
+    let gauge = Gauge::new();
+    register_blocking_unary(&c.node, BLOCK, &gauge);
+    let conn = c.honest.connection(c.node.name()).unwrap();
+    let back = c.node.connection(c.honest.name()).unwrap();
+    // A request far larger than a socket buffer: it is still in parts when the call is dropped.
+    let call = conn.request(BLOCK.id, pattern(5, 48 << 20));
+    let _ = tokio::time::timeout(Duration::from_millis(20), call).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (s, b) = (conn.stats(), back.stats());
+        if s.held.queued == 0 && b.held.inbound == 0 && s.in_flight.total() == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "queued {} on the caller, inbound {} on the callee",
+            s.held.queued,
+            b.held.inbound
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let bytes = back.stats().bytes_in;
+    assert!(
+        bytes < 40 << 20,
+        "{bytes} bytes reached the callee after the drop"
+    );
+    // Nothing of the dropped call runs later, and the link carries on.
+    c.assert_honest_works("after dropping a call mid-transfer")
+        .await;
+    assert_eq!(gauge.counts().started, 0, "the dropped request never ran");
+}
+
+/// One way to break the rules of parts, what the node must call it, and the peer's features.
+struct Attack {
+    name: &'static str,
+    features: Features,
+    frames: fn(MuxId) -> Vec<Frame>,
+    expect: fn(&ChunkViolation) -> bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_break_the_rules_of_parts_are_closed_and_others_carry_on() {
+    let attacks = [
+        Attack {
+            name: "a whole frame in the middle of its mux's parts",
+            features: Features::CHUNKS,
+            frames: |mux| {
+                let whole = request_bytes(mux, MIRROR, 100_000);
+                vec![
+                    chunk(mux, whole.slice(..50_000)),
+                    request(mux, MIRROR, Bytes::new()),
+                ]
+            },
+            expect: |v| matches!(v, ChunkViolation::Interleaved { .. }),
+        },
+        Attack {
+            name: "an abort for a mux with nothing in parts",
+            features: Features::CHUNKS,
+            frames: |mux| vec![Frame::ChunkAbort { mux }],
+            expect: |v| matches!(v, ChunkViolation::UnknownAbort { .. }),
+        },
+        Attack {
+            name: "a part past its frame's end",
+            features: Features::CHUNKS,
+            frames: |mux| {
+                let whole = request_bytes(mux, MIRROR, 100_000);
+                vec![
+                    chunk(mux, whole.slice(..60_000)),
+                    chunk(mux, whole.slice(..60_000)),
+                ]
+            },
+            expect: |v| matches!(v, ChunkViolation::Overrun { .. }),
+        },
+        Attack {
+            name: "a first part that is not a frame (parts of an unknown id)",
+            features: Features::CHUNKS,
+            frames: |mux| vec![chunk(mux, Bytes::from(vec![0xee; 1000]))],
+            expect: |v| matches!(v, ChunkViolation::BadHeader { .. }),
+        },
+        Attack {
+            name: "a frame in parts over the payload limit",
+            features: Features::CHUNKS,
+            frames: |mux| {
+                // The header of a Request whose payload is one byte over the limit, and the
+                // first bytes of its body.
+                let body = 8 + (64u32 << 20) + 1;
+                let mut first = vec![1u8, 0x04];
+                first.extend_from_slice(&mux.0.to_be_bytes());
+                first.extend_from_slice(&body.to_be_bytes());
+                first.extend_from_slice(&[0; 10]);
+                assert_eq!(first.len(), FRAME_HEADER_LEN + 10);
+                vec![chunk(mux, Bytes::from(first))]
+            },
+            expect: |v| matches!(v, ChunkViolation::TooLarge { .. }),
+        },
+        Attack {
+            name: "parts from a peer that did not agree to them",
+            features: Features::NONE,
+            frames: |mux| {
+                let whole = request_bytes(mux, MIRROR, 1000);
+                vec![chunk(mux, whole)]
+            },
+            expect: |v| matches!(v, ChunkViolation::NotAgreed),
+        },
+    ];
+    let c = cluster(base_config(), attacks.len()).await;
+    for (i, a) in attacks.iter().enumerate() {
+        let mut peer = c.attacker_with(i, None, a.features).await;
+        let mux = peer.mux();
+        let _ = peer.send(&(a.frames)(mux)).await;
+        peer.expect_closed(a.name).await;
+        c.expect_node_disconnected(&c.attackers[i], a.name).await;
+        let reason = c
+            .node
+            .connection(&c.attackers[i])
+            .unwrap()
+            .last_close_reason()
+            .unwrap_or_else(|| panic!("{}: no close reason", a.name));
+        match &reason.kind {
+            CloseKind::Violation(ProtocolViolation::Chunk(v)) if (a.expect)(v) => {}
+            other => panic!("{}: closed with {other:?}", a.name),
+        }
+        c.assert_honest_works(a.name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_parts_over_the_budget_is_refused_at_its_first_part_and_not_kept() {
+    let c = cluster(base_config(), 1).await;
+    let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
+    peer.read_eagerly();
+    let conn = c.node.connection(&c.attackers[0]).unwrap();
+    let mux = peer.mux();
+    // 20 MiB against an 8 MiB budget, in parts of 1 MiB.
+    let whole = request_bytes(mux, MIRROR, 20 << 20);
+    let mut parts = (0..whole.len())
+        .step_by(1 << 20)
+        .map(|at| chunk(mux, whole.slice(at..(at + (1 << 20)).min(whole.len()))));
+    peer.send(&[parts.next().unwrap()]).await.unwrap();
+    match next_frame(&mut peer).await {
+        Frame::Error { mux: m, error } if m == mux => {
+            assert_eq!(
+                error.code,
+                grid_core::frame::ErrorCode::Overloaded,
+                "{error:?}"
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    for p in parts {
+        peer.send(&[p]).await.unwrap();
+        assert_eq!(
+            conn.stats().held.inbound,
+            0,
+            "a refused request's parts are not kept"
+        );
+    }
+    peer.barrier().await;
+    // The link is up and the id free: a small request on it is answered.
+    peer.send(&[request(mux, MIRROR, Bytes::from_static(b"small"))])
+        .await
+        .unwrap();
+    match next_frame(&mut peer).await {
+        Frame::Response { mux: m, result } if m == mux => {
+            assert_eq!(result.unwrap().unwrap(), Bytes::from_static(b"small"));
+        }
+        other => panic!("expected the response, got {other:?}"),
+    }
+    c.assert_honest_works("after a refused request in parts")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_chunks_off_sends_and_takes_whole_frames() {
+    let off = Config {
+        chunk_size: 0,
+        ..base_config()
+    };
+    let c = cluster(off, 1).await;
+    for (conn, dir) in conns(&c) {
+        let before = conn.stats().messages_out;
+        mirror(&conn, pattern(11, 4 << 20), dir).await;
+        let sent = conn.stats().messages_out - before;
+        assert!(sent <= 2, "{dir}: 4 MiB went in {sent} messages: in parts?");
+    }
+    // A peer that offers chunks to a node that has them off gets whole frames.
+    let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
+    assert_eq!(peer.info.features, Features::NONE, "nothing is agreed");
+    peer.read_eagerly();
+    let mux = peer.mux();
+    peer.send(&[request(mux, MAKE, make_request(1 << 20, 4))])
+        .await
+        .unwrap();
+    loop {
+        match next_frame(&mut peer).await {
+            Frame::Response { mux: m, result } if m == mux => {
+                assert!(result.unwrap().unwrap() == pattern(4, 1 << 20));
+                break;
+            }
+            Frame::Chunk { .. } => panic!("a part to a peer that did not agree to parts"),
+            _ => {}
+        }
+    }
+}
