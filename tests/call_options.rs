@@ -341,12 +341,19 @@ async fn wait_for_connect_waits_within_the_deadline() {
         let c = c.clone();
         async move { c.seen().timeout(WAIT).wait_for_connect().await }
     });
+    // Not ready until its handlers are registered: a ready node takes the waiting call as soon
+    // as the link is up, which can be before `register` runs (the call then fails with
+    // `UnknownHandler`).
     let b = book
-        .start(book.builder(&names[1], &names, common::test_config()))
+        .start(
+            book.builder(&names[1], &names, common::test_config())
+                .start_not_ready(),
+        )
         .await;
     ProbeServer::new(Arc::new(Impl::default()))
         .register(&b)
         .unwrap();
+    b.set_ready();
     let s = call.await.unwrap().unwrap();
     assert!(left(&s) <= WAIT.as_millis() as u64 + 1, "{s:?}");
     a.shutdown().await;

@@ -48,6 +48,8 @@ impl RemoteError {
     }
 }
 
+// From a type of the protocol layers, which are internal: kept out of the API docs.
+#[doc(hidden)]
 impl From<ErrorRecord> for RemoteError {
     fn from(rec: ErrorRecord) -> RemoteError {
         RemoteError {
@@ -223,6 +225,8 @@ impl Error {
     }
 }
 
+// From a type of the protocol layers, which are internal: kept out of the API docs.
+#[doc(hidden)]
 impl From<Violation> for Error {
     fn from(v: Violation) -> Error {
         Error::Protocol(v.to_string())

@@ -4,13 +4,15 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{bound, WAIT};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use grid_core::layer::{
@@ -25,16 +27,9 @@ use tokio::sync::Semaphore;
 use tower::layer::layer_fn;
 use tower::limit::ConcurrencyLimitLayer;
 
-const WAIT: Duration = Duration::from_secs(10);
 const ECHO: HandlerSpec = HandlerSpec::named("Layers.echo");
 const OPEN: HandlerSpec = HandlerSpec::named("Layers.open");
 const SLOW: HandlerSpec = HandlerSpec::named("Layers.slow");
-
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
 
 /// Refuses a call whose metadata lacks `token = "let-me-in"`.
 #[derive(Clone)]

@@ -4,13 +4,14 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
 mod scripted;
 
-use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::bound;
 use futures::StreamExt;
 use grid_core::frame::{ErrorCode, Frame, Metadata, MetadataError, Route};
 use grid_core::{CallOptions, Config, Error, HandlerSpec, Manager, RemoteError, StreamOptions};
@@ -19,12 +20,6 @@ use scripted::{Cluster, ECHO, WAIT};
 
 const SEEN: HandlerSpec = HandlerSpec::named("Meta.seen");
 const FEED: HandlerSpec = HandlerSpec::named("Meta.feed");
-
-fn bound() -> (TcpListener, String) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let name = format!("http://{}", l.local_addr().unwrap());
-    (l, name)
-}
 
 /// Two nodes over TCP; `b` serves `SEEN` (unary) and `FEED` (stream), each recording the
 /// metadata its context carried.

@@ -449,32 +449,21 @@ async fn mutual_tls_refuses_a_client_from_another_ca() {
 async fn https_names_without_tls_are_a_config_error() {
     let (l_https, https) = bound_as("https");
     let (l_http, http) = bound_as("http");
-    // Local name https://.
-    let err = start(
-        l_https,
-        &https,
-        std::slice::from_ref(&http),
-        None,
-        test_config(),
-    )
-    .await;
-    assert!(
-        matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
-        "{err:?}"
-    );
-    // A peer's name https://.
-    let err = start(
-        l_http,
-        &http,
-        std::slice::from_ref(&https),
-        None,
-        test_config(),
-    )
-    .await;
-    assert!(
-        matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
-        "{err:?}"
-    );
+    // The local name https://, then a peer's.
+    for (listener, local, peer) in [(l_https, &https, &http), (l_http, &http, &https)] {
+        let err = start(
+            listener,
+            local,
+            std::slice::from_ref(peer),
+            None,
+            test_config(),
+        )
+        .await;
+        assert!(
+            matches!(&err, Err(Error::Config(m)) if m.contains("https:// names need .tls(")),
+            "{local} with peer {peer}: {err:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -554,6 +543,13 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
         .unwrap();
     let a_to_b = ma.connection(&b).unwrap();
     a_to_b.wait_for_connect(WAIT).await.unwrap();
+    // And b's side: it installs the link a moment after a sees it up (after sending its last
+    // handshake message), so `connects` below must not be read before.
+    mb.connection(&a)
+        .unwrap()
+        .wait_for_connect(WAIT)
+        .await
+        .unwrap();
 
     // c: a real member's certificate (for c.test) and the cluster secret, claiming a's name.
     let impostor = Manager::builder(a.as_str())

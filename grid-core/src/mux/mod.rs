@@ -132,6 +132,8 @@ impl fmt::Display for CancelCause {
     }
 }
 
+// From a type of the protocol layers, which are internal: kept out of the API docs.
+#[doc(hidden)]
 impl From<crate::frame::CancelReason> for CancelCause {
     fn from(reason: crate::frame::CancelReason) -> CancelCause {
         unary::cause_of(reason)
