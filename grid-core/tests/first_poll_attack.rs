@@ -168,6 +168,11 @@ async fn expect_serve_spans(spec: HandlerSpec, n: usize, outcome: &str) {
 
 // ---- helpers --------------------------------------------------------------------------------
 
+/// No call in flight on the node, and no handler task holding a slot.
+fn released(s: &grid_core::ManagerStats) -> bool {
+    s.in_flight.total() == 0 && s.in_flight.handlers == 0
+}
+
 fn node_conn(cluster: &Cluster, peer: &ScriptedPeer) -> Connection {
     cluster.node.connection(&peer.name).unwrap()
 }
@@ -240,9 +245,14 @@ async fn ack(peer: &mut ScriptedPeer, n: usize) {
     }
 }
 
+/// The error an answer carries: a refusal (`Error`) or a handler's failure (`Response` with an
+/// error record).
 fn error_code(f: &Frame) -> Option<ErrorCode> {
     match f {
-        Frame::Error { error, .. } => Some(error.code),
+        Frame::Error { error, .. }
+        | Frame::Response {
+            result: Err(error), ..
+        } => Some(error.code),
         _ => None,
     }
 }
@@ -355,7 +365,7 @@ async fn every_way_out_of_the_first_poll_answers_once_and_releases_its_slot() {
             }
         }
     }
-    let stats = expect_stats(node, "every slot released", |s| s.in_flight.total() == 0).await;
+    let stats = expect_stats(node, "every slot released", released).await;
     let held = node_conn(&cluster, &peer).stats().held;
     assert_eq!(
         (held.inbound, held.pending_responses),
@@ -429,7 +439,7 @@ async fn an_answering_flood_from_a_peer_that_never_reads_stays_within_the_queue_
     );
     assert_eq!(s.held.pending_responses, 0, "{:?}", s.held);
     assert_eq!(
-        s.in_flight.unary_in, 0,
+        s.in_flight.handlers, 0,
         "a call that answered at once holds a slot"
     );
     assert_eq!(tracked.live(), 0, "a response is held outside the lane");
@@ -452,13 +462,11 @@ async fn an_answering_flood_from_a_peer_that_never_reads_stays_within_the_queue_
         .count();
     let answered = got
         .values()
-        .filter(|f| matches!(f, Frame::Response { .. }))
+        .filter(|f| matches!(f, Frame::Response { result: Ok(_), .. }))
         .count();
     assert_eq!(answered, ran_n, "every call that ran is answered once");
     assert_eq!(answered + refused, CALLS, "every other call is refused");
-    expect_stats(&cluster.node, "in-flight back to zero", |s| {
-        s.in_flight.total() == 0
-    })
+    expect_stats(&cluster.node, "in-flight back to zero", released)
     .await;
     expect_serve_spans(FLOOD, ran_n, "ok").await;
     peer.cut().await;
@@ -466,6 +474,7 @@ async fn an_answering_flood_from_a_peer_that_never_reads_stays_within_the_queue_
 
 // ---- responses that wait for room -----------------------------------------------------------
 
+const BLOCKER: HandlerSpec = HandlerSpec::named("FirstPollAttack.blocker");
 const BIG_ADMIT: HandlerSpec = HandlerSpec::named("FirstPollAttack.bigAdmit");
 const BIG_CANCEL: HandlerSpec = HandlerSpec::named("FirstPollAttack.bigCancel");
 const BIG_CUT: HandlerSpec = HandlerSpec::named("FirstPollAttack.bigCut");
@@ -473,10 +482,11 @@ const BIG_CUT: HandlerSpec = HandlerSpec::named("FirstPollAttack.bigCut");
 /// Bytes of each response in the waiting tests: four parts of the default chunk size.
 const BIG_RESPONSE: usize = 256 << 10;
 
-/// A node whose large frames (sent in parts) fill the data lane's bound with one response, and
-/// whose responses may wait for two more: a peer that agreed to parts and acknowledges none makes
-/// every response after the first two wait for room, with the data lane itself empty (so the
-/// reader's "backlog full" refusal does not see it).
+/// Bytes of the first response, which takes the bound of the frames sent in parts for itself.
+const BLOCKER_RESPONSE: usize = 1 << 20;
+
+/// A node whose large frames (sent in parts) are bounded by one [`BIG_RESPONSE`], and whose
+/// answers may wait for room up to two of them.
 fn waiting_config() -> Config {
     Config {
         max_queued_bytes: BIG_RESPONSE,
@@ -495,12 +505,25 @@ struct Waiting {
     muxes: Vec<MuxId>,
 }
 
-/// Starts the waiting setup and floods `calls` requests to `spec`, which answers at once.
+/// A peer that agreed to parts calls [`BLOCKER`] (1 MiB, answered at once and queued: its
+/// first 256 KiB of parts fill the window, and the peer acknowledges none, so the rest stays
+/// queued past the bound), then floods `calls` requests to `spec`, which answers 256 KiB at
+/// once: every one of those answers finds no room and waits. The data lane itself stays empty,
+/// so the reader's "caller is not reading" refusal does not see any of it: only the
+/// pending-response budget stops admission.
 async fn waiting(calls: usize, spec: HandlerSpec) -> Waiting {
     spans();
     let cluster = Cluster::start(waiting_config(), 1).await;
     let tracked = TrackedBytes::new();
     let ran = Arc::new(AtomicUsize::new(0));
+    let t = tracked.clone();
+    cluster
+        .node
+        .register_unary(BLOCKER, move |_ctx, _b| {
+            let body = t.make(BLOCKER_RESPONSE);
+            async move { Ok::<_, RemoteError>(body) }
+        })
+        .unwrap();
     let (t, r) = (tracked.clone(), ran.clone());
     cluster
         .node
@@ -516,6 +539,8 @@ async fn waiting(calls: usize, spec: HandlerSpec) -> Waiting {
         "the node agrees to parts"
     );
     let conn = node_conn(&cluster, &peer);
+    let blocker = peer.mux();
+    send_and_settle(&conn, &mut peer, &[request(blocker, BLOCKER, Bytes::new())]).await;
     let muxes: Vec<MuxId> = (0..calls).map(|_| peer.mux()).collect();
     let frames: Vec<Frame> = muxes
         .iter()
@@ -532,10 +557,45 @@ async fn waiting(calls: usize, spec: HandlerSpec) -> Waiting {
     }
 }
 
-/// The answers that wait for room are charged to the pending-response budget before the reader
-/// admits another call: a burst in one message gets no more calls admitted than the lane, the
-/// parts in flight and `max_pending_response_bytes` take (two responses queued, two waiting),
-/// and everything else is refused with `Overloaded`. A waiting answer holds its call's slot.
+impl Waiting {
+    /// Reads everything (acknowledging every part) until the node holds no slot and no response
+    /// buffer for this peer; returns the refusals (`Error` frames) seen, by mux.
+    async fn read_until_released(&mut self) -> HashMap<MuxId, ErrorCode> {
+        self.peer.read_eagerly();
+        let mut refused = HashMap::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let s = self.conn.stats();
+            if s.in_flight.handlers == 0 && self.tracked.live() == 0 {
+                return refused;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "slots or buffers still held {WAIT:?} after the peer read: {s:?}, {} bytes",
+                self.tracked.live()
+            );
+            match self.peer.recv_within(Duration::from_millis(20)).await {
+                Some(Inbound::Frame(Frame::Chunk { bytes, .. })) => {
+                    ack(&mut self.peer, bytes.len()).await;
+                }
+                Some(Inbound::Frame(Frame::Error { mux, error })) => {
+                    assert!(refused.insert(mux, error.code).is_none(), "{mux} twice");
+                }
+                Some(Inbound::Closed(reason)) => panic!("the node closed the socket: {reason}"),
+                Some(Inbound::Undecodable(e)) => panic!("{e}"),
+                Some(Inbound::Frame(_)) | None => {}
+            }
+        }
+    }
+}
+
+/// Answers that wait for room are charged to the pending-response budget before the reader
+/// admits another call: a burst of 200 calls in one message gets exactly as many admitted as
+/// `max_pending_response_bytes` takes (two), each holding its slot and charged in full, and the
+/// other 198 refused with `Overloaded`. (Before the fix in `serve.rs`, an answer was charged only
+/// once its task first ran, and the reader admitted calls past the budget meanwhile: up to 13
+/// answers of 256 KiB waited under a budget of 512 KiB.) Once the peer reads, every slot and
+/// buffer is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_wait_for_room_stop_admission_at_the_pending_budget() {
     const CALLS: usize = 200;
@@ -549,97 +609,65 @@ async fn answers_that_wait_for_room_stop_admission_at_the_pending_budget() {
         s.in_flight,
         w.tracked.live() >> 10
     );
-    assert!(
-        s.in_flight.unary_in >= 1,
-        "no answer waited for room: the test does not test what it says ({s:?})"
+    let budget = config.max_pending_response_bytes / BIG_RESPONSE;
+    assert_eq!(
+        ran, budget,
+        "calls admitted while their answers wait, under a budget of {budget} answers"
     );
-    // Every answer that waits holds its slot and is charged, in full, before the reader goes
-    // on: a call in flight here is one whose answer waits.
+    assert_eq!(s.in_flight.handlers, ran, "a waiting answer holds its slot");
     assert_eq!(
         s.held.pending_responses,
-        s.in_flight.unary_in * BIG_RESPONSE,
-        "{s:?}"
-    );
-    let admitted_max = 2 + config.max_pending_response_bytes / BIG_RESPONSE + 1;
-    assert!(
-        ran <= admitted_max,
-        "{ran} calls admitted for a peer that reads nothing; the lane, the parts in flight and \
-         the pending budget take {admitted_max}"
-    );
-    assert!(
-        w.tracked.live()
-            <= config.max_pending_response_bytes + config.max_queued_bytes + 2 * BIG_RESPONSE,
-        "{} KiB of responses held",
-        w.tracked.live() >> 10
+        ran * BIG_RESPONSE,
+        "every waiting answer is charged in full: {s:?}"
     );
     w.cluster
         .assert_honest_works("with answers waiting for room")
         .await;
-    // Reading (and acknowledging the parts) lets every waiting answer out.
-    w.peer.read_eagerly();
-    let got = answers(&mut w.peer, &w.muxes).await;
-    let refused = got
-        .values()
-        .filter(|f| error_code(f) == Some(ErrorCode::Overloaded))
-        .count();
-    assert_eq!(refused, CALLS - ran, "every call not admitted is refused");
-    expect_stats(&w.cluster.node, "in-flight back to zero", |s| {
-        s.in_flight.total() == 0
-    })
-    .await;
-    assert_eq!(w.tracked.live(), 0, "responses still held after all went out");
+    let refused = w.read_until_released().await;
+    assert_eq!(refused.len(), CALLS - ran, "every call not admitted is refused");
+    assert!(
+        refused.values().all(|c| *c == ErrorCode::Overloaded),
+        "{refused:?}"
+    );
+    assert_eq!(w.conn.stats().held.pending_responses, 0);
     expect_serve_spans(BIG_ADMIT, ran, "ok").await;
     w.peer.cut().await;
 }
 
-/// A cancel that arrives while an answer waits for room finds the answer committed: the call
-/// keeps its slot until the answer is queued (so the cap counts it), then lets go; the
-/// connection stays up, and the node holds nothing once the peer reads.
+/// A cancel that arrives while the answer waits for room finds the answer committed: the call
+/// keeps its slot and its charge until the answer is queued (so the cap and the budget count
+/// it), then lets go once the peer reads; the connection stays up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_the_answer_waits_for_room_keeps_the_slot_until_it_is_queued() {
-    let mut w = waiting(8, BIG_CANCEL).await;
+    let mut w = waiting(2, BIG_CANCEL).await;
     let before = w.conn.stats();
-    assert!(before.in_flight.unary_in >= 1, "nothing waits: {before:?}");
+    assert_eq!(before.in_flight.handlers, 2, "{before:?}");
     let cancels: Vec<Frame> = w.muxes.iter().map(|m| cancel(*m)).collect();
     send_and_settle(&w.conn, &mut w.peer, &cancels).await;
     let after = w.conn.stats();
     assert_eq!(
-        after.in_flight.unary_in, before.in_flight.unary_in,
+        after.in_flight.handlers, before.in_flight.handlers,
         "a committed answer waiting for room let its slot go at the cancel"
     );
-    assert!(
-        after.held.pending_responses > 0,
-        "the waiting answers are no longer charged: {after:?}"
+    assert_eq!(
+        after.held.pending_responses, before.held.pending_responses,
+        "the waiting answers' charge changed at the cancel"
     );
-    // The peer reads and acknowledges whatever comes; every slot and byte is let go.
-    w.peer.read_eagerly();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while w.conn.stats().in_flight.unary_in > 0 || w.tracked.live() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "slots or bytes still held {WAIT:?} after the peer read: {:?}, {} bytes",
-            w.conn.stats(),
-            w.tracked.live()
-        );
-        match w.peer.recv_within(Duration::from_millis(20)).await {
-            Some(Inbound::Frame(Frame::Chunk { bytes, .. })) => ack(&mut w.peer, bytes.len()).await,
-            Some(Inbound::Closed(reason)) => panic!("the node closed the socket: {reason}"),
-            Some(Inbound::Undecodable(e)) => panic!("{e}"),
-            Some(Inbound::Frame(_)) | None => {}
-        }
-    }
+    let refused = w.read_until_released().await;
+    assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(w.conn.stats().held.pending_responses, 0);
+    expect_serve_spans(BIG_CANCEL, 2, "ok").await;
     w.cluster.assert_honest_works("after the cancels").await;
     w.peer.cut().await;
 }
 
 /// A disconnect while answers wait for room ends every waiting task: the slots, the pending
-/// charge and the response buffers are all let go.
+/// charge and the response buffers are all let go, and each call's span ends once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_while_answers_wait_for_room_frees_everything() {
     let w = waiting(16, BIG_CUT).await;
     let s = w.conn.stats();
-    assert!(s.in_flight.unary_in >= 1, "nothing waits: {s:?}");
+    assert!(s.in_flight.handlers >= 1, "nothing waits: {s:?}");
     let Waiting {
         cluster,
         peer,
@@ -649,9 +677,7 @@ async fn a_disconnect_while_answers_wait_for_room_frees_everything() {
     } = w;
     let ran = ran.load(Ordering::SeqCst);
     peer.cut().await;
-    expect_stats(&cluster.node, "in-flight back to zero", |s| {
-        s.in_flight.total() == 0
-    })
+    expect_stats(&cluster.node, "in-flight back to zero", released)
     .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while tracked.live() > 0 {
@@ -662,8 +688,7 @@ async fn a_disconnect_while_answers_wait_for_room_frees_everything() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // A waiting answer's span ends once its task does (its answer went nowhere, but the
-    // handler answered).
+    // The handler answered: its span says so, once, though the answer went nowhere.
     expect_serve_spans(BIG_CUT, ran, "ok").await;
     cluster.assert_honest_works("after the disconnect").await;
 }
@@ -737,7 +762,7 @@ async fn a_panic_dropping_what_the_first_poll_returned_does_not_end_the_reader()
             got[&next]
         );
     }
-    expect_stats(node, "every slot released", |s| s.in_flight.total() == 0).await;
+    expect_stats(node, "every slot released", released).await;
     cluster.assert_honest_works("after the panics in drop").await;
     peer.cut().await;
 }
@@ -842,9 +867,7 @@ async fn a_first_poll_that_calls_back_into_its_connection_and_node_does_not_dead
         "{:?}",
         got[&late]
     );
-    expect_stats(&cluster.node, "every slot released", |s| {
-        s.in_flight.total() == 0
-    })
+    expect_stats(&cluster.node, "every slot released", released)
     .await;
     expect_serve_spans(REENTER, CALLS, "ok").await;
     cluster.assert_honest_works("after the calls back").await;
@@ -925,9 +948,7 @@ async fn a_handler_woken_before_its_task_exists_is_answered() {
     assert!(got
         .values()
         .all(|f| matches!(f, Frame::Response { result: Ok(Some(_)), .. })));
-    expect_stats(&cluster.node, "every slot released", |s| {
-        s.in_flight.total() == 0
-    })
+    expect_stats(&cluster.node, "every slot released", released)
     .await;
     expect_serve_spans(WOKEN_EARLY, CALLS, "ok").await;
     peer.cut().await;
@@ -990,9 +1011,7 @@ async fn a_first_poll_that_spends_the_coop_budget_is_polled_again_in_its_task() 
     for m in &ready {
         assert!(matches!(&got[m], Frame::Response { result: Ok(Some(_)), .. }));
     }
-    expect_stats(&cluster.node, "every slot released", |s| {
-        s.in_flight.total() == 0
-    })
+    expect_stats(&cluster.node, "every slot released", released)
     .await;
     expect_serve_spans(COOP, CALLS, "ok").await;
     peer.cut().await;

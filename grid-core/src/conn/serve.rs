@@ -91,13 +91,12 @@ pub(crate) fn spawn(
             // response is queued at once. Only a handler that waits gets a task of its own,
             // which polls it again with the task's waker (a future registers its waker anew at
             // every poll, so nothing is lost by the first poll's waker doing nothing).
-            let registry = registry.clone();
             let call = UnaryCall {
                 machine,
                 cancel,
                 deadline,
                 guard,
-                registry,
+                registry: registry.clone(),
                 handler_id: route.handler,
             };
             let first = {
@@ -111,10 +110,19 @@ pub(crate) fn spawn(
                     }
                 }))
             };
-            match first {
-                Ok(Err(run)) => crate::observe::spawn_within(span, call.run(run)),
-                Ok(Ok(r)) => call.answer_now(Ok(r), span),
-                Err(panic) => call.answer_now(Err(panic), span),
+            let outcome = match first {
+                Ok(Err(run)) => return crate::observe::spawn_within(span, call.run(run)),
+                Ok(Ok(r)) => Ok(r),
+                Err(panic) => Err(panic),
+            };
+            // What the handler handed back (its response's buffer, its panic's payload) is
+            // dropped here, on the reader, and its drop is the handler's code: a panic there
+            // must end this call, never the reader (the slot goes with the guard as it unwinds).
+            if let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| call.answer_now(outcome, span)))
+            {
+                let rec = panic_record(panic);
+                warn!(peer = %session.peer, handler = %registry.name_of(route.handler), "panic dropping a response: {}", String::from_utf8_lossy(&rec.message));
             }
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
@@ -203,10 +211,18 @@ impl UnaryCall {
                 return;
             }
         }
-        crate::observe::spawn_within(span, async move {
+        // Polled once here before it is spawned: its bytes are then charged to the
+        // pending-response budget before the reader admits another call (a task that had not
+        // run yet would leave them uncounted, and a burst in one message admitted past the
+        // budget). The first poll queues it if room came meanwhile.
+        let mut wait = Box::pin(async move {
             guard.session.send_response(&frame).await;
             drop(guard);
         });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if wait.as_mut().poll(&mut cx).is_pending() {
+            crate::observe::spawn_within(span, wait);
+        }
     }
 
     /// Turns the handler's outcome into the response frame, if the call still wants one (a
