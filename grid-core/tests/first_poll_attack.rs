@@ -31,8 +31,7 @@ use grid_core::frame::{ErrorCode, Frame};
 use grid_core::handshake::Features;
 use grid_core::{Config, Connection, Context, HandlerSpec, MuxId, RemoteError};
 use scripted::{
-    base_config, cancel, expect_stats, request, Cluster, Inbound, ScriptedPeer,
-    TrackedBytes, WAIT,
+    base_config, cancel, expect_stats, request, Cluster, Inbound, ScriptedPeer, TrackedBytes, WAIT,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{field, Subscriber};
@@ -267,10 +266,33 @@ const PANIC_IN_FIRST_POLL: HandlerSpec = HandlerSpec::named("FirstPollAttack.pan
 const PANIC_LATER: HandlerSpec = HandlerSpec::named("FirstPollAttack.panicLater");
 const TOO_LARGE_NOW: HandlerSpec = HandlerSpec::named("FirstPollAttack.tooLargeNow");
 const TOO_LARGE_LATER: HandlerSpec = HandlerSpec::named("FirstPollAttack.tooLargeLater");
+const PAST_DEADLINE: HandlerSpec = HandlerSpec::named("FirstPollAttack.pastDeadline");
+const READY_WITH_DEADLINE: HandlerSpec = HandlerSpec::named("FirstPollAttack.readyWithDeadline");
+
+/// A `Request` to `handler` with a deadline of `ms` milliseconds.
+fn request_within(mux: MuxId, handler: HandlerSpec, payload: Bytes, ms: u32) -> Frame {
+    match request(mux, handler, payload) {
+        Frame::Request {
+            mux,
+            route,
+            metadata,
+            payload,
+            ..
+        } => Frame::Request {
+            mux,
+            route,
+            deadline_ms: ms,
+            metadata,
+            payload,
+        },
+        other => other,
+    }
+}
 
 /// Every way a unary handler can leave its first poll — an answer, an error, a wait, a panic in
 /// the call that makes the future, in the first poll or in a later one, a response over the
-/// payload limit on the first poll or later — gives its call exactly one answer of the right
+/// payload limit on the first poll or later, a wait past the call's deadline, an answer on the
+/// first poll of a call that has a deadline — gives its call exactly one answer of the right
 /// kind, releases its slot (the node's in-flight count back to zero, its held bytes too), and
 /// opens and ends its `serve` span once with the right outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,8 +306,11 @@ async fn every_way_out_of_the_first_poll_answers_once_and_releases_its_slot() {
     };
     let cluster = Cluster::start(config, 1).await;
     let node = &cluster.node;
-    node.register_unary(READY, |_ctx, b: Bytes| async move { Ok::<_, RemoteError>(b) })
-        .unwrap();
+    node.register_unary(
+        READY,
+        |_ctx, b: Bytes| async move { Ok::<_, RemoteError>(b) },
+    )
+    .unwrap();
     node.register_unary(WAITS, |_ctx, b: Bytes| async move {
         tokio::task::yield_now().await;
         Ok::<_, RemoteError>(b)
@@ -327,9 +352,19 @@ async fn every_way_out_of_the_first_poll_answers_once_and_releases_its_slot() {
     })
     .unwrap();
 
+    node.register_unary(PAST_DEADLINE, |ctx: Context, _b| async move {
+        ctx.cancelled().await;
+        Err::<Bytes, _>(RemoteError::text(ErrorCode::Cancelled, "saw the deadline"))
+    })
+    .unwrap();
+    node.register_unary(READY_WITH_DEADLINE, |_ctx, b: Bytes| async move {
+        Ok::<_, RemoteError>(b)
+    })
+    .unwrap();
+
     let mut peer = cluster.attacker(0).await;
     peer.read_eagerly();
-    let cases: [(HandlerSpec, Option<ErrorCode>, &str); 8] = [
+    let cases: [(HandlerSpec, Option<ErrorCode>, &str); 10] = [
         (READY, None, "ok"),
         (WAITS, None, "ok"),
         (ERR_NOW, Some(ErrorCode::Application), "application"),
@@ -338,6 +373,8 @@ async fn every_way_out_of_the_first_poll_answers_once_and_releases_its_slot() {
         (PANIC_LATER, Some(ErrorCode::Panic), "panic"),
         (TOO_LARGE_NOW, Some(ErrorCode::TooLarge), "too_large"),
         (TOO_LARGE_LATER, Some(ErrorCode::TooLarge), "too_large"),
+        (PAST_DEADLINE, Some(ErrorCode::Deadline), "deadline"),
+        (READY_WITH_DEADLINE, None, "ok"),
     ];
     // Interleaved, so each path runs beside the others on one reader.
     let mut frames = Vec::new();
@@ -345,7 +382,14 @@ async fn every_way_out_of_the_first_poll_answers_once_and_releases_its_slot() {
     for i in 0..EACH {
         for (spec, code, _) in cases {
             let m = peer.mux();
-            frames.push(request(m, spec, Bytes::from(format!("call {i}"))));
+            let payload = Bytes::from(format!("call {i}"));
+            frames.push(if spec == PAST_DEADLINE {
+                request_within(m, spec, payload, 50)
+            } else if spec == READY_WITH_DEADLINE {
+                request_within(m, spec, payload, 10_000)
+            } else {
+                request(m, spec, payload)
+            });
             expect.insert(m, (spec, code));
         }
     }
@@ -466,8 +510,7 @@ async fn an_answering_flood_from_a_peer_that_never_reads_stays_within_the_queue_
         .count();
     assert_eq!(answered, ran_n, "every call that ran is answered once");
     assert_eq!(answered + refused, CALLS, "every other call is refused");
-    expect_stats(&cluster.node, "in-flight back to zero", released)
-    .await;
+    expect_stats(&cluster.node, "in-flight back to zero", released).await;
     expect_serve_spans(FLOOD, ran_n, "ok").await;
     peer.cut().await;
 }
@@ -624,7 +667,11 @@ async fn answers_that_wait_for_room_stop_admission_at_the_pending_budget() {
         .assert_honest_works("with answers waiting for room")
         .await;
     let refused = w.read_until_released().await;
-    assert_eq!(refused.len(), CALLS - ran, "every call not admitted is refused");
+    assert_eq!(
+        refused.len(),
+        CALLS - ran,
+        "every call not admitted is refused"
+    );
     assert!(
         refused.values().all(|c| *c == ErrorCode::Overloaded),
         "{refused:?}"
@@ -677,8 +724,7 @@ async fn a_disconnect_while_answers_wait_for_room_frees_everything() {
     } = w;
     let ran = ran.load(Ordering::SeqCst);
     peer.cut().await;
-    expect_stats(&cluster.node, "in-flight back to zero", released)
-    .await;
+    expect_stats(&cluster.node, "in-flight back to zero", released).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while tracked.live() > 0 {
         assert!(
@@ -763,7 +809,9 @@ async fn a_panic_dropping_what_the_first_poll_returned_does_not_end_the_reader()
         );
     }
     expect_stats(node, "every slot released", released).await;
-    cluster.assert_honest_works("after the panics in drop").await;
+    cluster
+        .assert_honest_works("after the panics in drop")
+        .await;
     peer.cut().await;
 }
 
@@ -867,8 +915,7 @@ async fn a_first_poll_that_calls_back_into_its_connection_and_node_does_not_dead
         "{:?}",
         got[&late]
     );
-    expect_stats(&cluster.node, "every slot released", released)
-    .await;
+    expect_stats(&cluster.node, "every slot released", released).await;
     expect_serve_spans(REENTER, CALLS, "ok").await;
     cluster.assert_honest_works("after the calls back").await;
     me.lock().unwrap().take();
@@ -945,11 +992,14 @@ async fn a_handler_woken_before_its_task_exists_is_answered() {
         .collect();
     peer.send(&frames).await.unwrap();
     let got = answers(&mut peer, &muxes).await;
-    assert!(got
-        .values()
-        .all(|f| matches!(f, Frame::Response { result: Ok(Some(_)), .. })));
-    expect_stats(&cluster.node, "every slot released", released)
-    .await;
+    assert!(got.values().all(|f| matches!(
+        f,
+        Frame::Response {
+            result: Ok(Some(_)),
+            ..
+        }
+    )));
+    expect_stats(&cluster.node, "every slot released", released).await;
     expect_serve_spans(WOKEN_EARLY, CALLS, "ok").await;
     peer.cut().await;
 }
@@ -1009,11 +1059,15 @@ async fn a_first_poll_that_spends_the_coop_budget_is_polled_again_in_its_task() 
         );
     }
     for m in &ready {
-        assert!(matches!(&got[m], Frame::Response { result: Ok(Some(_)), .. }));
+        assert!(matches!(
+            &got[m],
+            Frame::Response {
+                result: Ok(Some(_)),
+                ..
+            }
+        ));
     }
-    expect_stats(&cluster.node, "every slot released", released)
-    .await;
+    expect_stats(&cluster.node, "every slot released", released).await;
     expect_serve_spans(COOP, CALLS, "ok").await;
     peer.cut().await;
 }
-
