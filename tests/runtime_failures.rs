@@ -209,18 +209,15 @@ async fn load_then_fail(nodes: &[Manager], proxy: &common::Proxy, kill: bool) {
     };
     // Every call has taken its slot (each registers before it waits for queue room); none may
     // have finished, since the peer reads nothing.
-    let deadline = Instant::now() + common::WAIT;
-    loop {
+    common::eventually("all 200 calls start", common::WAIT, || {
         let in_flight = nodes[0].stats().in_flight;
         if in_flight.unary_out == 200 {
-            break;
+            Ok(())
+        } else {
+            Err(in_flight)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the calls never all started: {in_flight:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     assert!(
         calls.iter().all(|c| !c.is_finished()),
         "calls finished although the peer reads nothing"

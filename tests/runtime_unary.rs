@@ -321,15 +321,11 @@ async fn unary_stats_count_calls_frames_and_pings() {
         "no batching under concurrency: {after:?}"
     );
     // Pings run every 200 ms (test_config): a round trip is recorded within the bound.
-    let deadline = Instant::now() + common::WAIT;
-    while conn.stats().last_rtt.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no ping round trip recorded: {:?}",
-            conn.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually("a ping round trip recorded", common::WAIT, || {
+        let s = conn.stats();
+        s.last_rtt.map(|_| ()).ok_or(s)
+    })
+    .await;
     assert_eq!(nodes[0].stats().connected, 1);
     common::assert_drained(&nodes).await;
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 #[path = "../../grid-core/tests/common/mod.rs"]
 mod shared;
 
-pub use shared::{test_config, SECRET, WAIT};
+pub use shared::{eventually, test_config, SECRET, WAIT};
 
 /// `n` node names. They are identities, not addresses: see [`AddressBook`].
 pub fn names(n: usize) -> Vec<String> {
@@ -119,8 +119,7 @@ pub async fn wait_mesh(managers: &[Manager]) {
 /// Asserts that every in-flight count on every manager returns to zero, handler tasks included
 /// (bounded wait: a cancelled handler may hold its slot for the cancel grace).
 pub async fn assert_drained(managers: &[Manager]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("in-flight counts return to zero", WAIT, || {
         let busy: Vec<String> = managers
             .iter()
             .filter(|m| {
@@ -130,14 +129,12 @@ pub async fn assert_drained(managers: &[Manager]) {
             .map(|m| format!("{}: {:?}", m.name(), m.stats().in_flight))
             .collect();
         if busy.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(busy)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "in-flight counts did not return to zero: {busy:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 /// Starts `n` managers with `config`, registers nothing, and waits for the full mesh.
@@ -257,18 +254,14 @@ async fn run_proxy(
 
 /// Waits (bounded) until `conn` has connected `n` times and is connected now.
 pub async fn wait_connects(conn: &grid::Connection, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if conn.stats().connects >= n && conn.state() == grid::ConnState::Connected {
-            return;
+    let what = format!("{} -> {}: connected {n} times", conn.local(), conn.peer());
+    eventually(&what, WAIT, || {
+        let (stats, state) = (conn.stats(), conn.state());
+        if stats.connects >= n && state == grid::ConnState::Connected {
+            Ok(())
+        } else {
+            Err((state, stats))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} -> {}: not reconnected: {:?}",
-            conn.local(),
-            conn.peer(),
-            conn.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
