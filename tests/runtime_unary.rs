@@ -85,12 +85,7 @@ async fn unary_payload_over_limit_is_refused_and_connection_survives() {
     }
     let exact = common::pattern(1 << 20, 2);
     assert_eq!(conn.request(ECHO.id, exact.clone()).await.unwrap(), exact);
-    assert_eq!(
-        conn.request(ECHO.id, Bytes::from_static(b"after"))
-            .await
-            .unwrap(),
-        Bytes::from_static(b"after")
-    );
+    common::assert_echo(&conn, ECHO, b"after").await;
     assert_eq!(
         conn.stats().connects,
         1,
@@ -149,11 +144,7 @@ async fn unary_unknown_handler_and_subroute_fail_fast() {
         .await
         .unwrap();
     assert_eq!(&sub[..], b"sub");
-    let plain = conn
-        .request(ECHO.id, Bytes::from_static(b"ok"))
-        .await
-        .unwrap();
-    assert_eq!(&plain[..], b"ok");
+    common::assert_echo(&conn, ECHO, b"ok").await;
     assert_eq!(conn.stats().connects, 1);
     common::assert_drained(&nodes).await;
 }
@@ -181,11 +172,7 @@ async fn unary_panicking_handler_gives_remote_panic_and_node_keeps_serving() {
             }
             other => panic!("expected a remote panic, got {other:?}"),
         }
-        let ok = conn
-            .request(ECHO.id, Bytes::from_static(b"still"))
-            .await
-            .unwrap();
-        assert_eq!(&ok[..], b"still");
+        common::assert_echo(&conn, ECHO, b"still").await;
     }
     assert_eq!(conn.stats().connects, 1);
     common::assert_drained(&nodes).await;
@@ -228,11 +215,7 @@ async fn unary_deadline_reaches_handler_and_caller_gets_deadline() {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now().into_std());
     assert!(left <= Duration::from_millis(200), "{left:?}");
     assert_eq!(cause, CancelCause::Deadline);
-    let ok = conn
-        .request(ECHO.id, Bytes::from_static(b"next"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"next");
+    common::assert_echo(&conn, ECHO, b"next").await;
     common::assert_drained(&nodes).await;
 }
 
@@ -264,11 +247,7 @@ async fn unary_dropping_the_future_cancels_the_handler() {
     assert!(call.await.unwrap_err().is_cancelled());
     let cause = common::recv_within(&mut rx, Duration::from_secs(2)).await;
     assert_eq!(cause, CancelCause::CallerGaveUp);
-    let ok = conn
-        .request(ECHO.id, Bytes::from_static(b"next"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"next");
+    common::assert_echo(&conn, ECHO, b"next").await;
     common::assert_drained(&nodes).await;
 }
 

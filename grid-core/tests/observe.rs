@@ -185,6 +185,28 @@ impl Observed {
             .map(|(_, g)| f64::from_bits(g.load(Ordering::SeqCst)))
     }
 
+    /// The in-flight gauge of `node`'s link to `peer` on `side` (`client` or `server`).
+    fn in_flight(&self, node: &str, peer: &str, side: &str) -> Option<f64> {
+        self.gauge(
+            "grid_connection_in_flight",
+            &[("node", node), ("peer", peer), ("side", side)],
+        )
+    }
+
+    /// Waits (bounded) until [`in_flight`](Self::in_flight) is `n`.
+    async fn wait_in_flight(&self, node: &str, peer: &str, side: &str, n: f64) {
+        let what = format!("{node} -> {peer}: {side} in-flight gauge at {n}");
+        eventually(&what, WAIT, || {
+            let now = self.in_flight(node, peer, side);
+            if now == Some(n) {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        })
+        .await;
+    }
+
     fn histogram(&self, name: &str, want: &[(&str, &str)]) -> Vec<f64> {
         self.metrics
             .get_histogram_handles()
@@ -535,22 +557,8 @@ async fn handler_metrics_count_calls_errors_by_kind_and_latency() {
     assert_eq!(served.len(), 5, "{served:?}");
 
     // Nothing is left in flight on either side once the calls are over.
-    let in_flight = |node, peer, side| {
-        obs.gauge(
-            "grid_connection_in_flight",
-            &[("node", node), ("peer", peer), ("side", side)],
-        )
-    };
-    assert_eq!(in_flight(an, bn, "client"), Some(0.0));
-    eventually("the server's in-flight gauge back to 0", WAIT, || {
-        let server = in_flight(bn, an, "server");
-        if server == Some(0.0) {
-            Ok(())
-        } else {
-            Err(server)
-        }
-    })
-    .await;
+    assert_eq!(obs.in_flight(an, bn, "client"), Some(0.0));
+    obs.wait_in_flight(bn, an, "server", 0.0).await;
     p.shutdown().await;
 }
 
@@ -560,44 +568,20 @@ async fn in_flight_gauges_count_running_calls() {
     let obs = observed();
     let conn = p.a.connection(&p.bn).unwrap();
     let (an, bn) = (p.an.as_str(), p.bn.as_str());
-    let gauge = |node, peer, side| {
-        obs.gauge(
-            "grid_connection_in_flight",
-            &[("node", node), ("peer", peer), ("side", side)],
-        )
-    };
     let calls: Vec<_> = (0..3)
         .map(|_| {
             let c = conn.clone();
             tokio::spawn(async move { c.call(HANG.id, Bytes::new(), opts()).await })
         })
         .collect();
-    eventually("the server's in-flight gauge at 3", WAIT, || {
-        let server = gauge(bn, an, "server");
-        if server == Some(3.0) {
-            Ok(())
-        } else {
-            Err(server)
-        }
-    })
-    .await;
-    assert_eq!(gauge(an, bn, "client"), Some(3.0));
+    obs.wait_in_flight(bn, an, "server", 3.0).await;
+    assert_eq!(obs.in_flight(an, bn, "client"), Some(3.0));
+    // The callers give up: both sides count down to zero.
     for c in &calls {
         c.abort();
     }
-    eventually(
-        "both in-flight gauges back to 0 after the callers gave up",
-        WAIT,
-        || {
-            let (server, client) = (gauge(bn, an, "server"), gauge(an, bn, "client"));
-            if server == Some(0.0) && client == Some(0.0) {
-                Ok(())
-            } else {
-                Err(format!("server {server:?}, client {client:?}"))
-            }
-        },
-    )
-    .await;
+    obs.wait_in_flight(bn, an, "server", 0.0).await;
+    obs.wait_in_flight(an, bn, "client", 0.0).await;
     p.shutdown().await;
 }
 

@@ -128,6 +128,23 @@ async fn echo_both_ways(a: &Manager, b: &Manager) {
     }
 }
 
+/// Neither side of `a`-`b` connects within a second, whichever dials.
+async fn assert_never_connected(a: &Manager, b: &Manager) {
+    for (m, peer) in [(a, b), (b, a)] {
+        let err = m
+            .connection(peer.name())
+            .unwrap()
+            .wait_for_connect(Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(err, Err(Error::NotConnected { .. })),
+            "{} connected to {}: {err:?}",
+            m.name(),
+            peer.name()
+        );
+    }
+}
+
 // --- captured logs --------------------------------------------------------------------------
 
 /// The log lines of one test: a `tracing` subscriber of its own, installed for the test's
@@ -389,19 +406,7 @@ async fn a_certificate_from_another_ca_is_refused() {
         test_config(),
     )
     .await;
-    for (m, peer) in [(&a, &b), (&b, &a)] {
-        let err = m
-            .connection(peer.name())
-            .unwrap()
-            .wait_for_connect(Duration::from_secs(1))
-            .await;
-        assert!(
-            matches!(err, Err(Error::NotConnected { .. })),
-            "{} connected to {}: {err:?}",
-            m.name(),
-            peer.name()
-        );
-    }
+    assert_never_connected(&a, &b).await;
     let calls = a
         .connection(b.name())
         .unwrap()
@@ -434,19 +439,7 @@ async fn mutual_tls_refuses_a_client_from_another_ca() {
         test_config(),
     )
     .await;
-    for (m, peer) in [(&a, &b), (&b, &a)] {
-        let err = m
-            .connection(peer.name())
-            .unwrap()
-            .wait_for_connect(Duration::from_secs(1))
-            .await;
-        assert!(
-            matches!(err, Err(Error::NotConnected { .. })),
-            "{} connected to {}: {err:?}",
-            m.name(),
-            peer.name()
-        );
-    }
+    assert_never_connected(&a, &b).await;
     a.shutdown().await;
     b.shutdown().await;
 }

@@ -158,6 +158,15 @@ pub fn pattern(len: usize, seed: u8) -> bytes::Bytes {
         .into()
 }
 
+/// A call of the echo handler `echo` through `conn` gets `payload` back: the link works.
+pub async fn assert_echo(conn: &grid::Connection, echo: grid::HandlerSpec, payload: &'static [u8]) {
+    let got = conn
+        .request(echo.id, bytes::Bytes::from_static(payload))
+        .await
+        .unwrap_or_else(|e| panic!("echo of {:?}: {e}", String::from_utf8_lossy(payload)));
+    assert_eq!(&got[..], payload);
+}
+
 /// Waits (bounded) for a value from a channel fed by a handler.
 pub async fn recv_within<T>(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
