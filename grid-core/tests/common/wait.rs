@@ -18,7 +18,8 @@ const STEP: Duration = Duration::from_millis(5);
 
 /// Looks at `check` until it gives `Ok`, and returns that value. `Err` carries what the check saw
 /// instead; once `within` has passed, the wait panics with `what`, the time it waited and the last
-/// thing seen.
+/// thing seen. (A large `Err`, whole stats, draws clippy's `result_large_err`: allow it in the
+/// test file, since what a check saw is printed at most once.)
 pub async fn eventually<T, E: Debug>(
     what: &str,
     within: Duration,

@@ -25,6 +25,10 @@
 
 mod gauge;
 mod peer;
+// The bounded waits of `common/`, loaded here too: the `attack` example and the scripted-only
+// tests have no `common` module. A test binary with both harnesses loads the file twice, on
+// purpose.
+#[allow(clippy::duplicate_mod)]
 #[path = "../common/wait.rs"]
 mod wait;
 
