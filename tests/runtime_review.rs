@@ -185,8 +185,8 @@ async fn shutdown_stays_down(shut_dialer: bool) {
     ));
 
     // The peer sees the link go down with a reason.
-    // Polled: the link's state changes a moment after its `Disconnected` event, which went out
-    // before this test could subscribe.
+    // Polled: the link's state changes a moment after its `Disconnected` event, which may have
+    // gone out before this test could subscribe.
     let back = survivor.connection(gone.name()).unwrap();
     common::eventually("the peer sees the link down", common::WAIT, || {
         match back.state() {

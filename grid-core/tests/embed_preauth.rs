@@ -91,6 +91,10 @@ async fn pair(config: Config) -> (Manager, Manager, SocketAddr) {
         .unwrap();
     }
     dialer.wait_for_peers(WAIT).await.unwrap();
+    // The embedded side ends the handshake a moment after the dialer sees the link up; until
+    // then the dialer's socket still holds a pending place.
+    embedded.wait_for_peers(WAIT).await.unwrap();
+    wait_pending(&embedded, 0).await;
     (embedded, dialer, addr)
 }
 
