@@ -7,6 +7,7 @@
 //!
 //! - [`streams`]: the three stream shapes, flow control, how a stream ends;
 //! - [`deadlines`]: deadlines, cancellation, failing fast;
+//! - [`handlers`]: where a handler runs, and what that asks of long work;
 //! - [`subroutes`]: several instances of one service on a node;
 //! - [`tls`]: `https://` names, the cluster CA, mutual TLS;
 //! - [`embedding`]: serving grid's route from axum, hyper or your own accept loop;
@@ -17,6 +18,9 @@ pub mod streams {}
 
 #[doc = include_str!("guide/deadlines.md")]
 pub mod deadlines {}
+
+#[doc = include_str!("guide/handlers.md")]
+pub mod handlers {}
 
 #[doc = include_str!("guide/subroutes.md")]
 pub mod subroutes {}

@@ -1,16 +1,22 @@
-//! Running the calls the core admitted: one task per call, and the rules every task keeps.
+//! Running the calls the core admitted, and the rules every call keeps.
 //!
-//! A task owns its call's admission slot through a [`SlotGuard`]: whatever way the task ends —
-//! the handler returned and its last frame is queued, the call was cancelled and the cancel
-//! grace ran out, the handler panicked, the runtime dropped the task — the guard's drop tells
-//! the core [`finish`](super::core::ConnCore::finish) with the call's key, and nothing else
-//! can. The count of running handlers is therefore exact, whatever mux ids the peer reuses.
+//! A unary handler is polled once where the core admitted it, on the reader: one that answers
+//! without waiting has its response queued there and needs no task; one that waits is moved into
+//! a task of its own. A stream handler always gets a task.
+//!
+//! A call owns its admission slot through a [`SlotGuard`]: whatever way the call ends — the
+//! handler returned and its last frame is queued, the call was cancelled and the cancel grace
+//! ran out, the handler panicked, the runtime dropped the task — the guard's drop tells the core
+//! [`finish`](super::core::ConnCore::finish) with the call's key, and nothing else can. The count
+//! of running handlers is therefore exact, whatever mux ids the peer reuses.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use tracing::warn;
@@ -20,9 +26,10 @@ use super::session::Session;
 use super::slot::Shared;
 use crate::cancel::CancelSignal;
 use crate::error::RemoteError;
-use crate::frame::{ErrorCode, ErrorRecord, Route};
+use crate::frame::{ErrorCode, ErrorRecord, Frame, Route};
 use crate::handler::{panic_record, Context, Registered, Registry};
-use crate::mux::{CancelCause, StreamCallee};
+use crate::ids::HandlerId;
+use crate::mux::{CancelCause, StreamCallee, UnaryCallee};
 use crate::stream::{RequestReceiver, ResponseSender};
 
 /// How long a cancelled handler keeps running so it can observe
@@ -45,7 +52,7 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Spawns the task of an admitted call.
+/// Runs an admitted call: a unary handler's first poll here, a task for the rest.
 pub(crate) fn spawn(
     session: &Arc<Session>,
     registry: &Arc<Registry>,
@@ -63,7 +70,7 @@ pub(crate) fn spawn(
     } = start;
     let obs = crate::observe::Serve::start(session, &route, key.mux, handler.is_stream());
     let span = obs.span();
-    let mut guard = SlotGuard {
+    let guard = SlotGuard {
         session: session.clone(),
         key,
         obs,
@@ -78,72 +85,37 @@ pub(crate) fn spawn(
     );
     guard.obs.adopt(ctx.metadata());
     match (handler, kind) {
-        (Registered::Unary(handler), StartKind::Unary(mut machine)) => {
-            // The handler's wire name is looked up only for a message: not on the hot path.
+        (Registered::Unary(handler), StartKind::Unary(machine)) => {
+            // The handler is called and polled once right here, on the reader: one that answers
+            // without waiting (most in-memory handlers do) costs no task and no wake-up, and its
+            // response is queued at once. Only a handler that waits gets a task of its own,
+            // which polls it again with the task's waker (a future registers its waker anew at
+            // every poll, so nothing is lost by the first poll's waker doing nothing).
             let registry = registry.clone();
-            let name = move || registry.name_of(route.handler);
-            crate::observe::spawn_within(span, async move {
-                // The handler is called inside the guarded future: a closure that panics before
-                // it returns its future is caught like one that panics while running.
-                let run =
-                    AssertUnwindSafe(async move { handler(ctx, payload).await }).catch_unwind();
-                let mut run = std::pin::pin!(run);
-                let sleep = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d.into()).await,
-                        None => std::future::pending().await,
+            let call = UnaryCall {
+                machine,
+                cancel,
+                deadline,
+                guard,
+                registry,
+                handler_id: route.handler,
+            };
+            let first = {
+                let _entered = span.enter();
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let mut run = handler(ctx, payload);
+                    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                    match run.as_mut().poll(&mut cx) {
+                        Poll::Ready(r) => Ok(r),
+                        Poll::Pending => Err(run),
                     }
-                };
-                // Biased, handler first: a handler that finishes on its first poll never
-                // registers the deadline timer or the cancellation waiter.
-                let result = tokio::select! {
-                    biased;
-                    r = &mut run => r,
-                    cause = cancel.cancelled() => {
-                        guard.obs.cancelled(cause);
-                        machine.abort(cause);
-                        return cancel_grace(run, guard).boxed().await;
-                    }
-                    () = sleep => {
-                        guard.obs.cancelled(CancelCause::Deadline);
-                        cancel.cancel(CancelCause::Deadline);
-                        if guard.session.commit_response(guard.key) {
-                            if let Some(f) = machine.handle_timeout(Instant::now()) {
-                                guard.session.send_control(&f);
-                            }
-                        }
-                        return cancel_grace(run, guard).boxed().await;
-                    }
-                };
-                let session = &guard.session;
-                let result = match result {
-                    Ok(Ok(bytes)) if bytes.len() > session.max_payload() => Err(ErrorRecord::text(
-                        ErrorCode::TooLarge,
-                        format!(
-                            "response of {} bytes from {} exceeds the limit of {}",
-                            bytes.len(),
-                            name(),
-                            session.max_payload()
-                        ),
-                    )),
-                    Ok(Ok(bytes)) => Ok(Some(bytes)),
-                    Ok(Err(e)) => Err(e.into_record()),
-                    Err(panic) => {
-                        let rec = panic_record(panic);
-                        warn!(peer = %session.peer, handler = %name(), "{}", String::from_utf8_lossy(&rec.message));
-                        Err(rec)
-                    }
-                };
-                guard.obs.returned(&result, cancel.cause());
-                // Committing first means a Cancel that arrives now finds nothing: the response
-                // is already on its way. The slot is held until it is queued.
-                if session.commit_response(guard.key) {
-                    if let Some(frame) = machine.respond(result) {
-                        session.send_response(&frame).await;
-                    }
-                }
-                drop(guard);
-            });
+                }))
+            };
+            match first {
+                Ok(Err(run)) => crate::observe::spawn_within(span, call.run(run)),
+                Ok(Ok(r)) => call.answer_now(Ok(r), span),
+                Err(panic) => call.answer_now(Err(panic), span),
+            }
         }
         (Registered::Stream(handler), StartKind::Stream { shared, input }) => {
             let input = input.then(|| RequestReceiver::new(session.clone(), shared.clone()));
@@ -159,6 +131,115 @@ pub(crate) fn spawn(
         // The registry answered for the kind the frame asked for (`Router::route`), so a
         // mismatch cannot happen; if it ever did, the guard still releases the slot.
         (_, _) => refuse_mismatch(&route, guard),
+    }
+}
+
+/// A unary handler's result, or its panic.
+type Outcome = std::thread::Result<Result<Bytes, RemoteError>>;
+
+/// What a unary call needs once its handler has returned, or while it runs in a task.
+struct UnaryCall {
+    machine: UnaryCallee,
+    cancel: CancelSignal,
+    deadline: Option<Instant>,
+    guard: SlotGuard,
+    registry: Arc<Registry>,
+    handler_id: HandlerId,
+}
+
+impl UnaryCall {
+    /// The task of a handler that waited on its first poll: runs it to its end, within the
+    /// call's deadline and cancellation, then answers.
+    async fn run(mut self, run: BoxFuture<'static, Result<Bytes, RemoteError>>) {
+        let mut run = AssertUnwindSafe(run).catch_unwind();
+        let deadline = self.deadline;
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Biased, handler first: a handler that finishes on this poll never registers the
+        // deadline timer or the cancellation waiter.
+        let result = tokio::select! {
+            biased;
+            r = &mut run => r,
+            cause = self.cancel.cancelled() => {
+                self.guard.obs.cancelled(cause);
+                self.machine.abort(cause);
+                return cancel_grace(run, self.guard).boxed().await;
+            }
+            () = sleep => {
+                let mut guard = self.guard;
+                guard.obs.cancelled(CancelCause::Deadline);
+                self.cancel.cancel(CancelCause::Deadline);
+                if guard.session.commit_response(guard.key) {
+                    if let Some(f) = self.machine.handle_timeout(Instant::now()) {
+                        guard.session.send_control(&f);
+                    }
+                }
+                return cancel_grace(run, guard).boxed().await;
+            }
+        };
+        if let Some((frame, guard)) = self.respond(result) {
+            guard.session.send_response(&frame).await;
+        }
+    }
+
+    /// Answers for a handler that returned on its first poll: the response is queued now if
+    /// the data lane has room (the reader never waits), else by a task that waits for room
+    /// while it holds the call's slot.
+    fn answer_now(self, result: Outcome, span: tracing::Span) {
+        let Some((frame, guard)) = self.respond(result) else {
+            return;
+        };
+        {
+            // Queuing is cancel safe (whole or not at all): a try that would wait is dropped
+            // and the task tries again.
+            let send = guard.session.send_response(&frame);
+            let mut send = std::pin::pin!(send);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            if send.as_mut().poll(&mut cx).is_ready() {
+                return;
+            }
+        }
+        crate::observe::spawn_within(span, async move {
+            guard.session.send_response(&frame).await;
+            drop(guard);
+        });
+    }
+
+    /// Turns the handler's outcome into the response frame, if the call still wants one (a
+    /// `Cancel` may have come first), with the slot to hold until it is queued.
+    fn respond(mut self, result: Outcome) -> Option<(Frame, SlotGuard)> {
+        let session = &self.guard.session;
+        let result = match result {
+            Ok(Ok(bytes)) if bytes.len() > session.max_payload() => Err(ErrorRecord::text(
+                ErrorCode::TooLarge,
+                format!(
+                    "response of {} bytes from {} exceeds the limit of {}",
+                    bytes.len(),
+                    self.registry.name_of(self.handler_id),
+                    session.max_payload()
+                ),
+            )),
+            Ok(Ok(bytes)) => Ok(Some(bytes)),
+            Ok(Err(e)) => Err(e.into_record()),
+            Err(panic) => {
+                let rec = panic_record(panic);
+                let handler = self.registry.name_of(self.handler_id);
+                warn!(peer = %session.peer, handler = %handler, "{}", String::from_utf8_lossy(&rec.message));
+                Err(rec)
+            }
+        };
+        self.guard.obs.returned(&result, self.cancel.cause());
+        // Committing first means a Cancel that arrives now finds nothing: the response is
+        // already on its way. The slot is held until it is queued.
+        if !session.commit_response(self.guard.key) {
+            return None;
+        }
+        let frame = self.machine.respond(result)?;
+        Some((frame, self.guard))
     }
 }
 
