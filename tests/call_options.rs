@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::WAIT;
+use common::{eventually, WAIT};
 use futures::{FutureExt, StreamExt};
 use grid::{
     CallError, CallOptions, Connection, Error, Manager, Metadata, MetadataError, StreamOptions,
@@ -293,17 +293,10 @@ async fn per_call_capacities_bind_on_both_directions() {
             None => call,
         };
         let _rx = call.await.unwrap();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        let got = loop {
-            if let Some(n) = *t.probe.sent_at_once.lock() {
-                break n;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "feed never reported"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let got = eventually("feed reports", WAIT, || {
+            t.probe.sent_at_once.lock().ok_or("no report yet")
+        })
+        .await;
         assert_eq!(got, want, "out_capacity {cap:?}");
     }
     // Input: the caller may send `in_capacity` items the handler has not read; the next one

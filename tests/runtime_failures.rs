@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use grid::{
-    CallOptions, CancelCause, Config, Error, ErrorCode, HandlerSpec, Manager, RemoteError,
-    StreamOptions,
+    CallOptions, CancelCause, Config, Connection, Error, ErrorCode, HandlerSpec, Manager,
+    RemoteError, StreamOptions,
 };
 use tokio::sync::mpsc;
 
@@ -86,15 +86,16 @@ async fn failures_kill_socket_mid_unary() {
         let (kind, cause) = common::recv_within(&mut reports, Duration::from_secs(2)).await;
         assert_eq!((kind, cause), ("unary", CancelCause::Disconnected));
         connects += 1;
-        common::wait_connects(&conn, connects).await;
-        common::wait_connects(&back, connects).await;
-        let ok = conn
-            .request(ECHO.id, Bytes::from_static(b"again"))
-            .await
-            .unwrap();
-        assert_eq!(&ok[..], b"again");
+        reconnected(&conn, &back, connects).await;
     }
     common::assert_drained(&nodes).await;
+}
+
+/// Waits until both ends of a link have connected `connects` times; then a call gets through.
+async fn reconnected(conn: &Connection, back: &Connection, connects: u64) {
+    common::wait_connects(conn, connects).await;
+    common::wait_connects(back, connects).await;
+    common::assert_echo(conn, ECHO, b"again").await;
 }
 
 /// Kills the socket while a stream is open: the receiver ends with `Disconnected`, not a clean end.
@@ -137,13 +138,7 @@ async fn failures_kill_socket_mid_stream() {
         drop(sender);
         drop(s);
         connects += 1;
-        common::wait_connects(&conn, connects).await;
-        common::wait_connects(&back, connects).await;
-        let ok = conn
-            .request(ECHO.id, Bytes::from_static(b"again"))
-            .await
-            .unwrap();
-        assert_eq!(&ok[..], b"again");
+        reconnected(&conn, &back, connects).await;
     }
     common::assert_drained(&nodes).await;
 }
@@ -169,11 +164,7 @@ async fn proxied_pair(proxy: &common::Proxy, config: Config) -> Vec<Manager> {
 async fn load_then_fail(nodes: &[Manager], proxy: &common::Proxy, kill: bool) {
     let (_reports, _started) = register(nodes);
     let conn = nodes[0].connection(nodes[1].name()).unwrap();
-    let ok = conn
-        .request(ECHO.id, Bytes::from_static(b"before"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"before");
+    common::assert_echo(&conn, ECHO, b"before").await;
     proxy.pause_current();
     // 200 x 64 KiB is more than the 8 MiB outbound queue plus the pipe: senders must wait.
     let payload = common::pattern(64 << 10, 9);
@@ -209,18 +200,15 @@ async fn load_then_fail(nodes: &[Manager], proxy: &common::Proxy, kill: bool) {
     };
     // Every call has taken its slot (each registers before it waits for queue room); none may
     // have finished, since the peer reads nothing.
-    let deadline = Instant::now() + common::WAIT;
-    loop {
+    common::eventually("all 200 calls start", common::WAIT, || {
         let in_flight = nodes[0].stats().in_flight;
         if in_flight.unary_out == 200 {
-            break;
+            Ok(())
+        } else {
+            Err(in_flight)
         }
-        assert!(
-            Instant::now() < deadline,
-            "the calls never all started: {in_flight:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
     assert!(
         calls.iter().all(|c| !c.is_finished()),
         "calls finished although the peer reads nothing"
@@ -252,17 +240,9 @@ async fn load_then_fail(nodes: &[Manager], proxy: &common::Proxy, kill: bool) {
     eprintln!("all calls failed {:?} after the kill", t.elapsed());
     common::wait_connects(&conn, 2).await;
     assert!(proxy.dials() >= 2);
-    let ok = conn
-        .request(ECHO.id, Bytes::from_static(b"after"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"after");
+    common::assert_echo(&conn, ECHO, b"after").await;
     let back = nodes[1].connection(nodes[0].name()).unwrap();
-    let ok = back
-        .request(ECHO.id, Bytes::from_static(b"back"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"back");
+    common::assert_echo(&back, ECHO, b"back").await;
     proxy.resume_all();
     common::assert_drained(nodes).await;
 }
@@ -323,10 +303,6 @@ async fn failures_shutdown_cancels_handlers_and_fails_callers() {
     assert!(late.unwrap_err().is_connection_error());
     assert!(t.elapsed() < Duration::from_secs(1));
     let other = nodes[0].connection(nodes[2].name()).unwrap();
-    let ok = other
-        .request(ECHO.id, Bytes::from_static(b"x"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"x");
+    common::assert_echo(&other, ECHO, b"x").await;
     common::assert_drained(&nodes).await;
 }

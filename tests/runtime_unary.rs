@@ -2,6 +2,8 @@
 //! failures, panics, deadlines and cancel-on-drop.
 
 #![allow(clippy::unwrap_used, clippy::panic)]
+// What an `eventually` check saw (its `Err`) is printed once if the wait fails: size is no matter.
+#![allow(clippy::result_large_err)]
 
 mod common;
 
@@ -85,12 +87,7 @@ async fn unary_payload_over_limit_is_refused_and_connection_survives() {
     }
     let exact = common::pattern(1 << 20, 2);
     assert_eq!(conn.request(ECHO.id, exact.clone()).await.unwrap(), exact);
-    assert_eq!(
-        conn.request(ECHO.id, Bytes::from_static(b"after"))
-            .await
-            .unwrap(),
-        Bytes::from_static(b"after")
-    );
+    common::assert_echo(&conn, ECHO, b"after").await;
     assert_eq!(
         conn.stats().connects,
         1,
@@ -149,11 +146,7 @@ async fn unary_unknown_handler_and_subroute_fail_fast() {
         .await
         .unwrap();
     assert_eq!(&sub[..], b"sub");
-    let plain = conn
-        .request(ECHO.id, Bytes::from_static(b"ok"))
-        .await
-        .unwrap();
-    assert_eq!(&plain[..], b"ok");
+    common::assert_echo(&conn, ECHO, b"ok").await;
     assert_eq!(conn.stats().connects, 1);
     common::assert_drained(&nodes).await;
 }
@@ -181,11 +174,7 @@ async fn unary_panicking_handler_gives_remote_panic_and_node_keeps_serving() {
             }
             other => panic!("expected a remote panic, got {other:?}"),
         }
-        let ok = conn
-            .request(ECHO.id, Bytes::from_static(b"still"))
-            .await
-            .unwrap();
-        assert_eq!(&ok[..], b"still");
+        common::assert_echo(&conn, ECHO, b"still").await;
     }
     assert_eq!(conn.stats().connects, 1);
     common::assert_drained(&nodes).await;
@@ -228,11 +217,7 @@ async fn unary_deadline_reaches_handler_and_caller_gets_deadline() {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now().into_std());
     assert!(left <= Duration::from_millis(200), "{left:?}");
     assert_eq!(cause, CancelCause::Deadline);
-    let ok = conn
-        .request(ECHO.id, Bytes::from_static(b"next"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"next");
+    common::assert_echo(&conn, ECHO, b"next").await;
     common::assert_drained(&nodes).await;
 }
 
@@ -264,11 +249,7 @@ async fn unary_dropping_the_future_cancels_the_handler() {
     assert!(call.await.unwrap_err().is_cancelled());
     let cause = common::recv_within(&mut rx, Duration::from_secs(2)).await;
     assert_eq!(cause, CancelCause::CallerGaveUp);
-    let ok = conn
-        .request(ECHO.id, Bytes::from_static(b"next"))
-        .await
-        .unwrap();
-    assert_eq!(&ok[..], b"next");
+    common::assert_echo(&conn, ECHO, b"next").await;
     common::assert_drained(&nodes).await;
 }
 
@@ -321,15 +302,11 @@ async fn unary_stats_count_calls_frames_and_pings() {
         "no batching under concurrency: {after:?}"
     );
     // Pings run every 200 ms (test_config): a round trip is recorded within the bound.
-    let deadline = Instant::now() + common::WAIT;
-    while conn.stats().last_rtt.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no ping round trip recorded: {:?}",
-            conn.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually("a ping round trip recorded", common::WAIT, || {
+        let s = conn.stats();
+        s.last_rtt.map(|_| ()).ok_or(s)
+    })
+    .await;
     assert_eq!(nodes[0].stats().connected, 1);
     common::assert_drained(&nodes).await;
 }

@@ -433,6 +433,9 @@ impl Manager {
         self.register_with(spec, subroute, layer, Registered::Unary(h))
     }
 
+    /// What a unary and a stream registration share once the handler is boxed: its own layer,
+    /// if any; the table insert (which checks the subroute and refuses duplicates, collisions and
+    /// registrations past the bounds); the `Handlers` update to connected peers.
     fn register_with(
         &self,
         spec: HandlerSpec,

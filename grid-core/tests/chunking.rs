@@ -22,8 +22,8 @@ use grid_core::{
     ProtocolViolation, RemoteError, RequestReceiver, ResponseSender, StreamOptions,
 };
 use scripted::{
-    base_config, cancel, register_blocking_unary, request, Cluster, Gauge, Inbound, ScriptedPeer,
-    WAIT,
+    base_config, cancel, eventually, register_blocking_unary, request, Cluster, Gauge, Inbound,
+    ScriptedPeer, WAIT,
 };
 
 /// Returns its payload.
@@ -393,20 +393,18 @@ async fn dropping_a_call_mid_transfer_stops_its_parts_and_frees_both_sides() {
     // A request far larger than a socket buffer: it is still in parts when the call is dropped.
     let call = conn.request(BLOCK.id, pattern(5, 48 << 20));
     let _ = tokio::time::timeout(Duration::from_millis(20), call).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("both sides free the dropped call", WAIT, || {
         let (s, b) = (conn.stats(), back.stats());
         if s.held.queued == 0 && b.held.inbound == 0 && s.in_flight.total() == 0 {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "queued {} and in flight {:?} on the caller, inbound {} on the callee",
+                s.held.queued, s.in_flight, b.held.inbound
+            ))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "queued {} on the caller, inbound {} on the callee",
-            s.held.queued,
-            b.held.inbound
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     let bytes = back.stats().bytes_in;
     assert!(
         bytes < 40 << 20,

@@ -8,10 +8,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::{test_config, WAIT};
+use common::{eventually, test_config, WAIT};
 use grid_core::embed::is_grid_upgrade;
 use grid_core::handshake::should_dial;
 use grid_core::{Error, HandlerSpec, Manager, RemoteError};
@@ -231,14 +230,16 @@ async fn grid_route_inside_a_hyper_server() {
 
     // Every in-flight count back to zero on both nodes.
     for m in [&embedded, &dialer] {
-        let drained = async {
-            while m.stats().in_flight != grid_core::InFlight::default() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+        let what = format!("{}: no call left in flight", m.name());
+        eventually(&what, WAIT, || {
+            let s = m.stats();
+            if s.in_flight == grid_core::InFlight::default() {
+                Ok(())
+            } else {
+                Err(s)
             }
-        };
-        timeout(WAIT, drained)
-            .await
-            .unwrap_or_else(|_| panic!("{}: calls left in flight: {:?}", m.name(), m.stats()));
+        })
+        .await;
     }
 
     dialer.shutdown().await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use common::{dialer_and_acceptor, test_config, WAIT};
+use common::{dialer_and_acceptor, eventually, test_config, WAIT};
 use grid_core::{Authenticator, CallOptions, DialFailure, HandlerSpec, Keyring, Manager};
 use grid_core::{HandshakeError, RejectCode};
 
@@ -32,17 +32,8 @@ impl Authenticator for Impostor {
 /// Waits until `m`'s link to `peer` records a dial failure, and returns it.
 async fn dial_failure(m: &Manager, peer: &str) -> DialFailure {
     let conn = m.connection(peer).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(f) = conn.last_dial_failure() {
-            return f;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no dial failure recorded for {peer}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let what = format!("a dial failure recorded for {peer}");
+    eventually(&what, WAIT, || conn.last_dial_failure().ok_or(conn.state())).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

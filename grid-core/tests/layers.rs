@@ -9,10 +9,9 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bound, WAIT};
+use common::{bound, eventually, WAIT};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use grid_core::layer::{
@@ -319,27 +318,26 @@ impl Held {
     }
 
     async fn wait_running(&self, n: usize) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.running.load(Ordering::SeqCst) < n {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{n} handlers never ran at once"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(&format!("{n} handlers run at once"), WAIT, || {
+            match self.running.load(Ordering::SeqCst) {
+                running if running >= n => Ok(()),
+                running => Err(running),
+            }
+        })
+        .await;
     }
 }
 
 async fn wait_admitted(m: &Manager, n: usize) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while m.stats().in_flight.unary_in < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{n} calls never arrived: {:?}",
-            m.stats().in_flight
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(&format!("{n} calls arrive"), WAIT, || {
+        let f = m.stats().in_flight;
+        if f.unary_in >= n {
+            Ok(())
+        } else {
+            Err(f)
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bound, test_config, SECRET, WAIT};
+use common::{bound, eventually, next_event, test_config, SECRET, WAIT};
 use grid_core::{
-    CallOptions, CancelCause, CloseKind, Connection, Error, HandlerSpec, LinkEvent, LinkEvents,
-    Manager, StreamOptions,
+    CallOptions, CancelCause, CloseKind, Connection, Error, HandlerSpec, LinkEvent, Manager,
+    StreamOptions,
 };
 use tokio::sync::{mpsc, Notify, Semaphore};
 
@@ -40,26 +40,6 @@ async fn pair() -> (Manager, Manager) {
         m.wait_for_peers(WAIT).await.unwrap();
     }
     (ma, mb)
-}
-
-/// Waits for the first event `pick` accepts, failing loudly (with what it saw) on a timeout.
-async fn wait_for<T>(
-    what: &str,
-    events: &mut LinkEvents,
-    mut pick: impl FnMut(&LinkEvent) -> Option<T>,
-) -> T {
-    let mut seen = Vec::new();
-    loop {
-        let e = match tokio::time::timeout(WAIT, events.recv()).await {
-            Ok(Some(e)) => e,
-            Ok(None) => panic!("waiting for {what}: the manager is gone; saw {seen:?}"),
-            Err(_) => panic!("waiting for {what}: no event within {WAIT:?}; saw {seen:?}"),
-        };
-        if let Some(t) = pick(&e) {
-            return t;
-        }
-        seen.push(e);
-    }
 }
 
 async fn echo(conn: &Connection, what: &'static str) -> Result<Bytes, Error> {
@@ -131,7 +111,7 @@ async fn drain_finishes_calls_in_flight_and_fails_new_ones_fast_with_going_away(
         let b = b.clone();
         tokio::spawn(async move { b.drain(WAIT).await })
     };
-    wait_for("going away", &mut events, |e| {
+    next_event("going away", WAIT, &mut events, |e| {
         matches!(e, LinkEvent::GoingAway { .. }).then_some(())
     })
     .await;
@@ -163,7 +143,7 @@ async fn drain_finishes_calls_in_flight_and_fails_new_ones_fast_with_going_away(
         "a clean end"
     );
     tokio::time::timeout(WAIT, draining).await.unwrap().unwrap();
-    let reason = wait_for("disconnected", &mut events, |e| match e {
+    let reason = next_event("disconnected", WAIT, &mut events, |e| match e {
         LinkEvent::Disconnected { reason, .. } => Some(reason.clone()),
         _ => None,
     })
@@ -244,7 +224,7 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
     let mut events = to_b.events();
     let mut all = a.events();
     let b1 = start_b().await;
-    let first = wait_for("first connect", &mut events, |e| match e {
+    let first = next_event("first connect", WAIT, &mut events, |e| match e {
         LinkEvent::Connected { instance, .. } => Some(*instance),
         _ => None,
     })
@@ -255,15 +235,15 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
         tokio::spawn(async move { c.call(SLOW.id, Bytes::new(), CallOptions::default()).await })
     };
     // Let the call reach b1 (its handler then waits forever), then crash b1's link.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while b1.stats().in_flight.unary_in == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the call never reached b1"
-        );
-        tokio::task::yield_now().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the call reaches b1", WAIT, || {
+        let f = b1.stats().in_flight;
+        if f.unary_in == 0 {
+            Err(f)
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     b1.connection(&a_name).unwrap().kill_socket();
     b1.shutdown().await;
     match tokio::time::timeout(WAIT, in_flight)
@@ -275,14 +255,14 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
         other => panic!("a call in flight to the old instance must fail Disconnected: {other:?}"),
     }
     let _b2 = start_b().await;
-    let (old, new) = wait_for("restarted", &mut events, |e| match e {
+    let (old, new) = next_event("restarted", WAIT, &mut events, |e| match e {
         LinkEvent::Restarted { old, new, .. } => Some((*old, *new)),
         _ => None,
     })
     .await;
     assert_eq!(old, first);
     assert_ne!(new, first, "a new process has a new instance id");
-    let connected = wait_for("second connect", &mut events, |e| match e {
+    let connected = next_event("second connect", WAIT, &mut events, |e| match e {
         LinkEvent::Connected { instance, .. } => Some(*instance),
         _ => None,
     })
@@ -298,8 +278,9 @@ async fn a_restarted_peer_is_seen_as_restarted_and_old_calls_fail_disconnected()
     // replacement. The two events may come in either order.
     let (mut reason, mut restarted) = (None, false);
     while reason.is_none() || !restarted {
-        wait_for(
+        next_event(
             "manager: disconnected and restarted",
+            WAIT,
             &mut all,
             |e| match e {
                 LinkEvent::Disconnected { reason: r, .. } => {
@@ -343,14 +324,10 @@ async fn a_node_not_ready_refuses_peers_until_its_handlers_are_registered() {
         .unwrap();
     assert!(!mb.is_ready());
     let to_b = ma.connection(&b).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let refusal = loop {
-        if let Some(f) = to_b.last_dial_failure() {
-            break f;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "a never tried b");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let refusal = eventually("a tries b", WAIT, || {
+        to_b.last_dial_failure().ok_or(to_b.state())
+    })
+    .await;
     match refusal {
         grid_core::DialFailure::Handshake(grid_core::HandshakeError::Rejected { code, .. }) => {
             assert_eq!(code, grid_core::RejectCode::NotReady)
@@ -411,7 +388,7 @@ async fn members_added_and_removed_under_load_leave_other_links_untouched() {
         other => panic!("a call to a removed member must fail with UnknownPeer: {other:?}"),
     }
     assert!(matches!(a.connection(&c), Err(Error::UnknownPeer(_))));
-    wait_for("c sees the link to a close", &mut c_events, |e| {
+    next_event("c sees the link to a close", WAIT, &mut c_events, |e| {
         matches!(e, LinkEvent::Disconnected { .. }).then_some(())
     })
     .await;

@@ -11,10 +11,10 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bound, builder, test_config, WAIT};
+use common::{bound, builder, eventually, next_event, test_config, WAIT};
 use grid_core::{
     CallOptions, Error, ErrorCode, HandlerSpec, LinkEvent, Manager, RemoteError, StreamOptions,
 };
@@ -156,18 +156,16 @@ impl Observed {
 
     /// Waits (bounded) until `n` such spans closed, and returns them.
     async fn wait_closed(&self, name: &str, want: &[(&str, &str)], n: usize) -> Vec<Closed> {
-        let until = Instant::now() + WAIT;
-        loop {
+        let what = format!("{n} closed {name} spans with {want:?}");
+        eventually(&what, WAIT, || {
             let found = self.closed(name, want);
             if found.len() >= n {
-                return found;
+                Ok(found)
+            } else {
+                Err(found)
             }
-            assert!(
-                Instant::now() < until,
-                "{n} closed {name} spans with {want:?} expected, got {found:#?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await
     }
 
     fn counter(&self, name: &str, want: &[(&str, &str)]) -> u64 {
@@ -187,6 +185,28 @@ impl Observed {
             .map(|(_, g)| f64::from_bits(g.load(Ordering::SeqCst)))
     }
 
+    /// The in-flight gauge of `node`'s link to `peer` on `side` (`client` or `server`).
+    fn in_flight(&self, node: &str, peer: &str, side: &str) -> Option<f64> {
+        self.gauge(
+            "grid_connection_in_flight",
+            &[("node", node), ("peer", peer), ("side", side)],
+        )
+    }
+
+    /// Waits (bounded) until [`in_flight`](Self::in_flight) is `n`.
+    async fn wait_in_flight(&self, node: &str, peer: &str, side: &str, n: f64) {
+        let what = format!("{node} -> {peer}: {side} in-flight gauge at {n}");
+        eventually(&what, WAIT, || {
+            let now = self.in_flight(node, peer, side);
+            if now == Some(n) {
+                Ok(())
+            } else {
+                Err(now)
+            }
+        })
+        .await;
+    }
+
     fn histogram(&self, name: &str, want: &[(&str, &str)]) -> Vec<f64> {
         self.metrics
             .get_histogram_handles()
@@ -198,15 +218,15 @@ impl Observed {
 
     /// Waits (bounded) until a counter reaches `n`.
     async fn wait_counter(&self, name: &str, want: &[(&str, &str)], n: u64) {
-        let until = Instant::now() + WAIT;
-        while self.counter(name, want) < n {
-            assert!(
-                Instant::now() < until,
-                "{name} {want:?} stayed at {} (expected {n})",
-                self.counter(name, want)
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        eventually(
+            &format!("{name} {want:?} reaches {n}"),
+            WAIT,
+            || match self.counter(name, want) {
+                at if at >= n => Ok(()),
+                at => Err(at),
+            },
+        )
+        .await;
     }
 }
 
@@ -368,9 +388,15 @@ async fn span_outcomes_tell_errors_apart_on_both_sides() {
         // Once the callee runs its handler, the call is dropped.
         () = async {
             let served = p.b.connection(&p.an).unwrap();
-            while served.stats().in_flight.handlers == 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            eventually("the callee runs the handler", WAIT, || {
+                let f = served.stats().in_flight;
+                if f.handlers == 0 {
+                    Err(f)
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
         } => {}
     }
     drop(hung);
@@ -531,18 +557,8 @@ async fn handler_metrics_count_calls_errors_by_kind_and_latency() {
     assert_eq!(served.len(), 5, "{served:?}");
 
     // Nothing is left in flight on either side once the calls are over.
-    let in_flight = |node, peer, side| {
-        obs.gauge(
-            "grid_connection_in_flight",
-            &[("node", node), ("peer", peer), ("side", side)],
-        )
-    };
-    assert_eq!(in_flight(an, bn, "client"), Some(0.0));
-    let until = Instant::now() + WAIT;
-    while in_flight(bn, an, "server") != Some(0.0) {
-        assert!(Instant::now() < until, "{:?}", in_flight(bn, an, "server"));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert_eq!(obs.in_flight(an, bn, "client"), Some(0.0));
+    obs.wait_in_flight(bn, an, "server", 0.0).await;
     p.shutdown().await;
 }
 
@@ -552,40 +568,20 @@ async fn in_flight_gauges_count_running_calls() {
     let obs = observed();
     let conn = p.a.connection(&p.bn).unwrap();
     let (an, bn) = (p.an.as_str(), p.bn.as_str());
-    let gauge = |node, peer, side| {
-        obs.gauge(
-            "grid_connection_in_flight",
-            &[("node", node), ("peer", peer), ("side", side)],
-        )
-    };
     let calls: Vec<_> = (0..3)
         .map(|_| {
             let c = conn.clone();
             tokio::spawn(async move { c.call(HANG.id, Bytes::new(), opts()).await })
         })
         .collect();
-    let until = Instant::now() + WAIT;
-    while gauge(bn, an, "server") != Some(3.0) {
-        assert!(
-            Instant::now() < until,
-            "server in flight: {:?}",
-            gauge(bn, an, "server")
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(gauge(an, bn, "client"), Some(3.0));
+    obs.wait_in_flight(bn, an, "server", 3.0).await;
+    assert_eq!(obs.in_flight(an, bn, "client"), Some(3.0));
+    // The callers give up: both sides count down to zero.
     for c in &calls {
         c.abort();
     }
-    while gauge(bn, an, "server") != Some(0.0) || gauge(an, bn, "client") != Some(0.0) {
-        assert!(
-            Instant::now() < until,
-            "in flight after the callers gave up: server {:?}, client {:?}",
-            gauge(bn, an, "server"),
-            gauge(an, bn, "client")
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    obs.wait_in_flight(bn, an, "server", 0.0).await;
+    obs.wait_in_flight(an, bn, "client", 0.0).await;
     p.shutdown().await;
 }
 
@@ -643,15 +639,10 @@ async fn connection_metrics_follow_the_stats_and_count_reconnects() {
     );
     let mut events = conn.events();
     conn.kill_socket();
-    let until = Instant::now() + WAIT;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, events.recv()).await {
-            Ok(Some(LinkEvent::Connected { .. })) => break,
-            Ok(Some(_)) => {}
-            other => panic!("no reconnect: {other:?}"),
-        }
-    }
+    next_event("a reconnect", WAIT, &mut events, |e| {
+        matches!(e, LinkEvent::Connected { .. }).then_some(())
+    })
+    .await;
     assert_eq!(reconnects(an, bn), 1);
     // The other side installs a new session too.
     obs.wait_counter(

@@ -22,8 +22,8 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use grid_core::handshake::HANDSHAKE_LIMITS;
 use grid_core::handshake::{random_instance, random_nonce, DialerHandshake, DialerParams};
-use grid_core::{BoxedTransport, Config, Error, Manager};
-use scripted::{base_config, dialer_names, now_ms, Cluster, ECHO, NODE, SECRET, WAIT};
+use grid_core::{BoxedTransport, Config, Error, LinkEvent, Manager};
+use scripted::{base_config, dialer_names, next_event, now_ms, Cluster, ECHO, NODE, SECRET, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::error::CapacityError;
@@ -243,23 +243,16 @@ async fn pending_handshakes_are_capped_on_accept() {
     cluster.assert_honest_works("after the stallers left").await;
 }
 
-/// Cuts the honest peer's connection and waits until it has dialed in again.
+/// Cuts the honest peer's connection and waits until it has dialed in again: its link's
+/// `Connected` event, sent once the new session is installed.
 async fn reconnect_honest(cluster: &Cluster) {
-    let before = cluster.honest.connection(NODE).unwrap().stats().connects;
-    cluster.honest.connection(NODE).unwrap().kill_socket();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let conn = cluster.honest.connection(NODE).unwrap();
-        if conn.stats().connects > before && conn.wait_for_connect(Duration::ZERO).await.is_ok() {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the honest peer did not reconnect within {WAIT:?}: {:?}",
-            cluster.node.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let conn = cluster.honest.connection(NODE).unwrap();
+    let mut events = conn.events();
+    conn.kill_socket();
+    next_event("the honest peer reconnects", WAIT, &mut events, |e| {
+        matches!(e, LinkEvent::Connected { .. }).then_some(())
+    })
+    .await;
 }
 
 // --- the listener ----------------------------------------------------------------------------

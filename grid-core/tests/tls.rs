@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{bound_as, test_config, SECRET, WAIT};
+use common::{bound_as, eventually, test_config, SECRET, WAIT};
 use grid_core::{
     BoxedTransport, Config, DialFn, DialTarget, Error, HandlerSpec, Manager, RemoteError, TlsConfig,
 };
@@ -128,12 +128,38 @@ async fn echo_both_ways(a: &Manager, b: &Manager) {
     }
 }
 
+/// Neither side of `a`-`b` connects within a second, whichever dials.
+async fn assert_never_connected(a: &Manager, b: &Manager) {
+    for (m, peer) in [(a, b), (b, a)] {
+        let err = m
+            .connection(peer.name())
+            .unwrap()
+            .wait_for_connect(Duration::from_secs(1))
+            .await;
+        assert!(
+            matches!(err, Err(Error::NotConnected { .. })),
+            "{} connected to {}: {err:?}",
+            m.name(),
+            peer.name()
+        );
+    }
+}
+
 // --- captured logs --------------------------------------------------------------------------
 
 /// The log lines of one test: a `tracing` subscriber of its own, installed for the test's
 /// thread only ([`Logs::capture`]), so a line from another test can never satisfy a wait.
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
+
+/// Log text that a failed wait prints as its lines.
+struct Lines(String);
+
+impl std::fmt::Debug for Lines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "\n{}", self.0)
+    }
+}
 
 impl Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -166,21 +192,18 @@ impl Logs {
 
     /// Waits (bounded) until a line holds every one of `needles`; fails loudly with the logs.
     async fn wait_for(&self, needles: &[&str]) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually(&format!("a log line with {needles:?}"), WAIT, || {
             let all = self.text();
             if all
                 .lines()
                 .any(|line| needles.iter().all(|n| line.contains(n)))
             {
-                return;
+                Ok(())
+            } else {
+                Err(Lines(all))
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no log line with {needles:?}; logs:\n{all}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
     }
 }
 
@@ -383,19 +406,7 @@ async fn a_certificate_from_another_ca_is_refused() {
         test_config(),
     )
     .await;
-    for (m, peer) in [(&a, &b), (&b, &a)] {
-        let err = m
-            .connection(peer.name())
-            .unwrap()
-            .wait_for_connect(Duration::from_secs(1))
-            .await;
-        assert!(
-            matches!(err, Err(Error::NotConnected { .. })),
-            "{} connected to {}: {err:?}",
-            m.name(),
-            peer.name()
-        );
-    }
+    assert_never_connected(&a, &b).await;
     let calls = a
         .connection(b.name())
         .unwrap()
@@ -428,19 +439,7 @@ async fn mutual_tls_refuses_a_client_from_another_ca() {
         test_config(),
     )
     .await;
-    for (m, peer) in [(&a, &b), (&b, &a)] {
-        let err = m
-            .connection(peer.name())
-            .unwrap()
-            .wait_for_connect(Duration::from_secs(1))
-            .await;
-        assert!(
-            matches!(err, Err(Error::NotConnected { .. })),
-            "{} connected to {}: {err:?}",
-            m.name(),
-            peer.name()
-        );
-    }
+    assert_never_connected(&a, &b).await;
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -563,17 +562,10 @@ async fn mutual_tls_binds_the_certificate_to_the_claimed_node_name() {
         .await
         .unwrap();
     let to_b = impostor.connection(&b).unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let failure = loop {
-        if let Some(f) = to_b.last_dial_failure() {
-            break f;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the impostor never dialed"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let failure = eventually("the impostor dials", WAIT, || {
+        to_b.last_dial_failure().ok_or(to_b.state())
+    })
+    .await;
     match failure {
         grid_core::DialFailure::Handshake(grid_core::HandshakeError::Rejected {
             code,

@@ -9,6 +9,8 @@
 //! (`grid-core/tests/common`), so both crates' tests run on one configuration.
 
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+// What an `eventually` check saw (its `Err`) is printed once if the wait fails: size is no matter.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use tokio::sync::watch;
 #[path = "../../grid-core/tests/common/mod.rs"]
 mod shared;
 
-pub use shared::{test_config, SECRET, WAIT};
+pub use shared::{eventually, test_config, SECRET, WAIT};
 
 /// `n` node names. They are identities, not addresses: see [`AddressBook`].
 pub fn names(n: usize) -> Vec<String> {
@@ -119,8 +121,7 @@ pub async fn wait_mesh(managers: &[Manager]) {
 /// Asserts that every in-flight count on every manager returns to zero, handler tasks included
 /// (bounded wait: a cancelled handler may hold its slot for the cancel grace).
 pub async fn assert_drained(managers: &[Manager]) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually("in-flight counts return to zero", WAIT, || {
         let busy: Vec<String> = managers
             .iter()
             .filter(|m| {
@@ -130,14 +131,12 @@ pub async fn assert_drained(managers: &[Manager]) {
             .map(|m| format!("{}: {:?}", m.name(), m.stats().in_flight))
             .collect();
         if busy.is_empty() {
-            return;
+            Ok(())
+        } else {
+            Err(busy)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "in-flight counts did not return to zero: {busy:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }
 
 /// Starts `n` managers with `config`, registers nothing, and waits for the full mesh.
@@ -159,6 +158,15 @@ pub fn pattern(len: usize, seed: u8) -> bytes::Bytes {
         })
         .collect::<Vec<u8>>()
         .into()
+}
+
+/// A call of the echo handler `echo` through `conn` gets `payload` back: the link works.
+pub async fn assert_echo(conn: &grid::Connection, echo: grid::HandlerSpec, payload: &'static [u8]) {
+    let got = conn
+        .request(echo.id, bytes::Bytes::from_static(payload))
+        .await
+        .unwrap_or_else(|e| panic!("echo of {:?}: {e}", String::from_utf8_lossy(payload)));
+    assert_eq!(&got[..], payload);
 }
 
 /// Waits (bounded) for a value from a channel fed by a handler.
@@ -257,18 +265,14 @@ async fn run_proxy(
 
 /// Waits (bounded) until `conn` has connected `n` times and is connected now.
 pub async fn wait_connects(conn: &grid::Connection, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if conn.stats().connects >= n && conn.state() == grid::ConnState::Connected {
-            return;
+    let what = format!("{} -> {}: connected {n} times", conn.local(), conn.peer());
+    eventually(&what, WAIT, || {
+        let (stats, state) = (conn.stats(), conn.state());
+        if stats.connects >= n && state == grid::ConnState::Connected {
+            Ok(())
+        } else {
+            Err((state, stats))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} -> {}: not reconnected: {:?}",
-            conn.local(),
-            conn.peer(),
-            conn.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    })
+    .await;
 }

@@ -1,4 +1,4 @@
-//! What grid-core's real-socket tests share: the bounded wait, the test configurations, and
+//! What grid-core's real-socket tests share: the bounded waits, the test configurations, and
 //! loopback listeners bound on port 0 and kept (no port is reserved, released and bound again,
 //! which another process could take in between).
 //!
@@ -12,7 +12,11 @@ use std::time::Duration;
 
 use grid_core::{Config, Manager, ManagerBuilder};
 
-/// A bounded wait that fails loudly.
+mod wait;
+#[allow(unused_imports)]
+pub use wait::{eventually, next_event};
+
+/// The bound of a wait that fails loudly.
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// The cluster secret of every test node.

@@ -25,6 +25,12 @@
 
 mod gauge;
 mod peer;
+// The bounded waits of `common/`, loaded here too: the `attack` example and the scripted-only
+// tests have no `common` module. A test binary with both harnesses loads the file twice, on
+// purpose.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/wait.rs"]
+mod wait;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,6 +48,8 @@ use grid_core::{
 pub use gauge::*;
 #[allow(unused_imports)]
 pub use peer::*;
+#[allow(unused_imports)]
+pub use wait::{eventually, next_event};
 
 /// Every wait of the harness is bounded by this and fails loudly.
 pub const WAIT: Duration = Duration::from_secs(5);
@@ -144,25 +152,22 @@ pub fn data(mux: MuxId, seq: u32, payload: Bytes) -> Frame {
     }
 }
 
-/// Waits until `pred` holds of the node's stats (polled every 5 ms), at most [`WAIT`]; fails
-/// loudly with the last stats.
+/// Waits until `pred` holds of the node's stats (polled: no event announces them), at most
+/// [`WAIT`]; fails loudly with the last stats.
 pub async fn expect_stats(
     node: &Manager,
     what: &str,
     pred: impl Fn(&grid_core::ManagerStats) -> bool,
 ) -> grid_core::ManagerStats {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    eventually(what, WAIT, || {
         let s = node.stats();
         if pred(&s) {
-            return s;
+            Ok(s)
+        } else {
+            Err(s)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: not within {WAIT:?}; node stats: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
 }
 
 // --- the node and its honest peer ------------------------------------------------------------
@@ -305,16 +310,16 @@ impl Cluster {
         }
     }
 
-    /// Waits until the node no longer has a live connection to `peer`.
+    /// Waits until the node no longer has a live connection to `peer`. Polled: the link's
+    /// `Disconnected` event comes a moment before its state changes, and also when a newer
+    /// session replaces the old one.
     pub async fn expect_node_disconnected(&self, peer: &str, what: &str) {
         let conn = self.node.connection(peer).expect("known peer");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while conn.state() == ConnState::Connected {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{what}: the node still holds its connection to {peer} after {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let what = format!("{what}: the node lets go of its connection to {peer}");
+        eventually(&what, WAIT, || match conn.state() {
+            ConnState::Connected => Err(ConnState::Connected),
+            _ => Ok(()),
+        })
+        .await;
     }
 }
