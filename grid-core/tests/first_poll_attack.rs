@@ -14,7 +14,8 @@
 //! observes its calls: the first poll runs entered in its span, and the spans are what the
 //! once-per-call checks read.
 
-#![allow(clippy::unwrap_used, clippy::panic)]
+// What a bounded wait saw (whole stats) is printed at most once: `result_large_err` is allowed.
+#![allow(clippy::unwrap_used, clippy::panic, clippy::result_large_err)]
 
 mod scripted;
 
@@ -31,7 +32,8 @@ use grid_core::frame::{ErrorCode, Frame};
 use grid_core::handshake::Features;
 use grid_core::{Config, Connection, Context, HandlerSpec, MuxId, RemoteError};
 use scripted::{
-    base_config, cancel, expect_stats, request, Cluster, Inbound, ScriptedPeer, TrackedBytes, WAIT,
+    base_config, cancel, eventually, expect_stats, request, Cluster, Inbound, ScriptedPeer,
+    TrackedBytes, WAIT,
 };
 use tracing::span::{Attributes, Id, Record};
 use tracing::{field, Subscriber};
@@ -135,33 +137,28 @@ fn spans() -> &'static Arc<Mutex<SpanBook>> {
 /// opened once, closed once and had its outcome recorded once, and that outcome is `outcome`.
 async fn expect_serve_spans(spec: HandlerSpec, n: usize, outcome: &str) {
     let handler = spec.id.to_string();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (opened, closed) = {
-            let book = spans().lock().unwrap();
-            let closed: Vec<ServeSpan> = book
-                .closed
-                .iter()
-                .filter(|s| s.handler == handler)
-                .cloned()
-                .collect();
-            (book.opened.get(&handler).copied().unwrap_or(0), closed)
-        };
+    let what = format!("{handler}: {n} serve spans closed");
+    let (opened, closed) = eventually(&what, WAIT, || {
+        let book = spans().lock().unwrap();
+        let closed: Vec<ServeSpan> = book
+            .closed
+            .iter()
+            .filter(|s| s.handler == handler)
+            .cloned()
+            .collect();
+        let opened = book.opened.get(&handler).copied().unwrap_or(0);
         if closed.len() >= n {
-            assert_eq!(opened, n, "{handler}: serve spans opened");
-            assert_eq!(closed.len(), n, "{handler}: serve spans closed");
-            for s in &closed {
-                assert_eq!(s.outcome_records, 1, "{handler}: outcome recorded: {s:?}");
-                assert_eq!(s.outcome.as_deref(), Some(outcome), "{handler}: {s:?}");
-            }
-            return;
+            Ok((opened, closed))
+        } else {
+            Err((opened, closed))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{handler}: {n} serve spans expected to close within {WAIT:?}; opened {opened}, \
-             closed {closed:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    })
+    .await;
+    assert_eq!(opened, n, "{handler}: serve spans opened");
+    assert_eq!(closed.len(), n, "{handler}: serve spans closed");
+    for s in &closed {
+        assert_eq!(s.outcome_records, 1, "{handler}: outcome recorded: {s:?}");
+        assert_eq!(s.outcome.as_deref(), Some(outcome), "{handler}: {s:?}");
     }
 }
 
@@ -180,19 +177,16 @@ fn node_conn(cluster: &Cluster, peer: &ScriptedPeer) -> Connection {
 /// has then dispatched every frame of the messages before the last one counted (it decodes a
 /// message only once it is done with the one before).
 async fn dispatched(conn: &Connection, at_least: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("the node reads {at_least} frames");
+    eventually(&what, WAIT, || {
         let s = conn.stats();
         if s.frames_in >= at_least {
-            return;
+            Ok(())
+        } else {
+            Err(s)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node read {} of {at_least} frames within {WAIT:?}: {s:?}",
-            s.frames_in
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
 }
 
 /// Sends `frames`, then one connection ping in a message of its own, and waits until the node's
@@ -725,15 +719,15 @@ async fn a_disconnect_while_answers_wait_for_room_frees_everything() {
     let ran = ran.load(Ordering::SeqCst);
     peer.cut().await;
     expect_stats(&cluster.node, "in-flight back to zero", released).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tracked.live() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} bytes of responses still held {WAIT:?} after the disconnect",
-            tracked.live()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(
+        "the response buffers let go after the disconnect",
+        WAIT,
+        || match tracked.live() {
+            0 => Ok(()),
+            live => Err(live),
+        },
+    )
+    .await;
     // The handler answered: its span says so, once, though the answer went nowhere.
     expect_serve_spans(BIG_CUT, ran, "ok").await;
     cluster.assert_honest_works("after the disconnect").await;
