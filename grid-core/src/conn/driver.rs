@@ -76,11 +76,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Closes the session when the task holding it ends, however it ends. Every task of a
+/// session closes it with its reason before it returns; this covers the one way they cannot —
+/// a panic (a handler's code runs on the reader: a unary handler's first poll) — so a session
+/// whose reader or writer is gone never looks usable while its calls wait for nothing.
+struct CloseOnExit<'a>(&'a Session);
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.close(CloseReason::library(CloseKind::DriverStopped));
+    }
+}
+
 async fn write_loop(
     session: Arc<Session>,
     sink: futures::stream::SplitSink<Ws, Message>,
     watchdog: Arc<Watchdog>,
 ) {
+    let _close = CloseOnExit(&session);
     write_batches(&session, sink, &watchdog).await;
     session.writer_finished();
 }
@@ -138,6 +151,7 @@ async fn read_loop(
     watchdog: Arc<Watchdog>,
     registry: Arc<Registry>,
 ) {
+    let _close = CloseOnExit(&session);
     let cfg = session.config.clone();
     let limits = cfg.limits();
     let violation = |v| CloseReason::violation(v);
@@ -221,6 +235,7 @@ const RUN_KEPT: usize = 16;
 const RUN_MAX: usize = 256;
 
 async fn timer_loop(session: Arc<Session>) {
+    let _close = CloseOnExit(&session);
     loop {
         let changed = session.timers_changed();
         let sleep = async {
@@ -239,6 +254,7 @@ async fn timer_loop(session: Arc<Session>) {
 }
 
 async fn keepalive_loop(session: Arc<Session>, watchdog: Arc<Watchdog>) {
+    let _close = CloseOnExit(&session);
     let cfg = session.config.clone();
     let period = Watchdog::period(cfg.ping_interval, cfg.idle_timeout, cfg.write_timeout);
     let mut tick = tokio::time::interval(period);

@@ -90,7 +90,8 @@ pub enum CloseKind {
     Shutdown,
     /// The peer was removed from the membership.
     Removed,
-    /// The tasks driving the socket stopped (their supervisor dropped them).
+    /// The tasks driving the socket stopped: their supervisor dropped them, or one of them
+    /// panicked (a unary handler's first poll runs on the reader).
     DriverStopped,
 }
 
