@@ -579,8 +579,11 @@ impl Connection {
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         let route = self.route(handler);
-        let (mux, rx) = session
-            .register_unary(&route)
+        // The deadline is kept by the connection's timer heap (it fails the call and takes the
+        // request back or cancels it): no timer per call.
+        let deadline = Instant::now() + remaining;
+        let (mux, mut rx) = session
+            .register_unary(&route, Some(deadline))
             .map_err(|why| self.not_started(why, handler))?;
         crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
@@ -590,61 +593,68 @@ impl Connection {
         };
         if session.data_lane_full() {
             // The request's deadline is the time left when it is queued, so the handler's is
-            // never later than ours: wait for room first (registered, so a close fails the call
-            // as one in flight), and take the wait off. Nothing is queued yet: on failure the
-            // call is only forgotten.
-            let started = Instant::now();
-            let waited = tokio::time::timeout(remaining, session.data_room()).await;
-            remaining = remaining.saturating_sub(started.elapsed());
-            let failed = match waited {
-                Ok(Ok(())) if !remaining.is_zero() => None,
-                Ok(Err(_)) => Some(Error::NotConnected {
-                    peer: self.peer().to_owned(),
-                }),
-                _ => Some(Error::Deadline),
+            // never later than ours: wait for room first (registered, so a close or the
+            // deadline fails the call as one in flight), and take the wait off. Nothing is
+            // queued yet.
+            let room = tokio::select! {
+                biased;
+                r = &mut rx => Err(r),
+                r = session.data_room() => Ok(r),
             };
-            if let Some(e) = failed {
+            match room {
+                Ok(Ok(())) => remaining = deadline.saturating_duration_since(Instant::now()),
+                Ok(Err(_)) => {
+                    guard.armed = false;
+                    session.forget_unary(mux);
+                    return Err(Error::NotConnected {
+                        peer: self.peer().to_owned(),
+                    });
+                }
+                Err(r) => {
+                    guard.armed = false;
+                    return self.unary_result(r, handler);
+                }
+            }
+            if remaining.is_zero() {
+                // Due this very moment: the timer takes the call out.
                 guard.armed = false;
                 session.forget_unary(mux);
-                return Err(e);
+                return Err(Error::Deadline);
             }
         }
         let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
-        let result = tokio::time::timeout(remaining, async {
-            if session.send_data(&frame).await.is_err() {
-                // Nothing was sent: the link went down before the request could be queued.
-                return Err(None);
-            }
-            rx.await
-                .unwrap_or(Err(MuxError::Disconnected))
-                .map_err(Some)
-        })
-        .await;
-        let result = match result {
-            Ok(r) => {
-                guard.armed = false;
-                r
-            }
-            Err(_) => {
-                guard.armed = false;
-                if session.forget_unary(mux) {
-                    session.cancel_call(&Frame::Cancel {
-                        mux,
-                        reason: crate::frame::CancelReason::Deadline,
-                    });
-                }
-                Err(Some(MuxError::Deadline))
-            }
+        // Queuing waits only while the data lane is full; the call's end (a reply, the
+        // deadline, the link's loss) ends that wait too: the request is then not sent.
+        let sent = tokio::select! {
+            biased;
+            s = session.send_data(&frame) => Ok(s),
+            r = &mut rx => Err(r),
         };
-        match result {
-            Ok(p) => Ok(p.unwrap_or_default()),
-            Err(None) => {
+        let r = match sent {
+            Ok(Ok(())) => rx.await,
+            Ok(Err(_)) => {
+                // Nothing was sent: the link went down before the request could be queued.
+                guard.armed = false;
                 session.forget_unary(mux);
-                Err(Error::NotConnected {
+                return Err(Error::NotConnected {
                     peer: self.peer().to_owned(),
-                })
+                });
             }
-            Err(Some(e)) => Err(Error::from_mux(
+            Err(r) => r,
+        };
+        guard.armed = false;
+        self.unary_result(r, handler)
+    }
+
+    /// What a unary call's receiver got, as the call's result.
+    fn unary_result(
+        &self,
+        r: Result<Result<crate::frame::Payload, MuxError>, tokio::sync::oneshot::error::RecvError>,
+        handler: HandlerId,
+    ) -> Result<Bytes, Error> {
+        match r.unwrap_or(Err(MuxError::Disconnected)) {
+            Ok(p) => Ok(p.unwrap_or_default()),
+            Err(e) => Err(Error::from_mux(
                 e,
                 self.peer(),
                 handler,

@@ -197,6 +197,10 @@ impl Session {
                 Event::Reply(tx, result) => {
                     let _ = tx.send(result);
                 }
+                Event::Expired(mux) => self.cancel_call(&Frame::Cancel {
+                    mux,
+                    reason: crate::frame::CancelReason::Deadline,
+                }),
                 Event::Cancel(signal, cause) => signal.cancel(cause),
                 Event::Pong(nonce) => self.stats.record_pong(nonce),
                 Event::ChunksRead(bytes) => self.out.parts_read(bytes as usize),
@@ -571,13 +575,15 @@ impl Session {
     pub(crate) fn register_unary(
         &self,
         route: &Route,
+        deadline: Option<Instant>,
     ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), NotStarted> {
         let (tx, rx) = oneshot::channel();
         let mux = self.with_core(|core| {
             if core.peer_lacks(route) {
                 return Err(NotStarted::Unserved);
             }
-            core.register_unary(tx).map_err(|_| NotStarted::Closed)
+            core.register_unary(tx, deadline)
+                .map_err(|_| NotStarted::Closed)
         })?;
         Ok((mux, rx))
     }

@@ -298,13 +298,20 @@ impl<H: Handles> ConnCore<H> {
     }
 
     /// Registers a unary call; `Err` hands `reply` back when the connection is closed. The
-    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock.
-    pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
+    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock. At
+    /// `deadline` the call fails with [`MuxError::Deadline`] and [`Event::Expired`] (the
+    /// connection's timer heap keeps it: no timer per call).
+    pub(crate) fn register_unary(
+        &mut self,
+        reply: H::Reply,
+        deadline: Option<Instant>,
+    ) -> Result<MuxId, H::Reply> {
         if !self.is_open() || self.peer_leaving() {
             return Err(reply);
         }
         let mux = self.alloc_mux();
         self.calls.insert(mux, Outgoing::Unary(reply));
+        self.schedule(mux, deadline);
         Ok(mux)
     }
 
@@ -313,6 +320,7 @@ impl<H: Handles> ConnCore<H> {
     pub(crate) fn forget_unary(&mut self, mux: MuxId) -> bool {
         if matches!(self.calls.get(&mux), Some(Outgoing::Unary(_))) {
             self.calls.remove(&mux);
+            self.timers.cancel(mux);
             self.reasm.discard(mux, &self.budget);
             return true;
         }
@@ -587,6 +595,7 @@ impl<H: Handles> ConnCore<H> {
                     _ => return,
                 };
                 if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
+                    self.timers.cancel(mux);
                     self.events.push_back(Event::Reply(reply, result));
                 }
             }
@@ -962,15 +971,21 @@ impl<H: Handles> ConnCore<H> {
 
     // ---- time -------------------------------------------------------------------------------
 
-    /// Runs the stream timers due at `now` (deadlines, pings, liveness).
+    /// Runs the timers due at `now`: unary deadlines of calls this side started, and the stream
+    /// timers (deadlines, pings, liveness).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if !self.is_open() {
             return;
         }
         for mux in self.timers.pop_due(now) {
             if self.role.allocated(mux) {
-                let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) else {
-                    continue;
+                let shared = match self.calls.get(&mux) {
+                    Some(Outgoing::Stream(shared)) => shared,
+                    Some(Outgoing::Unary(_)) => {
+                        self.expire_unary(mux);
+                        continue;
+                    }
+                    None => continue,
                 };
                 let shared = shared.clone();
                 let mut slot = shared.lock();
@@ -1003,6 +1018,17 @@ impl<H: Handles> ConnCore<H> {
                     self.schedule(mux, next);
                 }
             }
+        }
+    }
+
+    /// A unary call this side started reached its deadline: its caller gets `Deadline`, and
+    /// the shell takes the request back or cancels it on the callee.
+    fn expire_unary(&mut self, mux: MuxId) {
+        if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
+            self.reasm.discard(mux, &self.budget);
+            self.events
+                .push_back(Event::Reply(reply, Err(MuxError::Deadline)));
+            self.events.push_back(Event::Expired(mux));
         }
     }
 
