@@ -624,7 +624,10 @@ impl Connection {
         }
         let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
         // Queuing waits only while the data lane is full; the call's end (a reply, the
-        // deadline, the link's loss) ends that wait too: the request is then not sent.
+        // deadline, the link's loss) ends that wait too: the request is then not sent. (A
+        // deadline that falls between the registration above and the push can queue the
+        // request after its `Cancel`: the callee then runs a call whose own deadline, the
+        // `remaining` it carries, is about to pass, and its answer is dropped here.)
         let sent = tokio::select! {
             biased;
             s = session.send_data(&frame) => Ok(s),
