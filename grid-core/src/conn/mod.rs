@@ -624,18 +624,18 @@ impl Connection {
         }
         let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
         // Queuing waits only while the data lane is full; the call's end (a reply, the
-        // deadline, the link's loss) ends that wait too: the request is then not sent. (A
-        // deadline that falls between the registration above and the push can queue the
-        // request after its `Cancel`: the callee then runs a call whose own deadline, the
-        // `remaining` it carries, is about to pass, and its answer is dropped here.)
+        // deadline, the link's loss) ends that wait too: the request is then not sent. The
+        // push is checked against the call under the core's lock, so a deadline that falls
+        // before it leaves nothing queued and sends no `Cancel`.
         let sent = tokio::select! {
             biased;
-            s = session.send_data(&frame) => Ok(s),
             r = &mut rx => Err(r),
+            s = session.send_request(mux, &frame) => Ok(s),
         };
         let r = match sent {
-            Ok(Ok(())) => rx.await,
-            Ok(Err(_)) => {
+            // Queued, or the call ended first (its receiver has the outcome).
+            Ok(Ok(()) | Err(session::Unqueued::Over)) => rx.await,
+            Ok(Err(session::Unqueued::Closed)) => {
                 // Nothing was sent: the link went down before the request could be queued.
                 guard.armed = false;
                 session.forget_unary(mux);

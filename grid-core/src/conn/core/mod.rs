@@ -51,7 +51,7 @@ pub(crate) use compress::{compress, worth_compressing};
 pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,6 +160,9 @@ pub(crate) struct ConnCore<H: Handles> {
     budget: Arc<Budget>,
     timers: TimerHeap,
     timer_moved: bool,
+    /// Unary calls this side registered whose `Request` is not queued yet: if one ends now
+    /// (its deadline, its caller gone), the callee never hears of it, so no `Cancel` goes.
+    unsent: HashSet<MuxId>,
     transmit: VecDeque<(Frame, Lane)>,
     backlog_full: bool,
     events: VecDeque<Event<H>>,
@@ -196,6 +199,7 @@ impl<H: Handles> ConnCore<H> {
             budget,
             timers: TimerHeap::default(),
             timer_moved: false,
+            unsent: HashSet::new(),
             transmit: VecDeque::new(),
             backlog_full: false,
             events: VecDeque::new(),
@@ -311,18 +315,33 @@ impl<H: Handles> ConnCore<H> {
         }
         let mux = self.alloc_mux();
         self.calls.insert(mux, Outgoing::Unary(reply));
+        self.unsent.insert(mux);
         self.schedule(mux, deadline);
         Ok(mux)
     }
 
-    /// Forgets a unary call that ended locally; true if it was still pending (the callee must
-    /// be told).
+    /// True while the unary call `mux` waits for its `Request` to be queued: not yet ended by
+    /// its deadline, a response or a close. The shell queues the request under the same lock,
+    /// then says so with [`unary_queued`](Self::unary_queued), so a deadline can never fall
+    /// between the check and the push (which would put the request after its `Cancel`).
+    pub(crate) fn unary_unsent(&self, mux: MuxId) -> bool {
+        self.unsent.contains(&mux) && matches!(self.calls.get(&mux), Some(Outgoing::Unary(_)))
+    }
+
+    /// The `Request` of unary call `mux` is queued: from now on its end must reach the callee.
+    pub(crate) fn unary_queued(&mut self, mux: MuxId) {
+        self.unsent.remove(&mux);
+    }
+
+    /// Forgets a unary call that ended locally; true if it was still pending and its request
+    /// was queued (the callee must be told).
     pub(crate) fn forget_unary(&mut self, mux: MuxId) -> bool {
+        let unsent = self.unsent.remove(&mux);
         if matches!(self.calls.get(&mux), Some(Outgoing::Unary(_))) {
             self.calls.remove(&mux);
             self.timers.cancel(mux);
             self.reasm.discard(mux, &self.budget);
-            return true;
+            return !unsent;
         }
         false
     }
@@ -596,6 +615,7 @@ impl<H: Handles> ConnCore<H> {
                 };
                 if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
                     self.timers.cancel(mux);
+                    self.unsent.remove(&mux);
                     self.events.push_back(Event::Reply(reply, result));
                 }
             }
@@ -1022,13 +1042,16 @@ impl<H: Handles> ConnCore<H> {
     }
 
     /// A unary call this side started reached its deadline: its caller gets `Deadline`, and
-    /// the shell takes the request back or cancels it on the callee.
+    /// the shell takes the request back or cancels it on the callee (nothing to take back or
+    /// cancel when the request was never queued: the caller was still waiting for room).
     fn expire_unary(&mut self, mux: MuxId) {
         if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
             self.reasm.discard(mux, &self.budget);
             self.events
                 .push_back(Event::Reply(reply, Err(MuxError::Deadline)));
-            self.events.push_back(Event::Expired(mux));
+            if !self.unsent.remove(&mux) {
+                self.events.push_back(Event::Expired(mux));
+            }
         }
     }
 

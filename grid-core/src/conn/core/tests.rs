@@ -842,6 +842,10 @@ fn a_unary_deadline_fails_the_call_at_its_time_and_an_answered_call_leaves_no_ti
         .core
         .register_unary(on_time.clone(), Some(t0 + Duration::from_millis(50)))
         .expect("open");
+    // Both requests are queued (the shell says so under the lock it pushes them with).
+    assert!(h.core.unary_unsent(a) && h.core.unary_unsent(b));
+    h.core.unary_queued(a);
+    h.core.unary_queued(b);
     assert_eq!(h.core.poll_timeout(), Some(t0 + Duration::from_millis(50)));
     h.frame(Frame::Response {
         mux: b,
@@ -873,4 +877,36 @@ fn a_unary_deadline_fails_the_call_at_its_time_and_an_answered_call_leaves_no_ti
     assert_eq!(*late.lock(), Some(Err(MuxError::Deadline)));
     h.core.handle_timeout(t0 + Duration::from_secs(10));
     assert_eq!(h.expired, vec![a]);
+}
+
+/// A unary call whose request was never queued (its caller still waited for room) ends at its
+/// deadline with `Deadline` and no `Expired`: there is nothing to take back and nothing the
+/// callee must be told. A caller that gives up before queuing is not told to cancel either.
+#[test]
+fn a_unary_deadline_before_the_request_is_queued_cancels_nothing_on_the_callee() {
+    let mut h = Harness::new(10, 100);
+    let t0 = Instant::now();
+    let waiting: Reply = Arc::default();
+    let a = h
+        .core
+        .register_unary(waiting.clone(), Some(t0 + Duration::from_millis(10)))
+        .expect("open");
+    h.core.handle_timeout(t0 + Duration::from_millis(10));
+    assert!(h.events().is_none());
+    assert_eq!(*waiting.lock(), Some(Err(MuxError::Deadline)));
+    assert!(h.expired.is_empty(), "the callee never heard of the call");
+    assert!(!h.core.unary_unsent(a), "a push after the deadline is refused");
+
+    let gave_up = h
+        .core
+        .register_unary(Reply::default(), Some(t0 + Duration::from_secs(60)))
+        .expect("open");
+    assert!(!h.core.forget_unary(gave_up), "nothing queued, nothing to cancel");
+    let queued = h
+        .core
+        .register_unary(Reply::default(), Some(t0 + Duration::from_secs(60)))
+        .expect("open");
+    h.core.unary_queued(queued);
+    assert!(h.core.forget_unary(queued), "a queued request is cancelled");
+    assert_eq!(h.core.in_flight().total(), 0);
 }
