@@ -388,3 +388,20 @@ async fn a_deadline_while_waiting_for_room_sends_neither_the_request_nor_a_cance
     cluster.assert_honest_works("after the full lane").await;
     peer.cut().await;
 }
+
+/// A timeout too long for the clock (`Duration::MAX`, a common way to say "no deadline") is no
+/// deadline: the call is answered, nothing panics, nothing stays in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_too_long_for_the_clock_is_no_deadline() {
+    let (caller, callee) = pair(quiet_config()).await;
+    let conn = caller.connection(callee.name()).unwrap();
+    let got = tokio::time::timeout(
+        WAIT,
+        conn.call(ECHO.id, Bytes::from_static(b"forever"), within(Duration::MAX)),
+    )
+    .await
+    .expect("a call with no deadline to an echo hung")
+    .unwrap();
+    assert_eq!(&got[..], b"forever");
+    drained(&[&caller, &callee], "the call without a deadline").await;
+}

@@ -581,9 +581,10 @@ impl Connection {
         let route = self.route(handler);
         // The deadline is kept by the connection's timer heap (it fails the call and takes the
         // request back or cancels it): no timer per call.
-        let deadline = Instant::now() + remaining;
+        // (A timeout too long for the clock, `Duration::MAX` say, is no deadline at all.)
+        let deadline = Instant::now().checked_add(remaining);
         let (mux, mut rx) = session
-            .register_unary(&route, Some(deadline))
+            .register_unary(&route, deadline)
             .map_err(|why| self.not_started(why, handler))?;
         crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
@@ -602,7 +603,11 @@ impl Connection {
                 r = session.data_room() => Ok(r),
             };
             match room {
-                Ok(Ok(())) => remaining = deadline.saturating_duration_since(Instant::now()),
+                Ok(Ok(())) => {
+                    if let Some(deadline) = deadline {
+                        remaining = deadline.saturating_duration_since(Instant::now());
+                    }
+                }
                 Ok(Err(_)) => {
                     guard.armed = false;
                     session.forget_unary(mux);

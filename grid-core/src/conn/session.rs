@@ -737,7 +737,7 @@ impl Session {
         self.core.lock().poll_timeout()
     }
 
-    /// Runs due stream timers.
+    /// Runs due timers (unary deadlines, stream timers).
     pub(crate) fn fire_timers(&self, now: Instant) {
         self.with_core(|core| core.handle_timeout(now));
     }

@@ -1,11 +1,12 @@
-//! The stream timers of one connection (deadlines, stream pings, liveness checks) in one heap,
-//! instead of a task or a timer per stream. Pure: time is an argument.
+//! The timers of one connection (stream deadlines, stream pings, liveness checks, and the
+//! deadlines of unary calls this side started) in one heap, instead of a task or a timer per
+//! call. Pure: time is an argument.
 //!
 //! Each mux has at most one live entry, recorded in `due`; an entry in the heap whose time no
 //! longer matches is stale and skipped. Finished calls take their entry out of `due` at once,
 //! and the heap is rebuilt when stale entries outnumber live ones, so its size stays within
-//! twice the number of live streams (plus a small constant), whatever a peer does with
-//! open/cancel loops.
+//! twice the number of live entries (plus a small constant), whatever a peer does with
+//! open/cancel loops and however many calls end in time or time out.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -129,5 +130,34 @@ mod tests {
             "heap holds {} entries",
             t.len()
         );
+    }
+
+    /// Unary deadlines beside long-lived entries: calls that are answered (cancelled) or that
+    /// time out (popped), a hundred thousand of each, keep the heap within twice the live
+    /// entries plus the slack at every step.
+    #[test]
+    fn floods_of_answered_or_expired_calls_keep_the_heap_bounded() {
+        let mut t = TimerHeap::default();
+        let now = Instant::now();
+        let live = 1000u32;
+        for i in 0..live {
+            t.schedule(MuxId(2 * i), now + Duration::from_secs(3600));
+        }
+        let bound = |t: &TimerHeap| 2 * t.due.len() + COMPACT_SLACK + 1;
+        for i in 0..100_000u32 {
+            let mux = MuxId(2 * (live + i));
+            t.schedule(mux, now + Duration::from_millis(u64::from(i % 50)));
+            t.cancel(mux);
+            assert!(t.len() <= bound(&t), "answered: {} entries", t.len());
+        }
+        let mut at = now;
+        for i in 0..100_000u32 {
+            let mux = MuxId(2 * (live + 100_000 + i));
+            at += Duration::from_micros(10);
+            t.schedule(mux, at);
+            assert_eq!(t.pop_due(at), vec![mux]);
+            assert!(t.len() <= bound(&t), "expired: {} entries", t.len());
+        }
+        assert_eq!(t.due.len(), live as usize);
     }
 }
