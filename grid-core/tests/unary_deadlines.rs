@@ -405,3 +405,62 @@ async fn a_timeout_too_long_for_the_clock_is_no_deadline() {
     assert_eq!(&got[..], b"forever");
     drained(&[&caller, &callee], "the call without a deadline").await;
 }
+
+/// Large requests sent in parts, with deadlines that fall while their parts are on the way:
+/// each caller gets `Deadline`, the callee lets go of the parts it held (its inbound bytes
+/// return to zero) and of any handler it started, and the link is not closed by the parts
+/// abandoned midway (a `ChunkAbort`, then the `Cancel`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_of_requests_sent_in_parts_abandon_them_cleanly() {
+    const CALLS: usize = 24;
+    let config = Config {
+        chunk_size: 8 << 10,
+        ..quiet_config()
+    };
+    let (caller, callee) = pair(config).await;
+    callee
+        .register_unary(SILENT, |ctx, _payload: Bytes| async move {
+            ctx.cancelled().await;
+            Ok::<_, RemoteError>(Bytes::new())
+        })
+        .unwrap();
+    let conn = caller.connection(callee.name()).unwrap();
+    let connects = conn.stats().connects;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..CALLS {
+        let conn = conn.clone();
+        // 1 MiB in 128 parts; deadlines of 2 to 25 ms fall before, during and after the parts.
+        let timeout = Duration::from_millis(2 + i as u64);
+        calls.spawn(async move {
+            tokio::time::timeout(
+                WAIT,
+                conn.call(SILENT.id, Bytes::from(vec![i as u8; 1 << 20]), within(timeout)),
+            )
+            .await
+        });
+    }
+    while let Some(done) = calls.join_next().await {
+        match done.unwrap() {
+            Ok(Err(Error::Deadline)) => {}
+            Ok(other) => panic!("a large call to a silent handler got {other:?}"),
+            Err(_) => panic!("a large call with a deadline under 30 ms hung"),
+        }
+    }
+    drained(&[&caller, &callee], "large calls that timed out").await;
+    let peer = caller.name().to_owned();
+    eventually("the callee holds no parts of abandoned requests", WAIT, || {
+        let held = callee.connection(&peer).unwrap().stats().held;
+        if held.inbound == 0 {
+            Ok(())
+        } else {
+            Err(held)
+        }
+    })
+    .await;
+    assert_eq!(conn.stats().connects, connects, "the link was replaced");
+    let echoed = conn
+        .call(ECHO.id, Bytes::from_static(b"after parts"), within(WAIT))
+        .await
+        .unwrap();
+    assert_eq!(&echoed[..], b"after parts");
+}
