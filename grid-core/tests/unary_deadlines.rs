@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, missing_docs, clippy::result_large_err)]
 
 mod common;
-#[allow(dead_code)]
 mod scripted;
 
 use std::collections::HashSet;
@@ -124,7 +123,11 @@ async fn a_flood_of_calls_that_all_time_out_each_get_deadline_and_leave_nothing_
         }
     }
     assert_eq!(deadlines, CALLS);
-    drained(&[&caller, &callee], "every timed-out call leaves both tables").await;
+    drained(
+        &[&caller, &callee],
+        "every timed-out call leaves both tables",
+    )
+    .await;
     // Each handler that ran was cancelled for its deadline (none for another cause). A
     // request retracted before the writer took it never reaches the callee.
     let ran = started.load(Ordering::SeqCst);
@@ -133,7 +136,11 @@ async fn a_flood_of_calls_that_all_time_out_each_get_deadline_and_leave_nothing_
         "{:?}",
         other_cause.lock().clone()
     );
-    assert_eq!(by_deadline.load(Ordering::SeqCst), ran, "of {ran} handlers run");
+    assert_eq!(
+        by_deadline.load(Ordering::SeqCst),
+        ran,
+        "of {ran} handlers run"
+    );
     assert!(ran > 0, "no request reached the callee at all");
     let echoed = conn
         .call(ECHO.id, Bytes::from_static(b"after"), within(WAIT))
@@ -288,11 +295,11 @@ async fn a_deadline_while_waiting_for_room_sends_neither_the_request_nor_a_cance
         fillers.push(tokio::spawn(async move {
             filler
                 .call(
-                SILENT.id,
-                Bytes::from(vec![i; 256 << 10]),
-                within(Duration::from_secs(30)),
-            )
-            .await
+                    SILENT.id,
+                    Bytes::from(vec![i; 256 << 10]),
+                    within(Duration::from_secs(30)),
+                )
+                .await
         }));
         eventually("the filler is in flight", WAIT, || {
             let n = conn.stats().in_flight.unary_out;
@@ -383,7 +390,10 @@ async fn a_deadline_while_waiting_for_room_sends_neither_the_request_nor_a_cance
         "requests sent after their call ended: {waited:?}"
     );
     assert_eq!(requests.len(), 8, "every filler's request, once");
-    assert!(cancels.is_empty(), "cancels for answered calls: {cancels:?}");
+    assert!(
+        cancels.is_empty(),
+        "cancels for answered calls: {cancels:?}"
+    );
     assert_eq!(conn.stats().in_flight.total(), 0);
     cluster.assert_honest_works("after the full lane").await;
     peer.cut().await;
@@ -397,7 +407,11 @@ async fn a_timeout_too_long_for_the_clock_is_no_deadline() {
     let conn = caller.connection(callee.name()).unwrap();
     let got = tokio::time::timeout(
         WAIT,
-        conn.call(ECHO.id, Bytes::from_static(b"forever"), within(Duration::MAX)),
+        conn.call(
+            ECHO.id,
+            Bytes::from_static(b"forever"),
+            within(Duration::MAX),
+        ),
     )
     .await
     .expect("a call with no deadline to an echo hung")
@@ -434,7 +448,11 @@ async fn deadlines_of_requests_sent_in_parts_abandon_them_cleanly() {
         calls.spawn(async move {
             tokio::time::timeout(
                 WAIT,
-                conn.call(SILENT.id, Bytes::from(vec![i as u8; 1 << 20]), within(timeout)),
+                conn.call(
+                    SILENT.id,
+                    Bytes::from(vec![i as u8; 1 << 20]),
+                    within(timeout),
+                ),
             )
             .await
         });
@@ -448,14 +466,18 @@ async fn deadlines_of_requests_sent_in_parts_abandon_them_cleanly() {
     }
     drained(&[&caller, &callee], "large calls that timed out").await;
     let peer = caller.name().to_owned();
-    eventually("the callee holds no parts of abandoned requests", WAIT, || {
-        let held = callee.connection(&peer).unwrap().stats().held;
-        if held.inbound == 0 {
-            Ok(())
-        } else {
-            Err(held)
-        }
-    })
+    eventually(
+        "the callee holds no parts of abandoned requests",
+        WAIT,
+        || {
+            let held = callee.connection(&peer).unwrap().stats().held;
+            if held.inbound == 0 {
+                Ok(())
+            } else {
+                Err(held)
+            }
+        },
+    )
     .await;
     assert_eq!(conn.stats().connects, connects, "the link was replaced");
     let echoed = conn

@@ -456,10 +456,13 @@ impl Session {
         // One push: `Ok(None)` queued, `Ok(Some(back))` no room yet, `Err` the lane closed.
         let attempt = |pending: Pending| -> Result<Option<Pending>, Unqueued> {
             let refused = match pending {
-                Pending::Run => self.append_frame(frame, Bound::Room).err().map(|e| match e {
-                    Refused::Closed => None,
-                    _ => Some(Pending::Run),
-                }),
+                Pending::Run => self
+                    .append_frame(frame, Bound::Room)
+                    .err()
+                    .map(|e| match e {
+                        Refused::Closed => None,
+                        _ => Some(Pending::Run),
+                    }),
                 Pending::Tagged(b) => {
                     self.out
                         .push_tagged(b, tag, Bound::Room)

@@ -895,13 +895,19 @@ fn a_unary_deadline_before_the_request_is_queued_cancels_nothing_on_the_callee()
     assert!(h.events().is_none());
     assert_eq!(*waiting.lock(), Some(Err(MuxError::Deadline)));
     assert!(h.expired.is_empty(), "the callee never heard of the call");
-    assert!(!h.core.unary_unsent(a), "a push after the deadline is refused");
+    assert!(
+        !h.core.unary_unsent(a),
+        "a push after the deadline is refused"
+    );
 
     let gave_up = h
         .core
         .register_unary(Reply::default(), Some(t0 + Duration::from_secs(60)))
         .expect("open");
-    assert!(!h.core.forget_unary(gave_up), "nothing queued, nothing to cancel");
+    assert!(
+        !h.core.forget_unary(gave_up),
+        "nothing queued, nothing to cancel"
+    );
     let queued = h
         .core
         .register_unary(Reply::default(), Some(t0 + Duration::from_secs(60)))
