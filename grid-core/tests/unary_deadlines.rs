@@ -1,5 +1,4 @@
-//! Unary deadlines kept in the connection's timer heap (no tokio timer per call): every caller
-//! gets its one outcome by its deadline, the callee hears of it only when it got the request,
+//! Unary deadlines: every caller gets its one outcome by its deadline, the callee hears of it only when it got the request,
 //! and nothing stays behind (calls in flight, queued requests).
 //!
 //! Real nodes over loopback for the floods; a scripted peer that does not read for a data lane
@@ -104,7 +103,7 @@ async fn a_flood_of_calls_that_all_time_out_each_get_deadline_and_leave_nothing_
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..CALLS {
         let conn = conn.clone();
-        // Deadlines from 20 to 79 ms, so the heap's earliest entry keeps moving.
+        // Deadlines from 20 to 79 ms, so the calls end in another order than they started.
         let timeout = Duration::from_millis(20 + (i % 60) as u64);
         calls.spawn(async move {
             tokio::time::timeout(

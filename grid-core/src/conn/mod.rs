@@ -579,90 +579,77 @@ impl Connection {
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         let route = self.route(handler);
-        // The deadline is kept by the connection's timer heap (it fails the call and takes the
-        // request back or cancels it): no timer per call.
-        // (A timeout too long for the clock, `Duration::MAX` say, is no deadline at all.)
-        let deadline = Instant::now().checked_add(remaining);
-        let (mux, mut rx) = session
-            .register_unary(&route, deadline)
+        let (mux, rx) = session
+            .register_unary(&route)
             .map_err(|why| self.not_started(why, handler))?;
         crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
             session: &session,
             mux,
             armed: true,
+            queued: false,
         };
         if session.data_lane_full() {
             // The request's deadline is the time left when it is queued, so the handler's is
-            // never later than ours: wait for room first (registered, so a close or the
-            // deadline fails the call as one in flight), and take the wait off. Nothing is
-            // queued yet.
-            let room = tokio::select! {
-                biased;
-                r = &mut rx => Err(r),
-                r = session.data_room() => Ok(r),
+            // never later than ours: wait for room first (registered, so a close fails the call
+            // as one in flight), and take the wait off. Nothing is queued yet: on failure the
+            // call is only forgotten.
+            let started = Instant::now();
+            let waited = tokio::time::timeout(remaining, session.data_room()).await;
+            remaining = remaining.saturating_sub(started.elapsed());
+            let failed = match waited {
+                Ok(Ok(())) if !remaining.is_zero() => None,
+                Ok(Err(_)) => Some(Error::NotConnected {
+                    peer: self.peer().to_owned(),
+                }),
+                _ => Some(Error::Deadline),
             };
-            match room {
-                Ok(Ok(())) => {
-                    if let Some(deadline) = deadline {
-                        remaining = deadline.saturating_duration_since(Instant::now());
-                    }
-                }
-                Ok(Err(_)) => {
-                    guard.armed = false;
-                    session.forget_unary(mux);
-                    return Err(Error::NotConnected {
-                        peer: self.peer().to_owned(),
-                    });
-                }
-                Err(r) => {
-                    guard.armed = false;
-                    return self.unary_result(r, handler);
-                }
-            }
-            if remaining.is_zero() {
-                // Due this very moment: the timer takes the call out.
+            if let Some(e) = failed {
                 guard.armed = false;
                 session.forget_unary(mux);
-                return Err(Error::Deadline);
+                return Err(e);
             }
         }
         let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
-        // Queuing waits only while the data lane is full; the call's end (a reply, the
-        // deadline, the link's loss) ends that wait too: the request is then not sent. The
-        // push is checked against the call under the core's lock, so a deadline that falls
-        // before it leaves nothing queued and sends no `Cancel`.
-        let sent = tokio::select! {
-            biased;
-            r = &mut rx => Err(r),
-            s = session.send_request(mux, &frame) => Ok(s),
-        };
-        let r = match sent {
-            // Queued, or the call ended first (its receiver has the outcome).
-            Ok(Ok(()) | Err(session::Unqueued::Over)) => rx.await,
-            Ok(Err(session::Unqueued::Closed)) => {
+        let queued = &mut guard.queued;
+        let result = tokio::time::timeout(remaining, async {
+            if session.send_data(&frame).await.is_err() {
                 // Nothing was sent: the link went down before the request could be queued.
-                guard.armed = false;
-                session.forget_unary(mux);
-                return Err(Error::NotConnected {
-                    peer: self.peer().to_owned(),
-                });
+                return Err(None);
             }
-            Err(r) => r,
+            *queued = true;
+            rx.await
+                .unwrap_or(Err(MuxError::Disconnected))
+                .map_err(Some)
+        })
+        .await;
+        let result = match result {
+            Ok(r) => {
+                guard.armed = false;
+                r
+            }
+            Err(_) => {
+                guard.armed = false;
+                // A request never queued (the deadline came while it waited for room) is only
+                // forgotten: the callee never heard of it and gets no `Cancel`.
+                if session.forget_unary(mux) && guard.queued {
+                    session.cancel_call(&Frame::Cancel {
+                        mux,
+                        reason: crate::frame::CancelReason::Deadline,
+                    });
+                }
+                Err(Some(MuxError::Deadline))
+            }
         };
-        guard.armed = false;
-        self.unary_result(r, handler)
-    }
-
-    /// What a unary call's receiver got, as the call's result.
-    fn unary_result(
-        &self,
-        r: Result<Result<crate::frame::Payload, MuxError>, tokio::sync::oneshot::error::RecvError>,
-        handler: HandlerId,
-    ) -> Result<Bytes, Error> {
-        match r.unwrap_or(Err(MuxError::Disconnected)) {
+        match result {
             Ok(p) => Ok(p.unwrap_or_default()),
-            Err(e) => Err(Error::from_mux(
+            Err(None) => {
+                session.forget_unary(mux);
+                Err(Error::NotConnected {
+                    peer: self.peer().to_owned(),
+                })
+            }
+            Err(Some(e)) => Err(Error::from_mux(
                 e,
                 self.peer(),
                 handler,
@@ -830,11 +817,14 @@ struct UnaryGuard<'a> {
     session: &'a Arc<Session>,
     mux: crate::ids::MuxId,
     armed: bool,
+    /// The request was queued: the callee may know of the call, so giving up sends `Cancel`
+    /// (or takes the request back). A call dropped before is only forgotten.
+    queued: bool,
 }
 
 impl Drop for UnaryGuard<'_> {
     fn drop(&mut self) {
-        if self.armed && self.session.forget_unary(self.mux) {
+        if self.armed && self.session.forget_unary(self.mux) && self.queued {
             debug!(mux = ?self.mux, "unary call dropped: cancelling on the callee");
             self.session.cancel_call(&Frame::Cancel {
                 mux: self.mux,

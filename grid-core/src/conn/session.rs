@@ -197,10 +197,6 @@ impl Session {
                 Event::Reply(tx, result) => {
                     let _ = tx.send(result);
                 }
-                Event::Expired(mux) => self.cancel_call(&Frame::Cancel {
-                    mux,
-                    reason: crate::frame::CancelReason::Deadline,
-                }),
                 Event::Cancel(signal, cause) => signal.cancel(cause),
                 Event::Pong(nonce) => self.stats.record_pong(nonce),
                 Event::ChunksRead(bytes) => self.out.parts_read(bytes as usize),
@@ -378,25 +374,9 @@ impl Session {
     /// Cancel safe: the frame is queued whole or not at all.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
         let tag = tag_of(frame);
-        let queued = match self.compressed(frame) {
-            Some(c) => self.queue_data(&c, tag, None).await,
-            None => self.queue_data(frame, tag, None).await,
-        };
-        queued.map_err(|_| QueueError::Closed)
-    }
-
-    /// Queues the `Request` of unary call `mux` like [`send_data`](Self::send_data), but only
-    /// while the call is still waiting for it: each push happens under the core's lock, after
-    /// checking that the call is still there, so a deadline either comes first (the request is
-    /// never queued, and no `Cancel` goes) or after (the timer takes it back or cancels it).
-    ///
-    /// # Cancel safety
-    /// Cancel safe: the request is queued whole or not at all.
-    pub(crate) async fn send_request(&self, mux: MuxId, frame: &Frame) -> Result<(), Unqueued> {
-        let tag = tag_of(frame);
         match self.compressed(frame) {
-            Some(c) => self.queue_data(&c, tag, Some(mux)).await,
-            None => self.queue_data(frame, tag, Some(mux)).await,
+            Some(c) => self.queue_data(&c, tag).await,
+            None => self.queue_data(frame, tag).await,
         }
     }
 
@@ -424,15 +404,8 @@ impl Session {
     }
 
     /// [`send_data`](Self::send_data) of `frame` as it is; `tag` is its mux when it can be taken
-    /// back (a request, compressed or not). With `request`, each push is made under the core's
-    /// lock and only while that unary call waits for its request (see
-    /// [`send_request`](Self::send_request)).
-    async fn queue_data(
-        &self,
-        frame: &Frame,
-        tag: u32,
-        request: Option<MuxId>,
-    ) -> Result<(), Unqueued> {
+    /// back (a request, compressed or not).
+    async fn queue_data(&self, frame: &Frame, tag: u32) -> Result<(), QueueError> {
         /// What is still to be queued, as far as it was encoded.
         enum Pending {
             /// Encoded straight into the data lane when there is room.
@@ -453,21 +426,16 @@ impl Session {
         } else {
             Pending::Run
         };
-        // One push: `Ok(None)` queued, `Ok(Some(back))` no room yet, `Err` the lane closed.
-        let attempt = |pending: Pending| -> Result<Option<Pending>, Unqueued> {
-            let refused = match pending {
-                Pending::Run => self
-                    .append_frame(frame, Bound::Room)
-                    .err()
-                    .map(|e| match e {
-                        Refused::Closed => None,
-                        _ => Some(Pending::Run),
-                    }),
+        loop {
+            let queued = match pending {
+                Pending::Run => self.append_frame(frame, Bound::Room).map_err(|e| match e {
+                    Refused::Closed => None,
+                    _ => Some(Pending::Run),
+                }),
                 Pending::Tagged(b) => {
                     self.out
                         .push_tagged(b, tag, Bound::Room)
-                        .err()
-                        .map(|e| match e {
+                        .map_err(|e| match e {
                             Refused::By(back) => Some(Pending::Tagged(back)),
                             Refused::Closed => None,
                             _ => Some(Pending::Tagged(self.encode(frame))),
@@ -476,42 +444,18 @@ impl Session {
                 Pending::Large(parts) => self
                     .out
                     .push_large(parts, frame.mux().0, tag != 0, Bound::Bulk)
-                    .err()
-                    .map(|e| match e {
+                    .map_err(|e| match e {
                         Refused::By(back) => Some(Pending::Large(back)),
                         Refused::Closed => None,
                         _ => Some(Pending::Large(frame::encode_split(frame))),
                     }),
             };
-            match refused {
-                None => Ok(None),
-                Some(None) => Err(Unqueued::Closed),
-                Some(Some(back)) => Ok(Some(back)),
+            match queued {
+                Ok(()) => return Ok(()),
+                Err(None) => return Err(QueueError::Closed),
+                Err(Some(back)) => pending = back,
             }
-        };
-        loop {
-            let step = match request {
-                None => attempt(pending),
-                // Checked and pushed under the core's lock, which the deadline takes too.
-                Some(mux) => self.with_core(|core| {
-                    if !core.unary_unsent(mux) {
-                        return Err(Unqueued::Over);
-                    }
-                    let step = attempt(pending);
-                    if matches!(step, Ok(None)) {
-                        core.unary_queued(mux);
-                    }
-                    step
-                }),
-            };
-            match step? {
-                None => return Ok(()),
-                Some(back) => pending = back,
-            }
-            self.out
-                .wait_room(large)
-                .await
-                .map_err(|_| Unqueued::Closed)?;
+            self.out.wait_room(large).await?;
         }
     }
 
@@ -627,15 +571,13 @@ impl Session {
     pub(crate) fn register_unary(
         &self,
         route: &Route,
-        deadline: Option<Instant>,
     ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), NotStarted> {
         let (tx, rx) = oneshot::channel();
         let mux = self.with_core(|core| {
             if core.peer_lacks(route) {
                 return Err(NotStarted::Unserved);
             }
-            core.register_unary(tx, deadline)
-                .map_err(|_| NotStarted::Closed)
+            core.register_unary(tx).map_err(|_| NotStarted::Closed)
         })?;
         Ok((mux, rx))
     }
@@ -740,7 +682,7 @@ impl Session {
         self.core.lock().poll_timeout()
     }
 
-    /// Runs due timers (unary deadlines, stream timers).
+    /// Runs due stream timers.
     pub(crate) fn fire_timers(&self, now: Instant) {
         self.with_core(|core| core.handle_timeout(now));
     }
@@ -749,15 +691,6 @@ impl Session {
     pub(crate) async fn timers_changed(&self) {
         self.timer_wake.notified().await;
     }
-}
-
-/// Why [`Session::send_request`] did not queue a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Unqueued {
-    /// The session closed first.
-    Closed,
-    /// The call ended first (its deadline, a close): its receiver has the outcome.
-    Over,
 }
 
 /// The tag [`OutQueue::retract`] finds a queued `Request`/`Open` by (0: not retractable).

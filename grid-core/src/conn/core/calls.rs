@@ -76,9 +76,6 @@ impl CoreLimits {
 pub(crate) enum Event<H: Handles> {
     /// A unary call this side started is over.
     Reply(H::Reply, Result<Payload, MuxError>),
-    /// A unary call this side started ran out of time (its caller got `Deadline`): the shell
-    /// takes its request back if it is still queued, else tells the callee with a `Cancel`.
-    Expired(MuxId),
     /// A call this side serves must stop.
     Cancel(H::Cancel, CancelCause),
     /// A connection-level pong arrived with this nonce.

@@ -51,7 +51,7 @@ pub(crate) use compress::{compress, worth_compressing};
 pub(crate) use reason::Lifecycle;
 pub use reason::{CloseKind, CloseReason, Initiator, ProtocolViolation};
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
@@ -160,9 +160,6 @@ pub(crate) struct ConnCore<H: Handles> {
     budget: Arc<Budget>,
     timers: TimerHeap,
     timer_moved: bool,
-    /// Unary calls this side registered whose `Request` is not queued yet: if one ends now
-    /// (its deadline, its caller gone), the callee never hears of it, so no `Cancel` goes.
-    unsent: HashSet<MuxId>,
     transmit: VecDeque<(Frame, Lane)>,
     backlog_full: bool,
     events: VecDeque<Event<H>>,
@@ -199,7 +196,6 @@ impl<H: Handles> ConnCore<H> {
             budget,
             timers: TimerHeap::default(),
             timer_moved: false,
-            unsent: HashSet::new(),
             transmit: VecDeque::new(),
             backlog_full: false,
             events: VecDeque::new(),
@@ -302,46 +298,23 @@ impl<H: Handles> ConnCore<H> {
     }
 
     /// Registers a unary call; `Err` hands `reply` back when the connection is closed. The
-    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock. At
-    /// `deadline` the call fails with [`MuxError::Deadline`] and [`Event::Expired`] (the
-    /// connection's timer heap keeps it: no timer per call).
-    pub(crate) fn register_unary(
-        &mut self,
-        reply: H::Reply,
-        deadline: Option<Instant>,
-    ) -> Result<MuxId, H::Reply> {
+    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock.
+    pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
         if !self.is_open() || self.peer_leaving() {
             return Err(reply);
         }
         let mux = self.alloc_mux();
         self.calls.insert(mux, Outgoing::Unary(reply));
-        self.unsent.insert(mux);
-        self.schedule(mux, deadline);
         Ok(mux)
     }
 
-    /// True while the unary call `mux` waits for its `Request` to be queued: not yet ended by
-    /// its deadline, a response or a close. The shell queues the request under the same lock,
-    /// then says so with [`unary_queued`](Self::unary_queued), so a deadline can never fall
-    /// between the check and the push (which would put the request after its `Cancel`).
-    pub(crate) fn unary_unsent(&self, mux: MuxId) -> bool {
-        self.unsent.contains(&mux) && matches!(self.calls.get(&mux), Some(Outgoing::Unary(_)))
-    }
-
-    /// The `Request` of unary call `mux` is queued: from now on its end must reach the callee.
-    pub(crate) fn unary_queued(&mut self, mux: MuxId) {
-        self.unsent.remove(&mux);
-    }
-
-    /// Forgets a unary call that ended locally; true if it was still pending and its request
-    /// was queued (the callee must be told).
+    /// Forgets a unary call that ended locally; true if it was still pending (the callee must
+    /// be told).
     pub(crate) fn forget_unary(&mut self, mux: MuxId) -> bool {
-        let unsent = self.unsent.remove(&mux);
         if matches!(self.calls.get(&mux), Some(Outgoing::Unary(_))) {
             self.calls.remove(&mux);
-            self.timers.cancel(mux);
             self.reasm.discard(mux, &self.budget);
-            return !unsent;
+            return true;
         }
         false
     }
@@ -614,8 +587,6 @@ impl<H: Handles> ConnCore<H> {
                     _ => return,
                 };
                 if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
-                    self.timers.cancel(mux);
-                    self.unsent.remove(&mux);
                     self.events.push_back(Event::Reply(reply, result));
                 }
             }
@@ -991,21 +962,15 @@ impl<H: Handles> ConnCore<H> {
 
     // ---- time -------------------------------------------------------------------------------
 
-    /// Runs the timers due at `now`: unary deadlines of calls this side started, and the stream
-    /// timers (deadlines, pings, liveness).
+    /// Runs the stream timers due at `now` (deadlines, pings, liveness).
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if !self.is_open() {
             return;
         }
         for mux in self.timers.pop_due(now) {
             if self.role.allocated(mux) {
-                let shared = match self.calls.get(&mux) {
-                    Some(Outgoing::Stream(shared)) => shared,
-                    Some(Outgoing::Unary(_)) => {
-                        self.expire_unary(mux);
-                        continue;
-                    }
-                    None => continue,
+                let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) else {
+                    continue;
                 };
                 let shared = shared.clone();
                 let mut slot = shared.lock();
@@ -1037,20 +1002,6 @@ impl<H: Handles> ConnCore<H> {
                 } else {
                     self.schedule(mux, next);
                 }
-            }
-        }
-    }
-
-    /// A unary call this side started reached its deadline: its caller gets `Deadline`, and
-    /// the shell takes the request back or cancels it on the callee (nothing to take back or
-    /// cancel when the request was never queued: the caller was still waiting for room).
-    fn expire_unary(&mut self, mux: MuxId) {
-        if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
-            self.reasm.discard(mux, &self.budget);
-            self.events
-                .push_back(Event::Reply(reply, Err(MuxError::Deadline)));
-            if !self.unsent.remove(&mux) {
-                self.events.push_back(Event::Expired(mux));
             }
         }
     }

@@ -43,8 +43,6 @@ impl Router for Routes {
 }
 
 struct Harness {
-    /// The unary calls the core said ran out of time ([`Event::Expired`]).
-    expired: Vec<MuxId>,
     core: ConnCore<Test>,
     budget: Arc<Budget>,
     now: Instant,
@@ -70,7 +68,6 @@ impl Harness {
             core: ConnCore::new(Role::Acceptor, limits, budget.clone()),
             budget,
             now: Instant::now(),
-            expired: Vec::new(),
         }
     }
 
@@ -128,7 +125,6 @@ impl Harness {
                 Event::Cancel(flag, cause) => {
                     flag.0.lock().get_or_insert(cause);
                 }
-                Event::Expired(mux) => self.expired.push(mux),
                 Event::Pong(_) | Event::PeerLeaving | Event::ChunksRead(_) => {}
                 Event::Closed(reason) => closed = Some(reason),
             }
@@ -368,7 +364,7 @@ fn unknown_handlers_are_refused_without_a_slot() {
 fn a_peer_going_away_keeps_calls_in_flight_until_it_closes_then_they_fail_going_away() {
     let mut h = Harness::new(10, 100);
     let reply: Reply = Arc::default();
-    let mux = h.core.register_unary(reply.clone(), None).expect("open");
+    let mux = h.core.register_unary(reply.clone()).expect("open");
     assert!(mux.0 % 2 == 0, "an acceptor allocates even ids");
     let served = h.frame(Frame::Request {
         mux: MuxId(1),
@@ -384,7 +380,7 @@ fn a_peer_going_away_keeps_calls_in_flight_until_it_closes_then_they_fail_going_
     assert!(h.events().is_none(), "a go-away is not a close");
     assert!(h.core.peer_leaving());
     assert!(
-        h.core.register_unary(Reply::default(), None).is_err(),
+        h.core.register_unary(Reply::default()).is_err(),
         "no new calls to a leaving peer"
     );
     let second = h.request(3, 0).expect("its calls to us are still served");
@@ -456,7 +452,7 @@ fn a_draining_core_refuses_new_calls_tells_the_peer_and_reports_drained() {
     let reply: Reply = Arc::default();
     let ours = h
         .core
-        .register_unary(reply.clone(), None)
+        .register_unary(reply.clone())
         .expect("our own calls still go out");
     assert!(!h.core.drained(), "two calls in flight");
     h.frame(Frame::Response {
@@ -823,96 +819,4 @@ fn a_request_in_parts_with_metadata_and_a_payload_at_the_limit_is_admitted() {
     assert_eq!(start.payload.len(), 1 << 20);
     assert_eq!(start.metadata, metadata_of(2, 10));
     assert!(h.events().is_none());
-}
-
-/// A unary call's deadline is kept in the connection's timer heap: before it nothing happens;
-/// at it the caller gets `Deadline`, the shell is told to take the request back or cancel it,
-/// and the call is gone (a late response is ignored). A call answered in time leaves no timer.
-#[test]
-fn a_unary_deadline_fails_the_call_at_its_time_and_an_answered_call_leaves_no_timer() {
-    let mut h = Harness::new(10, 100);
-    let t0 = Instant::now();
-    let late: Reply = Arc::default();
-    let on_time: Reply = Arc::default();
-    let a = h
-        .core
-        .register_unary(late.clone(), Some(t0 + Duration::from_millis(100)))
-        .expect("open");
-    let b = h
-        .core
-        .register_unary(on_time.clone(), Some(t0 + Duration::from_millis(50)))
-        .expect("open");
-    // Both requests are queued (the shell says so under the lock it pushes them with).
-    assert!(h.core.unary_unsent(a) && h.core.unary_unsent(b));
-    h.core.unary_queued(a);
-    h.core.unary_queued(b);
-    assert_eq!(h.core.poll_timeout(), Some(t0 + Duration::from_millis(50)));
-    h.frame(Frame::Response {
-        mux: b,
-        result: Ok(Some(Bytes::from_static(b"in time"))),
-    });
-    assert!(h.events().is_none());
-    assert_eq!(
-        *on_time.lock(),
-        Some(Ok(Some(Bytes::from_static(b"in time"))))
-    );
-
-    h.core.handle_timeout(t0 + Duration::from_millis(99));
-    assert!(h.events().is_none());
-    assert!(late.lock().is_none() && h.expired.is_empty(), "not yet due");
-
-    h.core.handle_timeout(t0 + Duration::from_millis(100));
-    assert!(h.events().is_none(), "a deadline does not close the link");
-    assert_eq!(*late.lock(), Some(Err(MuxError::Deadline)));
-    assert_eq!(h.expired, vec![a], "only the call that ran out of time");
-    assert_eq!(h.core.in_flight().total(), 0, "both calls are gone");
-    assert!(!h.core.forget_unary(a), "nothing left to forget");
-
-    // The answer that comes too late finds no call and changes nothing.
-    h.frame(Frame::Response {
-        mux: a,
-        result: Ok(Some(Bytes::from_static(b"late"))),
-    });
-    h.events();
-    assert_eq!(*late.lock(), Some(Err(MuxError::Deadline)));
-    h.core.handle_timeout(t0 + Duration::from_secs(10));
-    assert_eq!(h.expired, vec![a]);
-}
-
-/// A unary call whose request was never queued (its caller still waited for room) ends at its
-/// deadline with `Deadline` and no `Expired`: there is nothing to take back and nothing the
-/// callee must be told. A caller that gives up before queuing is not told to cancel either.
-#[test]
-fn a_unary_deadline_before_the_request_is_queued_cancels_nothing_on_the_callee() {
-    let mut h = Harness::new(10, 100);
-    let t0 = Instant::now();
-    let waiting: Reply = Arc::default();
-    let a = h
-        .core
-        .register_unary(waiting.clone(), Some(t0 + Duration::from_millis(10)))
-        .expect("open");
-    h.core.handle_timeout(t0 + Duration::from_millis(10));
-    assert!(h.events().is_none());
-    assert_eq!(*waiting.lock(), Some(Err(MuxError::Deadline)));
-    assert!(h.expired.is_empty(), "the callee never heard of the call");
-    assert!(
-        !h.core.unary_unsent(a),
-        "a push after the deadline is refused"
-    );
-
-    let gave_up = h
-        .core
-        .register_unary(Reply::default(), Some(t0 + Duration::from_secs(60)))
-        .expect("open");
-    assert!(
-        !h.core.forget_unary(gave_up),
-        "nothing queued, nothing to cancel"
-    );
-    let queued = h
-        .core
-        .register_unary(Reply::default(), Some(t0 + Duration::from_secs(60)))
-        .expect("open");
-    h.core.unary_queued(queued);
-    assert!(h.core.forget_unary(queued), "a queued request is cancelled");
-    assert_eq!(h.core.in_flight().total(), 0);
 }

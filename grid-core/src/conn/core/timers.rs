@@ -1,12 +1,11 @@
-//! The timers of one connection (stream deadlines, stream pings, liveness checks, and the
-//! deadlines of unary calls this side started) in one heap, instead of a task or a timer per
-//! call. Pure: time is an argument.
+//! The stream timers of one connection (deadlines, stream pings, liveness checks) in one heap,
+//! instead of a task or a timer per stream. Pure: time is an argument.
 //!
 //! Each mux has at most one live entry, recorded in `due`; an entry in the heap whose time no
 //! longer matches is stale and skipped. Finished calls take their entry out of `due` at once,
 //! and the heap is rebuilt when stale entries outnumber live ones, so its size stays within
-//! twice the number of live entries (plus a small constant), whatever a peer does with
-//! open/cancel loops and however many calls end in time or time out.
+//! twice the number of live streams (plus a small constant), whatever a peer does with
+//! open/cancel loops.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -132,11 +131,11 @@ mod tests {
         );
     }
 
-    /// Unary deadlines beside long-lived entries: calls that are answered (cancelled) or that
-    /// time out (popped), a hundred thousand of each, keep the heap within twice the live
+    /// Entries beside long-lived ones that are cancelled (their call ended) or popped (due), a
+    /// hundred thousand of each, keep the heap within twice the live
     /// entries plus the slack at every step.
     #[test]
-    fn floods_of_answered_or_expired_calls_keep_the_heap_bounded() {
+    fn floods_of_cancelled_or_due_entries_keep_the_heap_bounded() {
         let mut t = TimerHeap::default();
         let now = Instant::now();
         let live = 1000u32;
