@@ -6,7 +6,7 @@
 //! The honest tests run a real node and a real peer over an in-memory socket (`scripted/`);
 //! the rule-breaking ones play the peer frame by frame.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::result_large_err, clippy::unwrap_used)]
 
 mod scripted;
 
@@ -142,8 +142,18 @@ async fn payloads_at_the_edges_of_the_chunk_size_round_trip_both_ways() {
             .await;
         }
     }
-    for (conn, _) in conns(&c) {
-        assert_eq!(conn.stats().held.inbound, 0);
+    // A handler's charge is released when its call ends, just after its answer is queued: the
+    // caller may have the answer a moment before.
+    for (conn, dir) in conns(&c) {
+        eventually(
+            &format!("{dir}: the inbound charge released"),
+            WAIT,
+            || match conn.stats().held.inbound {
+                0 => Ok(()),
+                held => Err(held),
+            },
+        )
+        .await;
     }
 }
 
@@ -256,10 +266,18 @@ async fn many_large_and_small_calls_interleave_with_every_byte_checked() {
     for r in join_all(calls).await {
         r.unwrap();
     }
+    // A call's charge and slot go when it ends, just after its last frame is queued: the
+    // caller may have that frame a moment before.
     for (conn, dir) in conns(&c) {
-        let s = conn.stats();
-        assert_eq!(s.held.inbound, 0, "{dir}: {s:?}");
-        assert_eq!(s.in_flight.total(), 0, "{dir}: {s:?}");
+        eventually(&format!("{dir}: charges and calls released"), WAIT, || {
+            let s = conn.stats();
+            if s.held.inbound == 0 && s.in_flight.total() == 0 {
+                Ok(())
+            } else {
+                Err(s)
+            }
+        })
+        .await;
     }
 }
 

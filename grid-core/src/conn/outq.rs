@@ -46,6 +46,10 @@ const COPY_RUN_MAX: usize = 16 << 10;
 /// link busy while the acks travel back (see `BENCHMARKS.md`).
 pub(crate) const PARTS_IN_FLIGHT: usize = 256 << 10;
 
+/// Request buffers the queue keeps for reuse, and the largest it keeps.
+const FRAME_BUFS_KEPT: usize = 64;
+const FRAME_BUF_MAX: usize = 4 << 10;
+
 /// The capacity a new run starts with when no spare buffer is at hand.
 const FIRST_RUN_CAPACITY: usize = 4 << 10;
 
@@ -124,6 +128,10 @@ struct Lanes {
     last: Option<Bytes>,
     /// A cleared buffer the writer gave back, for the next run.
     spare: Option<BytesMut>,
+    /// Buffers of requests the writer copied out, for the next requests: a request is encoded
+    /// into one of these under the lock, so a busy connection allocates (and frees, often on
+    /// another worker) no buffer per call. Emptied when the queue is.
+    frame_bufs: Vec<BytesMut>,
     /// How long the last run the writer took had grown: the capacity of a new run, so a busy
     /// stream's runs do not grow by doubling (and copying) every time.
     run_hint: usize,
@@ -451,6 +459,49 @@ impl OutQueue {
     /// Queues a `Request`/`Open` as a frame of its own, tagged with its mux for
     /// [`retract`](Self::retract); refused like [`append`](Self::append) with the same `bound`
     /// (the frame is handed back).
+    /// Like [`push_tagged`](Self::push_tagged), for a frame of `len` bytes that `encode`
+    /// writes (whole, and only it) into a buffer the queue gives it, once it is admitted.
+    pub(crate) fn push_tagged_with(
+        &self,
+        tag: u32,
+        len: usize,
+        bound: Bound,
+        encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), Refused<()>> {
+        let mut lanes = self.lanes.lock();
+        if lanes.closed {
+            return Err(Refused::Closed);
+        }
+        let bulk = self.chunk > 0 && (len > self.chunk || lanes.bulk.holds(tag));
+        match bound {
+            Bound::Room | Bound::Bulk if !self.has_room(&lanes, bulk) => return Err(Refused::Full),
+            Bound::Twice if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) => {
+                return Err(Refused::Stuck)
+            }
+            _ => {}
+        }
+        let wake = !self.can_send(&lanes);
+        let mut buf = match lanes.frame_bufs.pop() {
+            Some(b) if !bulk => b,
+            _ => BytesMut::with_capacity(len),
+        };
+        encode(&mut buf);
+        let frame = buf.freeze();
+        if bulk {
+            let put = lanes.put;
+            lanes.bulk.push(tag, frame, Bytes::new(), true, put);
+        } else {
+            lanes.add_data(frame.len());
+            lanes.data.push_back(Entry::Tagged(tag, frame));
+        }
+        self.mark(&lanes);
+        drop(lanes);
+        if wake {
+            self.writer.notify_one();
+        }
+        Ok(())
+    }
+
     pub(crate) fn push_tagged(
         &self,
         frame: Bytes,
@@ -682,6 +733,7 @@ impl OutQueue {
             // The writer is about to sleep: an idle queue keeps no buffer.
             if lanes.is_empty() {
                 lanes.spare = None;
+                lanes.frame_bufs = Vec::new();
             }
             return None;
         }
@@ -761,7 +813,10 @@ impl OutQueue {
             lanes.take_data(len);
             took_data = true;
             match e {
-                Entry::Tagged(_, f) => batch.buf.extend_from_slice(&f),
+                Entry::Tagged(_, f) => {
+                    batch.buf.extend_from_slice(&f);
+                    Self::keep_frame_buf(lanes, f);
+                }
                 Entry::Run { buf, .. } => {
                     lanes.run_hint = buf.len();
                     batch.buf.extend_from_slice(&buf[BATCH_HEADER_LEN..]);
@@ -770,6 +825,18 @@ impl OutQueue {
             batch.frames += frames;
         }
         took_data
+    }
+
+    /// Keeps the buffer of a request the writer copied out for a later request, if it is small
+    /// and no one else holds it.
+    fn keep_frame_buf(lanes: &mut Lanes, frame: Bytes) {
+        if lanes.frame_bufs.len() >= FRAME_BUFS_KEPT || frame.len() > FRAME_BUF_MAX {
+            return;
+        }
+        if let Ok(mut buf) = frame.try_into_mut() {
+            buf.clear();
+            lanes.frame_bufs.push(buf);
+        }
     }
 
     /// Copies the queued control frames into `batch`, within [`MAX_FRAMES_PER_BATCH`].

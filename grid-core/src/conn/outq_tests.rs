@@ -415,3 +415,44 @@ async fn parts_in_flight_wait_for_the_peers_acks() {
     let next = drained_frames(&q, 256 << 10).await;
     assert!(matches!(next.as_slice(), [Frame::Chunk { bytes, .. }] if bytes.len() == 64 << 10));
 }
+
+/// A request encoded into the queue's own buffer goes out byte for byte like one pushed whole,
+/// can be taken back the same way, waits for room like any data frame, and its buffer serves
+/// the next request once the writer has copied it out (no buffer per call on a busy link); an
+/// idle queue keeps none.
+#[tokio::test]
+async fn requests_encoded_in_reused_buffers_go_out_whole_and_in_order() {
+    let q = OutQueue::new(1000, 1 << 20, 10, 0);
+    let push = |seq: u32, tag: u32, bound: Bound| {
+        let f = data_frame(seq, 20);
+        q.push_tagged_with(tag, crate::frame::encoded_len(&f, false), bound, |dst| {
+            encode_frame(&f, false, dst)
+        })
+    };
+    push(0, 3, Bound::Room).expect("open");
+    push(1, 5, Bound::Room).expect("open");
+    assert!(q.retract(3), "still queued: taken back");
+    assert_eq!(drained_frames(&q, 1 << 20).await, vec![data_frame(1, 20)]);
+    assert_eq!(
+        q.lanes.lock().frame_bufs.len(),
+        1,
+        "the written request's buffer is kept"
+    );
+    push(2, 7, Bound::Room).expect("open");
+    assert!(
+        q.lanes.lock().frame_bufs.is_empty(),
+        "and serves the next request"
+    );
+    assert_eq!(drained_frames(&q, 1 << 20).await, vec![data_frame(2, 20)]);
+    // Nothing queued: the writer's next look finds the queue idle and lets the buffers go.
+    assert!(q.take(1 << 20).is_none());
+    assert!(q.lanes.lock().frame_bufs.is_empty());
+
+    // Past the bound, a request waits like any data frame, and nothing is encoded.
+    let small = OutQueue::new(30, 1 << 20, 10, 0);
+    append_frame(&small, &data_frame(0, 40), Bound::None).expect("open");
+    let mut encoded_now = false;
+    let refused = small.push_tagged_with(9, 34, Bound::Room, |_| encoded_now = true);
+    assert!(matches!(refused, Err(Refused::Full)), "{refused:?}");
+    assert!(!encoded_now);
+}

@@ -410,8 +410,9 @@ impl Session {
         enum Pending {
             /// Encoded straight into the data lane when there is room.
             Run,
-            /// A `Request`/`Open`, queued alone so it can be taken back.
-            Tagged(Bytes),
+            /// A `Request`/`Open`, queued alone so it can be taken back; encoded once there is
+            /// room, into a buffer the queue reuses.
+            Tagged,
             /// A frame sent in parts: its head and its payload, not copied.
             Large((Bytes, Bytes)),
         }
@@ -422,7 +423,7 @@ impl Session {
         let mut pending = if large {
             Pending::Large(frame::encode_split(frame))
         } else if tag != 0 {
-            Pending::Tagged(self.encode(frame))
+            Pending::Tagged
         } else {
             Pending::Run
         };
@@ -432,15 +433,15 @@ impl Session {
                     Refused::Closed => None,
                     _ => Some(Pending::Run),
                 }),
-                Pending::Tagged(b) => {
-                    self.out
-                        .push_tagged(b, tag, Bound::Room)
-                        .map_err(|e| match e {
-                            Refused::By(back) => Some(Pending::Tagged(back)),
-                            Refused::Closed => None,
-                            _ => Some(Pending::Tagged(self.encode(frame))),
-                        })
-                }
+                Pending::Tagged => self
+                    .out
+                    .push_tagged_with(tag, frame::encoded_len(frame, false), Bound::Room, |dst| {
+                        frame::encode_frame(frame, false, dst)
+                    })
+                    .map_err(|e| match e {
+                        Refused::Closed => None,
+                        _ => Some(Pending::Tagged),
+                    }),
                 Pending::Large(parts) => self
                     .out
                     .push_large(parts, frame.mux().0, tag != 0, Bound::Bulk)
