@@ -456,9 +456,6 @@ impl OutQueue {
         out.map_err(Refused::By)
     }
 
-    /// Queues a `Request`/`Open` as a frame of its own, tagged with its mux for
-    /// [`retract`](Self::retract); refused like [`append`](Self::append) with the same `bound`
-    /// (the frame is handed back).
     /// Like [`push_tagged`](Self::push_tagged), for a frame of `len` bytes that `encode`
     /// writes (whole, and only it) into a buffer the queue gives it, once it is admitted.
     pub(crate) fn push_tagged_with(
@@ -467,6 +464,45 @@ impl OutQueue {
         len: usize,
         bound: Bound,
         encode: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), Refused<()>> {
+        self.push_tagged_made(tag, len, bound, |lanes, bulk| {
+            let mut buf = match lanes.frame_bufs.pop() {
+                Some(b) if !bulk => b,
+                _ => BytesMut::with_capacity(len),
+            };
+            encode(&mut buf);
+            buf.freeze()
+        })
+    }
+
+    /// Queues a `Request`/`Open` as a frame of its own, tagged with its mux for
+    /// [`retract`](Self::retract); refused like [`append`](Self::append) with the same `bound`
+    /// (the frame is handed back).
+    pub(crate) fn push_tagged(
+        &self,
+        frame: Bytes,
+        tag: u32,
+        bound: Bound,
+    ) -> Result<(), Refused<Bytes>> {
+        let len = frame.len();
+        let mut frame = Some(frame);
+        match self.push_tagged_made(tag, len, bound, |_, _| frame.take().unwrap_or_default()) {
+            Ok(()) => Ok(()),
+            Err(Refused::Full) => Err(Refused::By(frame.take().unwrap_or_default())),
+            Err(Refused::Closed) => Err(Refused::Closed),
+            Err(Refused::Stuck) => Err(Refused::Stuck),
+            Err(Refused::By(())) => Err(Refused::By(frame.take().unwrap_or_default())),
+        }
+    }
+
+    /// Queues the tagged frame of `len` bytes `make` produces, once it is admitted under
+    /// `bound` (told whether it goes among the frames sent in parts).
+    fn push_tagged_made(
+        &self,
+        tag: u32,
+        len: usize,
+        bound: Bound,
+        make: impl FnOnce(&mut Lanes, bool) -> Bytes,
     ) -> Result<(), Refused<()>> {
         let mut lanes = self.lanes.lock();
         if lanes.closed {
@@ -481,48 +517,7 @@ impl OutQueue {
             _ => {}
         }
         let wake = !self.can_send(&lanes);
-        let mut buf = match lanes.frame_bufs.pop() {
-            Some(b) if !bulk => b,
-            _ => BytesMut::with_capacity(len),
-        };
-        encode(&mut buf);
-        let frame = buf.freeze();
-        if bulk {
-            let put = lanes.put;
-            lanes.bulk.push(tag, frame, Bytes::new(), true, put);
-        } else {
-            lanes.add_data(frame.len());
-            lanes.data.push_back(Entry::Tagged(tag, frame));
-        }
-        self.mark(&lanes);
-        drop(lanes);
-        if wake {
-            self.writer.notify_one();
-        }
-        Ok(())
-    }
-
-    pub(crate) fn push_tagged(
-        &self,
-        frame: Bytes,
-        tag: u32,
-        bound: Bound,
-    ) -> Result<(), Refused<Bytes>> {
-        let mut lanes = self.lanes.lock();
-        if lanes.closed {
-            return Err(Refused::Closed);
-        }
-        let bulk = self.chunk > 0 && (frame.len() > self.chunk || lanes.bulk.holds(tag));
-        match bound {
-            Bound::Room | Bound::Bulk if !self.has_room(&lanes, bulk) => {
-                return Err(Refused::By(frame))
-            }
-            Bound::Twice if lanes.data_bytes > self.max_data_bytes.saturating_mul(2) => {
-                return Err(Refused::Stuck)
-            }
-            _ => {}
-        }
-        let wake = !self.can_send(&lanes);
+        let frame = make(&mut lanes, bulk);
         if bulk {
             let put = lanes.put;
             lanes.bulk.push(tag, frame, Bytes::new(), true, put);
