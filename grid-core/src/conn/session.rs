@@ -419,7 +419,8 @@ impl Session {
         // A frame sent in parts is encoded here, not under the lane's lock, and waits for room
         // among the large frames; a small one only for room in the data lane, so small calls
         // never wait behind large transfers.
-        let large = self.out.is_large(frame::encoded_len(frame, false));
+        let len = frame::encoded_len(frame, false);
+        let large = self.out.is_large(len);
         let mut pending = if large {
             Pending::Large(frame::encode_split(frame))
         } else if tag != 0 {
@@ -435,7 +436,7 @@ impl Session {
                 }),
                 Pending::Tagged => self
                     .out
-                    .push_tagged_with(tag, frame::encoded_len(frame, false), Bound::Room, |dst| {
+                    .push_tagged_with(tag, len, Bound::Room, |dst| {
                         frame::encode_frame(frame, false, dst)
                     })
                     .map_err(|e| match e {
