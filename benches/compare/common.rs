@@ -74,6 +74,9 @@ pub(crate) struct Opts {
     pub(crate) stream_n: u64,
     /// Messages each way of the two-way workload.
     pub(crate) bidi_n: u64,
+    /// Rounds of the server-streaming and two-way workloads, each round running every system
+    /// once (`--rounds N`; 5, quick 2).
+    pub(crate) rounds: usize,
     /// Idle streams opened on one grid connection.
     pub(crate) idle_streams: usize,
     /// Managers in the idle-connection memory workload.
@@ -106,7 +109,7 @@ impl Opts {
     }
 
     /// Settings from the command line: `--quick`, `--only a,b`, `--workloads a,b`,
-    /// `--concurrency 64,256`, `--stream-n N`, `--bidi-n N`. Anything
+    /// `--concurrency 64,256`, `--stream-n N`, `--bidi-n N`, `--rounds N`. Anything
     /// else (cargo bench passes `--bench`) is ignored.
     pub(crate) fn from_args() -> Opts {
         let args: Vec<String> = std::env::args().collect();
@@ -134,6 +137,13 @@ impl Opts {
         if let Some(n) = list("--bidi-n").first().and_then(|n| n.parse().ok()) {
             o.bidi_n = n;
         }
+        if let Some(n) = list("--rounds")
+            .first()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+        {
+            o.rounds = n;
+        }
         // A tracing subscriber (fmt to stderr) with this filter, to measure what one costs.
         o.log = args
             .iter()
@@ -154,6 +164,7 @@ impl Opts {
                 concurrency: vec![1, 16, 64, 256],
                 stream_n: 100_000,
                 bidi_n: 20_000,
+                rounds: 2,
                 idle_streams: 1_000,
                 idle_nodes: 8,
                 mesh: vec![2, 4],
@@ -172,6 +183,7 @@ impl Opts {
                 concurrency: vec![1, 16, 64, 256],
                 stream_n: 1_000_000,
                 bidi_n: 200_000,
+                rounds: 5,
                 idle_streams: 10_000,
                 idle_nodes: 16,
                 mesh: vec![2, 4, 8, 16],
@@ -387,16 +399,61 @@ async fn load(
     (all, errors, first_error)
 }
 
-/// Result of one streaming workload.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct StreamStat {
+/// One round of one streaming workload.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamRound {
     pub(crate) per_sec: f64,
-    pub(crate) mb_per_sec: f64,
+    /// Process CPU time per message (client and server together).
     pub(crate) cpu_per_msg: Duration,
 }
 
-/// Runs one streaming workload of `n` messages and checks the count.
-pub(crate) async fn run_count(f: &CountFn, n: u64, limit: Duration) -> Result<StreamStat, String> {
+/// One streaming workload of one system over all its rounds. One run of 50–150 ms swings by
+/// 1.5× on a shared 2-core machine, so the figures are medians and the spread is kept beside them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamStat {
+    /// Median msgs/s over the rounds.
+    pub(crate) per_sec: f64,
+    /// Slowest round, msgs/s.
+    pub(crate) min_per_sec: f64,
+    /// Fastest round, msgs/s.
+    pub(crate) max_per_sec: f64,
+    /// MB/s at the median rate.
+    pub(crate) mb_per_sec: f64,
+    /// Median CPU time per message (taken over the rounds on its own, not the median round's).
+    pub(crate) cpu_per_msg: Duration,
+    /// Rounds measured.
+    pub(crate) rounds: usize,
+}
+
+impl StreamStat {
+    /// Medians and spread of `rounds` (at least one).
+    pub(crate) fn of(rounds: &[StreamRound]) -> StreamStat {
+        let rates: Vec<f64> = rounds.iter().map(|r| r.per_sec).collect();
+        let cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_per_msg.as_secs_f64()).collect();
+        let per_sec = median(rates.clone());
+        StreamStat {
+            per_sec,
+            min_per_sec: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            max_per_sec: rates.iter().copied().fold(0.0, f64::max),
+            mb_per_sec: per_sec * STREAM_MSG as f64 / 1e6,
+            cpu_per_msg: Duration::from_secs_f64(median(cpu)),
+            rounds: rounds.len(),
+        }
+    }
+}
+
+/// The middle value; of an even count, the mean of the two middle values. 0 for none.
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_unstable_by(f64::total_cmp);
+    match xs.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => xs[n / 2],
+        n => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// Runs one round of a streaming workload of `n` messages and checks the count.
+pub(crate) async fn run_count(f: &CountFn, n: u64, limit: Duration) -> Result<StreamRound, String> {
     let cpu0 = cpu_time();
     let started = Instant::now();
     // Spawned, so the consumer runs on the 2 workers like everything else (not on the thread
@@ -410,10 +467,8 @@ pub(crate) async fn run_count(f: &CountFn, n: u64, limit: Duration) -> Result<St
     if got != n {
         return Err(format!("received {got} messages, want {n}"));
     }
-    let per_sec = n as f64 / elapsed.as_secs_f64();
-    Ok(StreamStat {
-        per_sec,
-        mb_per_sec: per_sec * STREAM_MSG as f64 / 1e6,
+    Ok(StreamRound {
+        per_sec: n as f64 / elapsed.as_secs_f64(),
         cpu_per_msg: Duration::from_secs_f64(cpu.as_secs_f64() / n.max(1) as f64),
     })
 }

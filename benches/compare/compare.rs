@@ -11,7 +11,9 @@
 //! concurrency 1, 16, 64, 256; server streaming of 64-byte messages; two-way streaming echo;
 //! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape;
 //! 512 B calls beside large transfers (`large.rs`).
-//! The output is Markdown, one table per workload, with grid's ratio to each system.
+//! The output is Markdown, one table per workload, with grid's ratio to each system. The two
+//! streaming workloads run `--rounds N` rounds (5; quick 2), each round running every system once
+//! in turn, and report medians with the spread of the rounds.
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
 //! selects workloads (unary, stream, bidi, cap1, memory, mesh, large), `--concurrency 256` the
@@ -32,8 +34,10 @@ mod report;
 mod tarpc_sys;
 mod tonic_sys;
 
-use common::{run_count, run_unary, EchoFn, Failures, Opts, System};
-use report::{Cell, Results};
+use common::{
+    run_count, run_unary, CountFn, EchoFn, Failures, Opts, StreamRound, StreamStat, System, Wire,
+};
+use report::{Cell, Results, Rows};
 
 fn main() {
     let opts = Opts::from_args();
@@ -211,49 +215,15 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
         r.unary.push((c, rows));
     }
 
-    for (kind, n) in [("stream", opts.stream_n), ("two-way", opts.bidi_n)] {
-        let w = if kind == "stream" { "stream" } else { "bidi" };
-        if !opts.workload(w) {
+    r.rounds = opts.rounds;
+    for kind in [Streaming::Server, Streaming::TwoWay] {
+        if !opts.workload(kind.workload()) {
             continue;
         }
-        for s in &systems {
-            let f = if kind == "stream" { &s.stream } else { &s.bidi };
-            let Some(f) = f else {
-                let rows = if kind == "stream" {
-                    &mut r.stream
-                } else {
-                    &mut r.bidi
-                };
-                rows.push((s.name, Cell::Unsupported));
-                continue;
-            };
-            let w0 = s.wire.as_ref().map(|w| w());
-            let res = run_count(f, n, opts.limit).await;
-            if let (Some(w), Some(w0)) = (&s.wire, w0) {
-                r.wire
-                    .push((format!("{kind} of {n}"), s.name, w().since(w0)));
-            }
-            let cell = match res {
-                Ok(st) => {
-                    eprintln!(
-                        "{kind:<8} {:<14} {:>9} msgs/s  {:>6.1} MB/s  cpu/msg {:>8}",
-                        s.name,
-                        report::rate(st.per_sec),
-                        st.mb_per_sec,
-                        report::dur(st.cpu_per_msg)
-                    );
-                    Cell::Done(st)
-                }
-                Err(e) => {
-                    failures.add(format!("{} {kind} of {n}: {e}", s.name));
-                    Cell::Failed(e)
-                }
-            };
-            if kind == "stream" {
-                r.stream.push((s.name, cell));
-            } else {
-                r.bidi.push((s.name, cell));
-            }
+        let rows = stream_rounds(opts, &systems, kind, failures, &mut r.wire).await;
+        match kind {
+            Streaming::Server => r.stream = rows,
+            Streaming::TwoWay => r.bidi = rows,
         }
     }
 
@@ -319,4 +289,108 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
         r.extra.push(large::table(&rows));
     }
     r
+}
+
+/// The two streaming workloads.
+#[derive(Debug, Clone, Copy)]
+enum Streaming {
+    Server,
+    TwoWay,
+}
+
+impl Streaming {
+    /// Name in the output.
+    fn name(self) -> &'static str {
+        match self {
+            Streaming::Server => "stream",
+            Streaming::TwoWay => "two-way",
+        }
+    }
+
+    /// Name in `--workloads`.
+    fn workload(self) -> &'static str {
+        match self {
+            Streaming::Server => "stream",
+            Streaming::TwoWay => "bidi",
+        }
+    }
+
+    fn messages(self, opts: &Opts) -> u64 {
+        match self {
+            Streaming::Server => opts.stream_n,
+            Streaming::TwoWay => opts.bidi_n,
+        }
+    }
+
+    fn of(self, s: &System) -> Option<&CountFn> {
+        match self {
+            Streaming::Server => s.stream.as_ref(),
+            Streaming::TwoWay => s.bidi.as_ref(),
+        }
+    }
+}
+
+/// Runs `opts.rounds` rounds of one streaming workload. Rounds are interleaved: each runs every
+/// system once, in turn, so a change in the machine's state (another process, a CPU's clock)
+/// lands on every system alike rather than on whichever ran during it. Every round is checked;
+/// a system that fails one is reported failed and not run again in this workload. The wire
+/// counters are taken over round 1 only.
+async fn stream_rounds(
+    opts: &Opts,
+    systems: &[System],
+    kind: Streaming,
+    failures: &Failures,
+    wire: &mut Vec<(String, &'static str, Wire)>,
+) -> Rows<StreamStat> {
+    let (name, n) = (kind.name(), kind.messages(opts));
+    let mut cells: Vec<Cell<Vec<StreamRound>>> = systems
+        .iter()
+        .map(|s| match kind.of(s) {
+            Some(_) => Cell::Done(Vec::with_capacity(opts.rounds)),
+            None => Cell::Unsupported,
+        })
+        .collect();
+    for round in 1..=opts.rounds {
+        let mut line = format!("{name:<8} round {round}/{}:", opts.rounds);
+        for (s, cell) in systems.iter().zip(&mut cells) {
+            let (Some(f), Cell::Done(done)) = (kind.of(s), &mut *cell) else {
+                continue;
+            };
+            let w0 = s.wire.as_ref().filter(|_| round == 1).map(|w| w());
+            let res = run_count(f, n, opts.limit).await;
+            if let (Some(w), Some(w0)) = (&s.wire, w0) {
+                wire.push((format!("{name} of {n}, round 1"), s.name, w().since(w0)));
+            }
+            match res {
+                Ok(st) => {
+                    line.push_str(&format!("  {} {}", s.name, report::rate(st.per_sec)));
+                    done.push(st);
+                }
+                Err(e) => {
+                    failures.add(format!("{} {name} of {n}, round {round}: {e}", s.name));
+                    *cell = Cell::Failed(format!("round {round}: {e}"));
+                }
+            }
+        }
+        eprintln!("{line}");
+    }
+    systems
+        .iter()
+        .zip(cells)
+        .map(|(s, cell)| {
+            let cell = cell.map(|done| StreamStat::of(&done));
+            if let Cell::Done(st) = &cell {
+                eprintln!(
+                    "{name:<8} {:<14} {:>9} msgs/s ({}, {} rounds)  {:>6.1} MB/s  cpu/msg {:>8}",
+                    s.name,
+                    report::rate(st.per_sec),
+                    report::spread(st.min_per_sec, st.max_per_sec),
+                    st.rounds,
+                    st.mb_per_sec,
+                    report::dur(st.cpu_per_msg)
+                );
+            }
+            (s.name, cell)
+        })
+        .collect()
 }

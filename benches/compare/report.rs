@@ -25,6 +25,15 @@ impl<T> Cell<T> {
             _ => None,
         }
     }
+
+    /// The same outcome with `f` applied to a result.
+    pub(crate) fn map<U>(self, f: impl FnOnce(T) -> U) -> Cell<U> {
+        match self {
+            Cell::Done(t) => Cell::Done(f(t)),
+            Cell::Unsupported => Cell::Unsupported,
+            Cell::Failed(e) => Cell::Failed(e),
+        }
+    }
 }
 
 /// One workload's row per system.
@@ -35,8 +44,11 @@ pub(crate) type Rows<T> = Vec<(&'static str, Cell<T>)>;
 pub(crate) struct Results {
     /// Per concurrency, per system.
     pub(crate) unary: Vec<(usize, Rows<UnaryStat>)>,
+    /// Per system, over `rounds` rounds.
     pub(crate) stream: Rows<StreamStat>,
     pub(crate) bidi: Rows<StreamStat>,
+    /// Rounds of the streaming workloads.
+    pub(crate) rounds: usize,
     pub(crate) memory: Option<Cell<MemStat>>,
     pub(crate) mesh: Vec<(usize, Cell<UnaryStat>)>,
     /// A capacity-1 stream beside unary load (grid only).
@@ -56,6 +68,18 @@ pub(crate) fn rate(x: f64) -> String {
     } else {
         format!("{x:.0}")
     }
+}
+
+/// A range of rates in the unit of its top: `11.3–21.0M`.
+pub(crate) fn spread(lo: f64, hi: f64) -> String {
+    let (div, unit) = if hi >= 1e6 {
+        (1e6, "M")
+    } else if hi >= 1e3 {
+        (1e3, "k")
+    } else {
+        (1.0, "")
+    };
+    format!("{:.1}–{:.1}{unit}", lo / div, hi / div)
 }
 
 pub(crate) fn dur(d: Duration) -> String {
@@ -132,7 +156,12 @@ fn unary_table(out: &mut String, c: usize, rows: &[(&'static str, Cell<UnaryStat
     }
 }
 
-fn stream_table(out: &mut String, title: &str, rows: &[(&'static str, Cell<StreamStat>)]) {
+fn stream_table(
+    out: &mut String,
+    title: &str,
+    rounds: usize,
+    rows: &[(&'static str, Cell<StreamStat>)],
+) {
     let grid = rows
         .iter()
         .find(|(n, _)| *n == GRID)
@@ -140,9 +169,15 @@ fn stream_table(out: &mut String, title: &str, rows: &[(&'static str, Cell<Strea
     let _ = writeln!(out, "\n### {title}\n");
     let _ = writeln!(
         out,
-        "| system | msgs/s | MB/s | CPU/msg | grid msgs/s ÷ this | grid CPU ÷ this |"
+        "Median of {rounds} rounds, each round running every system once in turn; spread = \
+         slowest–fastest round; MB/s at the median; CPU/msg = median over the rounds; ratios \
+         are of medians.\n"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| system | msgs/s | spread | MB/s | CPU/msg | grid msgs/s ÷ this | grid CPU ÷ this |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
     for (name, cell) in rows {
         match cell {
             Cell::Done(s) => {
@@ -155,17 +190,18 @@ fn stream_table(out: &mut String, title: &str, rows: &[(&'static str, Cell<Strea
                 };
                 let _ = writeln!(
                     out,
-                    "| {name} | {} | {:.1} | {} | {r} | {u} |",
+                    "| {name} | {} | {} | {:.1} | {} | {r} | {u} |",
                     rate(s.per_sec),
+                    spread(s.min_per_sec, s.max_per_sec),
                     s.mb_per_sec,
                     dur(s.cpu_per_msg)
                 );
             }
             Cell::Unsupported => {
-                let _ = writeln!(out, "| {name} | — | — | — | — | — |");
+                let _ = writeln!(out, "| {name} | — | — | — | — | — | — |");
             }
             Cell::Failed(e) => {
-                let _ = writeln!(out, "| {name} | FAILED: {e} | | | | |");
+                let _ = writeln!(out, "| {name} | FAILED: {e} | | | | | |");
             }
         }
     }
@@ -312,7 +348,8 @@ fn wire_table(out: &mut String, rows: &[(String, &'static str, Wire)]) {
         out,
         "\n### On the wire: frames per socket write (batching), per workload\n\n\
          grid: frames per WebSocket message (each message is one write and flush); raw-ws: \
-         messages fed per flush. Caller = the side that calls, callee = the side that serves.\n"
+         messages fed per flush. Caller = the side that calls, callee = the side that serves. \
+         Stream and two-way rows count round 1 only (each later round repeats it).\n"
     );
     let _ = writeln!(
         out,
@@ -385,7 +422,7 @@ fn targets_table(out: &mut String, r: &Results) {
     };
     let s = (|| Some(st(GRID)? / st("tonic")?))();
     row(
-        "server streaming 64 B: grid ≥ 1.0× tonic",
+        "server streaming 64 B, medians: grid ≥ 1.0× tonic",
         s,
         &|x| x >= 1.0,
         "×",
@@ -415,6 +452,7 @@ pub(crate) fn render(r: &Results, mesh_concurrency: usize) -> String {
         stream_table(
             &mut out,
             "Server streaming, 64 B messages (one stream)",
+            r.rounds,
             &r.stream,
         );
     }
@@ -422,6 +460,7 @@ pub(crate) fn render(r: &Results, mesh_concurrency: usize) -> String {
         stream_table(
             &mut out,
             "Two-way streaming echo, 64 B messages (one stream; msgs/s = messages echoed back)",
+            r.rounds,
             &r.bidi,
         );
     }
