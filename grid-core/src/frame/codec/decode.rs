@@ -346,7 +346,7 @@ impl Header {
 }
 
 /// Checks the header of the frame at `msg[pos..]` and, when flagged, its checksum.
-#[inline]
+#[inline(always)]
 fn decode_header(msg: &Bytes, pos: usize) -> Result<Header, FrameError> {
     let input = msg.get(pos..).unwrap_or_default();
     let Some(header) = input.first_chunk::<FRAME_HEADER_LEN>() else {
@@ -469,6 +469,7 @@ impl Body<'_> {
     }
 
     /// The rest of the body, as a slice of the message, within the payload limit.
+    #[inline]
     fn rest(&mut self) -> Result<Bytes, FrameError> {
         let len = self.end - self.pos;
         if len > self.limits.max_payload {
@@ -483,6 +484,7 @@ impl Body<'_> {
     }
 
     /// The payload when `PAYLOAD` is set; otherwise absent (and the body must end here).
+    #[inline]
     fn payload(&mut self, fl: u8) -> Result<Payload, FrameError> {
         if fl & flags::PAYLOAD != 0 {
             self.rest().map(Some)
