@@ -114,6 +114,7 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
 
 /// Encodes a stream item at the end of `dst` (straight into its frame): a [`Bytes`] item as its
 /// msgpack bin directly, anything else through [`encode_into`].
+#[inline]
 fn encode_item<T: Serialize + 'static>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
     if let Some(b) = (value as &dyn Any).downcast_ref::<Bytes>() {
         // What rmp writes for bytes: the shortest bin header, then the bytes.
@@ -154,6 +155,7 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
 /// Decodes a payload that arrived as `bytes`. A payload whose type is [`Bytes`] itself and that
 /// is one msgpack bin (how `Bytes` encodes) comes back as a slice of `bytes`: no copy, no
 /// allocation. Anything else decodes from the slice as [`decode`] does.
+#[inline]
 fn decode_owned<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, Error> {
     match as_bytes_payload(bytes) {
         Ok(v) => Ok(v),
