@@ -579,8 +579,11 @@ impl Connection {
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         let route = self.route(handler);
-        let (mux, rx) = session
-            .register_unary(&route)
+        // The connection's timer task fails the call at its deadline: no timer of its own.
+        // (None: a timeout too long for the clock, no deadline.)
+        let deadline = Instant::now().checked_add(remaining);
+        let (mux, mut rx) = session
+            .register_unary(&route, deadline)
             .map_err(|why| self.not_started(why, handler))?;
         crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
@@ -611,28 +614,34 @@ impl Connection {
             }
         }
         let frame = UnaryCaller::request(mux, route, opts.metadata, Some(payload), Some(remaining));
-        let queued = &mut guard.queued;
-        let result = tokio::time::timeout(remaining, async {
-            if session.send_data(&frame).await.is_err() {
-                // Nothing was sent: the link went down before the request could be queued.
-                return Err(None);
+        // Queued at once unless the lane filled up since; the call may end (its deadline, a
+        // lost link) while it waits for room.
+        let first = {
+            let send = std::pin::pin!(session.send_data(&frame));
+            match futures::future::select(send, &mut rx).await {
+                futures::future::Either::Left((sent, _)) => Ok(sent),
+                futures::future::Either::Right((ended, _)) => Err(ended),
             }
-            *queued = true;
-            rx.await
-                .unwrap_or(Err(MuxError::Disconnected))
-                .map_err(Some)
-        })
-        .await;
-        let result = match result {
-            Ok(r) => {
-                guard.armed = false;
-                r
+        };
+        let result = match first {
+            Ok(Ok(())) => {
+                guard.queued = true;
+                (&mut rx).await
             }
-            Err(_) => {
-                guard.armed = false;
-                // A request never queued (the deadline came while it waited for room) is only
-                // forgotten: the callee never heard of it and gets no `Cancel`.
-                if session.forget_unary(mux) && guard.queued {
+            // Nothing was sent: the link went down before the request could be queued.
+            Ok(Err(_)) => Ok(Err(MuxError::Disconnected)),
+            // The call ended before its request was queued: the callee never hears of it.
+            Err(ended) => ended,
+        };
+        // Whatever ended the call took it out of the table.
+        guard.armed = false;
+        let result = match result.unwrap_or(Err(MuxError::Disconnected)) {
+            Ok(p) => Ok(p),
+            Err(MuxError::Disconnected) if !guard.queued => Err(None),
+            Err(MuxError::Deadline) => {
+                // A request still queued is taken back; one the writer took gets a `Cancel`,
+                // which travels after it. One never queued is only forgotten.
+                if guard.queued {
                     session.cancel_call(&Frame::Cancel {
                         mux,
                         reason: crate::frame::CancelReason::Deadline,
@@ -640,6 +649,7 @@ impl Connection {
                 }
                 Err(Some(MuxError::Deadline))
             }
+            Err(e) => Err(Some(e)),
         };
         match result {
             Ok(p) => Ok(p.unwrap_or_default()),

@@ -567,19 +567,22 @@ impl Session {
 
     // ---- calls this side starts ------------------------------------------------------------
 
-    /// Registers a unary call to `route`; the receiver gets its result. Refused without a frame
-    /// sent when the peer's complete table lacks the route (checked under the lock the
-    /// registration takes anyway).
+    /// Registers a unary call to `route`; the receiver gets its result, [`MuxError::Deadline`]
+    /// once `deadline` (if any) passes (the timer task serves it). Refused without a frame sent when the
+    /// peer's complete table lacks the route (checked under the lock the registration takes
+    /// anyway).
     pub(crate) fn register_unary(
         &self,
         route: &Route,
+        deadline: Option<Instant>,
     ) -> Result<(MuxId, oneshot::Receiver<Result<Payload, MuxError>>), NotStarted> {
         let (tx, rx) = oneshot::channel();
         let mux = self.with_core(|core| {
             if core.peer_lacks(route) {
                 return Err(NotStarted::Unserved);
             }
-            core.register_unary(tx).map_err(|_| NotStarted::Closed)
+            core.register_unary(tx, deadline)
+                .map_err(|_| NotStarted::Closed)
         })?;
         Ok((mux, rx))
     }
@@ -684,7 +687,7 @@ impl Session {
         self.core.lock().poll_timeout()
     }
 
-    /// Runs due stream timers.
+    /// Runs due timers (unary deadlines, stream timers).
     pub(crate) fn fire_timers(&self, now: Instant) {
         self.with_core(|core| core.handle_timeout(now));
     }

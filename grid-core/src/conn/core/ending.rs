@@ -84,9 +84,10 @@ impl<H: Handles> ConnCore<H> {
         self.reasm.clear(&self.budget);
         self.transmit.clear();
         self.timers.clear();
+        self.unary_due = None;
         for (_, call) in self.calls.drain() {
             match call {
-                Outgoing::Unary(reply) => self
+                Outgoing::Unary(reply, _) => self
                     .events
                     .push_back(Event::Reply(reply, Err(lost.clone()))),
                 Outgoing::Stream(shared) => {

@@ -73,6 +73,10 @@ use crate::table::HandlerTable;
 use chunks::{FirstPart, Keep, Part, Reassembly};
 use timers::TimerHeap;
 
+/// The shortest time between two walks of the unary calls for deadlines (tokio's timers are as
+/// coarse).
+const UNARY_STEP: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Ops whose frames keep their order with a frame of the same mux sent in parts: the sender
 /// queues them behind it, so one that arrives in the middle of its parts breaks the rules.
 fn carries_data(frame: &Frame) -> bool {
@@ -88,7 +92,8 @@ fn carries_data(frame: &Frame) -> bool {
 }
 
 enum Outgoing<H: Handles> {
-    Unary(H::Reply),
+    /// A unary call and its deadline (none: a timeout too long for the clock).
+    Unary(H::Reply, Option<Instant>),
     Stream(Shared<StreamCaller>),
 }
 
@@ -159,6 +164,9 @@ pub(crate) struct ConnCore<H: Handles> {
     admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<Generations>>,
     budget: Arc<Budget>,
     timers: TimerHeap,
+    /// No unary call in `calls` has a deadline before this (see
+    /// [`expire_unary`](Self::expire_unary)).
+    unary_due: Option<Instant>,
     timer_moved: bool,
     transmit: VecDeque<(Frame, Lane)>,
     backlog_full: bool,
@@ -195,6 +203,7 @@ impl<H: Handles> ConnCore<H> {
             admitted: HashMap::default(),
             budget,
             timers: TimerHeap::default(),
+            unary_due: None,
             timer_moved: false,
             transmit: VecDeque::new(),
             backlog_full: false,
@@ -224,7 +233,7 @@ impl<H: Handles> ConnCore<H> {
         };
         for c in self.calls.values() {
             match c {
-                Outgoing::Unary(_) => n.unary_out += 1,
+                Outgoing::Unary(..) => n.unary_out += 1,
                 Outgoing::Stream(_) => n.streams_out += 1,
             }
         }
@@ -264,7 +273,10 @@ impl<H: Handles> ConnCore<H> {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+        match (self.timers.next(), self.unary_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// True once since the last call if a timer earlier than the previous earliest was set.
@@ -297,21 +309,33 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
-    /// Registers a unary call; `Err` hands `reply` back when the connection is closed. The
-    /// caller checks [`peer_supports`](Self::peer_supports) first, under the same lock.
-    pub(crate) fn register_unary(&mut self, reply: H::Reply) -> Result<MuxId, H::Reply> {
+    /// Registers a unary call that fails with [`MuxError::Deadline`] at `deadline` (if any)
+    /// unless it ended before; `Err` hands `reply` back when the connection is closed. The caller checks
+    /// [`peer_supports`](Self::peer_supports) first, under the same lock.
+    ///
+    /// A call that times out here only fails: the caller tells the callee (takes its request
+    /// back, or sends a `Cancel`), since only it knows whether its request was queued yet.
+    pub(crate) fn register_unary(
+        &mut self,
+        reply: H::Reply,
+        deadline: Option<Instant>,
+    ) -> Result<MuxId, H::Reply> {
         if !self.is_open() || self.peer_leaving() {
             return Err(reply);
         }
         let mux = self.alloc_mux();
-        self.calls.insert(mux, Outgoing::Unary(reply));
+        self.calls.insert(mux, Outgoing::Unary(reply, deadline));
+        if let Some(deadline) = deadline.filter(|d| self.unary_due.is_none_or(|t| *d < t)) {
+            self.timer_moved |= self.poll_timeout().is_none_or(|t| deadline < t);
+            self.unary_due = Some(deadline);
+        }
         Ok(mux)
     }
 
     /// Forgets a unary call that ended locally; true if it was still pending (the callee must
     /// be told).
     pub(crate) fn forget_unary(&mut self, mux: MuxId) -> bool {
-        if matches!(self.calls.get(&mux), Some(Outgoing::Unary(_))) {
+        if matches!(self.calls.get(&mux), Some(Outgoing::Unary(..))) {
             self.calls.remove(&mux);
             self.reasm.discard(mux, &self.budget);
             return true;
@@ -446,7 +470,7 @@ impl<H: Handles> ConnCore<H> {
                 Keep::Discard
             }
             Op::Response | Op::Compressed
-                if matches!(calls.get(&mux), Some(Outgoing::Unary(_))) =>
+                if matches!(calls.get(&mux), Some(Outgoing::Unary(..))) =>
             {
                 Keep::Free
             }
@@ -579,14 +603,14 @@ impl<H: Handles> ConnCore<H> {
                     self.push_control(reply);
                 }
             }
-            Some(Outgoing::Unary(_)) => {
+            Some(Outgoing::Unary(..)) => {
                 let result = match frame {
                     Frame::Response { result, .. } => result.map_err(MuxError::Remote),
                     Frame::Error { error, .. } => Err(MuxError::Remote(error)),
                     // Credits, data or pings for a unary call: late or meaningless, ignored.
                     _ => return,
                 };
-                if let Some(Outgoing::Unary(reply)) = self.calls.remove(&mux) {
+                if let Some(Outgoing::Unary(reply, _)) = self.calls.remove(&mux) {
                     self.events.push_back(Event::Reply(reply, result));
                 }
             }
@@ -962,10 +986,13 @@ impl<H: Handles> ConnCore<H> {
 
     // ---- time -------------------------------------------------------------------------------
 
-    /// Runs the stream timers due at `now` (deadlines, pings, liveness).
+    /// Runs the timers due at `now`: unary deadlines; stream deadlines, pings and liveness.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         if !self.is_open() {
             return;
+        }
+        if self.unary_due.is_some_and(|t| t <= now) {
+            self.expire_unary(now);
         }
         for mux in self.timers.pop_due(now) {
             if self.role.allocated(mux) {
@@ -1004,6 +1031,40 @@ impl<H: Handles> ConnCore<H> {
                 }
             }
         }
+    }
+
+    /// Fails every unary call whose deadline has passed with [`MuxError::Deadline`], and
+    /// finds when the next one is due.
+    ///
+    /// A unary call costs the timers nothing but its deadline, kept with it in `calls`:
+    /// `unary_due` is only a bound no deadline is earlier than, moved earlier by a new call,
+    /// and this walk of the table, when the bound comes, finds the next one. A call answered in
+    /// time is never looked at, and a steady flow of calls with one timeout costs one walk per
+    /// timeout. Walks are at least [`UNARY_STEP`] apart, so calls with deadlines of their own
+    /// cost at most one walk per step (a deadline fires at most that late).
+    ///
+    /// A call timed out here is only failed: its caller tells the callee (takes the request
+    /// back or sends a `Cancel`), since only it knows whether its request was queued yet.
+    fn expire_unary(&mut self, now: Instant) {
+        let mut next: Option<Instant> = None;
+        let mut expired = Vec::new();
+        for (mux, call) in &self.calls {
+            if let Outgoing::Unary(_, Some(at)) = call {
+                if *at <= now {
+                    expired.push(*mux);
+                } else {
+                    next = Some(next.map_or(*at, |n| n.min(*at)));
+                }
+            }
+        }
+        for mux in expired {
+            if let Some(Outgoing::Unary(reply, _)) = self.calls.remove(&mux) {
+                self.reasm.discard(mux, &self.budget);
+                self.events
+                    .push_back(Event::Reply(reply, Err(MuxError::Deadline)));
+            }
+        }
+        self.unary_due = next.map(|t| t.max(now + UNARY_STEP));
     }
 
     fn time_out<M: Machine>(&mut self, slot: &mut Slot<M>, now: Instant) {

@@ -133,6 +133,11 @@ impl Harness {
     }
 }
 
+/// A deadline no test reaches.
+fn far() -> Option<Instant> {
+    Some(Instant::now() + Duration::from_secs(3600))
+}
+
 fn route(handler: HandlerId) -> Route {
     Route {
         handler,
@@ -364,7 +369,7 @@ fn unknown_handlers_are_refused_without_a_slot() {
 fn a_peer_going_away_keeps_calls_in_flight_until_it_closes_then_they_fail_going_away() {
     let mut h = Harness::new(10, 100);
     let reply: Reply = Arc::default();
-    let mux = h.core.register_unary(reply.clone()).expect("open");
+    let mux = h.core.register_unary(reply.clone(), far()).expect("open");
     assert!(mux.0 % 2 == 0, "an acceptor allocates even ids");
     let served = h.frame(Frame::Request {
         mux: MuxId(1),
@@ -380,7 +385,7 @@ fn a_peer_going_away_keeps_calls_in_flight_until_it_closes_then_they_fail_going_
     assert!(h.events().is_none(), "a go-away is not a close");
     assert!(h.core.peer_leaving());
     assert!(
-        h.core.register_unary(Reply::default()).is_err(),
+        h.core.register_unary(Reply::default(), far()).is_err(),
         "no new calls to a leaving peer"
     );
     let second = h.request(3, 0).expect("its calls to us are still served");
@@ -452,7 +457,7 @@ fn a_draining_core_refuses_new_calls_tells_the_peer_and_reports_drained() {
     let reply: Reply = Arc::default();
     let ours = h
         .core
-        .register_unary(reply.clone())
+        .register_unary(reply.clone(), far())
         .expect("our own calls still go out");
     assert!(!h.core.drained(), "two calls in flight");
     h.frame(Frame::Response {
@@ -819,4 +824,140 @@ fn a_request_in_parts_with_metadata_and_a_payload_at_the_limit_is_admitted() {
     assert_eq!(start.payload.len(), 1 << 20);
     assert_eq!(start.metadata, metadata_of(2, 10));
     assert!(h.events().is_none());
+}
+
+#[test]
+fn a_unary_call_fails_at_its_deadline_alone_and_sends_nothing() {
+    let mut h = Harness::new(10, 100);
+    let now = Instant::now();
+    let ms = Duration::from_millis;
+    let (late, soon, answered) = (Reply::default(), Reply::default(), Reply::default());
+    let forever = Reply::default();
+    h.core.register_unary(forever.clone(), None).expect("open");
+    assert!(!h.core.take_timer_moved(), "no deadline arms nothing");
+    h.core
+        .register_unary(late.clone(), Some(now + ms(300)))
+        .expect("open");
+    assert!(
+        h.core.take_timer_moved(),
+        "the first deadline arms the timer"
+    );
+    let soon_mux = h
+        .core
+        .register_unary(soon.clone(), Some(now + ms(100)))
+        .expect("open");
+    assert!(h.core.take_timer_moved(), "an earlier deadline re-arms it");
+    let answered_mux = h
+        .core
+        .register_unary(answered.clone(), Some(now + ms(200)))
+        .expect("open");
+    assert!(!h.core.take_timer_moved(), "a later one does not");
+    assert_eq!(h.core.poll_timeout(), Some(now + ms(100)));
+    h.frame(Frame::Response {
+        mux: answered_mux,
+        result: Ok(None),
+    });
+    h.events();
+    assert_eq!(*answered.lock(), Some(Ok(None)));
+
+    h.core.handle_timeout(now + ms(99));
+    h.events();
+    assert_eq!(*soon.lock(), None, "not due yet");
+    h.core.handle_timeout(now + ms(250));
+    h.events();
+    assert_eq!(*soon.lock(), Some(Err(MuxError::Deadline)));
+    assert_eq!(
+        *answered.lock(),
+        Some(Ok(None)),
+        "an answered call is not failed again"
+    );
+    assert_eq!(*late.lock(), None);
+    assert_eq!(
+        h.core.in_flight().unary_out,
+        2,
+        "the late call and the one without a deadline are left"
+    );
+    // The caller tells the callee (it knows whether its request was queued); the core does not.
+    assert_eq!(h.sent(), vec![]);
+    // A response after the deadline finds no call.
+    h.frame(Frame::Response {
+        mux: soon_mux,
+        result: Ok(None),
+    });
+    h.events();
+    assert_eq!(*soon.lock(), Some(Err(MuxError::Deadline)));
+    h.core.handle_timeout(now + ms(300));
+    h.events();
+    assert_eq!(*late.lock(), Some(Err(MuxError::Deadline)));
+    assert_eq!(
+        h.core.poll_timeout(),
+        None,
+        "a call without a deadline is never timed"
+    );
+    assert_eq!(*forever.lock(), None);
+    assert_eq!(h.core.in_flight().unary_out, 1);
+}
+
+#[test]
+fn unary_deadline_walks_come_once_per_due_deadline_not_per_call() {
+    let mut h = Harness::new(10, 1 << 20);
+    let now = Instant::now();
+    let s = Duration::from_secs;
+    let first = Reply::default();
+    h.core
+        .register_unary(first.clone(), Some(now + s(10)))
+        .expect("open");
+    // Calls answered in time move nothing.
+    for i in 0..1000u64 {
+        let mux = h
+            .core
+            .register_unary(
+                Reply::default(),
+                Some(now + s(11) + Duration::from_millis(i)),
+            )
+            .expect("open");
+        h.frame(Frame::Response {
+            mux,
+            result: Ok(None),
+        });
+    }
+    h.events();
+    assert_eq!(h.core.poll_timeout(), Some(now + s(10)));
+    let later = Reply::default();
+    h.core
+        .register_unary(later.clone(), Some(now + s(20)))
+        .expect("open");
+    let close_behind = Reply::default();
+    let behind = now + s(10) + Duration::from_micros(300);
+    h.core
+        .register_unary(close_behind.clone(), Some(behind))
+        .expect("open");
+    // At the first deadline the walk fails that call and finds the next one; one due within
+    // a step of the walk waits for the next step.
+    h.core.handle_timeout(now + s(10));
+    h.events();
+    assert_eq!(*first.lock(), Some(Err(MuxError::Deadline)));
+    assert_eq!(*close_behind.lock(), None);
+    assert_eq!(h.core.poll_timeout(), Some(now + s(10) + UNARY_STEP));
+    h.core.handle_timeout(now + s(10) + UNARY_STEP);
+    h.events();
+    assert_eq!(*close_behind.lock(), Some(Err(MuxError::Deadline)));
+    assert_eq!(*later.lock(), None);
+    assert_eq!(h.core.poll_timeout(), Some(now + s(20)));
+    // A new call due sooner than the bound moves it.
+    let soon = Reply::default();
+    h.core
+        .register_unary(soon.clone(), Some(now + s(15)))
+        .expect("open");
+    assert!(h.core.take_timer_moved());
+    assert_eq!(h.core.poll_timeout(), Some(now + s(15)));
+    h.core.handle_timeout(now + s(15));
+    h.events();
+    assert_eq!(*soon.lock(), Some(Err(MuxError::Deadline)));
+    assert_eq!(h.core.poll_timeout(), Some(now + s(20)));
+    h.core.handle_timeout(now + s(20));
+    h.events();
+    assert_eq!(*later.lock(), Some(Err(MuxError::Deadline)));
+    assert_eq!(h.core.poll_timeout(), None, "nothing left to time");
+    assert_eq!(h.core.in_flight(), InFlight::default());
 }
