@@ -77,6 +77,11 @@ use timers::TimerHeap;
 /// coarse).
 const UNARY_STEP: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Time between two walks per call in the table, beyond [`UNARY_STEP`]: a walk looks at each
+/// call for a few nanoseconds, so walks take at most about 1 % of a core however many calls a
+/// silent peer leaves waiting (100,000 calls: a walk every 50 ms at most).
+const UNARY_STEP_PER_CALL: std::time::Duration = std::time::Duration::from_nanos(500);
+
 /// Ops whose frames keep their order with a frame of the same mux sent in parts: the sender
 /// queues them behind it, so one that arrives in the middle of its parts breaks the rules.
 fn carries_data(frame: &Frame) -> bool {
@@ -1040,8 +1045,10 @@ impl<H: Handles> ConnCore<H> {
     /// `unary_due` is only a bound no deadline is earlier than, moved earlier by a new call,
     /// and this walk of the table, when the bound comes, finds the next one. A call answered in
     /// time is never looked at, and a steady flow of calls with one timeout costs one walk per
-    /// timeout. Walks are at least [`UNARY_STEP`] apart, so calls with deadlines of their own
-    /// cost at most one walk per step (a deadline fires at most that late).
+    /// timeout. Walks are at least [`UNARY_STEP`] apart, and more with many calls in flight
+    /// ([`UNARY_STEP_PER_CALL`]), so calls with deadlines of their own, or a peer that answers
+    /// nothing, cost at most one walk per step: a deadline fires at most a step late (1 ms up to
+    /// 2,000 calls in flight).
     ///
     /// A call timed out here is only failed: its caller tells the callee (takes the request
     /// back or sends a `Cancel`), since only it knows whether its request was queued yet.
@@ -1064,7 +1071,9 @@ impl<H: Handles> ConnCore<H> {
                     .push_back(Event::Reply(reply, Err(MuxError::Deadline)));
             }
         }
-        self.unary_due = next.map(|t| t.max(now + UNARY_STEP));
+        let per_call =
+            UNARY_STEP_PER_CALL.saturating_mul(u32::try_from(self.calls.len()).unwrap_or(u32::MAX));
+        self.unary_due = next.map(|t| t.max(now + UNARY_STEP.max(per_call)));
     }
 
     fn time_out<M: Machine>(&mut self, slot: &mut Slot<M>, now: Instant) {

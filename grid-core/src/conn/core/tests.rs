@@ -961,3 +961,39 @@ fn unary_deadline_walks_come_once_per_due_deadline_not_per_call() {
     assert_eq!(h.core.poll_timeout(), None, "nothing left to time");
     assert_eq!(h.core.in_flight(), InFlight::default());
 }
+
+/// A peer that answers nothing leaves many calls waiting: walks come further apart as they
+/// grow, so a walk's cost stays a small share of the time between walks.
+#[test]
+fn walks_over_many_waiting_calls_come_further_apart() {
+    let mut h = Harness::new(10, 1 << 20);
+    let now = Instant::now();
+    let s = Duration::from_secs;
+    for i in 0..10_000u64 {
+        h.core
+            .register_unary(
+                Reply::default(),
+                Some(now + s(1) + Duration::from_micros(i)),
+            )
+            .expect("open");
+    }
+    h.core.handle_timeout(now + s(1));
+    h.events();
+    assert_eq!(
+        h.core.in_flight().unary_out,
+        9_999,
+        "only the first was due"
+    );
+    let next = h.core.poll_timeout().expect("more to time");
+    assert!(
+        next >= now + s(1) + UNARY_STEP_PER_CALL * 9_999,
+        "the next walk is {:?} after this one",
+        next - (now + s(1))
+    );
+    h.core.handle_timeout(next);
+    h.events();
+    assert!(
+        h.core.in_flight().unary_out < 9_999,
+        "the next walk fails what is due by then"
+    );
+}
