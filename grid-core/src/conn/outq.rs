@@ -221,11 +221,11 @@ pub(crate) struct DataWriter<'a> {
 }
 
 impl DataWriter<'_> {
-    /// True while the lane (and the large frames sent in parts) are under their bound: a
-    /// batching producer appends while this holds.
+    /// True while the lane is under its bound: a batching producer appends while this holds.
+    /// The large frames sent in parts have a bound of their own, which small frames never wait
+    /// for.
     pub(crate) fn has_room(&self) -> bool {
         self.lanes.data_bytes < self.queue.max_data_bytes
-            && self.lanes.bulk.bytes() < self.queue.max_data_bytes
     }
 
     /// True once the last run holds a whole batch: a batching producer lets go of the lane here,

@@ -335,12 +335,13 @@ impl Session {
         self.out.is_full()
     }
 
-    /// Waits until the data lane has room (or the session closed).
+    /// Waits until the data lane has room (or the session closed), for a small frame: large
+    /// frames queued in parts have a bound of their own, which a small frame never waits for.
     ///
     /// # Cancel safety
     /// Cancel safe: nothing is queued.
     pub(crate) async fn data_room(&self) -> Result<(), QueueError> {
-        self.out.wait_room(true).await
+        self.out.wait_room(false).await
     }
 
     /// Queues a data frame now, even past the byte bound (callers wait for room first). A
