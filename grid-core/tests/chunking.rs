@@ -606,3 +606,82 @@ async fn a_node_with_chunks_off_sends_and_takes_whole_frames() {
         }
     }
 }
+
+/// A large response whose parts the peer never acknowledges fills the bound of large frames
+/// and stays there; a stream's small items on the same link still go out in full: small frames
+/// wait only for the data lane, never behind transfers in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_items_go_out_while_a_large_response_waits_for_its_acks() {
+    let c = cluster(base_config(), 1).await;
+    let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
+    // Reads everything, acknowledges nothing: the response's parts stop at the in-flight cap.
+    peer.read_eagerly();
+    let big = peer.mux();
+    peer.send(&[request(big, MAKE, make_request(16 << 20, 5))])
+        .await
+        .unwrap();
+    loop {
+        match peer.frame().await {
+            Frame::Chunk { mux, .. } if mux == big => break,
+            _ => {}
+        }
+    }
+    let conn = c.node.connection(&c.attackers[0]).unwrap();
+    eventually(
+        "the unacknowledged response to hold the large-frame bound",
+        WAIT,
+        || {
+            let held = conn.stats().held.queued;
+            (held > 4 << 20).then_some(()).ok_or(held)
+        },
+    )
+    .await;
+    const ITEMS_N: usize = 8;
+    let mut req = 11u64.to_le_bytes().to_vec();
+    for _ in 0..ITEMS_N {
+        req.extend_from_slice(&100u64.to_le_bytes());
+    }
+    let stream = peer.mux();
+    let Frame::Open {
+        route,
+        metadata,
+        out_window,
+        ..
+    } = scripted::open(stream, ITEMS, 0, 16)
+    else {
+        unreachable!("open() builds an Open")
+    };
+    peer.send(&[Frame::Open {
+        mux: stream,
+        route,
+        deadline_ms: 0,
+        metadata,
+        in_cap: 0,
+        out_cap: 16,
+        in_window: 0,
+        out_window,
+        input: false,
+        payload: Some(Bytes::from(req)),
+    }])
+    .await
+    .unwrap();
+    let mut items = 0;
+    loop {
+        match peer.frame().await {
+            Frame::Data { mux, payload, .. } if mux == stream => {
+                assert_eq!(payload.map_or(0, |p| p.len()), 100, "item {items}");
+                items += 1;
+            }
+            Frame::End { mux, error, .. } if mux == stream => {
+                assert!(error.is_none(), "the stream failed: {error:?}");
+                break;
+            }
+            Frame::Chunk { mux, .. } if mux == big => {}
+            Frame::Ack { mux } if mux == stream => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(items, ITEMS_N);
+    c.assert_honest_works("beside a stalled large response")
+        .await;
+}
