@@ -527,10 +527,11 @@ async fn a_close_fails_waiting_calls_at_once_and_the_next_session_serves_deadlin
     peer.cut().await;
 }
 
-/// The timer task sleeps until the earliest timer it knows of: a stream's (its ping, its
-/// deadline) or a unary call's with a long deadline. A call with a shorter deadline, made
-/// while it sleeps, must wake it: the call ends by its deadline, not at the stream's timer or
-/// the long call's. The long call and the stream are left alone.
+/// The timer task sleeps until the earliest timer it knows of: a unary call's far deadline
+/// (35,000 years away: representable, unlike `Duration::MAX`), a stream's (its ping, its
+/// deadline), a long call's. A call with a shorter deadline, made while it sleeps, must wake
+/// it: the call ends by its deadline, not at the later timer. The long calls and the stream
+/// are left alone, and answered later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_deadline_wakes_a_timer_task_asleep_on_a_later_timer() {
     const SHORT: Duration = Duration::from_millis(20);
@@ -538,21 +539,7 @@ async fn a_short_deadline_wakes_a_timer_task_asleep_on_a_later_timer() {
     let mut peer = cluster.attacker(0).await;
     peer.read_eagerly();
     let conn = cluster.node.connection(&peer.name).unwrap();
-
-    // A stream whose timers are seconds away (its ping at 15 s, its deadline at 60 s).
-    let stream = conn
-        .open_stream(
-            SILENT.id,
-            Bytes::new(),
-            grid_core::StreamOptions {
-                timeout: Some(Duration::from_secs(60)),
-                ..grid_core::StreamOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    let mut frames = vec![peer.frame().await];
-    assert!(matches!(frames[0], Frame::Open { .. }), "{frames:?}");
+    let mut frames = Vec::new();
 
     let short_call = |what: &'static str| {
         let conn = conn.clone();
@@ -568,6 +555,28 @@ async fn a_short_deadline_wakes_a_timer_task_asleep_on_a_later_timer() {
             assert!(started.elapsed() >= SHORT, "{what}: failed early");
         }
     };
+
+    let mut far = Box::pin(conn.call(
+        SILENT.id,
+        Bytes::from_static(b"far"),
+        within(Duration::from_secs(1 << 40)),
+    ));
+    assert!(futures::poll!(far.as_mut()).is_pending());
+    let far_mux = request_of(&mut peer, b"far", &mut frames).await;
+    short_call("asleep on a deadline 35,000 years away").await;
+
+    // A stream whose timers are seconds away (its ping at 15 s, its deadline at 60 s).
+    let stream = conn
+        .open_stream(
+            SILENT.id,
+            Bytes::new(),
+            grid_core::StreamOptions {
+                timeout: Some(Duration::from_secs(60)),
+                ..grid_core::StreamOptions::default()
+            },
+        )
+        .await
+        .unwrap();
     short_call("asleep on the stream's timers").await;
 
     // A long call: its deadline is now the earliest unary one, the stream's timers earlier.
@@ -577,54 +586,67 @@ async fn a_short_deadline_wakes_a_timer_task_asleep_on_a_later_timer() {
         within(Duration::from_secs(40)),
     ));
     assert!(futures::poll!(long.as_mut()).is_pending());
-    let long_mux = loop {
+    let long_mux = request_of(&mut peer, b"long", &mut frames).await;
+    short_call("with a long call in flight").await;
+    short_call("again, after a walk").await;
+    let s = conn.stats().in_flight;
+    assert_eq!(
+        (s.unary_out, s.streams_out),
+        (2, 1),
+        "the long calls and the stream are left"
+    );
+
+    for (mux, answer) in [(long_mux, &b"long answer"[..]), (far_mux, b"far answer")] {
+        peer.send(&[Frame::Response {
+            mux: grid_core::MuxId(mux),
+            result: Ok(Some(Bytes::from_static(answer))),
+        }])
+        .await
+        .unwrap();
+    }
+    for (call, answer) in [(long, &b"long answer"[..]), (far, b"far answer")] {
+        let got = tokio::time::timeout(WAIT, call)
+            .await
+            .expect("a long call hung after its answer");
+        assert_eq!(&got.unwrap()[..], answer);
+    }
+    drop(stream);
+    frames.extend(peer.barrier().await);
+    let (requests, cancels) = requests_and_cancels(&frames);
+    assert!(
+        frames.iter().any(|f| matches!(f, Frame::Open { .. })),
+        "{frames:?}"
+    );
+    for (mux, payload) in &requests {
+        let answered = *mux == long_mux || *mux == far_mux;
+        assert_eq!(
+            cancels.contains(mux),
+            !answered,
+            "request {payload:?}: answered {answered}, cancelled {}",
+            cancels.contains(mux)
+        );
+    }
+    peer.cut().await;
+}
+
+/// Reads frames (keeping them all in `frames`) until the `Request` whose payload is
+/// `payload`; returns its mux.
+async fn request_of(peer: &mut ScriptedPeer, payload: &[u8], frames: &mut Vec<Frame>) -> u32 {
+    loop {
         let f = peer.frame().await;
         let mux = match &f {
             Frame::Request {
                 mux,
                 payload: Some(p),
                 ..
-            } if &p[..] == b"long" => Some(mux.0),
+            } if &p[..] == payload => Some(mux.0),
             _ => None,
         };
         frames.push(f);
         if let Some(mux) = mux {
-            break mux;
+            return mux;
         }
-    };
-    short_call("with a long call in flight").await;
-    short_call("again, after a walk").await;
-    let s = conn.stats().in_flight;
-    assert_eq!(
-        (s.unary_out, s.streams_out),
-        (1, 1),
-        "the long call and the stream are left"
-    );
-
-    peer.send(&[Frame::Response {
-        mux: grid_core::MuxId(long_mux),
-        result: Ok(Some(Bytes::from_static(b"long answer"))),
-    }])
-    .await
-    .unwrap();
-    let got = tokio::time::timeout(WAIT, long)
-        .await
-        .expect("the long call hung after its answer");
-    assert_eq!(&got.unwrap()[..], b"long answer");
-    drop(stream);
-    frames.extend(peer.barrier().await);
-    let (requests, cancels) = requests_and_cancels(&frames);
-    assert!(
-        requests
-            .keys()
-            .all(|m| *m == long_mux || cancels.contains(m)),
-        "a short call's request reached the peer with no Cancel after it: {frames:?}"
-    );
-    assert!(
-        !cancels.contains(&long_mux),
-        "the answered call was cancelled"
-    );
-    peer.cut().await;
+    }
 }
 
 /// A client layer that gives up after the call's own timeout, as a user's timeout layer
