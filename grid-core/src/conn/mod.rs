@@ -582,13 +582,14 @@ impl Connection {
         // The connection's timer task fails the call at its deadline: no timer of its own.
         // (None: a timeout too long for the clock, no deadline.)
         let deadline = Instant::now().checked_add(remaining);
-        let (mux, mut rx) = session
+        let (mux, rx) = session
             .register_unary(&route, deadline)
             .map_err(|why| self.not_started(why, handler))?;
         crate::observe::record_mux(mux);
         let mut guard = UnaryGuard {
             session: &session,
             mux,
+            rx,
             armed: true,
             queued: false,
         };
@@ -618,7 +619,7 @@ impl Connection {
         // lost link) while it waits for room.
         let first = {
             let send = std::pin::pin!(session.send_data(&frame));
-            match futures::future::select(send, &mut rx).await {
+            match futures::future::select(send, &mut guard.rx).await {
                 futures::future::Either::Left((sent, _)) => Ok(sent),
                 futures::future::Either::Right((ended, _)) => Err(ended),
             }
@@ -626,7 +627,7 @@ impl Connection {
         let result = match first {
             Ok(Ok(())) => {
                 guard.queued = true;
-                (&mut rx).await
+                (&mut guard.rx).await
             }
             // Nothing was sent: the link went down before the request could be queued.
             Ok(Err(_)) => Ok(Err(MuxError::Disconnected)),
@@ -826,6 +827,8 @@ async fn cooperative<T>(result: Result<T, Error>) -> Result<T, Error> {
 struct UnaryGuard<'a> {
     session: &'a Arc<Session>,
     mux: crate::ids::MuxId,
+    /// The call's result, as the core hands it over.
+    rx: tokio::sync::oneshot::Receiver<Result<crate::frame::Payload, MuxError>>,
     armed: bool,
     /// The request was queued: the callee may know of the call, so giving up sends `Cancel`
     /// (or takes the request back). A call dropped before is only forgotten.
@@ -834,11 +837,24 @@ struct UnaryGuard<'a> {
 
 impl Drop for UnaryGuard<'_> {
     fn drop(&mut self) {
-        if self.armed && self.session.forget_unary(self.mux) && self.queued {
-            debug!(mux = ?self.mux, "unary call dropped: cancelling on the callee");
+        if !self.armed {
+            return;
+        }
+        let reason = if self.session.forget_unary(self.mux) {
+            crate::frame::CancelReason::CallerGaveUp
+        } else if matches!(self.rx.try_recv(), Ok(Err(MuxError::Deadline))) {
+            // The timer task failed the call, and its caller let go before it saw that: the
+            // callee must still be told (it is the caller that tells, see `expire_unary`).
+            crate::frame::CancelReason::Deadline
+        } else {
+            // Answered, or lost with the link: nothing to tell.
+            return;
+        };
+        if self.queued {
+            debug!(mux = ?self.mux, ?reason, "unary call dropped: cancelling on the callee");
             self.session.cancel_call(&Frame::Cancel {
                 mux: self.mux,
-                reason: crate::frame::CancelReason::CallerGaveUp,
+                reason,
             });
         }
     }
