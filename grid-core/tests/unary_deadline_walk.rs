@@ -726,3 +726,35 @@ async fn calls_through_layers_time_out_and_each_tells_the_peer() {
     cluster.assert_honest_works("after the layered calls").await;
     peer.cut().await;
 }
+
+/// Under tokio's paused clock (how users test their timeouts), a call's deadline passes in
+/// virtual time, as a `tokio::time::timeout` would: a 3 s timeout ends at once in real time,
+/// instead of the timer task spinning until the real clock catches up.
+#[tokio::test(flavor = "current_thread")]
+async fn a_deadline_follows_tokios_clock_when_it_is_paused() {
+    let c = Cluster::start(base_config(), 1).await;
+    let peer = c.attacker(0).await;
+    peer.read_eagerly();
+    let conn = c.node.connection(&c.attackers[0]).unwrap();
+    // Paused once the link is up: the handshake's timeouts run on the real clock.
+    tokio::time::pause();
+    let (real, virtual_start) = (Instant::now(), tokio::time::Instant::now());
+    let got = conn
+        .call(
+            SILENT.id,
+            Bytes::from_static(b"x"),
+            within(Duration::from_secs(3)),
+        )
+        .await;
+    let (virtual_time, real_time) = (virtual_start.elapsed(), real.elapsed());
+    assert!(matches!(got, Err(Error::Deadline)), "{got:?}");
+    assert!(
+        virtual_time >= Duration::from_secs(3),
+        "ended {virtual_time:?} into a 3 s timeout on tokio's clock"
+    );
+    assert!(
+        real_time < Duration::from_secs(2),
+        "took {real_time:?} of real time: the deadline waited for the real clock"
+    );
+    drop(peer);
+}

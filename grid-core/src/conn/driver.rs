@@ -8,7 +8,7 @@
 //!   (the `Data` frames of one stream that arrived back to back as one run: one lookup, one lock
 //!   of the stream, one wake) and spawns the calls it admits, without awaiting anything a user
 //!   task can fill;
-//! - the **timer** task serves stream deadlines, pings and liveness checks;
+//! - the **timer** task serves unary deadlines, stream deadlines, pings and liveness checks;
 //! - the **keepalive** task sends connection pings and closes the session when it is stuck.
 //!
 //! When any of them ends, the session closes; the peer's supervisor (in [`crate::manager`]) then
@@ -249,7 +249,9 @@ async fn timer_loop(session: Arc<Session>) {
             () = changed => {}
             () = session.closed() => return,
         }
-        session.fire_timers(Instant::now());
+        // tokio's clock, which the sleep above follows: under paused time (tests) the timers
+        // then fire in virtual time instead of the task spinning until the real clock catches up.
+        session.fire_timers(tokio::time::Instant::now().into_std());
     }
 }
 

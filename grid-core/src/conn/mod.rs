@@ -579,9 +579,13 @@ impl Connection {
         self.check_metadata(&opts.metadata, Some(&session))?;
         self.check_leaving(&session)?;
         let route = self.route(handler);
-        // The connection's timer task fails the call at its deadline: no timer of its own.
-        // (None: a timeout too long for the clock, no deadline.)
-        let deadline = Instant::now().checked_add(remaining);
+        // The connection's timer task fails the call at its deadline: a call that finds room in
+        // the data lane has no timer of its own (one that waits for room has one while it
+        // waits). On tokio's clock, as the timer task is. None: a timeout too long for the clock,
+        // no deadline.
+        let deadline = tokio::time::Instant::now()
+            .into_std()
+            .checked_add(remaining);
         let (mux, rx) = session
             .register_unary(&route, deadline)
             .map_err(|why| self.not_started(why, handler))?;

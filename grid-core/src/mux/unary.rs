@@ -52,7 +52,8 @@ impl UnaryCaller {
     }
 
     /// The `Request` frame alone, for a driver that keeps the call's deadline itself (the
-    /// connection driver waits with `tokio::time::timeout` and needs no machine for that).
+    /// connection core keeps it with the call, and the timer task fails the call when it
+    /// passes: no machine is needed for that).
     pub fn request(
         mux: MuxId,
         route: Route,

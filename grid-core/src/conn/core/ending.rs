@@ -85,6 +85,7 @@ impl<H: Handles> ConnCore<H> {
         self.transmit.clear();
         self.timers.clear();
         self.unary_due = None;
+        self.unary_walk_after = None;
         for (_, call) in self.calls.drain() {
             match call {
                 Outgoing::Unary(reply, _) => self

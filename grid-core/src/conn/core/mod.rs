@@ -169,9 +169,12 @@ pub(crate) struct ConnCore<H: Handles> {
     admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<Generations>>,
     budget: Arc<Budget>,
     timers: TimerHeap,
-    /// No unary call in `calls` has a deadline before this (see
+    /// When the next walk of the unary calls for deadlines is due: no deadline in `calls` is
+    /// earlier, unless it is earlier than `unary_walk_after` too (see
     /// [`expire_unary`](Self::expire_unary)).
     unary_due: Option<Instant>,
+    /// The earliest the next walk may come: the last walk's time plus its step.
+    unary_walk_after: Option<Instant>,
     timer_moved: bool,
     transmit: VecDeque<(Frame, Lane)>,
     backlog_full: bool,
@@ -209,6 +212,7 @@ impl<H: Handles> ConnCore<H> {
             budget,
             timers: TimerHeap::default(),
             unary_due: None,
+            unary_walk_after: None,
             timer_moved: false,
             transmit: VecDeque::new(),
             backlog_full: false,
@@ -330,9 +334,12 @@ impl<H: Handles> ConnCore<H> {
         }
         let mux = self.alloc_mux();
         self.calls.insert(mux, Outgoing::Unary(reply, deadline));
-        if let Some(deadline) = deadline.filter(|d| self.unary_due.is_none_or(|t| *d < t)) {
-            self.timer_moved |= self.poll_timeout().is_none_or(|t| deadline < t);
-            self.unary_due = Some(deadline);
+        // A deadline sooner than the next walk brings the walk forward, but never to within a
+        // step of the last one.
+        let walk = deadline.map(|d| self.unary_walk_after.map_or(d, |after| d.max(after)));
+        if let Some(walk) = walk.filter(|w| self.unary_due.is_none_or(|t| *w < t)) {
+            self.timer_moved |= self.poll_timeout().is_none_or(|t| walk < t);
+            self.unary_due = Some(walk);
         }
         Ok(mux)
     }
@@ -1042,13 +1049,14 @@ impl<H: Handles> ConnCore<H> {
     /// finds when the next one is due.
     ///
     /// A unary call costs the timers nothing but its deadline, kept with it in `calls`:
-    /// `unary_due` is only a bound no deadline is earlier than, moved earlier by a new call,
-    /// and this walk of the table, when the bound comes, finds the next one. A call answered in
-    /// time is never looked at, and a steady flow of calls with one timeout costs one walk per
-    /// timeout. Walks are at least [`UNARY_STEP`] apart, and more with many calls in flight
-    /// ([`UNARY_STEP_PER_CALL`]), so calls with deadlines of their own, or a peer that answers
-    /// nothing, cost at most one walk per step: a deadline fires at most a step late (1 ms up to
-    /// 2,000 calls in flight).
+    /// `unary_due` is only when the next walk of the table comes, moved earlier by a new call
+    /// due sooner, and this walk finds the next one. A call answered in time is never looked
+    /// at, and a steady flow of calls with one timeout costs one walk per timeout. Walks are at
+    /// least [`UNARY_STEP`] apart, and more with many calls in flight
+    /// ([`UNARY_STEP_PER_CALL`]); a new call due sooner never brings the next walk within that
+    /// step of the last one. So calls with deadlines of their own, or a peer that answers
+    /// nothing, cost at most one walk per step, and a deadline fires at most a step late (1 ms
+    /// up to 2,000 calls in flight).
     ///
     /// A call timed out here is only failed: its caller tells the callee (takes the request
     /// back or sends a `Cancel`), since only it knows whether its request was queued yet.
@@ -1073,7 +1081,9 @@ impl<H: Handles> ConnCore<H> {
         }
         let per_call =
             UNARY_STEP_PER_CALL.saturating_mul(u32::try_from(self.calls.len()).unwrap_or(u32::MAX));
-        self.unary_due = next.map(|t| t.max(now + UNARY_STEP.max(per_call)));
+        let after = now + UNARY_STEP.max(per_call);
+        self.unary_walk_after = Some(after);
+        self.unary_due = next.map(|t| t.max(after));
     }
 
     fn time_out<M: Machine>(&mut self, slot: &mut Slot<M>, now: Instant) {

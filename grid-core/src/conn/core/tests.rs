@@ -992,8 +992,20 @@ fn walks_over_many_waiting_calls_come_further_apart() {
     );
     h.core.handle_timeout(next);
     h.events();
-    assert!(
-        h.core.in_flight().unary_out < 9_999,
-        "the next walk fails what is due by then"
-    );
+    let left = h.core.in_flight().unary_out;
+    assert!(left < 9_999, "the next walk fails what is due by then");
+    // New calls due at once, one after another, do not bring the next walk within the step
+    // of the last one: each is failed by the next walk, not by one of its own.
+    let step = UNARY_STEP_PER_CALL * u32::try_from(left).expect("fits");
+    for _ in 0..100 {
+        h.core
+            .register_unary(Reply::default(), Some(Instant::now()))
+            .expect("open");
+        let walk = h.core.poll_timeout().expect("armed");
+        assert!(
+            walk >= next + step,
+            "a call due now brought the walk to {:?} after the last one",
+            walk - next
+        );
+    }
 }
