@@ -201,6 +201,16 @@ impl UnaryCall {
         let Some((frame, guard)) = self.respond(result) else {
             return;
         };
+        if guard.session.may_compress(&frame) {
+            // Compressing a large answer is work for a task: every other call on the link waits
+            // while the reader works. Charged now, as below.
+            let send = guard.session.send_response_later(frame);
+            crate::observe::spawn_within(span, async move {
+                send.await;
+                drop(guard);
+            });
+            return;
+        }
         {
             // Queuing is cancel safe (whole or not at all): a try that would wait is dropped
             // and the task tries again.

@@ -663,22 +663,39 @@ impl Session {
     /// # Cancel safety
     /// Cancel safe: the response is queued whole or not at all, and the charge is released.
     pub(crate) async fn send_response(&self, frame: &Frame) {
-        let len = match frame {
-            Frame::Response {
-                result: Ok(Some(p)),
-                ..
-            } => p.len(),
-            _ => 0,
-        };
-        struct Pending<'a>(&'a Budget, usize);
-        impl Drop for Pending<'_> {
-            fn drop(&mut self) {
-                self.0.release_pending(self.1);
-            }
-        }
-        self.budget.charge_pending(len);
-        let _pending = Pending(&self.budget, len);
+        let _pending = PendingCharge::new(&*self.budget, frame);
         let _ = self.send_data(frame).await;
+    }
+
+    /// [`send_response`](Self::send_response) for a task: the charge is taken now, before the
+    /// task first runs (so a reader that hands a response to a task admits no call past the
+    /// budget meanwhile), and released once the response is queued or the future dropped.
+    pub(crate) fn send_response_later(
+        self: &Arc<Self>,
+        frame: Frame,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pending = PendingCharge::new(self.budget.clone(), &frame);
+        let session = self.clone();
+        async move {
+            let _pending = pending;
+            let _ = session.send_data(&frame).await;
+        }
+    }
+
+    /// True when `frame` may be compressed before it is queued (compression agreed and its
+    /// payload reaches the threshold): work for a task, not for the reader.
+    pub(crate) fn may_compress(&self, frame: &Frame) -> bool {
+        self.compress_at != 0
+            && match frame {
+                Frame::Request {
+                    payload: Some(p), ..
+                }
+                | Frame::Response {
+                    result: Ok(Some(p)),
+                    ..
+                } => p.len() >= self.compress_at,
+                _ => false,
+            }
     }
 
     // ---- timers -----------------------------------------------------------------------------
@@ -696,6 +713,30 @@ impl Session {
     /// Resolves when an earlier timer was set or the session closed.
     pub(crate) async fn timers_changed(&self) {
         self.timer_wake.notified().await;
+    }
+}
+
+/// A response's payload bytes, charged to the pending-response budget while it waits to be
+/// queued, released when dropped.
+struct PendingCharge<B: std::ops::Deref<Target = Budget>>(B, usize);
+
+impl<B: std::ops::Deref<Target = Budget>> PendingCharge<B> {
+    fn new(budget: B, frame: &Frame) -> Self {
+        let len = match frame {
+            Frame::Response {
+                result: Ok(Some(p)),
+                ..
+            } => p.len(),
+            _ => 0,
+        };
+        budget.charge_pending(len);
+        PendingCharge(budget, len)
+    }
+}
+
+impl<B: std::ops::Deref<Target = Budget>> Drop for PendingCharge<B> {
+    fn drop(&mut self) {
+        self.0.release_pending(self.1);
     }
 }
 
