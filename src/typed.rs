@@ -114,33 +114,44 @@ fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, Error> {
 
 /// Encodes a stream item at the end of `dst` (straight into its frame): a [`Bytes`] item as its
 /// msgpack bin directly, anything else through [`encode_into`].
-#[inline]
+#[inline(always)]
 fn encode_item<T: Serialize + 'static>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
-    if let Some(b) = (value as &dyn Any).downcast_ref::<Bytes>() {
-        // What rmp writes for bytes: the shortest bin header, then the bytes.
-        match (
-            u8::try_from(b.len()),
-            u16::try_from(b.len()),
-            u32::try_from(b.len()),
-        ) {
-            (Ok(n), _, _) => dst.put_slice(&[0xc4, n]),
-            (_, Ok(n), _) => {
-                dst.put_u8(0xc5);
-                dst.put_u16(n);
-            }
-            (_, _, Ok(n)) => {
-                dst.put_u8(0xc6);
-                dst.put_u32(n);
-            }
-            _ => return encode_into(value, dst),
+    match (value as &dyn Any).downcast_ref::<Bytes>() {
+        Some(b) if b.len() <= usize::from(u8::MAX) => {
+            // What rmp writes for a short bin: its marker and length byte, then the bytes
+            // (one reservation for all three).
+            dst.reserve(2 + b.len());
+            dst.put_u8(0xc4);
+            dst.put_u8(b.len() as u8);
+            dst.put_slice(b);
+            Ok(())
         }
-        dst.put_slice(b);
-        return Ok(());
+        Some(b) => encode_long_bin(b, dst),
+        None => encode_into(value, dst),
     }
-    encode_into(value, dst)
+}
+
+/// [`encode_item`] of a [`Bytes`] item longer than 255 bytes: the shortest bin header rmp
+/// writes, then the bytes.
+#[inline(never)]
+fn encode_long_bin(b: &Bytes, dst: &mut BytesMut) -> Result<(), Error> {
+    match (u16::try_from(b.len()), u32::try_from(b.len())) {
+        (Ok(n), _) => {
+            dst.put_u8(0xc5);
+            dst.put_u16(n);
+        }
+        (_, Ok(n)) => {
+            dst.put_u8(0xc6);
+            dst.put_u32(n);
+        }
+        _ => return encode_into(b, dst),
+    }
+    dst.put_slice(b);
+    Ok(())
 }
 
 /// Encodes a payload at the end of `dst` (straight into a frame).
+#[inline(never)]
 fn encode_into<T: Serialize + ?Sized>(value: &T, dst: &mut BytesMut) -> Result<(), Error> {
     rmp_serde::encode::write_named(&mut dst.writer(), value)
         .map_err(|e| Error::Codec(format!("encoding {}: {e}", std::any::type_name::<T>())))
