@@ -269,6 +269,7 @@ async fn keepalive_loop(session: Arc<Session>, watchdog: Arc<Watchdog>) {
                 if let Some(kind) = watchdog.check(cfg.idle_timeout, cfg.write_timeout) {
                     return session.close(CloseReason::library(kind));
                 }
+                session.trim_idle();
                 if last_ping.elapsed() >= cfg.ping_interval {
                     last_ping = Instant::now();
                     let nonce = session.stats.ping_nonce();

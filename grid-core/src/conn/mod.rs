@@ -31,6 +31,7 @@ pub(crate) mod stats;
 mod watchdog;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -509,8 +510,13 @@ impl Connection {
     ///
     /// # Cancel safety
     /// Dropping the future cancels the call, on the remote handler too.
-    pub async fn request(&self, handler: HandlerId, payload: Bytes) -> Result<Bytes, Error> {
-        self.call(handler, payload, CallOptions::default()).await
+    pub fn request(
+        &self,
+        handler: HandlerId,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<Bytes, Error>> + Send + '_ {
+        // `call`'s future itself: a wrapper's would hold the arguments a second time.
+        self.call(handler, payload, CallOptions::default())
     }
 
     /// A unary call: sends `payload` to `handler` on the peer and waits for the response.
@@ -566,9 +572,10 @@ impl Connection {
             Some(s) => (s, timeout),
             None => {
                 let started = Instant::now();
-                let s = self
-                    .live_session(opts.wait_for_connect.then_some(timeout))
-                    .await?;
+                // Boxed: a rare wait, kept out of every call's future (a future over 1 KiB is
+                // not served from the allocator's per-thread cache when a caller boxes it).
+                let s =
+                    Box::pin(self.live_session(opts.wait_for_connect.then_some(timeout))).await?;
                 (s, timeout.saturating_sub(started.elapsed()))
             }
         };
@@ -603,7 +610,8 @@ impl Connection {
             // as one in flight), and take the wait off. Nothing is queued yet: on failure the
             // call is only forgotten.
             let started = Instant::now();
-            let waited = tokio::time::timeout(remaining, session.data_room()).await;
+            // Boxed, as the wait for the link above.
+            let waited = Box::pin(tokio::time::timeout(remaining, session.data_room())).await;
             remaining = remaining.saturating_sub(started.elapsed());
             let failed = match waited {
                 Ok(Ok(())) if !remaining.is_zero() => None,

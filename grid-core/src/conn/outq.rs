@@ -130,8 +130,11 @@ struct Lanes {
     spare: Option<BytesMut>,
     /// Buffers of requests the writer copied out, for the next requests: a request is encoded
     /// into one of these under the lock, so a busy connection allocates (and frees, often on
-    /// another worker) no buffer per call. Emptied when the queue is.
+    /// another worker) no buffer per call. Kept while the queue empties between bursts, let go
+    /// by [`trim_idle`](OutQueue::trim_idle) once no data came for a whole tick.
     frame_bufs: Vec<BytesMut>,
+    /// `put` at the last [`trim_idle`](OutQueue::trim_idle).
+    put_at_trim: u64,
     /// How long the last run the writer took had grown: the capacity of a new run, so a busy
     /// stream's runs do not grow by doubling (and copying) every time.
     run_hint: usize,
@@ -680,6 +683,18 @@ impl OutQueue {
         }
     }
 
+    /// Lets the requests' buffers go if no data was queued since the last call: called once per
+    /// keepalive tick, so a connection that went quiet holds none after at most two ticks, and
+    /// one between bursts keeps them (freeing them at every pause cost an allocation per call,
+    /// and a free on the other worker, under glibc's arena lock).
+    pub(crate) fn trim_idle(&self) {
+        let mut lanes = self.lanes.lock();
+        if lanes.put == lanes.put_at_trim {
+            lanes.frame_bufs = Vec::new();
+        }
+        lanes.put_at_trim = lanes.put;
+    }
+
     /// Waits until there is something to write, then takes one batch: control frames first, then
     /// data frames, within `max_bytes` (at least one frame) and [`MAX_FRAMES_PER_BATCH`]. `None`
     /// once closed.
@@ -725,10 +740,10 @@ impl OutQueue {
             }));
         }
         if !self.can_send(&lanes) {
-            // The writer is about to sleep: an idle queue keeps no buffer.
+            // The writer is about to sleep: an idle queue keeps no batch buffer (the requests'
+            // buffers stay for the next burst, see `trim_idle`).
             if lanes.is_empty() {
                 lanes.spare = None;
-                lanes.frame_bufs = Vec::new();
             }
             return None;
         }

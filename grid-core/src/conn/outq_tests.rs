@@ -418,8 +418,8 @@ async fn parts_in_flight_wait_for_the_peers_acks() {
 
 /// A request encoded into the queue's own buffer goes out byte for byte like one pushed whole,
 /// can be taken back the same way, waits for room like any data frame, and its buffer serves
-/// the next request once the writer has copied it out (no buffer per call on a busy link); an
-/// idle queue keeps none.
+/// the next request once the writer has copied it out (no buffer per call on a busy link); a
+/// queue that stays quiet for a keepalive tick keeps none.
 #[tokio::test]
 async fn requests_encoded_in_reused_buffers_go_out_whole_and_in_order() {
     let q = OutQueue::new(1000, 1 << 20, 10, 0);
@@ -444,9 +444,21 @@ async fn requests_encoded_in_reused_buffers_go_out_whole_and_in_order() {
         "and serves the next request"
     );
     assert_eq!(drained_frames(&q, 1 << 20).await, vec![data_frame(2, 20)]);
-    // Nothing queued: the writer's next look finds the queue idle and lets the buffers go.
+    // Nothing queued: the writer's next look finds the queue idle; the buffer stays for the
+    // next burst, and the first tick with no data since the last one lets it go.
     assert!(q.take(1 << 20).is_none());
-    assert!(q.lanes.lock().frame_bufs.is_empty());
+    assert_eq!(q.lanes.lock().frame_bufs.len(), 1, "kept between bursts");
+    q.trim_idle();
+    assert_eq!(
+        q.lanes.lock().frame_bufs.len(),
+        1,
+        "data came since the last tick"
+    );
+    q.trim_idle();
+    assert!(
+        q.lanes.lock().frame_bufs.is_empty(),
+        "a quiet tick lets it go"
+    );
 
     // Past the bound, a request waits like any data frame, and nothing is encoded.
     let small = OutQueue::new(30, 1 << 20, 10, 0);

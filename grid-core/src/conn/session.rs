@@ -325,6 +325,11 @@ impl Session {
         !self.out.sendable()
     }
 
+    /// Lets idle buffers go (see [`OutQueue::trim_idle`]); once per keepalive tick.
+    pub(crate) fn trim_idle(&self) {
+        self.out.trim_idle();
+    }
+
     /// The writer's last message buffer, for the next batch (see [`OutQueue::recycle`]).
     pub(crate) fn recycle(&self, buf: BytesMut) {
         self.out.recycle(buf);
@@ -375,10 +380,12 @@ impl Session {
     /// Cancel safe: the frame is queued whole or not at all.
     pub(crate) async fn send_data(&self, frame: &Frame) -> Result<(), QueueError> {
         let tag = tag_of(frame);
-        match self.compressed(frame) {
-            Some(c) => self.queue_data(&c, tag).await,
-            None => self.queue_data(frame, tag).await,
-        }
+        // One `queue_data` future, whichever frame goes (two would each take room in every
+        // send's future).
+        // (Boxed: a frame is large, and only a compressed one needs room of its own.)
+        let compressed = self.compressed(frame).map(Box::new);
+        self.queue_data(compressed.as_deref().unwrap_or(frame), tag)
+            .await
     }
 
     /// The compressed form of a request or response, if compression was agreed, its payload
@@ -414,8 +421,9 @@ impl Session {
             /// A `Request`/`Open`, queued alone so it can be taken back; encoded once there is
             /// room, into a buffer the queue reuses.
             Tagged,
-            /// A frame sent in parts: its head and its payload, not copied.
-            Large((Bytes, Bytes)),
+            /// A frame sent in parts: its head and its payload, not copied (boxed: rare, and
+            /// every send's future would hold room for it).
+            Large(Box<(Bytes, Bytes)>),
         }
         // A frame sent in parts is encoded here, not under the lane's lock, and waits for room
         // among the large frames; a small one only for room in the data lane, so small calls
@@ -423,7 +431,7 @@ impl Session {
         let len = frame::encoded_len(frame, false);
         let large = self.out.is_large(len);
         let mut pending = if large {
-            Pending::Large(frame::encode_split(frame))
+            Pending::Large(Box::new(frame::encode_split(frame)))
         } else if tag != 0 {
             Pending::Tagged
         } else {
@@ -446,11 +454,11 @@ impl Session {
                     }),
                 Pending::Large(parts) => self
                     .out
-                    .push_large(parts, frame.mux().0, tag != 0, Bound::Bulk)
+                    .push_large(*parts, frame.mux().0, tag != 0, Bound::Bulk)
                     .map_err(|e| match e {
-                        Refused::By(back) => Some(Pending::Large(back)),
+                        Refused::By(back) => Some(Pending::Large(Box::new(back))),
                         Refused::Closed => None,
-                        _ => Some(Pending::Large(frame::encode_split(frame))),
+                        _ => Some(Pending::Large(Box::new(frame::encode_split(frame)))),
                     }),
             };
             match queued {
@@ -458,7 +466,8 @@ impl Session {
                 Err(None) => return Err(QueueError::Closed),
                 Err(Some(back)) => pending = back,
             }
-            self.out.wait_room(large).await?;
+            // Boxed: a rare wait, kept out of every send's future (see `Connection::call_once`).
+            Box::pin(self.out.wait_room(large)).await?;
         }
     }
 
