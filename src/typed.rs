@@ -962,18 +962,28 @@ where
     type Output = Result<Resp, CallError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        use futures::FutureExt;
         let this = self.get_mut();
-        let running = this.running.get_or_insert_with(|| {
-            let (conn, spec) = (this.conn, this.spec);
-            let payload = std::mem::replace(&mut this.payload, Err(Error::Cancelled));
-            let opts = std::mem::take(&mut this.opts);
-            Box::pin(async move {
-                match conn.call(spec.id, payload?, opts).await {
-                    Ok(b) => decode_owned(b).map_err(CallError::Transport),
-                    Err(e) => Err(typed_error(e)),
-                }
-            })
-        });
+        let running = match &mut this.running {
+            Some(running) => running,
+            None => {
+                let payload = match std::mem::replace(&mut this.payload, Err(Error::Cancelled)) {
+                    Ok(p) => p,
+                    Err(e) => return Poll::Ready(Err(CallError::Transport(e))),
+                };
+                let opts = std::mem::take(&mut this.opts);
+                // The raw call's future itself, its output mapped: an async block around it
+                // would hold the arguments a second time, and the box would outgrow the
+                // allocator's per-thread cache (see grid-core's tests/future_size.rs).
+                this.running
+                    .insert(Box::pin(this.conn.call(this.spec.id, payload, opts).map(
+                        |r| match r {
+                            Ok(b) => decode_owned(b).map_err(CallError::Transport),
+                            Err(e) => Err(typed_error(e)),
+                        },
+                    )))
+            }
+        };
         running.as_mut().poll(cx)
     }
 }
