@@ -55,6 +55,20 @@ async fn next_request(peer: &mut ScriptedPeer, seen: &mut Vec<Frame>) -> (u32, B
     }
 }
 
+/// Every frame the node has sent the peer so far, up to a barrier (the socket must be open).
+async fn every_frame(peer: &mut ScriptedPeer) -> Vec<Frame> {
+    let mut frames: Vec<Frame> = peer
+        .received()
+        .into_iter()
+        .map(|i| match i {
+            Inbound::Frame(f) => f,
+            other => panic!("the node's socket ended: {other:?}"),
+        })
+        .collect();
+    frames.extend(peer.barrier().await);
+    frames
+}
+
 /// Every `Request` (mux, payload) and every `Cancel` (by mux) in `frames`, checking on the way
 /// that no mux carries two requests, that no `Cancel` comes before its `Request` (or `Open`),
 /// and that no call gets two `Cancel`s.
@@ -294,15 +308,7 @@ async fn a_silent_peer_sees_each_request_once_then_exactly_one_cancel() {
     assert_eq!(ended, CALLS);
     unary_out(&conn, 0, "every timed-out call left the table").await;
 
-    let mut frames: Vec<Frame> = peer
-        .received()
-        .into_iter()
-        .map(|i| match i {
-            Inbound::Frame(f) => f,
-            other => panic!("the node's socket ended: {other:?}"),
-        })
-        .collect();
-    frames.extend(peer.barrier().await);
+    let frames = every_frame(&mut peer).await;
     let (requests, cancels) = requests_and_cancels(&frames);
     let mut indices = HashSet::new();
     for (mux, payload) in &requests {
@@ -706,15 +712,7 @@ async fn calls_through_layers_time_out_and_each_tells_the_peer() {
         }
         unary_out(&conn, 0, "every layered call left the table").await;
     }
-    let mut frames: Vec<Frame> = peer
-        .received()
-        .into_iter()
-        .map(|i| match i {
-            Inbound::Frame(f) => f,
-            other => panic!("the node's socket ended: {other:?}"),
-        })
-        .collect();
-    frames.extend(peer.barrier().await);
+    let frames = every_frame(&mut peer).await;
     let (requests, cancels) = requests_and_cancels(&frames);
     let untold: Vec<_> = requests.keys().filter(|m| !cancels.contains(m)).collect();
     assert!(
