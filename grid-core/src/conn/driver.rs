@@ -26,7 +26,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::watchdog::Watchdog;
 use super::Ws;
-use crate::frame::{BatchDecoder, Payload};
+use crate::frame::{BatchDecoder, Frame, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
 use crate::observe::in_span;
@@ -158,6 +158,9 @@ async fn read_loop(
     // Allocated by the first data frame: an idle link holds no room for runs.
     let mut run: Vec<(u32, Payload)> = Vec::new();
     let mut run_mux = MuxId::CONNECTION;
+    // The responses of one message, handled together (one lock of the core for all).
+    let mut responses: Vec<Frame> = Vec::new();
+    let mut replies = Vec::new();
     loop {
         // Silence is detected by the keepalive task from the watchdog's stamps.
         let msg = match stream.next().await {
@@ -208,6 +211,13 @@ async fn read_loop(
                 Some(Ok(f)) => f,
                 Some(Err(e)) => return session.close(violation(ProtocolViolation::Frame(e))),
             };
+            if matches!(frame, Frame::Response { .. }) {
+                responses.push(frame);
+                continue;
+            }
+            if !responses.is_empty() {
+                session.dispatch_responses(&mut responses, &mut replies, now, &*registry);
+            }
             if let Some(start) = session.dispatch(frame, now, &*registry) {
                 serve::spawn(&session, &registry, start);
             }
@@ -215,11 +225,16 @@ async fn read_loop(
                 return;
             }
         }
+        if !responses.is_empty() {
+            session.dispatch_responses(&mut responses, &mut replies, now, &*registry);
+        }
         if session.is_closed() {
             return;
         }
         // A burst's worth of room is not kept for an idle link.
         run.shrink_to(RUN_KEPT);
+        responses.shrink_to(RUN_KEPT);
+        replies.shrink_to(RUN_KEPT);
         if handed_data {
             // A consumer woken by these runs waits behind this task on this worker; yield, so
             // it runs here while reading moves to another worker.

@@ -51,6 +51,12 @@ impl Handles for Shell {
     type Cancel = CancelSignal;
 }
 
+/// Answers for unary calls, to send once the core's lock is let go.
+pub(crate) type Replies = Vec<(
+    oneshot::Sender<Result<Payload, MuxError>>,
+    Result<Payload, MuxError>,
+)>;
+
 /// What the peer's handshake said it accepts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PeerLimits {
@@ -181,6 +187,16 @@ impl Session {
 
     /// Runs `f` on the core, then moves what it produced to where it goes.
     fn with_core<T>(&self, f: impl FnOnce(&mut ConnCore<Shell>) -> T) -> T {
+        self.with_core_into(f, None)
+    }
+
+    /// [`with_core`](Self::with_core), with the answers for the calls that ended moved into
+    /// `replies` (when given) instead of sent under the lock.
+    fn with_core_into<T>(
+        &self,
+        f: impl FnOnce(&mut ConnCore<Shell>) -> T,
+        mut replies: Option<&mut Replies>,
+    ) -> T {
         let mut core = self.core.lock();
         let out = f(&mut core);
         let mut last = None;
@@ -194,9 +210,12 @@ impl Session {
         }
         while let Some(event) = core.poll_event() {
             match event {
-                Event::Reply(tx, result) => {
-                    let _ = tx.send(result);
-                }
+                Event::Reply(tx, result) => match replies.as_deref_mut() {
+                    Some(later) => later.push((tx, result)),
+                    None => {
+                        let _ = tx.send(result);
+                    }
+                },
                 Event::Cancel(signal, cause) => signal.cancel(cause),
                 Event::Pong(nonce) => self.stats.record_pong(nonce),
                 Event::ChunksRead(bytes) => self.out.parts_read(bytes as usize),
@@ -645,6 +664,35 @@ impl Session {
             core.set_backlog_full(backlog_full);
             core.handle_frame(frame, now, router)
         })
+    }
+
+    /// Handles the `Response` frames the reader found in one message, under one lock of the
+    /// core, and hands each caller its answer once the lock is let go (a caller woken under it
+    /// would wait for it to start its next call). Leaves `frames` and `replies` empty.
+    pub(crate) fn dispatch_responses<R: Router>(
+        &self,
+        frames: &mut Vec<Frame>,
+        replies: &mut Replies,
+        now: Instant,
+        router: &R,
+    ) {
+        for f in frames.iter() {
+            self.out.abandon(f.mux().0);
+        }
+        let backlog_full = self.out.is_full();
+        self.with_core_into(
+            |core| {
+                core.set_backlog_full(backlog_full);
+                for f in frames.drain(..) {
+                    // A response starts no call.
+                    let _ = core.handle_frame(f, now, router);
+                }
+            },
+            Some(replies),
+        );
+        for (tx, result) in replies.drain(..) {
+            let _ = tx.send(result);
+        }
     }
 
     /// Handles a run of `Data` frames of stream `mux` (sequence number, payload), as the reader
