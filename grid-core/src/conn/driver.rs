@@ -6,8 +6,9 @@
 //!   queued;
 //! - the **reader** owns the socket's stream, decodes each batch, hands every frame to the core
 //!   (the `Data` frames of one stream that arrived back to back as one run: one lookup, one lock
-//!   of the stream, one wake) and spawns the calls it admits, without awaiting anything a user
-//!   task can fill;
+//!   of the stream, one wake; the responses of one message under one lock of the core, their
+//!   callers handed their answers once it is let go) and spawns the calls it admits, without
+//!   awaiting anything a user task can fill;
 //! - the **timer** task serves unary deadlines, stream deadlines, pings and liveness checks;
 //! - the **keepalive** task sends connection pings and closes the session when it is stuck.
 //!
