@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use grid_core::frame::{ErrorCode, Frame};
 use grid_core::handshake::Features;
-use grid_core::{Config, Connection, Context, HandlerSpec, MuxId, RemoteError};
+use grid_core::{Config, Connection, Context, HandlerSpec, Manager, MuxId, RemoteError};
 use scripted::{
     base_config, cancel, eventually, expect_stats, request, Cluster, Inbound, ScriptedPeer,
     TrackedBytes, WAIT,
@@ -444,15 +444,7 @@ async fn an_answering_flood_from_a_peer_that_never_reads_stays_within_the_queue_
     let cluster = Cluster::start(config.clone(), 1).await;
     let tracked = TrackedBytes::new();
     let ran = Arc::new(AtomicUsize::new(0));
-    let (t, r) = (tracked.clone(), ran.clone());
-    cluster
-        .node
-        .register_unary(FLOOD, move |_ctx, _b| {
-            r.fetch_add(1, Ordering::SeqCst);
-            let body = t.make(RESPONSE);
-            async move { Ok::<_, RemoteError>(body) }
-        })
-        .unwrap();
+    register_answering(&cluster.node, FLOOD, &tracked, Some(&ran), RESPONSE);
     let mut peer = cluster.attacker(0).await;
     let conn = node_conn(&cluster, &peer);
     let muxes: Vec<MuxId> = (0..CALLS).map(|_| peer.mux()).collect();
@@ -542,6 +534,26 @@ struct Waiting {
     muxes: Vec<MuxId>,
 }
 
+/// Registers on `node` a unary handler for `spec` that answers at once with `len` bytes made by
+/// `tracked`, counting its runs in `ran` when given.
+fn register_answering(
+    node: &Manager,
+    spec: HandlerSpec,
+    tracked: &Arc<TrackedBytes>,
+    ran: Option<&Arc<AtomicUsize>>,
+    len: usize,
+) {
+    let (t, r) = (tracked.clone(), ran.cloned());
+    node.register_unary(spec, move |_ctx, _b| {
+        if let Some(r) = &r {
+            r.fetch_add(1, Ordering::SeqCst);
+        }
+        let body = t.make(len);
+        async move { Ok::<_, RemoteError>(body) }
+    })
+    .unwrap();
+}
+
 /// A peer that agreed to parts calls [`BLOCKER`] (1 MiB, answered at once and queued: its
 /// first 256 KiB of parts fill the window, and the peer acknowledges none, so the rest stays
 /// queued past the bound), then floods `calls` requests to `spec`, which answers 256 KiB at
@@ -553,23 +565,8 @@ async fn waiting(calls: usize, spec: HandlerSpec) -> Waiting {
     let cluster = Cluster::start(waiting_config(), 1).await;
     let tracked = TrackedBytes::new();
     let ran = Arc::new(AtomicUsize::new(0));
-    let t = tracked.clone();
-    cluster
-        .node
-        .register_unary(BLOCKER, move |_ctx, _b| {
-            let body = t.make(BLOCKER_RESPONSE);
-            async move { Ok::<_, RemoteError>(body) }
-        })
-        .unwrap();
-    let (t, r) = (tracked.clone(), ran.clone());
-    cluster
-        .node
-        .register_unary(spec, move |_ctx, _b| {
-            r.fetch_add(1, Ordering::SeqCst);
-            let body = t.make(BIG_RESPONSE);
-            async move { Ok::<_, RemoteError>(body) }
-        })
-        .unwrap();
+    register_answering(&cluster.node, BLOCKER, &tracked, None, BLOCKER_RESPONSE);
+    register_answering(&cluster.node, spec, &tracked, Some(&ran), BIG_RESPONSE);
     let mut peer = cluster.attacker_with(0, None, Features::CHUNKS).await;
     assert!(
         peer.info.features.contains(Features::CHUNKS),
