@@ -411,23 +411,29 @@ impl Session {
     /// reaches the threshold and compressing it is worth it (see `core/compress.rs`). Runs on
     /// the caller's task, never under a lock.
     fn compressed(&self, frame: &Frame) -> Option<Frame> {
+        let payload = self.compressible(frame)?;
+        if !worth_compressing(payload) {
+            return None;
+        }
+        compress(frame, &self.encode(frame))
+    }
+
+    /// The payload of a request or response that reaches the compression threshold, if
+    /// compression was agreed.
+    fn compressible<'f>(&self, frame: &'f Frame) -> Option<&'f Bytes> {
         if self.compress_at == 0 {
             return None;
         }
-        let payload = match frame {
+        match frame {
             Frame::Request {
                 payload: Some(p), ..
             }
             | Frame::Response {
                 result: Ok(Some(p)),
                 ..
-            } => p,
-            _ => return None,
-        };
-        if payload.len() < self.compress_at || !worth_compressing(payload) {
-            return None;
+            } if p.len() >= self.compress_at => Some(p),
+            _ => None,
         }
-        compress(frame, &self.encode(frame))
     }
 
     /// [`send_data`](Self::send_data) of `frame` as it is; `tag` is its mux when it can be taken
@@ -742,17 +748,7 @@ impl Session {
     /// True when `frame` may be compressed before it is queued (compression agreed and its
     /// payload reaches the threshold): work for a task, not for the reader.
     pub(crate) fn may_compress(&self, frame: &Frame) -> bool {
-        self.compress_at != 0
-            && match frame {
-                Frame::Request {
-                    payload: Some(p), ..
-                }
-                | Frame::Response {
-                    result: Ok(Some(p)),
-                    ..
-                } => p.len() >= self.compress_at,
-                _ => false,
-            }
+        self.compressible(frame).is_some()
     }
 
     // ---- timers -----------------------------------------------------------------------------
