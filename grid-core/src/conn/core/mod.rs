@@ -126,19 +126,22 @@ impl Inbound<std::iter::Empty<(u32, Payload)>> {
     }
 }
 
-/// Hashes a call generation with one multiply (Fibonacci hashing, so the high bits the table's
-/// tags use vary too): generations are unique and allocated by this side, so no peer can choose
-/// them to collide (mux ids, which the peer chooses, keep the keyed default hash).
+/// Hashes an id this side allocates (a call generation, the mux id of a call it makes) with one
+/// multiply (Fibonacci hashing, so the high bits the table's tags use vary too). No peer can
+/// choose these keys to collide: they are unique and ours, and looking up an id a peer names
+/// probes no further than the table's own keys make it. Mux ids of the calls a peer makes,
+/// which the peer chooses, keep the keyed default hash.
 #[derive(Debug, Default)]
-struct Generations(u64);
+struct OwnIds(u64);
 
-impl Hasher for Generations {
+impl Hasher for OwnIds {
     fn finish(&self) -> u64 {
         self.0
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used for `u64` keys; anything else folds in, byte by byte.
+        // Only `write_u64` and `write_u32` are used for the keys; anything else folds in, byte
+        // by byte.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
@@ -146,6 +149,10 @@ impl Hasher for Generations {
 
     fn write_u64(&mut self, n: u64) {
         self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
     }
 }
 
@@ -162,11 +169,12 @@ pub(crate) struct ConnCore<H: Handles> {
     life: Lifecycle,
     next_mux: u32,
     next_generation: u64,
-    calls: HashMap<MuxId, Outgoing<H>>,
+    /// The calls this side makes, by the mux ids it allocated.
+    calls: HashMap<MuxId, Outgoing<H>, BuildHasherDefault<OwnIds>>,
     served: HashMap<MuxId, Served<H>>,
     /// Every admitted call whose task has not finished: generation → (mux, bytes charged).
     /// Generations are ours (sequential), so they need no keyed hash.
-    admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<Generations>>,
+    admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<OwnIds>>,
     budget: Arc<Budget>,
     timers: TimerHeap,
     /// When the next walk of the unary calls for deadlines is due: no deadline in `calls` is
@@ -206,7 +214,7 @@ impl<H: Handles> ConnCore<H> {
             life: Lifecycle::Open,
             next_mux: role.first_id(),
             next_generation: 1,
-            calls: HashMap::new(),
+            calls: HashMap::default(),
             served: HashMap::new(),
             admitted: HashMap::default(),
             budget,
