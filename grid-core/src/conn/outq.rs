@@ -602,11 +602,17 @@ impl OutQueue {
         self.lanes.lock().is_empty()
     }
 
+    /// Updates the lock-free mirrors. Stored only when they change: every call reads them, and
+    /// a store, even of the same value, takes their cache line from the other workers.
     fn mark(&self, lanes: &Lanes) {
-        self.full
-            .store(lanes.data_bytes >= self.max_data_bytes, Ordering::Relaxed);
-        self.bulk_busy
-            .store(!lanes.bulk.is_empty(), Ordering::Relaxed);
+        let full = lanes.data_bytes >= self.max_data_bytes;
+        if self.full.load(Ordering::Relaxed) != full {
+            self.full.store(full, Ordering::Relaxed);
+        }
+        let busy = !lanes.bulk.is_empty();
+        if self.bulk_busy.load(Ordering::Relaxed) != busy {
+            self.bulk_busy.store(busy, Ordering::Relaxed);
+        }
     }
 
     /// True while the data lane is at its bound. Read without the lane's lock (a hint, exact
