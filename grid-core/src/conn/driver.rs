@@ -119,10 +119,10 @@ async fn write_batches(
             tokio::task::yield_now().await;
             session.top_up(&mut batch, cfg.max_batch_bytes);
         }
-        ConnStats::add(&session.stats.frames_out, batch.frames);
+        ConnStats::add(&session.stats.outbound.frames, batch.frames);
         let msg = batch.finish(session.checksum());
-        ConnStats::add(&session.stats.bytes_out, msg.len());
-        ConnStats::add(&session.stats.messages_out, 1);
+        ConnStats::add(&session.stats.outbound.bytes, msg.len());
+        ConnStats::add(&session.stats.outbound.messages, 1);
         // Kept to take the buffer back once tungstenite has copied the message out.
         let mine = msg.clone();
         // The keepalive task watches for a write that never ends (a peer that stopped reading).
@@ -182,13 +182,13 @@ async fn read_loop(
             }
             Message::Text(_) => return session.close(violation(ProtocolViolation::TextMessage)),
         };
-        ConnStats::add(&session.stats.bytes_in, data.len());
+        ConnStats::add(&session.stats.inbound.bytes, data.len());
         let mut decoder = match BatchDecoder::new(data, &limits) {
             Ok(d) => d,
             Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),
         };
         let now = Instant::now();
-        ConnStats::add(&session.stats.frames_in, decoder.remaining());
+        ConnStats::add(&session.stats.inbound.frames, decoder.remaining());
         let mut handed_data = false;
         loop {
             // A stream's data frames that arrived back to back go to it as one run.

@@ -795,11 +795,11 @@ impl Connection {
                 .session()
                 .map(|s| s.in_flight())
                 .unwrap_or_default(),
-            frames_in: ConnStats::get(&s.frames_in),
-            frames_out: ConnStats::get(&s.frames_out),
-            messages_out: ConnStats::get(&s.messages_out),
-            bytes_in: ConnStats::get(&s.bytes_in),
-            bytes_out: ConnStats::get(&s.bytes_out),
+            frames_in: ConnStats::get(&s.inbound.frames),
+            frames_out: ConnStats::get(&s.outbound.frames),
+            messages_out: ConnStats::get(&s.outbound.messages),
+            bytes_in: ConnStats::get(&s.inbound.bytes),
+            bytes_out: ConnStats::get(&s.outbound.bytes),
             connects: s.connects.load(std::sync::atomic::Ordering::Relaxed),
             last_rtt: s.last_rtt(),
             held: self.inner.session().map(|s| s.held()).unwrap_or_default(),

@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::bulk::Bulk;
+use super::stats::Padded;
 use crate::frame::{seal_batch, BATCH_HEADER_LEN, FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH};
 
 /// A run smaller than this is copied into a batch with the frames around it rather than sent as
@@ -169,7 +170,8 @@ impl Lanes {
 /// The two lanes and the wake-ups around them.
 #[derive(Debug)]
 pub(crate) struct OutQueue {
-    lanes: Mutex<Lanes>,
+    /// On lines of its own: written by every producer, while the fields below are read by them.
+    lanes: Padded<Mutex<Lanes>>,
     writer: Notify,
     room: Notify,
     emptied: Notify,
@@ -319,7 +321,7 @@ impl OutQueue {
         chunk: usize,
     ) -> OutQueue {
         OutQueue {
-            lanes: Mutex::new(Lanes::default()),
+            lanes: Padded(Mutex::new(Lanes::default())),
             writer: Notify::new(),
             room: Notify::new(),
             emptied: Notify::new(),

@@ -29,7 +29,7 @@ use super::core::{
 use super::events::EventSink;
 use super::outq::{Batch, Bound, DataWriter, OutQueue, QueueError, Refused};
 use super::slot::{Machine, Shared};
-use super::stats::ConnStats;
+use super::stats::{ConnStats, Padded};
 use crate::cancel::CancelSignal;
 use crate::config::Config;
 use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Payload, Route};
@@ -91,9 +91,11 @@ pub(crate) struct Session {
     /// when the peer announced no metadata limits: it cannot take any.
     metadata: Option<MetadataLimits>,
     pub(crate) config: Arc<Config>,
-    out: OutQueue,
+    /// The queue and the core, each on lines of its own: both are written under their locks by
+    /// every call, and the fields around them are read by every call.
+    out: Padded<OutQueue>,
     pub(crate) stats: Arc<ConnStats>,
-    core: Mutex<ConnCore<Shell>>,
+    core: Padded<Mutex<ConnCore<Shell>>>,
     budget: Arc<Budget>,
     /// Mirrors "the core is closed" for lock-free checks on hot paths.
     closing: AtomicBool,
@@ -163,15 +165,15 @@ impl Session {
             max_payload,
             compress_at,
             metadata,
-            out: OutQueue::new(
+            out: Padded(OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
                 config.max_queued_control,
                 chunk,
-            ),
+            )),
             config,
             stats,
-            core: Mutex::new(ConnCore::new(role, limits, budget.clone())),
+            core: Padded(Mutex::new(ConnCore::new(role, limits, budget.clone()))),
             budget,
             closing: AtomicBool::new(false),
             peer_leaving: AtomicBool::new(false),

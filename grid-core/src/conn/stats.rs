@@ -9,17 +9,46 @@ use std::time::{Duration, Instant};
 
 use crate::observe::{ConnMetrics, Counted};
 
+/// A value on cache lines of its own (two: neighbouring lines are fetched in pairs), so that
+/// the task writing it takes no line another task is reading or writing at the same time.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The counters the socket reader adds to at every message.
+#[derive(Debug)]
+pub(crate) struct Inbound {
+    pub(crate) frames: Counted,
+    pub(crate) bytes: Counted,
+}
+
+/// The counters the writer adds to at every message.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub(crate) frames: Counted,
+    pub(crate) bytes: Counted,
+    pub(crate) messages: Counted,
+}
+
 /// Live counters of one connection; read with [`ConnStats::snapshot`].
+///
+/// The reader's and the writer's counters are apart from each other and from the fields every
+/// call reads (the metric handles), as the two tasks often run on different workers.
 #[derive(Debug)]
 pub(crate) struct ConnStats {
     epoch: Instant,
     /// This node's name (for spans and metric labels).
     pub(crate) node: Arc<str>,
-    pub(crate) frames_in: Counted,
-    pub(crate) frames_out: Counted,
-    pub(crate) bytes_in: Counted,
-    pub(crate) bytes_out: Counted,
-    pub(crate) messages_out: Counted,
+    pub(crate) inbound: Padded<Inbound>,
+    pub(crate) outbound: Padded<Outbound>,
     pub(crate) connects: AtomicU64,
     last_rtt_us: AtomicU64,
     /// The connection's metric handles, and its handlers'.
@@ -33,11 +62,15 @@ impl ConnStats {
         ConnStats {
             epoch: Instant::now(),
             node: node.clone(),
-            frames_in: metrics.counted("grid_connection_frames_total", "in"),
-            frames_out: metrics.counted("grid_connection_frames_total", "out"),
-            bytes_in: metrics.counted("grid_connection_bytes_total", "in"),
-            bytes_out: metrics.counted("grid_connection_bytes_total", "out"),
-            messages_out: metrics.counted("grid_connection_messages_total", "out"),
+            inbound: Padded(Inbound {
+                frames: metrics.counted("grid_connection_frames_total", "in"),
+                bytes: metrics.counted("grid_connection_bytes_total", "in"),
+            }),
+            outbound: Padded(Outbound {
+                frames: metrics.counted("grid_connection_frames_total", "out"),
+                bytes: metrics.counted("grid_connection_bytes_total", "out"),
+                messages: metrics.counted("grid_connection_messages_total", "out"),
+            }),
             connects: AtomicU64::new(0),
             last_rtt_us: AtomicU64::new(u64::MAX),
             metrics,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::core::CloseKind;
+use super::stats::Padded;
 
 const IDLE: u64 = u64::MAX;
 
@@ -16,16 +17,18 @@ const IDLE: u64 = u64::MAX;
 #[derive(Debug)]
 pub(crate) struct Watchdog {
     epoch: Instant,
-    last_inbound_us: AtomicU64,
-    write_since_us: AtomicU64,
+    /// Stamped by the reader at every message, and by the writer around every write: apart,
+    /// as the two often run on different workers.
+    last_inbound_us: Padded<AtomicU64>,
+    write_since_us: Padded<AtomicU64>,
 }
 
 impl Watchdog {
     pub(crate) fn new() -> Watchdog {
         Watchdog {
             epoch: Instant::now(),
-            last_inbound_us: AtomicU64::new(0),
-            write_since_us: AtomicU64::new(IDLE),
+            last_inbound_us: Padded(AtomicU64::new(0)),
+            write_since_us: Padded(AtomicU64::new(IDLE)),
         }
     }
 
