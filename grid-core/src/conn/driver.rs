@@ -105,10 +105,31 @@ async fn write_batches(
     watchdog: &Watchdog,
 ) {
     let cfg = session.config.clone();
+    // The last message was fed but not flushed, as more was queued then. What was queued may
+    // be gone since (a call taken back before it was written): the writer then flushes before
+    // it sleeps, never leaving a message in tungstenite's buffer.
+    let mut unflushed = false;
     loop {
         // Several calls in flight means more frames are about to be queued.
         let busy = session.activity() > 1;
-        let Some(mut batch) = session.next_batch(cfg.max_batch_bytes).await else {
+        let next = if unflushed {
+            match session.try_batch(cfg.max_batch_bytes) {
+                Some(next) => next,
+                None => {
+                    unflushed = false;
+                    watchdog.write_begin();
+                    let flushed = sink.flush().await;
+                    watchdog.write_end();
+                    if let Err(e) = flushed {
+                        return write_failed(session, &e);
+                    }
+                    continue;
+                }
+            }
+        } else {
+            session.next_batch(cfg.max_batch_bytes).await
+        };
+        let Some(mut batch) = next else {
             break;
         };
         // A busy connection with a short batch: let the tasks that are runnable right now
@@ -130,20 +151,26 @@ async fn write_batches(
         // Fed, not flushed, while more is queued: tungstenite writes to the socket as its
         // buffer fills, and the flush comes when the queue is momentarily empty.
         let mut sent = sink.feed(Message::Binary(msg)).await;
-        if sent.is_ok() && session.nothing_queued() {
+        unflushed = sent.is_ok();
+        if unflushed && session.nothing_queued() {
             sent = sink.flush().await;
+            unflushed = false;
         }
         watchdog.write_end();
         if let Ok(buf) = mine.try_into_mut() {
             session.recycle(buf);
         }
         if let Err(e) = sent {
-            return session.close(CloseReason::library(CloseKind::Io(format!(
-                "write failed: {e}"
-            ))));
+            return write_failed(session, &e);
         }
     }
     let _ = sink.close().await;
+}
+
+fn write_failed(session: &Session, e: &tokio_tungstenite::tungstenite::Error) {
+    session.close(CloseReason::library(CloseKind::Io(format!(
+        "write failed: {e}"
+    ))));
 }
 
 async fn read_loop(

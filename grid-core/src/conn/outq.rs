@@ -736,8 +736,9 @@ impl OutQueue {
         self.after_take(lanes, was_full, took);
     }
 
-    /// Takes a batch if there is one: `Some(None)` when closed, `None` when empty.
-    fn take(&self, max_bytes: usize) -> Option<Option<Batch>> {
+    /// Takes a batch if there is one, never waiting (see [`drain`](Self::drain)):
+    /// `Some(None)` when closed, `None` when empty.
+    pub(crate) fn take(&self, max_bytes: usize) -> Option<Option<Batch>> {
         let mut lanes = self.lanes.lock();
         if lanes.closed {
             return Some(lanes.last.take().map(|f| {

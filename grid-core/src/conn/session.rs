@@ -336,6 +336,14 @@ impl Session {
         batch
     }
 
+    /// Takes a batch for the writer if one is queued now: `None` when nothing is, `Some(None)`
+    /// once closed.
+    pub(crate) fn try_batch(&self, max_bytes: usize) -> Option<Option<Batch>> {
+        let batch = self.out.take(max_bytes);
+        self.stats.metrics.queued(|| self.out.data_bytes());
+        batch
+    }
+
     /// Adds to `batch` what is queued now, within the bound.
     pub(crate) fn top_up(&self, batch: &mut Batch, max_bytes: usize) {
         self.out.top_up(batch, max_bytes);
