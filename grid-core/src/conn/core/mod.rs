@@ -35,6 +35,8 @@ mod calls;
 mod chunks;
 mod compress;
 mod ending;
+#[cfg(test)]
+mod hash_tests;
 mod reason;
 mod tables;
 #[cfg(test)]
@@ -126,11 +128,11 @@ impl Inbound<std::iter::Empty<(u32, Payload)>> {
     }
 }
 
-/// Hashes an id this side allocates (a call generation, the mux id of a call it makes) with one
-/// multiply (Fibonacci hashing, so the high bits the table's tags use vary too). No peer can
-/// choose these keys to collide: they are unique and ours, and looking up an id a peer names
-/// probes no further than the table's own keys make it. Mux ids of the calls a peer makes,
-/// which the peer chooses, keep the keyed default hash.
+/// Hashes a call generation with one multiply (Fibonacci hashing, so the high bits the table's
+/// tags use vary too). Generations are unique and ours, and no peer names one, so no lookup
+/// walks a run of slots the peer built (it chooses which calls stay, as their handlers run
+/// until it cancels them, but only our own lookups and inserts then cost more). Mux ids keep
+/// the keyed default hash (see [`CallsHasher`]).
 #[derive(Debug, Default)]
 struct OwnIds(u64);
 
@@ -140,8 +142,7 @@ impl Hasher for OwnIds {
     }
 
     fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` and `write_u32` are used for the keys; anything else folds in, byte
-        // by byte.
+        // Only `write_u64` is used for `u64` keys; anything else folds in, byte by byte.
         for b in bytes {
             self.0 = self.0.rotate_left(8) ^ u64::from(*b);
         }
@@ -150,11 +151,13 @@ impl Hasher for OwnIds {
     fn write_u64(&mut self, n: u64) {
         self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
 }
+
+/// The hasher of the calls this side makes: keyed, as the peer's ids are. Their mux ids are
+/// ours, but which of them stay in the table is the peer's choice (it answers the calls it
+/// likes and leaves the others pending), so with a hash it can compute it could keep only
+/// calls with one home slot and make every lookup of an id it names walk all of them.
+type CallsHasher = std::collections::hash_map::RandomState;
 
 /// Bytes a new call holds while its handler runs: its request payload and its metadata (both
 /// slices of the message they arrived in).
@@ -170,7 +173,7 @@ pub(crate) struct ConnCore<H: Handles> {
     next_mux: u32,
     next_generation: u64,
     /// The calls this side makes, by the mux ids it allocated.
-    calls: HashMap<MuxId, Outgoing<H>, BuildHasherDefault<OwnIds>>,
+    calls: HashMap<MuxId, Outgoing<H>, CallsHasher>,
     served: HashMap<MuxId, Served<H>>,
     /// Every admitted call whose task has not finished: generation → (mux, bytes charged).
     /// Generations are ours (sequential), so they need no keyed hash.
