@@ -240,6 +240,16 @@ pub(crate) fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Bytes of RSS each of `n` items added between two readings; NaN when the RSS did not grow
+/// (the allocator reused memory freed earlier: nothing was measured, which is not zero).
+pub(crate) fn rss_per_item(grown: f64, n: usize) -> f64 {
+    if grown > 0.0 && n > 0 {
+        grown / n as f64
+    } else {
+        f64::NAN
+    }
+}
+
 /// Random payloads for the unary echo: each call sends one of them and expects it back.
 pub(crate) fn payloads(n: usize) -> Arc<Vec<Bytes>> {
     let mut rng = fastrand::Rng::with_seed(0x6772_6964);

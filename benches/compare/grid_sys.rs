@@ -10,8 +10,8 @@ use futures::FutureExt;
 use grid::{Config, Connection, HandlerSpec, Manager, RemoteError, StreamOptions};
 
 use crate::common::{
-    bound_names, check_msg, rss_bytes, run_unary, stream_msg, CountFn, EchoFn, Opts, System,
-    UnaryStat, Wire, WireFn,
+    bound_names, check_msg, rss_bytes, rss_per_item, run_unary, stream_msg, CountFn, EchoFn, Opts,
+    System, UnaryStat, Wire, WireFn,
 };
 
 const ECHO: HandlerSpec = HandlerSpec::named("Bench.echo");
@@ -220,12 +220,12 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     let mesh = cluster(k, &config).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after_mesh = rss_bytes();
-    let per_manager = after_isolated.saturating_sub(base) as f64 / k as f64;
+    let per_manager = rss_per_item(after_isolated as f64 - base as f64, k);
     let pairs = k * (k - 1) / 2;
-    let mesh_delta = after_mesh.saturating_sub(after_isolated) as f64;
+    let mesh_delta = after_mesh as f64 - after_isolated as f64;
     out.per_manager = per_manager;
     out.connections = pairs;
-    out.per_connection = (mesh_delta - per_manager * k as f64).max(0.0) / pairs as f64;
+    out.per_connection = rss_per_item(mesh_delta - per_manager * k as f64, pairs);
 
     // Idle streams on one connection of that mesh.
     let conn = mesh[0]
@@ -253,7 +253,7 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     }
     let after = rss_bytes();
     out.streams = n;
-    out.per_stream = after.saturating_sub(before) as f64 / n as f64;
+    out.per_stream = rss_per_item(after as f64 - before as f64, n);
     drop(streams);
     let deadline = Instant::now() + opts.limit;
     while mesh[1].stats().in_flight.streams_in > 0 {

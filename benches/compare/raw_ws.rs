@@ -359,5 +359,5 @@ pub(crate) async fn idle_connection_bytes(
     }
     let after = crate::common::rss_bytes();
     drop(ends);
-    Ok(after.saturating_sub(before) as f64 / k as f64)
+    Ok(crate::common::rss_per_item(after as f64 - before as f64, k))
 }

@@ -94,7 +94,10 @@ pub(crate) fn dur(d: Duration) -> String {
 }
 
 fn bytes(b: f64) -> String {
-    if b >= 1024.0 * 1024.0 {
+    if !b.is_finite() {
+        // A reading that measured nothing (see `rss_per_item`).
+        "— (RSS did not grow)".into()
+    } else if b >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", b / (1024.0 * 1024.0))
     } else if b >= 1024.0 {
         format!("{:.2} KiB", b / 1024.0)

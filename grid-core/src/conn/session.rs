@@ -91,9 +91,10 @@ pub(crate) struct Session {
     /// when the peer announced no metadata limits: it cannot take any.
     metadata: Option<MetadataLimits>,
     pub(crate) config: Arc<Config>,
-    /// The queue and the core, each on lines of its own: both are written under their locks by
-    /// every call, and the fields around them are read by every call.
-    out: Padded<OutQueue>,
+    /// The queue (whose lanes are padded, so it starts on a line of its own) and the core (on
+    /// lines of its own): both are written under their locks by every call, and the fields
+    /// around them are read by every call.
+    out: OutQueue,
     pub(crate) stats: Arc<ConnStats>,
     core: Padded<Mutex<ConnCore<Shell>>>,
     budget: Arc<Budget>,
@@ -165,12 +166,12 @@ impl Session {
             max_payload,
             compress_at,
             metadata,
-            out: Padded(OutQueue::new(
+            out: OutQueue::new(
                 config.max_queued_bytes,
                 config.max_batch_bytes,
                 config.max_queued_control,
                 chunk,
-            )),
+            ),
             config,
             stats,
             core: Padded(Mutex::new(ConnCore::new(role, limits, budget.clone()))),
