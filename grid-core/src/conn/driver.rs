@@ -110,8 +110,6 @@ async fn write_batches(
     // it sleeps, never leaving a message in tungstenite's buffer.
     let mut unflushed = false;
     loop {
-        // Several calls in flight means more frames are about to be queued.
-        let busy = session.activity() > 1;
         let next = if unflushed {
             match session.try_batch(cfg.max_batch_bytes) {
                 Some(next) => next,
@@ -136,7 +134,9 @@ async fn write_batches(
         // (callers woken by the last responses, handlers spawned by the last requests) queue
         // their frames first, then send them all in one message (MinIO's Gosched merge). An idle
         // connection sends a lone frame at once, without the yield's cost.
-        if busy && batch.frames < 4 && batch.len() < cfg.max_batch_bytes / 4 {
+        // Several calls in flight means more frames are about to be queued (asked of a short
+        // batch only: it takes the core's lock).
+        if batch.frames < 4 && batch.len() < cfg.max_batch_bytes / 4 && session.activity() > 1 {
             tokio::task::yield_now().await;
             session.top_up(&mut batch, cfg.max_batch_bytes);
         }
