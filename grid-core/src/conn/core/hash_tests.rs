@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use super::{CallsHasher, OwnIds};
+use super::{CallsHasher, Generations};
 use crate::ids::MuxId;
 use crate::mux::Role;
 
@@ -42,7 +42,7 @@ fn compares() -> usize {
 /// The hash a peer computes for one of our ids from the one-multiply formula in the source
 /// (the one generations use, which the calls table used too).
 fn public_hash(mux: MuxId) -> u64 {
-    let mut h = OwnIds::default();
+    let mut h = Generations::default();
     h.write_u64(u64::from(mux.0));
     h.finish()
 }

@@ -134,9 +134,9 @@ impl Inbound<std::iter::Empty<(u32, Payload)>> {
 /// until it cancels them, but only our own lookups and inserts then cost more). Mux ids keep
 /// the keyed default hash (see [`CallsHasher`]).
 #[derive(Debug, Default)]
-struct OwnIds(u64);
+struct Generations(u64);
 
-impl Hasher for OwnIds {
+impl Hasher for Generations {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -177,7 +177,7 @@ pub(crate) struct ConnCore<H: Handles> {
     served: HashMap<MuxId, Served<H>>,
     /// Every admitted call whose task has not finished: generation → (mux, bytes charged).
     /// Generations are ours (sequential), so they need no keyed hash.
-    admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<OwnIds>>,
+    admitted: HashMap<u64, (MuxId, usize), BuildHasherDefault<Generations>>,
     budget: Arc<Budget>,
     timers: TimerHeap,
     /// When the next walk of the unary calls for deadlines is due: no deadline in `calls` is
