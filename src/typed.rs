@@ -851,8 +851,8 @@ impl<T: DeserializeOwned + 'static, E: DeserializeOwned> Stream for ResponseRece
 /// The options every typed call takes, set on its builder: generated for [`UnaryCall`],
 /// [`StreamCall`] and [`DuplexCall`] alike.
 macro_rules! common_options {
-    ($call:ident $(<$($g:ident),*>)?) => {
-        impl<'a $(, $($g),*)?> $call<'a $(, $($g),*)?> {
+    ($call:ident <$($g:ident),*>) => {
+        impl<'a, $($g),*> $call<'a, $($g),*> {
             /// Gives up after `timeout`, counted from now: the call fails with
             /// [`Error::Deadline`], and the handler's [`Context::deadline`](crate::Context::deadline)
             /// is this one (not the method's `#[grid(timeout_ms)]` default). A zero timeout fails
@@ -882,109 +882,151 @@ macro_rules! common_options {
             /// bytes) makes the call fail with [`Error::Metadata`] when awaited, unsent; so does
             /// metadata over the limits of either side.
             pub fn metadata(mut self, key: &str, value: impl AsRef<[u8]>) -> Self {
-                let result = self.opts_metadata().insert(key, value);
-                if let Err(e) = result {
-                    self.fail(Error::Metadata(e));
+                if let Some(metadata) = self.opts_metadata() {
+                    if let Err(e) = metadata.insert(key, value) {
+                        self.fail(Error::Metadata(e));
+                    }
                 }
                 self
             }
 
             /// Replaces the call's metadata with `metadata`.
             pub fn with_metadata(mut self, metadata: Metadata) -> Self {
-                *self.opts_metadata() = metadata;
+                if let Some(m) = self.opts_metadata() {
+                    *m = metadata;
+                }
                 self
             }
         }
     };
 }
 
-/// A typed unary call, returned by a generated client method: `.await` it as it is, or set
-/// per-call options on it first.
-///
-/// See the [`handler`](macro@crate::handler) macro's docs for an example.
-///
-/// It is a [`Future`] (so `join_all` and `select!` take it as they are); nothing is sent until
-/// it is first polled, and options set on it are for this call only. Dropping it once polled
-/// cancels the call, on the remote handler too.
-#[must_use = "a call does nothing until it is awaited"]
-pub struct UnaryCall<'a, Resp, E> {
-    conn: &'a Connection,
-    spec: HandlerSpec,
-    payload: Result<Bytes, Error>,
-    opts: CallOptions,
-    /// The call in flight, from the first poll on.
-    running: Option<BoxFuture<'a, Result<Resp, CallError<E>>>>,
-}
-
-impl<Resp, E> fmt::Debug for UnaryCall<'_, Resp, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnaryCall")
-            .field("handler", &self.spec.name)
-            .field("options", &self.opts)
-            .finish_non_exhaustive()
+pin_project_lite::pin_project! {
+    /// A typed unary call, returned by a generated client method: `.await` it as it is, or set
+    /// per-call options on it first.
+    ///
+    /// See the [`handler`](macro@crate::handler) macro's docs for an example.
+    ///
+    /// It is a [`Future`] (so `join_all` and `select!` take it as they are); nothing is sent until
+    /// it is first polled, and options set on it are for this call only. Dropping it once polled
+    /// cancels the call, on the remote handler too.
+    ///
+    /// `F` is the untyped call's future, which lives inside this one rather than in a box of
+    /// its own; generated methods return
+    /// `UnaryCall<'_, Resp, E, impl Future<Output = Result<Bytes, Error>> + Send + '_>`.
+    #[must_use = "a call does nothing until it is awaited"]
+    pub struct UnaryCall<'a, Resp, E, F> {
+        conn: &'a Connection,
+        spec: HandlerSpec,
+        // `Connection::call`: its future's type is `F`, which only this pointer names.
+        start: fn(&'a Connection, raw::HandlerId, Bytes, CallOptions) -> F,
+        #[pin]
+        state: UnaryState<F>,
+        _out: PhantomData<fn() -> (Resp, E)>,
     }
 }
 
-impl<'a, Resp, E> UnaryCall<'a, Resp, E> {
+pin_project_lite::pin_project! {
+    /// Where a typed unary call is. The parts it waits with and the call in flight take the same
+    /// bytes: the future stays as small as the untyped call's.
+    #[project = UnaryStateProj]
+    enum UnaryState<F> {
+        // Not polled yet: what the call will send (or why it fails without sending).
+        Ready {
+            payload: Result<Bytes, Error>,
+            opts: CallOptions,
+        },
+        Running { #[pin] call: F },
+        Done,
+    }
+}
+
+impl<Resp, E, F> fmt::Debug for UnaryCall<'_, Resp, E, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("UnaryCall");
+        d.field("handler", &self.spec.name);
+        match &self.state {
+            UnaryState::Ready { opts, .. } => d.field("options", opts),
+            UnaryState::Running { .. } => d.field("state", &"running"),
+            UnaryState::Done => d.field("state", &"done"),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<Resp, E, F> UnaryCall<'_, Resp, E, F> {
     /// Replaces every option of the call with `opts` (its `timeout: None` then means the
     /// configured default, not the method's).
-    pub fn options(mut self, opts: CallOptions) -> Self {
-        self.opts = opts;
+    pub fn options(mut self, new: CallOptions) -> Self {
+        if let UnaryState::Ready { opts, .. } = &mut self.state {
+            *opts = new;
+        }
         self
     }
 
+    // A call is `Ready` until first polled, and once polled it is pinned (its untyped future is
+    // not `Unpin`), so these always find it `Ready`; they change nothing otherwise.
+
     fn opts_timeout(&mut self, t: Option<Duration>) {
-        self.opts.timeout = t;
+        if let UnaryState::Ready { opts, .. } = &mut self.state {
+            opts.timeout = t;
+        }
     }
 
     fn opts_wait(&mut self) {
-        self.opts.wait_for_connect = true;
+        if let UnaryState::Ready { opts, .. } = &mut self.state {
+            opts.wait_for_connect = true;
+        }
     }
 
-    fn opts_metadata(&mut self) -> &mut Metadata {
-        &mut self.opts.metadata
+    fn opts_metadata(&mut self) -> Option<&mut Metadata> {
+        match &mut self.state {
+            UnaryState::Ready { opts, .. } => Some(&mut opts.metadata),
+            _ => None,
+        }
     }
 
     fn fail(&mut self, e: Error) {
-        if self.payload.is_ok() {
-            self.payload = Err(e);
+        if let UnaryState::Ready { payload, .. } = &mut self.state {
+            if payload.is_ok() {
+                *payload = Err(e);
+            }
         }
     }
 }
 
-common_options!(UnaryCall<Resp, E>);
+common_options!(UnaryCall<Resp, E, F>);
 
-impl<'a, Resp, E> Future for UnaryCall<'a, Resp, E>
+impl<Resp, E, F> Future for UnaryCall<'_, Resp, E, F>
 where
     Resp: DeserializeOwned + Send + 'static,
     E: DeserializeOwned + Send + 'static,
+    F: Future<Output = Result<Bytes, Error>>,
 {
     type Output = Result<Resp, CallError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        use futures::FutureExt;
-        let this = self.get_mut();
-        let running = match &mut this.running {
-            Some(running) => running,
-            None => {
-                let payload = match std::mem::replace(&mut this.payload, Err(Error::Cancelled)) {
-                    Ok(p) => p,
-                    Err(e) => return Poll::Ready(Err(CallError::Transport(e))),
-                };
-                let opts = std::mem::take(&mut this.opts);
-                // The raw call's future itself, its output mapped: an async block around it
-                // would hold the arguments a second time, and the box would outgrow the
-                // allocator's per-thread cache (see grid-core's tests/future_size.rs).
-                this.running
-                    .insert(Box::pin(this.conn.call(this.spec.id, payload, opts).map(
-                        |r| match r {
-                            Ok(b) => decode_owned(b).map_err(CallError::Transport),
-                            Err(e) => Err(typed_error(e)),
-                        },
-                    )))
-            }
+        let mut this = self.project();
+        if let UnaryStateProj::Ready { payload, opts } = this.state.as_mut().project() {
+            let payload = std::mem::replace(payload, Err(Error::Cancelled));
+            let opts = std::mem::take(opts);
+            let payload = match payload {
+                Ok(p) => p,
+                Err(e) => return Poll::Ready(Err(CallError::Transport(e))),
+            };
+            let call = (this.start)(this.conn, this.spec.id, payload, opts);
+            this.state.set(UnaryState::Running { call });
+        }
+        let UnaryStateProj::Running { call } = this.state.as_mut().project() else {
+            // Polled again after it returned.
+            return Poll::Ready(Err(CallError::Transport(Error::Cancelled)));
         };
-        running.as_mut().poll(cx)
+        let result = std::task::ready!(call.poll(cx));
+        this.state.set(UnaryState::Done);
+        Poll::Ready(match result {
+            Ok(b) => decode_owned(b).map_err(CallError::Transport),
+            Err(e) => Err(typed_error(e)),
+        })
     }
 }
 
@@ -1025,8 +1067,8 @@ macro_rules! stream_options {
                 self.opts.wait_for_connect = true;
             }
 
-            fn opts_metadata(&mut self) -> &mut Metadata {
-                &mut self.opts.metadata
+            fn opts_metadata(&mut self) -> Option<&mut Metadata> {
+                Some(&mut self.opts.metadata)
             }
 
             fn fail(&mut self, e: Error) {
@@ -1217,16 +1259,19 @@ pub(crate) mod support {
         spec: HandlerSpec,
         req: &Req,
         opts: CallOptions,
-    ) -> UnaryCall<'a, Resp, E>
+    ) -> UnaryCall<'a, Resp, E, impl Future<Output = Result<Bytes, Error>> + Send + 'a>
     where
         Req: Serialize + ?Sized,
     {
         UnaryCall {
             conn,
             spec,
-            payload: encode(req),
-            opts,
-            running: None,
+            start: Connection::call,
+            state: UnaryState::Ready {
+                payload: encode(req),
+                opts,
+            },
+            _out: PhantomData,
         }
     }
 

@@ -217,7 +217,7 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let out_cap = opt(p, m.attrs.out_capacity.as_ref().map(|t| t.value));
     let (ret, body) = match m.shape() {
         Shape::Unary => (
-            quote!(#p::UnaryCall<'_, #ok, #err>),
+            quote!(#p::UnaryCall<'_, #ok, #err, impl #p::futures::Future<Output = ::std::result::Result<#p::Bytes, #p::Error>> + ::std::marker::Send + '_>),
             quote! {
                 #p::unary_call(&self.conn, Self::#c, #req, #p::call_options(#timeout))
             },
