@@ -27,6 +27,7 @@ use grid::Config;
 mod common;
 mod grid_sys;
 mod grid_typed_sys;
+mod heap;
 mod jsonrpsee_sys;
 mod large;
 mod raw_ws;
@@ -38,6 +39,9 @@ use common::{
     run_count, run_unary, CountFn, EchoFn, Failures, Opts, StreamRound, StreamStat, System, Wire,
 };
 use report::{Cell, Results, Rows};
+
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 fn main() {
     let opts = Opts::from_args();
@@ -130,17 +134,22 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
             "grid memory: {} idle streams, {} nodes",
             opts.idle_streams, opts.idle_nodes
         );
+        heap::counting(true);
         r.memory = Some(match grid_sys::memory(opts).await {
             Ok(mut m) => {
                 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
                 let k = m.connections;
                 let small = WebSocketConfig::default().read_buffer_size(16 << 10);
-                for (slot, config) in [
-                    (&mut m.ws_default, WebSocketConfig::default()),
-                    (&mut m.ws_small_read, small),
+                for (slot, heap, config) in [
+                    (
+                        &mut m.ws_default,
+                        &mut m.heap.ws_default,
+                        WebSocketConfig::default(),
+                    ),
+                    (&mut m.ws_small_read, &mut m.heap.ws_small_read, small),
                 ] {
                     match raw_ws::idle_connection_bytes(k, config).await {
-                        Ok(b) => *slot = b,
+                        Ok((rss, live)) => (*slot, *heap) = (rss, live),
                         Err(e) => failures.add(format!("raw-ws idle connections: {e}")),
                     }
                 }
@@ -151,6 +160,7 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
                 Cell::Failed(e)
             }
         });
+        heap::counting(false);
     }
 
     let systems = start_systems(opts, failures).await;

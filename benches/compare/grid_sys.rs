@@ -190,6 +190,18 @@ pub(crate) struct MemStat {
     pub(crate) ws_default: f64,
     /// The same with a 16 KiB read buffer instead of the default 128 KiB.
     pub(crate) ws_small_read: f64,
+    /// Live heap bytes per item (the benchmark's allocator counts them), for the same items.
+    pub(crate) heap: HeapStat,
+}
+
+/// Live heap bytes per item: exact where an RSS delta moves in pages and allocator caches.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HeapStat {
+    pub(crate) per_stream: f64,
+    pub(crate) per_connection: f64,
+    pub(crate) per_manager: f64,
+    pub(crate) ws_default: f64,
+    pub(crate) ws_small_read: f64,
 }
 
 /// Opens `opts.idle_streams` idle streams on one connection and reads the RSS; starts isolated
@@ -201,6 +213,7 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     // Idle connections: k isolated managers price a manager; a mesh of k adds the connections.
     let k = opts.idle_nodes;
     let base = rss_bytes();
+    let heap_base = crate::heap::live();
     let mut isolated = Vec::new();
     let (listeners, names) = bound_names(k);
     for (name, listener) in names.into_iter().zip(listeners) {
@@ -217,15 +230,20 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let after_isolated = rss_bytes();
+    let heap_isolated = crate::heap::live();
     let mesh = cluster(k, &config).await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let after_mesh = rss_bytes();
+    let heap_mesh = crate::heap::live();
     let per_manager = rss_per_item(after_isolated as f64 - base as f64, k);
     let pairs = k * (k - 1) / 2;
     let mesh_delta = after_mesh as f64 - after_isolated as f64;
     out.per_manager = per_manager;
     out.connections = pairs;
     out.per_connection = rss_per_item(mesh_delta - per_manager * k as f64, pairs);
+    out.heap.per_manager = (heap_isolated - heap_base) as f64 / k as f64;
+    out.heap.per_connection =
+        ((heap_mesh - heap_isolated) as f64 - out.heap.per_manager * k as f64) / pairs as f64;
 
     // Idle streams on one connection of that mesh.
     let conn = mesh[0]
@@ -233,6 +251,7 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
         .map_err(|e| e.to_string())?;
     let n = opts.idle_streams;
     let before = rss_bytes();
+    let heap_before = crate::heap::live();
     let mut streams = Vec::with_capacity(n);
     for _ in 0..n {
         let s = conn
@@ -252,6 +271,7 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let after = rss_bytes();
+    out.heap.per_stream = (crate::heap::live() - heap_before) as f64 / n as f64;
     out.streams = n;
     out.per_stream = rss_per_item(after as f64 - before as f64, n);
     drop(streams);

@@ -331,12 +331,13 @@ pub(crate) async fn start() -> Result<System, String> {
 pub(crate) async fn idle_connection_bytes(
     k: usize,
     config: tokio_tungstenite::tungstenite::protocol::WebSocketConfig,
-) -> Result<f64, String> {
+) -> Result<(f64, f64), String> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let before = crate::common::rss_bytes();
+    let heap_before = crate::heap::live();
     let mut ends = Vec::with_capacity(2 * k);
     for _ in 0..k {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
@@ -358,6 +359,10 @@ pub(crate) async fn idle_connection_bytes(
         ends.push((s, c));
     }
     let after = crate::common::rss_bytes();
+    let heap = (crate::heap::live() - heap_before) as f64 / k as f64;
     drop(ends);
-    Ok(crate::common::rss_per_item(after as f64 - before as f64, k))
+    Ok((
+        crate::common::rss_per_item(after as f64 - before as f64, k),
+        heap,
+    ))
 }

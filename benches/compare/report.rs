@@ -253,41 +253,49 @@ fn cpu_table(out: &mut String, r: &Results) {
 fn memory_table(out: &mut String, m: &Cell<MemStat>) {
     let _ = writeln!(
         out,
-        "\n### grid memory (VmRSS deltas; both ends live in this process)\n"
+        "\n### grid memory (both ends live in this process)\n\nRSS: VmRSS deltas, in pages and \
+         with the allocator's caches. Heap: live bytes of the allocations made in between, \
+         counted by the benchmark's allocator (exact; neither counts kernel socket buffers).\n"
     );
     match m {
         Cell::Done(m) => {
-            let _ = writeln!(out, "| what | count | RSS per item |");
-            let _ = writeln!(out, "|---|---:|---:|");
-            let _ = writeln!(
-                out,
-                "| idle stream on one connection (caller + callee state, handler task) | {} | {} |",
-                m.streams,
-                bytes(m.per_stream)
-            );
-            let _ = writeln!(
-                out,
-                "| idle connection (both ends, manager cost subtracted) | {} | {} |",
-                m.connections,
-                bytes(m.per_connection)
-            );
-            let _ = writeln!(
-                out,
-                "| manager with no peers (listener, registry, tasks) | — | {} |",
-                bytes(m.per_manager)
-            );
-            let _ = writeln!(
-                out,
-                "| for scale: bare tokio-tungstenite connection, default config (128 KiB read buffer), both ends | {} | {} |",
-                m.connections,
-                bytes(m.ws_default)
-            );
-            let _ = writeln!(
-                out,
-                "| for scale: the same with `read_buffer_size` 16 KiB | {} | {} |",
-                m.connections,
-                bytes(m.ws_small_read)
-            );
+            let _ = writeln!(out, "| what | count | RSS per item | heap per item |");
+            let _ = writeln!(out, "|---|---:|---:|---:|");
+            let h = &m.heap;
+            for (what, count, rss, heap) in [
+                (
+                    "idle stream on one connection (caller + callee state, handler task)",
+                    m.streams.to_string(),
+                    m.per_stream,
+                    h.per_stream,
+                ),
+                (
+                    "idle connection (both ends, manager cost subtracted)",
+                    m.connections.to_string(),
+                    m.per_connection,
+                    h.per_connection,
+                ),
+                (
+                    "manager with no peers (listener, registry, tasks)",
+                    "—".to_owned(),
+                    m.per_manager,
+                    h.per_manager,
+                ),
+                (
+                    "for scale: bare tokio-tungstenite connection, default config (128 KiB read buffer), both ends",
+                    m.connections.to_string(),
+                    m.ws_default,
+                    h.ws_default,
+                ),
+                (
+                    "for scale: the same with `read_buffer_size` 16 KiB",
+                    m.connections.to_string(),
+                    m.ws_small_read,
+                    h.ws_small_read,
+                ),
+            ] {
+                let _ = writeln!(out, "| {what} | {count} | {} | {} |", bytes(rss), bytes(heap));
+            }
         }
         Cell::Unsupported => {}
         Cell::Failed(e) => {
@@ -483,6 +491,18 @@ fn targets_table(out: &mut String, r: &Results) {
     row(
         "idle connection, both ends: ≤ 64 KiB",
         mem.map(|m| m.per_connection / 1024.0),
+        &|x| x <= 64.0,
+        " KiB",
+    );
+    row(
+        "the same, live heap bytes: ≤ 2 KiB per idle stream",
+        mem.map(|m| m.heap.per_stream / 1024.0),
+        &|x| x <= 2.0,
+        " KiB",
+    );
+    row(
+        "the same, live heap bytes: ≤ 64 KiB per idle connection",
+        mem.map(|m| m.heap.per_connection / 1024.0),
         &|x| x <= 64.0,
         " KiB",
     );
