@@ -1254,25 +1254,27 @@ pub(crate) mod support {
     }
 
     /// A typed unary call with the method's default options, ready for per-call options.
-    pub fn unary_call<'a, Req, Resp, E>(
+    /// `payload` is the request as [`encode_request`] gave it: encoded here, the request's type
+    /// would be captured by the returned future's type, and with it every borrow the request
+    /// holds.
+    pub fn unary_call<'a, Resp, E>(
         conn: &'a Connection,
         spec: HandlerSpec,
-        req: &Req,
+        payload: Result<Bytes, Error>,
         opts: CallOptions,
-    ) -> UnaryCall<'a, Resp, E, impl Future<Output = Result<Bytes, Error>> + Send + 'a>
-    where
-        Req: Serialize + ?Sized,
-    {
+    ) -> UnaryCall<'a, Resp, E, impl Future<Output = Result<Bytes, Error>> + Send + 'a> {
         UnaryCall {
             conn,
             spec,
             start: Connection::call,
-            state: UnaryState::Ready {
-                payload: encode(req),
-                opts,
-            },
+            state: UnaryState::Ready { payload, opts },
             _out: PhantomData,
         }
+    }
+
+    /// Encodes a unary call's request (see [`unary_call`]).
+    pub fn encode_request<Req: Serialize + ?Sized>(req: &Req) -> Result<Bytes, Error> {
+        encode(req)
     }
 
     /// A typed server stream with the method's default options.
@@ -1313,10 +1315,11 @@ pub(crate) mod support {
         }
     }
 
-    /// Decodes a request on the handler side; a codec failure is the caller's fault.
-    pub fn decode_request<T: DeserializeOwned + 'static>(bytes: &Bytes) -> Result<T, RemoteError> {
-        decode_owned(bytes.clone())
-            .map_err(|e| RemoteError::text(ErrorCode::Internal, e.to_string()))
+    /// Decodes a request on the handler side; a codec failure is the caller's fault. Takes the
+    /// payload itself: a `Bytes` argument is a slice of it, and a clone would cost a reference
+    /// count (or the promotion of the buffer to a shared one) per call.
+    pub fn decode_request<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, RemoteError> {
+        decode_owned(bytes).map_err(|e| RemoteError::text(ErrorCode::Internal, e.to_string()))
     }
 
     /// Encodes a handler's result: `Ok` as the payload, `Err` as an application error.

@@ -217,9 +217,16 @@ fn client_method(m: &Method<'_>, p: &TokenStream) -> TokenStream {
     let out_cap = opt(p, m.attrs.out_capacity.as_ref().map(|t| t.value));
     let (ret, body) = match m.shape() {
         Shape::Unary => (
-            quote!(#p::UnaryCall<'_, #ok, #err, impl #p::futures::Future<Output = ::std::result::Result<#p::Bytes, #p::Error>> + ::std::marker::Send + '_>),
+            // `use<'_>`: the call borrows the client only, not the arguments (which it has
+            // encoded), in every edition.
+            quote!(#p::UnaryCall<'_, #ok, #err, impl #p::futures::Future<Output = ::std::result::Result<#p::Bytes, #p::Error>> + ::std::marker::Send + use<'_>>),
             quote! {
-                #p::unary_call(&self.conn, Self::#c, #req, #p::call_options(#timeout))
+                #p::unary_call(
+                    &self.conn,
+                    Self::#c,
+                    #p::encode_request(#req),
+                    #p::call_options(#timeout),
+                )
             },
         ),
         Shape::ServerStream => {
@@ -387,8 +394,8 @@ fn registration(
     let tys: Vec<&Type> = m.plain_args().map(|a| a.ty).collect();
     let decode = match (names.as_slice(), tys.as_slice()) {
         ([], _) => quote!(),
-        ([n], [t]) => quote!(let #n: #t = #p::decode_request(&__grid_bytes)?;),
-        (ns, ts) => quote!(let (#(#ns,)*): (#(#ts,)*) = #p::decode_request(&__grid_bytes)?;),
+        ([n], [t]) => quote!(let #n: #t = #p::decode_request(__grid_bytes)?;),
+        (ns, ts) => quote!(let (#(#ns,)*): (#(#ts,)*) = #p::decode_request(__grid_bytes)?;),
     };
     let ctx_pat = if m.has_context() {
         quote!(__grid_ctx)
