@@ -913,7 +913,9 @@ pin_project_lite::pin_project! {
     ///
     /// `F` is the untyped call's future, which lives inside this one rather than in a box of
     /// its own; generated methods return
-    /// `UnaryCall<'_, Resp, E, impl Future<Output = Result<Bytes, Error>> + Send + '_>`.
+    /// `UnaryCall<'_, Resp, E, impl Future<Output = Result<Bytes, Error>> + Send + use<'_>>`:
+    /// the call borrows the client, not the arguments, which are encoded when the method is
+    /// called.
     #[must_use = "a call does nothing until it is awaited"]
     pub struct UnaryCall<'a, Resp, E, F> {
         conn: &'a Connection,
