@@ -960,39 +960,45 @@ impl<Resp, E, F> UnaryCall<'_, Resp, E, F> {
     /// Replaces every option of the call with `opts` (its `timeout: None` then means the
     /// configured default, not the method's).
     pub fn options(mut self, new: CallOptions) -> Self {
-        if let UnaryState::Ready { opts, .. } = &mut self.state {
+        if let Some(opts) = self.ready_opts() {
             *opts = new;
         }
         self
     }
 
-    // A call is `Ready` until first polled, and once polled it is pinned (its untyped future is
-    // not `Unpin`), so these always find it `Ready`; they change nothing otherwise.
+    /// The options the call will start with. A call is `Ready` until first polled, and once
+    /// polled it is pinned (its untyped future is not `Unpin`), so the builder methods always
+    /// find them; they change nothing otherwise.
+    fn ready_opts(&mut self) -> Option<&mut CallOptions> {
+        match &mut self.state {
+            UnaryState::Ready { opts, .. } => Some(opts),
+            _ => None,
+        }
+    }
 
     fn opts_timeout(&mut self, t: Option<Duration>) {
-        if let UnaryState::Ready { opts, .. } = &mut self.state {
+        if let Some(opts) = self.ready_opts() {
             opts.timeout = t;
         }
     }
 
     fn opts_wait(&mut self) {
-        if let UnaryState::Ready { opts, .. } = &mut self.state {
+        if let Some(opts) = self.ready_opts() {
             opts.wait_for_connect = true;
         }
     }
 
     fn opts_metadata(&mut self) -> Option<&mut Metadata> {
-        match &mut self.state {
-            UnaryState::Ready { opts, .. } => Some(&mut opts.metadata),
-            _ => None,
-        }
+        self.ready_opts().map(|opts| &mut opts.metadata)
     }
 
     fn fail(&mut self, e: Error) {
-        if let UnaryState::Ready { payload, .. } = &mut self.state {
-            if payload.is_ok() {
-                *payload = Err(e);
-            }
+        if let UnaryState::Ready {
+            payload: payload @ Ok(_),
+            ..
+        } = &mut self.state
+        {
+            *payload = Err(e);
         }
     }
 }
