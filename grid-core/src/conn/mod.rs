@@ -22,6 +22,7 @@ mod bulk;
 pub(crate) mod core;
 mod driver;
 pub(crate) mod events;
+mod lock;
 pub(crate) mod outq;
 pub(crate) mod peer;
 mod serve;

@@ -29,8 +29,8 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::lock::Mutex;
 use bytes::{BufMut, Bytes, BytesMut};
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::bulk::Bulk;
@@ -871,7 +871,7 @@ impl OutQueue {
 
     fn after_take(
         &self,
-        lanes: parking_lot::MutexGuard<'_, Lanes>,
+        lanes: super::lock::MutexGuard<'_, Lanes>,
         was_full: bool,
         took_data: bool,
     ) {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
+use super::lock::Mutex;
 use bytes::Bytes;
-use parking_lot::Mutex;
 
 use super::budget::Budget;
 use crate::frame::{Frame, Payload};
