@@ -228,6 +228,23 @@ pub(crate) fn cpu_time() -> Duration {
     Duration::from_millis(total * 10)
 }
 
+/// CPU time the hypervisor gave to other guests while this machine's vCPUs wanted to run
+/// ("steal", all vCPUs together) since boot, from `/proc/stat`; zero where it is not reported.
+pub(crate) fn steal_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    // "cpu  user nice system idle iowait irq softirq steal ...": steal is the 8th number.
+    let steal = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .and_then(|l| l.split_whitespace().nth(7))
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(steal * 10)
+}
+
 /// Resident set size of this process, in bytes, from `/proc/self/status`.
 pub(crate) fn rss_bytes() -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {

@@ -62,8 +62,23 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let failures = Failures::default();
+    let (started, stolen) = (std::time::Instant::now(), common::steal_time());
     let results = rt.block_on(run(&opts, &failures));
     println!("{}", report::render(&results, opts.mesh_concurrency));
+    let (wall, stolen) = (
+        started.elapsed(),
+        common::steal_time().saturating_sub(stolen),
+    );
+    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // The machine is a VM on a shared host: time the host gave to other guests is time the
+    // systems here lost, unevenly between them.
+    println!(
+        "Host steal during the run: {:.1} s of CPU time over {:.0} s ({:.1} % of {vcpus} vCPUs); \
+         a run with more than a few per cent is a busy host, its ratios less steady.",
+        stolen.as_secs_f64(),
+        wall.as_secs_f64(),
+        100.0 * stolen.as_secs_f64() / (wall.as_secs_f64() * vcpus as f64).max(1e-9),
+    );
     if let Some(p) = prometheus {
         let text = p.render();
         eprintln!(
