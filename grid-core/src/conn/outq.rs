@@ -29,11 +29,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::lock::Mutex;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::bulk::Bulk;
+use super::lock::{Mutex, MutexGuard};
 use super::stats::Padded;
 use crate::frame::{seal_batch, BATCH_HEADER_LEN, FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH};
 
@@ -869,12 +869,7 @@ impl OutQueue {
         }
     }
 
-    fn after_take(
-        &self,
-        lanes: super::lock::MutexGuard<'_, Lanes>,
-        was_full: bool,
-        took_data: bool,
-    ) {
+    fn after_take(&self, lanes: MutexGuard<'_, Lanes>, was_full: bool, took_data: bool) {
         self.mark(&lanes);
         let empty = lanes.is_empty();
         drop(lanes);

@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::lock::Mutex;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +26,7 @@ use super::core::{
     Handles, InFlight, Lane, Router, Start,
 };
 use super::events::EventSink;
+use super::lock::Mutex;
 use super::outq::{Batch, Bound, DataWriter, OutQueue, QueueError, Refused};
 use super::slot::{Machine, Shared};
 use super::stats::{ConnStats, Padded};

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
-use super::lock::Mutex;
 use bytes::Bytes;
 
 use super::budget::Budget;
+use super::lock::Mutex;
 use crate::frame::{Frame, Payload};
 use crate::ids::MuxId;
 use crate::mux::{RecvChunk, SendRefusal, StreamCallee, StreamCaller};
