@@ -229,10 +229,12 @@ pub(crate) fn cpu_time() -> Duration {
 }
 
 /// CPU time the hypervisor gave to other guests while this machine's vCPUs wanted to run
-/// ("steal", all vCPUs together) since boot, from `/proc/stat`; zero where it is not reported.
-pub(crate) fn steal_time() -> Duration {
+/// ("steal", all online vCPUs together) since boot, from `/proc/stat`, and how many vCPUs that
+/// line sums (its `cpuN` lines; not `available_parallelism`, which an affinity mask or a quota
+/// shrinks). Zero steal where it is not reported.
+pub(crate) fn steal_time() -> (Duration, usize) {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return Duration::ZERO;
+        return (Duration::ZERO, 1);
     };
     // "cpu  user nice system idle iowait irq softirq steal ...": steal is the 8th number.
     let steal = stat
@@ -242,7 +244,15 @@ pub(crate) fn steal_time() -> Duration {
         .and_then(|l| l.split_whitespace().nth(7))
         .and_then(|s| s.parse::<u64>().ok())
         .unwrap_or(0);
-    Duration::from_millis(steal * 10)
+    let cpus = stat
+        .lines()
+        .filter(|l| {
+            l.strip_prefix("cpu")
+                .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .count();
+    // USER_HZ is 100 on Linux for every architecture we run on.
+    (Duration::from_millis(steal * 10), cpus.max(1))
 }
 
 /// Resident set size of this process, in bytes, from `/proc/self/status`.

@@ -62,14 +62,11 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let failures = Failures::default();
-    let (started, stolen) = (std::time::Instant::now(), common::steal_time());
+    let (started, (stolen, _)) = (std::time::Instant::now(), common::steal_time());
     let results = rt.block_on(run(&opts, &failures));
     println!("{}", report::render(&results, opts.mesh_concurrency));
-    let (wall, stolen) = (
-        started.elapsed(),
-        common::steal_time().saturating_sub(stolen),
-    );
-    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (steal_now, vcpus) = common::steal_time();
+    let (wall, stolen) = (started.elapsed(), steal_now.saturating_sub(stolen));
     // The machine is a VM on a shared host: time the host gave to other guests is time the
     // systems here lost, unevenly between them.
     println!(

@@ -7,8 +7,10 @@
 //! nanoseconds. A panic under the lock leaves the state as it was at the panic, as
 //! `parking_lot`'s lock did: poisoning is ignored. Like `parking_lot`'s, the lock is not fair
 //! (a thread that just let go may take it again first); `parking_lot`'s hand-over to a sleeper
-//! about every half millisecond is gone, which matters only to a lock held for long, and none
-//! of these is.
+//! about every half millisecond is gone. That hand-over matters to a lock held for long, or
+//! taken again and again by one thread in a tight loop; each of these is held for one short step
+//! at a time, and every loop that retakes one (the writer's batches, a producer's frames) does
+//! other work in between.
 
 use std::sync::{Mutex as StdMutex, MutexGuard as StdGuard, PoisonError};
 
