@@ -376,3 +376,56 @@ async fn stream_handler_ending_early_stops_the_callers_sender() {
     }
     common::assert_drained(&nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoder_that_panics_mid_item_sends_no_half_frame() {
+    let nodes = common::connected(2, common::test_config()).await;
+    register_common(&nodes);
+    let conn = nodes[0].connection(nodes[1].name()).unwrap();
+    let connects = conn.stats().connects;
+    let s = conn
+        .open_stream(ECHO.id, Bytes::new(), StreamOptions::two_way())
+        .await
+        .unwrap();
+    let mut sender = s.sender.expect("two-way stream has a sender");
+    let mut receiver = s.receiver;
+    // Item 1 is encoded whole; item 2's encoder writes part of it, then panics. The panic is the
+    // sending task's; the items before it go, and the link carries no half frame.
+    let sending = tokio::spawn(async move {
+        sender
+            .send_encoded([1u32, 2], |i: &u32, dst: &mut bytes::BytesMut| {
+                dst.extend_from_slice(&i.to_be_bytes());
+                if *i == 2 {
+                    dst.extend_from_slice(b"half of an item");
+                    panic!("the encoder gave up mid-item");
+                }
+                Ok::<(), Error>(())
+            })
+            .await
+    });
+    let joined = within("the sending task", sending).await;
+    assert!(
+        joined.unwrap_err().is_panic(),
+        "the encoder's panic is the task's"
+    );
+    let got = within("item 1", receiver.next()).await;
+    assert_eq!(
+        parse(&got.unwrap().unwrap()),
+        1,
+        "the item before the panic went"
+    );
+    // The sender was dropped as the task unwound: its input ended, so the echo ends cleanly.
+    let end = within("the stream's end", receiver.next()).await;
+    assert!(end.is_none(), "a clean end, got {end:?}");
+    common::assert_echo(&conn, UNARY, b"after the panic").await;
+    assert_eq!(conn.stats().connects, connects, "the link stayed up");
+    assert_eq!(conn.last_close_reason(), None, "nothing closed the link");
+    common::assert_drained(&nodes).await;
+}
+
+/// Awaits `f`, failing the test if it takes longer than the suite's bound.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(common::WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {:?}", common::WAIT))
+}

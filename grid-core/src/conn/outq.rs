@@ -27,6 +27,7 @@
 //! is ever sent on a new one.
 
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -249,6 +250,11 @@ impl DataWriter<'_> {
     ///
     /// # Errors
     /// Whatever `encode` returns; the lane is then as before.
+    ///
+    /// # Panics
+    /// Passes on a panic of `encode` (a user's encoder or `Serialize` runs in it), after cutting
+    /// off what it wrote: the lane stays as before, so the link never sends half a frame, and the
+    /// lock's state is whole for whoever takes it next.
     pub(crate) fn frame<T, E>(
         &mut self,
         encode: impl FnOnce(&mut BytesMut) -> Result<T, E>,
@@ -273,7 +279,18 @@ impl DataWriter<'_> {
             unreachable!("a run was just made the last entry");
         };
         let before = buf.len();
-        match encode(buf) {
+        let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| encode(&mut *buf)));
+        let encoded = match encoded {
+            Ok(encoded) => encoded,
+            Err(panic) => {
+                buf.truncate(before);
+                if *frames == 0 {
+                    self.lanes.data.pop_back();
+                }
+                std::panic::resume_unwind(panic);
+            }
+        };
+        match encoded {
             Ok(out) => {
                 let chunk = self.queue.chunk;
                 let len = buf.len() - before;
@@ -451,14 +468,20 @@ impl OutQueue {
             queue: self,
             appended: 0,
         };
-        let out = write(&mut w);
+        // A panic in `write` (a user's encoder runs in it) still leaves the lane marked and the
+        // writer woken for the frames appended before it: a writer left asleep with frames
+        // queued would never be woken again (producers wake it only when the lane was idle).
+        let out = std::panic::catch_unwind(AssertUnwindSafe(|| write(&mut w)));
         let appended = w.appended;
         self.mark(&lanes);
         drop(lanes);
         if wake && appended > 0 {
             self.writer.notify_one();
         }
-        out.map_err(Refused::By)
+        match out {
+            Ok(out) => out.map_err(Refused::By),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// Like [`push_tagged`](Self::push_tagged), for a frame of `len` bytes that `encode`

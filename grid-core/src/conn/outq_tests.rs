@@ -120,6 +120,41 @@ async fn a_failed_encode_leaves_the_lane_as_it_was() {
 }
 
 #[tokio::test]
+async fn an_encoder_that_panics_leaves_the_frames_before_it_and_wakes_the_writer() {
+    let q = OutQueue::new(1 << 20, 1 << 20, 10, 0);
+    // The writer is asleep on an idle queue when the producer starts.
+    let writer = q.drain(1 << 20);
+    let mut writer = std::pin::pin!(writer);
+    assert!(futures::poll!(writer.as_mut()).is_pending());
+    let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let _: Result<(), Refused<()>> = q.append(Bound::Room, |w| {
+            w.frame(|dst| {
+                encode_frame(&data_frame(0, 3), false, dst);
+                Ok::<_, ()>(())
+            })?;
+            w.frame(|dst| {
+                dst.extend_from_slice(b"half a frame");
+                panic!("the encoder gave up");
+            })
+        });
+    }));
+    assert!(panicked.is_err(), "the encoder's panic is passed on");
+    assert_eq!(
+        q.data_bytes(),
+        encoded(&data_frame(0, 3)).len(),
+        "only the whole frame"
+    );
+    // Woken for the frame queued before the panic, and it takes that frame alone.
+    let batch = tokio::time::timeout(std::time::Duration::from_secs(5), writer)
+        .await
+        .expect("the writer was woken")
+        .expect("open");
+    let frames = decode_batch(batch.finish(false), &Limits::default()).expect("a valid batch");
+    assert_eq!(frames, vec![data_frame(0, 3)]);
+    assert!(q.is_empty());
+}
+
+#[tokio::test]
 async fn producers_wait_for_room_until_the_writer_drains() {
     let q = std::sync::Arc::new(OutQueue::new(100, 1 << 20, 10, 0));
     append_frame(&q, &data_frame(0, 500), Bound::None).expect("a large frame goes alone");
