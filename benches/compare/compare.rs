@@ -154,11 +154,11 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
                 let small = WebSocketConfig::default().read_buffer_size(16 << 10);
                 for (slot, heap, config) in [
                     (
-                        &mut m.ws_default,
+                        &mut m.rss.ws_default,
                         &mut m.heap.ws_default,
                         WebSocketConfig::default(),
                     ),
-                    (&mut m.ws_small_read, &mut m.heap.ws_small_read, small),
+                    (&mut m.rss.ws_small_read, &mut m.heap.ws_small_read, small),
                 ] {
                     match raw_ws::idle_connection_bytes(k, config).await {
                         Ok((rss, live)) => (*slot, *heap) = (rss, live),

@@ -178,29 +178,26 @@ pub(crate) fn wire_fn(managers: &[Manager]) -> Result<WireFn, String> {
     }))
 }
 
-/// Memory of grid's idle state.
+/// Memory of grid's idle state, per item, as RSS and as live heap bytes.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MemStat {
     pub(crate) streams: usize,
-    pub(crate) per_stream: f64,
     pub(crate) connections: usize,
+    /// VmRSS deltas: in pages, and with the allocator's caches.
+    pub(crate) rss: PerItem,
+    /// Live heap bytes (the benchmark's allocator counts them): exact.
+    pub(crate) heap: PerItem,
+}
+
+/// Bytes per item of each thing the memory workload builds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PerItem {
+    pub(crate) per_stream: f64,
     pub(crate) per_connection: f64,
     pub(crate) per_manager: f64,
     /// A bare tokio-tungstenite connection (both ends), default `WebSocketConfig`.
     pub(crate) ws_default: f64,
     /// The same with a 16 KiB read buffer instead of the default 128 KiB.
-    pub(crate) ws_small_read: f64,
-    /// Live heap bytes per item (the benchmark's allocator counts them), for the same items.
-    pub(crate) heap: HeapStat,
-}
-
-/// Live heap bytes per item: exact where an RSS delta moves in pages and allocator caches.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct HeapStat {
-    pub(crate) per_stream: f64,
-    pub(crate) per_connection: f64,
-    pub(crate) per_manager: f64,
-    pub(crate) ws_default: f64,
     pub(crate) ws_small_read: f64,
 }
 
@@ -238,9 +235,9 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     let per_manager = rss_per_item(after_isolated as f64 - base as f64, k);
     let pairs = k * (k - 1) / 2;
     let mesh_delta = after_mesh as f64 - after_isolated as f64;
-    out.per_manager = per_manager;
+    out.rss.per_manager = per_manager;
     out.connections = pairs;
-    out.per_connection = rss_per_item(mesh_delta - per_manager * k as f64, pairs);
+    out.rss.per_connection = rss_per_item(mesh_delta - per_manager * k as f64, pairs);
     out.heap.per_manager = (heap_isolated - heap_base) as f64 / k as f64;
     out.heap.per_connection =
         ((heap_mesh - heap_isolated) as f64 - out.heap.per_manager * k as f64) / pairs as f64;
@@ -273,7 +270,7 @@ pub(crate) async fn memory(opts: &Opts) -> Result<MemStat, String> {
     let after = rss_bytes();
     out.heap.per_stream = (crate::heap::live() - heap_before) as f64 / n as f64;
     out.streams = n;
-    out.per_stream = rss_per_item(after as f64 - before as f64, n);
+    out.rss.per_stream = rss_per_item(after as f64 - before as f64, n);
     drop(streams);
     let deadline = Instant::now() + opts.limit;
     while mesh[1].stats().in_flight.streams_in > 0 {

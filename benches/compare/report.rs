@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::common::{StreamStat, UnaryStat, Wire};
-use crate::grid_sys::MemStat;
+use crate::grid_sys::{MemStat, PerItem};
 
 /// The system every ratio is taken for.
 pub(crate) const GRID: &str = "grid";
@@ -261,40 +261,43 @@ fn memory_table(out: &mut String, m: &Cell<MemStat>) {
         Cell::Done(m) => {
             let _ = writeln!(out, "| what | count | RSS per item | heap per item |");
             let _ = writeln!(out, "|---|---:|---:|---:|");
-            let h = &m.heap;
-            for (what, count, rss, heap) in [
+            // What a row is, how many were built, and which of its readings to print.
+            type Row<'a> = (&'a str, &'a str, fn(&PerItem) -> f64);
+            let pairs = m.connections.to_string();
+            let rows: [Row<'_>; 5] = [
                 (
                     "idle stream on one connection (caller + callee state, handler task)",
-                    m.streams.to_string(),
-                    m.per_stream,
-                    h.per_stream,
+                    &m.streams.to_string(),
+                    |p| p.per_stream,
                 ),
                 (
                     "idle connection (both ends, manager cost subtracted)",
-                    m.connections.to_string(),
-                    m.per_connection,
-                    h.per_connection,
+                    &pairs,
+                    |p| p.per_connection,
                 ),
                 (
                     "manager with no peers (listener, registry, tasks)",
-                    "—".to_owned(),
-                    m.per_manager,
-                    h.per_manager,
+                    "—",
+                    |p| p.per_manager,
                 ),
                 (
                     "for scale: bare tokio-tungstenite connection, default config (128 KiB read buffer), both ends",
-                    m.connections.to_string(),
-                    m.ws_default,
-                    h.ws_default,
+                    &pairs,
+                    |p| p.ws_default,
                 ),
                 (
                     "for scale: the same with `read_buffer_size` 16 KiB",
-                    m.connections.to_string(),
-                    m.ws_small_read,
-                    h.ws_small_read,
+                    &pairs,
+                    |p| p.ws_small_read,
                 ),
-            ] {
-                let _ = writeln!(out, "| {what} | {count} | {} | {} |", bytes(rss), bytes(heap));
+            ];
+            for (what, count, of) in rows {
+                let _ = writeln!(
+                    out,
+                    "| {what} | {count} | {} | {} |",
+                    bytes(of(&m.rss)),
+                    bytes(of(&m.heap))
+                );
             }
         }
         Cell::Unsupported => {}
@@ -484,13 +487,13 @@ fn targets_table(out: &mut String, r: &Results) {
     };
     row(
         "open idle streams on one connection: ≤ 2 KiB each",
-        mem.map(|m| m.per_stream / 1024.0),
+        mem.map(|m| m.rss.per_stream / 1024.0),
         &|x| x <= 2.0,
         " KiB",
     );
     row(
         "idle connection, both ends: ≤ 64 KiB",
-        mem.map(|m| m.per_connection / 1024.0),
+        mem.map(|m| m.rss.per_connection / 1024.0),
         &|x| x <= 64.0,
         " KiB",
     );
