@@ -74,8 +74,8 @@ pub(crate) struct Opts {
     pub(crate) stream_n: u64,
     /// Messages each way of the two-way workload.
     pub(crate) bidi_n: u64,
-    /// Rounds of the server-streaming and two-way workloads, each round running every system
-    /// once (`--rounds N`; 5, quick 2).
+    /// Rounds of the unary points (sharing `unary_time`), the server-streaming and the two-way
+    /// workloads, each round running every system once (`--rounds N`; 5, quick 2).
     pub(crate) rounds: usize,
     /// Idle streams opened on one grid connection.
     pub(crate) idle_streams: usize,
@@ -317,52 +317,139 @@ pub(crate) fn check_msg(msg: &[u8], i: u64) -> Result<(), String> {
     Ok(())
 }
 
-/// Result of one unary point.
+/// Result of one unary point: over all its rounds, or of one run.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct UnaryStat {
     pub(crate) calls: u64,
+    /// Median req/s over the rounds.
     pub(crate) per_sec: f64,
+    /// Slowest round, req/s.
+    pub(crate) min_per_sec: f64,
+    /// Fastest round, req/s.
+    pub(crate) max_per_sec: f64,
+    /// Latency percentiles over every call of every round.
     pub(crate) p50: Duration,
     pub(crate) p99: Duration,
-    /// Process CPU time per completed call (client and server: both live in this process).
+    /// Process CPU time per completed call (client and server: both live in this process),
+    /// over all the rounds.
     pub(crate) cpu_per_call: Duration,
     /// Calls that failed or returned wrong bytes.
     pub(crate) errors: u64,
     pub(crate) first_error: Option<String>,
+    /// Rounds measured.
+    pub(crate) rounds: usize,
 }
 
-/// Runs `concurrency` loops of `echo` for `time` (after `warmup`); every answer must equal the
-/// request. `pick` chooses the echo function per call (the mesh uses it to choose nodes).
+/// One timed run of unary load.
+#[derive(Debug, Default)]
+pub(crate) struct UnaryRound {
+    /// Latency of every correct call, in nanoseconds.
+    lat: Vec<u64>,
+    elapsed: Duration,
+    cpu: Duration,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl UnaryRound {
+    /// Correct calls per second.
+    pub(crate) fn per_sec(&self) -> f64 {
+        self.lat.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// True when every call of the round was answered correctly and at least one was made.
+    pub(crate) fn clean(&self) -> bool {
+        self.errors == 0 && !self.lat.is_empty()
+    }
+
+    /// Why the round is not clean.
+    pub(crate) fn failure(&self) -> String {
+        format!(
+            "{} errors in {} calls, first: {}",
+            self.errors,
+            self.lat.len() as u64 + self.errors,
+            self.first_error.as_deref().unwrap_or("none completed")
+        )
+    }
+}
+
+impl UnaryStat {
+    /// Median rate and spread of `rounds` (at least one), with latencies and CPU over all.
+    pub(crate) fn of(rounds: Vec<UnaryRound>) -> UnaryStat {
+        let rates: Vec<f64> = rounds.iter().map(UnaryRound::per_sec).collect();
+        let cpu: Duration = rounds.iter().map(|r| r.cpu).sum();
+        let errors = rounds.iter().map(|r| r.errors).sum();
+        let n = rounds.len();
+        let mut first_error = None;
+        let mut lat = Vec::new();
+        for r in rounds {
+            lat.extend(r.lat);
+            if first_error.is_none() {
+                first_error = r.first_error;
+            }
+        }
+        lat.sort_unstable();
+        let q = |p: f64| -> Duration {
+            if lat.is_empty() {
+                return Duration::ZERO;
+            }
+            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+            Duration::from_nanos(lat[i])
+        };
+        let calls = lat.len() as u64;
+        UnaryStat {
+            calls,
+            per_sec: median(rates.clone()),
+            min_per_sec: rates.iter().copied().fold(f64::INFINITY, f64::min),
+            max_per_sec: rates.iter().copied().fold(0.0, f64::max),
+            p50: q(0.50),
+            p99: q(0.99),
+            cpu_per_call: Duration::from_secs_f64(cpu.as_secs_f64() / calls.max(1) as f64),
+            errors,
+            first_error,
+            rounds: n,
+        }
+    }
+}
+
+/// Runs `concurrency` loops of `echo` for `time` (after `warmup`), as one round; every answer
+/// must equal the request. `pick` chooses the echo function per call (the mesh uses it to
+/// choose nodes).
 pub(crate) async fn run_unary(
     pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
     concurrency: usize,
     warmup: Duration,
     time: Duration,
 ) -> UnaryStat {
-    let data = payloads(64);
+    warm_unary(pick.clone(), concurrency, warmup).await;
+    UnaryStat::of(vec![unary_round(pick, concurrency, time).await])
+}
+
+/// Runs unary load for `warmup`, measuring nothing.
+pub(crate) async fn warm_unary(
+    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
+    concurrency: usize,
+    warmup: Duration,
+) {
     if !warmup.is_zero() {
-        let _ = load(pick.clone(), data.clone(), concurrency, warmup).await;
+        let _ = load(pick, payloads(64), concurrency, warmup).await;
     }
+}
+
+/// One measured round of `concurrency` loops of `echo` for `time`.
+pub(crate) async fn unary_round(
+    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
+    concurrency: usize,
+    time: Duration,
+) -> UnaryRound {
+    let data = payloads(64);
     let cpu0 = cpu_time();
     let started = Instant::now();
-    let (mut lat, errors, first_error) = load(pick, data, concurrency, time).await;
-    let elapsed = started.elapsed();
-    let cpu = cpu_time().saturating_sub(cpu0);
-    let calls = lat.len() as u64;
-    lat.sort_unstable();
-    let q = |p: f64| -> Duration {
-        if lat.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-        Duration::from_nanos(lat[i])
-    };
-    UnaryStat {
-        calls,
-        per_sec: calls as f64 / elapsed.as_secs_f64(),
-        p50: q(0.50),
-        p99: q(0.99),
-        cpu_per_call: Duration::from_secs_f64(cpu.as_secs_f64() / calls.max(1) as f64),
+    let (lat, errors, first_error) = load(pick, data, concurrency, time).await;
+    UnaryRound {
+        lat,
+        elapsed: started.elapsed(),
+        cpu: cpu_time().saturating_sub(cpu0),
         errors,
         first_error,
     }

@@ -11,15 +11,16 @@
 //! concurrency 1, 16, 64, 256; server streaming of 64-byte messages; two-way streaming echo;
 //! CPU time per call; grid's memory per idle connection and per idle stream; MinIO's mesh shape;
 //! 512 B calls beside large transfers (`large.rs`).
-//! The output is Markdown, one table per workload, with grid's ratio to each system. The two
-//! streaming workloads run `--rounds N` rounds (5; quick 2), each round running every system once
-//! in turn, and report medians with the spread of the rounds.
+//! The output is Markdown, one table per workload, with grid's ratio to each system. The unary
+//! points and the two streaming workloads run `--rounds N` rounds (5; quick 2), each round
+//! running every system once in turn, and report medians with the spread of the rounds.
 //!
 //! For profiling one part: `--only grid,raw-ws` selects systems, `--workloads unary,stream`
 //! selects workloads (unary, stream, bidi, cap1, memory, mesh, large), `--concurrency 256` the
 //! unary points, `--log grid=info` runs with a tracing subscriber (fmt to stderr) and `--metrics`
 //! with a Prometheus recorder, to measure what one costs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use grid::Config;
@@ -36,7 +37,8 @@ mod tarpc_sys;
 mod tonic_sys;
 
 use common::{
-    run_count, run_unary, CountFn, EchoFn, Failures, Opts, StreamRound, StreamStat, System, Wire,
+    run_count, unary_round, warm_unary, CountFn, EchoFn, Failures, Opts, StreamRound, StreamStat,
+    System, UnaryRound, UnaryStat, Wire,
 };
 use report::{Cell, Results, Rows};
 
@@ -189,51 +191,7 @@ async fn run(opts: &Opts, failures: &Failures) -> Results {
         Vec::new()
     };
     for &c in &concurrency {
-        let mut rows = Vec::new();
-        for s in &systems {
-            let echo = s.echo.clone();
-            let pick: std::sync::Arc<dyn Fn(u64) -> EchoFn + Send + Sync> =
-                std::sync::Arc::new(move |_| echo.clone());
-            let w0 = s.wire.as_ref().map(|w| w());
-            let outcome =
-                tokio::time::timeout(opts.limit, run_unary(pick, c, opts.warmup, opts.unary_time))
-                    .await;
-            if let (Some(w), Some(w0)) = (&s.wire, w0) {
-                r.wire.push((
-                    format!("unary c={c} (incl. warm-up)"),
-                    s.name,
-                    w().since(w0),
-                ));
-            }
-            let cell = match outcome {
-                Ok(stat) if stat.errors == 0 && stat.calls > 0 => Cell::Done(stat),
-                Ok(stat) => {
-                    let e = format!(
-                        "{} errors in {} calls, first: {}",
-                        stat.errors,
-                        stat.calls + stat.errors,
-                        stat.first_error.as_deref().unwrap_or("none completed")
-                    );
-                    failures.add(format!("{} unary c={c}: {e}", s.name));
-                    Cell::Failed(e)
-                }
-                Err(_) => {
-                    failures.add(format!("{} unary c={c}: timed out", s.name));
-                    Cell::Failed("timed out".into())
-                }
-            };
-            if let Cell::Done(st) = &cell {
-                eprintln!(
-                    "unary c={c:<3} {:<14} {:>9} req/s  p50 {:>9}  p99 {:>9}  cpu/call {:>8}",
-                    s.name,
-                    report::rate(st.per_sec),
-                    report::dur(st.p50),
-                    report::dur(st.p99),
-                    report::dur(st.cpu_per_call)
-                );
-            }
-            rows.push((s.name, cell));
-        }
+        let rows = unary_rounds(opts, &systems, c, failures, &mut r.wire).await;
         r.unary.push((c, rows));
     }
 
@@ -350,6 +308,96 @@ impl Streaming {
             Streaming::TwoWay => s.bidi.as_ref(),
         }
     }
+}
+
+/// Runs `opts.rounds` rounds of unary load at concurrency `c`, interleaved like
+/// [`stream_rounds`]: each round runs every system once, in turn, for its share of
+/// `opts.unary_time`, so a burst of steal lands on one round of one system, not on a whole point.
+/// Each system warms up once, before its first round. A system that fails a round is reported
+/// failed and not run again at this point. The wire counters cover every round and the warm-up.
+async fn unary_rounds(
+    opts: &Opts,
+    systems: &[System],
+    c: usize,
+    failures: &Failures,
+    wire: &mut Vec<(String, &'static str, Wire)>,
+) -> Rows<UnaryStat> {
+    let rounds = opts.rounds.max(1);
+    let time = opts.unary_time / u32::try_from(rounds).unwrap_or(u32::MAX);
+    let picks: Vec<Arc<dyn Fn(u64) -> EchoFn + Send + Sync>> = systems
+        .iter()
+        .map(|s| {
+            let echo = s.echo.clone();
+            Arc::new(move |_| echo.clone()) as Arc<dyn Fn(u64) -> EchoFn + Send + Sync>
+        })
+        .collect();
+    let w0: Vec<Option<Wire>> = systems
+        .iter()
+        .map(|s| s.wire.as_ref().map(|w| w()))
+        .collect();
+    let mut cells: Vec<Cell<Vec<UnaryRound>>> = systems
+        .iter()
+        .map(|_| Cell::Done(Vec::with_capacity(rounds)))
+        .collect();
+    for round in 1..=rounds {
+        let mut line = format!("unary c={c:<3} round {round}/{rounds}:");
+        for ((s, pick), cell) in systems.iter().zip(&picks).zip(&mut cells) {
+            let Cell::Done(done) = &mut *cell else {
+                continue;
+            };
+            let run = async {
+                if round == 1 {
+                    warm_unary(pick.clone(), c, opts.warmup).await;
+                }
+                unary_round(pick.clone(), c, time).await
+            };
+            match tokio::time::timeout(opts.limit, run).await {
+                Ok(st) if st.clean() => {
+                    line.push_str(&format!("  {} {}", s.name, report::rate(st.per_sec())));
+                    done.push(st);
+                }
+                Ok(st) => {
+                    let e = st.failure();
+                    failures.add(format!("{} unary c={c}, round {round}: {e}", s.name));
+                    *cell = Cell::Failed(format!("round {round}: {e}"));
+                }
+                Err(_) => {
+                    failures.add(format!("{} unary c={c}, round {round}: timed out", s.name));
+                    *cell = Cell::Failed(format!("round {round}: timed out"));
+                }
+            }
+        }
+        eprintln!("{line}");
+    }
+    for (s, w0) in systems.iter().zip(w0) {
+        if let (Some(w), Some(w0)) = (&s.wire, w0) {
+            wire.push((
+                format!("unary c={c} (incl. warm-up)"),
+                s.name,
+                w().since(w0),
+            ));
+        }
+    }
+    systems
+        .iter()
+        .zip(cells)
+        .map(|(s, cell)| {
+            let cell = cell.map(UnaryStat::of);
+            if let Cell::Done(st) = &cell {
+                eprintln!(
+                    "unary c={c:<3} {:<14} {:>9} req/s ({}, {} rounds)  p50 {:>9}  p99 {:>9}  cpu/call {:>8}",
+                    s.name,
+                    report::rate(st.per_sec),
+                    report::spread(st.min_per_sec, st.max_per_sec),
+                    st.rounds,
+                    report::dur(st.p50),
+                    report::dur(st.p99),
+                    report::dur(st.cpu_per_call)
+                );
+            }
+            (s.name, cell)
+        })
+        .collect()
 }
 
 /// Runs `opts.rounds` rounds of one streaming workload. Rounds are interleaved: each runs every

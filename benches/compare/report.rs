@@ -124,11 +124,19 @@ fn unary_table(out: &mut String, c: usize, rows: &[(&'static str, Cell<UnaryStat
         .find(|(n, _)| *n == GRID)
         .and_then(|(_, c)| c.get());
     let _ = writeln!(out, "\n### Unary echo, 512 B, concurrency {c}\n");
+    if let Some(n) = rows.iter().find_map(|(_, c)| c.get()).map(|s| s.rounds) {
+        let _ = writeln!(
+            out,
+            "Median req/s of {n} rounds, each round running every system once in turn; spread = \
+             slowest–fastest round; p50, p99 and CPU/call over every call of every round; ratios \
+             are of medians.\n"
+        );
+    }
     let _ = writeln!(
         out,
-        "| system | req/s | p50 | p99 | CPU/call | grid req/s ÷ this | grid p50 ÷ this | grid CPU ÷ this |"
+        "| system | req/s | spread | p50 | p99 | CPU/call | grid req/s ÷ this | grid p50 ÷ this | grid CPU ÷ this |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, cell) in rows {
         match cell {
             Cell::Done(s) => {
@@ -142,18 +150,19 @@ fn unary_table(out: &mut String, c: usize, rows: &[(&'static str, Cell<UnaryStat
                 };
                 let _ = writeln!(
                     out,
-                    "| {name} | {} | {} | {} | {} | {r} | {l} | {u} |",
+                    "| {name} | {} | {} | {} | {} | {} | {r} | {l} | {u} |",
                     rate(s.per_sec),
+                    spread(s.min_per_sec, s.max_per_sec),
                     dur(s.p50),
                     dur(s.p99),
                     dur(s.cpu_per_call)
                 );
             }
             Cell::Unsupported => {
-                let _ = writeln!(out, "| {name} | — | — | — | — | — | — | — |");
+                let _ = writeln!(out, "| {name} | — | — | — | — | — | — | — | — |");
             }
             Cell::Failed(e) => {
-                let _ = writeln!(out, "| {name} | FAILED: {e} | | | | | | |");
+                let _ = writeln!(out, "| {name} | FAILED: {e} | | | | | | | |");
             }
         }
     }
