@@ -27,12 +27,12 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use crate::cancel::CancelSignal;
-use crate::conn::outq::{Bound, Refused};
+use crate::conn::outq::{Bound, DataWriter, Refused};
 use crate::conn::session::Session;
 use crate::conn::slot::{Machine, Shared, Slot};
 use crate::error::Error;
-use crate::frame::{self, Payload};
-use crate::ids::HandlerId;
+use crate::frame::{self, Frame, Payload, FRAME_HEADER_LEN};
+use crate::ids::{HandlerId, MuxId};
 use crate::mux::{CancelCause, MuxError, RecvChunk, SendRefusal, StreamCallee, StreamCaller};
 
 /// Makes sure `local` (the chunk taken last, handed out without a lock) holds messages: when it
@@ -130,6 +130,17 @@ trait Source {
     /// Writes the next message's payload at the end of `dst` (what it wrote on error is cut off
     /// again), within `max_payload` bytes.
     fn write_next(&mut self, dst: &mut BytesMut, max_payload: usize) -> Result<(), Self::Error>;
+    /// Takes the next message as it is, when the source holds it as bytes and it is longer
+    /// than `large_above` (its frame goes in parts): it is then queued without a copy. Checked
+    /// against `max_payload` as in [`write_next`](Self::write_next). `None`: write it with
+    /// `write_next`.
+    fn take_large(
+        &mut self,
+        _max_payload: usize,
+        _large_above: usize,
+    ) -> Result<Option<Bytes>, Self::Error> {
+        Ok(None)
+    }
 }
 
 /// Byte messages, copied into the batch as they are.
@@ -155,6 +166,25 @@ impl<I: Iterator<Item = Bytes>> Source for BytesSource<I> {
         dst.extend_from_slice(item);
         self.0.next();
         Ok(())
+    }
+
+    fn take_large(
+        &mut self,
+        max_payload: usize,
+        large_above: usize,
+    ) -> Result<Option<Bytes>, Error> {
+        match self.0.peek() {
+            Some(item) if item.len() > large_above => {
+                if item.len() > max_payload {
+                    return Err(Error::PayloadTooLarge {
+                        len: item.len(),
+                        limit: max_payload,
+                    });
+                }
+                Ok(self.0.next())
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -195,6 +225,9 @@ where
     }
 }
 
+/// A `Data` frame's bytes before its payload: the header and the sequence number.
+const DATA_HEAD_LEN: usize = FRAME_HEADER_LEN + 4;
+
 /// What one pass of [`append`] left.
 enum Step<E> {
     /// Everything was queued.
@@ -222,25 +255,35 @@ fn append<M: Machine, S: Source>(
 ) -> Step<S::Error> {
     let (mux, max) = (slot.machine.mux(), session.max_payload());
     let machine = &mut slot.machine;
-    let appended = session.append_data(Bound::Room, |w| loop {
-        if !src.has_next() {
-            return Ok(Step::Done);
-        }
-        if !w.has_room() {
-            return Ok(Step::Full);
-        }
-        match machine.send_ready() {
-            Ok(()) => {}
-            Err(SendRefusal::NoCredit) => return Ok(Step::NoCredit),
-            Err(SendRefusal::Closed) => return Ok(Step::Closed),
-        }
-        let seq = machine.next_seq();
-        let len = w.frame(|dst| {
-            frame::encode_data_with(mux, seq, false, dst, |d| src.write_next(d, max))
-        })?;
-        machine.spend(len);
-        if w.run_full() {
-            return Ok(Step::More);
+    let appended = session.append_data(Bound::Room, |w| {
+        // Payloads longer than this go in parts.
+        let large_above = w.large_above().saturating_sub(DATA_HEAD_LEN);
+        loop {
+            if !src.has_next() {
+                return Ok(Step::Done);
+            }
+            if !w.has_room() {
+                return Ok(Step::Full);
+            }
+            match machine.send_ready() {
+                Ok(()) => {}
+                Err(SendRefusal::NoCredit) => return Ok(Step::NoCredit),
+                Err(SendRefusal::Closed) => return Ok(Step::Closed),
+            }
+            let seq = machine.next_seq();
+            // A message that goes in parts is queued as it is: copied into the run, it would hold
+            // the lane's lock (and every producer and the writer of the link) for the whole copy.
+            if let Some(item) = src.take_large(max, large_above)? {
+                machine.spend(queue_large(w, mux, seq, item));
+                continue;
+            }
+            let len = w.frame(|dst| {
+                frame::encode_data_with(mux, seq, false, dst, |d| src.write_next(d, max))
+            })?;
+            machine.spend(len);
+            if w.run_full() {
+                return Ok(Step::More);
+            }
         }
     });
     match appended {
@@ -249,6 +292,20 @@ fn append<M: Machine, S: Source>(
         Err(Refused::Closed) => Step::Closed,
         Err(Refused::Full | Refused::Stuck) => Step::Full,
     }
+}
+
+/// Queues `item`, a message whose frame goes in parts, as it is (out of the hot loop of
+/// [`append`]); returns its length.
+#[cold]
+#[inline(never)]
+fn queue_large(w: &mut DataWriter<'_>, mux: MuxId, seq: u32, item: Bytes) -> usize {
+    let len = item.len();
+    let payload = Some(item);
+    w.large(
+        mux.0,
+        frame::encode_split(&Frame::Data { mux, seq, payload }),
+    );
+    len
 }
 
 /// Why [`send_from`] stopped short.

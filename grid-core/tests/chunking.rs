@@ -689,3 +689,56 @@ async fn stream_items_go_out_while_a_large_response_waits_for_its_acks() {
     c.assert_honest_works("beside a stalled large response")
         .await;
 }
+
+/// A stream message that goes in parts is queued as it is: the queue shares the sender's bytes.
+/// Copied into the outgoing run instead, it held the lane's lock for the whole copy (every other
+/// producer of the link and its writer waited) and doubled the message's memory. The queue lets
+/// go of the bytes when the link goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_message_in_parts_is_queued_without_a_copy() {
+    const SHARE: HandlerSpec = HandlerSpec::named("Chunking.share");
+    let c = cluster(base_config(), 1).await;
+    let item = pattern(5, 2 << 20);
+    let kept = item.clone();
+    let item = Arc::new(std::sync::Mutex::new(Some(item)));
+    let (queued_tx, queued) = tokio::sync::mpsc::unbounded_channel();
+    c.node
+        .register_stream(SHARE, move |ctx, _req, _input, mut out| {
+            let (item, queued_tx) = (item.lock().unwrap().take(), queued_tx.clone());
+            async move {
+                let item = item.ok_or_else(|| RemoteError::application("opened twice"))?;
+                // `send` returns once the message is queued.
+                let sent = out.send(item).await;
+                let _ = queued_tx.send(sent.map_err(|e| e.to_string()));
+                ctx.cancelled().await;
+                Ok(())
+            }
+        })
+        .unwrap();
+    let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
+    let mux = peer.mux();
+    // The peer reads nothing and acks no part: the message stays queued.
+    peer.send(&[scripted::open(mux, SHARE, 0, 4)])
+        .await
+        .unwrap();
+    let mut queued = queued;
+    within("the message queued", queued.recv())
+        .await
+        .expect("the handler reports")
+        .expect("queued");
+    assert!(
+        !kept.is_unique(),
+        "the queue holds the sender's bytes, not a copy of them"
+    );
+    peer.cut().await;
+    eventually("the queue lets go of the bytes", WAIT, || {
+        if kept.is_unique() {
+            Ok(())
+        } else {
+            Err("still shared")
+        }
+    })
+    .await;
+    c.assert_honest_works("after a link with a message in parts queued went")
+        .await;
+}

@@ -13,9 +13,11 @@
 //! worth ([`MAX_FRAMES_PER_BATCH`] frames, `max_batch_bytes`). A producer appends to the last run
 //! under the lane's lock ([`OutQueue::append`]), so a stream that sends many messages encodes them
 //! one after the other into one buffer, with no buffer per frame and no copy after. The writer
-//! takes a whole run as one WebSocket message, header patched in place. Only a `Request` or
-//! `Open` is queued as a frame of its own, so that a call given up before it was written can be
-//! taken back ([`OutQueue::retract`]).
+//! takes a whole run as one WebSocket message, header patched in place. A frame that goes in
+//! parts is not kept in a run: its producer hands it over as its head and its shared payload
+//! ([`DataWriter::large`]), or, written by an encoder, it is moved out of the run it was written
+//! into ([`DataWriter::frame`]). Only a `Request` or `Open` is queued as a frame of its own, so
+//! that a call given up before it was written can be taken back ([`OutQueue::retract`]).
 //!
 //! The writer drains control first, so pings and credits never wait behind bulk data, then takes
 //! data: a run as it is, or small runs and single frames copied into one batch. When the queue is
@@ -243,6 +245,29 @@ impl DataWriter<'_> {
             }
             _ => false,
         }
+    }
+
+    /// The length above which a frame goes in parts (`usize::MAX`: none does): a producer that
+    /// holds the payload of such a frame as shared bytes queues it with [`large`](Self::large)
+    /// instead, without copying it.
+    pub(crate) fn large_above(&self) -> usize {
+        match self.queue.chunk {
+            0 => usize::MAX,
+            chunk => chunk,
+        }
+    }
+
+    /// Queues a frame of `mux` that goes in parts (see [`large_above`](Self::large_above)) as `head`
+    /// and `tail`, its payload, which is not copied (see `encode_split`): behind the frames of
+    /// `mux` in parts, as [`frame`](Self::frame) would queue it after copying it into the run.
+    pub(crate) fn large(&mut self, mux: u32, (head, tail): (Bytes, Bytes)) {
+        debug_assert!(
+            self.queue.is_large(head.len() + tail.len()),
+            "a small frame queued as large"
+        );
+        let put = self.lanes.put;
+        self.lanes.bulk.push(mux, head, tail, false, put);
+        self.appended += 1;
     }
 
     /// Encodes one frame into the lane with `encode`, which appends exactly one frame to the
