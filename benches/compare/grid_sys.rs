@@ -137,6 +137,47 @@ async fn bidi(conn: Connection, n: u64) -> Result<u64, String> {
     Ok(got)
 }
 
+/// The same echo through a two-way stream: the payload goes as the one input message, and the
+/// handler's one message back is the answer.
+fn stream_echo_fn(conn: Connection) -> EchoFn {
+    Arc::new(move |b| {
+        let c = conn.clone();
+        async move {
+            let s = c
+                .open_stream(BIDI.id, Bytes::new(), StreamOptions::two_way())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut sender = s.sender.ok_or("no sender")?;
+            let mut receiver = s.receiver;
+            sender.send(b).await.map_err(|e| e.to_string())?;
+            sender.finish();
+            let back = receiver
+                .recv()
+                .await
+                .ok_or("the stream ended without its echo")?
+                .map_err(|e| e.to_string())?;
+            match receiver.recv().await {
+                None => Ok(back),
+                Some(Ok(_)) => Err("a second message".into()),
+                Some(Err(e)) => Err(e.to_string()),
+            }
+        }
+        .boxed()
+    })
+}
+
+/// Two grid managers with `config`, seen from the first: an echo of each payload as a message
+/// of a two-way stream, and the unary echo.
+pub(crate) async fn start_stream_echo(config: Config) -> Result<(EchoFn, EchoFn), String> {
+    let managers = cluster(2, &config).await?;
+    let conn = managers[0]
+        .connection(managers[1].name())
+        .map_err(|e| e.to_string())?;
+    // The managers live as long as the process.
+    std::mem::forget(managers);
+    Ok((stream_echo_fn(conn.clone()), echo_fn(conn)))
+}
+
 /// Starts two grid managers with `config` and returns the system as seen from the first.
 pub(crate) async fn start(name: &'static str, config: Config) -> Result<System, String> {
     let managers = cluster(2, &config).await?;

@@ -7,8 +7,9 @@
 //! Every answer is checked against its request (a large one by 64 windows of 4 KiB).
 //!
 //! Systems: grid with its defaults (large frames in parts of 64 KiB), grid with chunks off (every
-//! payload one frame in one WebSocket message: the behaviour before issue 15), and tonic (h2's
-//! 16 KiB DATA frames). grid's inbound and pending-response budgets are raised to 256 MiB here,
+//! payload one frame in one WebSocket message: the behaviour before issue 15), grid with each
+//! large payload as the one message of a two-way stream (echoed by the stream handler; the 512 B
+//! calls stay unary), and tonic (h2's 16 KiB DATA frames). grid's inbound and pending-response budgets are raised to 256 MiB here,
 //! tonic's message limits to 96 MiB: with the defaults (64 MiB budget; tonic's 4 MiB messages)
 //! three 64 MiB calls at once are refused.
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use grid::Config;
 
-use crate::common::{payloads, EchoFn, Failures, Opts};
+use crate::common::{payloads, EchoFn, Failures, Opts, System};
 use crate::report::{dur, Cell};
 use crate::{grid_sys, tonic_sys};
 
@@ -99,7 +100,8 @@ async fn probe(echo: &EchoFn, time: Duration) -> Result<Vec<Duration>, String> {
     Ok(lat)
 }
 
-async fn measure(echo: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
+/// Measures `large` (the large echo) alone, then `small` (the 512 B echo) idle and beside it.
+async fn measure(large: EchoFn, small: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
     let size = if opts.quick { 4 << 20 } else { 64 << 20 };
     let rounds = if opts.quick { 1 } else { 3 };
     let time = if opts.quick {
@@ -114,11 +116,11 @@ async fn measure(echo: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
     };
 
     // Warm-up, then the large echo alone.
-    echo_checked(&echo, &big).await?;
+    echo_checked(&large, &big).await?;
     let started = Instant::now();
     for _ in 0..rounds {
         let all = (0..TRANSFERS).map(|_| {
-            let (echo, big) = (echo.clone(), big.clone());
+            let (echo, big) = (large.clone(), big.clone());
             tokio::spawn(async move { echo_checked(&echo, &big).await })
         });
         for r in futures::future::join_all(all).await {
@@ -128,7 +130,7 @@ async fn measure(echo: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
     let moved = (rounds * TRANSFERS * size) as f64;
     out.mb_per_sec = moved / started.elapsed().as_secs_f64() / 1e6;
 
-    let mut idle = probe(&echo, time / 4).await?;
+    let mut idle = probe(&small, time / 4).await?;
     out.idle_p50 = quantile(&mut idle, 0.50);
     out.idle_p99 = quantile(&mut idle, 0.99);
 
@@ -137,7 +139,7 @@ async fn measure(echo: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
     let done = Arc::new(AtomicU64::new(0));
     let loops: Vec<_> = (0..TRANSFERS)
         .map(|_| {
-            let (echo, big, stop, done) = (echo.clone(), big.clone(), stop.clone(), done.clone());
+            let (echo, big, stop, done) = (large.clone(), big.clone(), stop.clone(), done.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     echo_checked(&echo, &big).await?;
@@ -150,7 +152,7 @@ async fn measure(echo: EchoFn, opts: &Opts) -> Result<LargeStat, String> {
     // Let every transfer get going first.
     tokio::time::sleep(Duration::from_millis(if opts.quick { 50 } else { 300 })).await;
     let at_start = done.load(Ordering::Relaxed);
-    let probed = probe(&echo, time).await;
+    let probed = probe(&small, time).await;
     out.large_done = done.load(Ordering::Relaxed) - at_start;
     stop.store(true, Ordering::Relaxed);
     for l in futures::future::join_all(loops).await {
@@ -188,34 +190,41 @@ pub(crate) async fn run(opts: &Opts, failures: &Failures) -> Vec<(&'static str, 
         ..roomy.clone()
     };
     let mut rows = Vec::new();
-    for name in ["grid", "grid, unchunked", "tonic"] {
+    for name in ["grid", "grid, unchunked", "grid, stream messages", "tonic"] {
         // `--only grid` selects both grid rows.
         let selected = opts.system(name) || (name.starts_with("grid") && opts.system("grid"));
         if !selected {
             continue;
         }
-        let system = match name {
-            "grid" => grid_sys::start("grid", roomy.clone()).await,
-            "grid, unchunked" => grid_sys::start("grid, unchunked", unchunked.clone()).await,
-            _ => tonic_sys::start().await,
+        // The large and the small echo: the same calls, but for the row with stream messages.
+        let both = |s: System| (s.echo.clone(), s.echo);
+        let echoes = match name {
+            "grid" => grid_sys::start("grid", roomy.clone()).await.map(both),
+            "grid, unchunked" => grid_sys::start("grid, unchunked", unchunked.clone())
+                .await
+                .map(both),
+            "grid, stream messages" => grid_sys::start_stream_echo(roomy.clone()).await,
+            _ => tonic_sys::start().await.map(both),
         };
-        let cell = match system {
+        let cell = match echoes {
             Err(e) => Cell::Failed(format!("start: {e}")),
-            Ok(s) => match tokio::time::timeout(opts.limit, measure(s.echo, opts)).await {
-                Ok(Ok(st)) => {
-                    eprintln!(
-                        "large {name:<16} {:>7.0} MB/s each way; 512 B beside: p50 {:>9}  p99 {:>9}  max {:>9} ({} calls)",
+            Ok((large, small)) => {
+                match tokio::time::timeout(opts.limit, measure(large, small, opts)).await {
+                    Ok(Ok(st)) => {
+                        eprintln!(
+                        "large {name:<22} {:>7.0} MB/s each way; 512 B beside: p50 {:>9}  p99 {:>9}  max {:>9} ({} calls)",
                         st.mb_per_sec,
                         dur(st.p50),
                         dur(st.p99),
                         dur(st.max),
                         st.probes
                     );
-                    Cell::Done(st)
+                        Cell::Done(st)
+                    }
+                    Ok(Err(e)) => Cell::Failed(e),
+                    Err(_) => Cell::Failed("timed out".into()),
                 }
-                Ok(Err(e)) => Cell::Failed(e),
-                Err(_) => Cell::Failed("timed out".into()),
-            },
+            }
         };
         if let Cell::Failed(e) = &cell {
             failures.add(format!("{name} large transfers: {e}"));
