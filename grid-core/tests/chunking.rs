@@ -23,7 +23,7 @@ use grid_core::{
 };
 use scripted::{
     base_config, cancel, eventually, register_blocking_unary, request, Cluster, Gauge, Inbound,
-    ScriptedPeer, WAIT,
+    ScriptedPeer, TrackedBytes, WAIT,
 };
 
 /// Returns its payload.
@@ -741,4 +741,40 @@ async fn a_stream_message_in_parts_is_queued_without_a_copy() {
     .await;
     c.assert_honest_works("after a link with a message in parts queued went")
         .await;
+}
+
+/// A unary call lets go of its request once it is queued (copied into the outgoing batch, or, in
+/// parts, once the parts are written), not when its answer comes: a slow handler does not keep
+/// the caller's request alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_lets_go_of_its_request_before_the_answer() {
+    let c = cluster(base_config(), 0).await;
+    let gauge = Gauge::new();
+    register_blocking_unary(&c.node, BLOCK, &gauge);
+    let conn = c.honest.connection(c.node.name()).unwrap();
+    let tracked = TrackedBytes::new();
+    // One request copied into a batch, one that goes in parts; both handlers wait.
+    let calls: Vec<_> = [4 << 10, 1 << 20]
+        .map(|len| {
+            let (conn, payload) = (conn.clone(), tracked.make(len));
+            tokio::spawn(async move { conn.request(BLOCK.id, payload).await })
+        })
+        .into();
+    gauge.expect("both requests run", |n| n.started == 2).await;
+    eventually(
+        "the caller lets go of both requests while they run",
+        WAIT,
+        || match tracked.live() {
+            0 => Ok(()),
+            live => Err(format!("{live} bytes of requests alive")),
+        },
+    )
+    .await;
+    gauge.release_all();
+    for (i, call) in calls.into_iter().enumerate() {
+        within(&format!("request {i} answered"), call)
+            .await
+            .unwrap()
+            .expect("answered");
+    }
 }

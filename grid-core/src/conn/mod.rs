@@ -637,6 +637,10 @@ impl Connection {
                 futures::future::Either::Right((ended, _)) => Err(ended),
             }
         };
+        // Queued means copied into the lane (or, sent in parts, shared by them): the request
+        // is let go now, not held until the answer. A typed call's payload is a slice of its
+        // thread's scratch block, which can then be reused in place.
+        drop(frame);
         let result = match first {
             Ok(Ok(())) => {
                 guard.queued = true;
