@@ -451,6 +451,17 @@ pub(crate) async fn unary_round(
     }
 }
 
+/// Aborts its tasks when dropped (a no-op for the ones that finished).
+struct AbortAll(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortAll {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 type LoadOut = (Vec<u64>, u64, Option<String>);
 
 async fn load(
@@ -498,6 +509,8 @@ async fn load(
             })
         })
         .collect();
+    // A load given up (its point timed out) stops at once, not during the next system's rounds.
+    let _abort = AbortAll(tasks.iter().map(|t| t.abort_handle()).collect());
     let mut all = Vec::new();
     let mut errors = 0;
     let mut first_error = None;

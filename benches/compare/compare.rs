@@ -310,10 +310,17 @@ impl Streaming {
     }
 }
 
+/// The order of `n` systems in round `round` (from 1): each round starts one system later, so no
+/// system always runs right after the same other one.
+fn turn(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + round - 1) % n)
+}
+
 /// Runs `opts.rounds` rounds of unary load at concurrency `c`, interleaved like
 /// [`stream_rounds`]: each round runs every system once, in turn, for its share of
 /// `opts.unary_time`, so a burst of steal lands on one round of one system, not on a whole point.
-/// Each system warms up once, before its first round. A system that fails a round is reported
+/// Each system warms up before its first round, and for a share of the warm-up before each
+/// later one. A system that fails a round is reported
 /// failed and not run again at this point. The wire counters cover every round and the warm-up.
 async fn unary_rounds(
     opts: &Opts,
@@ -324,6 +331,7 @@ async fn unary_rounds(
 ) -> Rows<UnaryStat> {
     let rounds = opts.rounds.max(1);
     let time = opts.unary_time / u32::try_from(rounds).unwrap_or(u32::MAX);
+    let share = opts.warmup / u32::try_from(rounds).unwrap_or(u32::MAX);
     let picks: Vec<Arc<dyn Fn(u64) -> EchoFn + Send + Sync>> = systems
         .iter()
         .map(|s| {
@@ -341,14 +349,16 @@ async fn unary_rounds(
         .collect();
     for round in 1..=rounds {
         let mut line = format!("unary c={c:<3} round {round}/{rounds}:");
-        for ((s, pick), cell) in systems.iter().zip(&picks).zip(&mut cells) {
+        for i in turn(systems.len(), round) {
+            let (s, pick, cell) = (&systems[i], &picks[i], &mut cells[i]);
             let Cell::Done(done) = &mut *cell else {
                 continue;
             };
             let run = async {
-                if round == 1 {
-                    warm_unary(pick.clone(), c, opts.warmup).await;
-                }
+                // The whole warm-up before the first round; a share of it before each later
+                // one, which starts right after another system's load.
+                let warmup = if round == 1 { opts.warmup } else { share };
+                warm_unary(pick.clone(), c, warmup).await;
                 unary_round(pick.clone(), c, time).await
             };
             match tokio::time::timeout(opts.limit, run).await {
@@ -401,7 +411,7 @@ async fn unary_rounds(
 }
 
 /// Runs `opts.rounds` rounds of one streaming workload. Rounds are interleaved: each runs every
-/// system once, in turn, so a change in the machine's state (another process, a CPU's clock)
+/// system once, in turn (each round starting one system later), so a change in the machine's state (another process, a CPU's clock)
 /// lands on every system alike rather than on whichever ran during it. Every round is checked;
 /// a system that fails one is reported failed and not run again in this workload. The wire
 /// counters are taken over round 1 only.
@@ -422,7 +432,8 @@ async fn stream_rounds(
         .collect();
     for round in 1..=opts.rounds {
         let mut line = format!("{name:<8} round {round}/{}:", opts.rounds);
-        for (s, cell) in systems.iter().zip(&mut cells) {
+        for i in turn(systems.len(), round) {
+            let (s, cell) = (&systems[i], &mut cells[i]);
             let (Some(f), Cell::Done(done)) = (kind.of(s), &mut *cell) else {
                 continue;
             };

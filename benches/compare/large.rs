@@ -9,9 +9,9 @@
 //! Systems: grid with its defaults (large frames in parts of 64 KiB), grid with chunks off (every
 //! payload one frame in one WebSocket message: the behaviour before issue 15), grid with each
 //! large payload as the one message of a two-way stream (echoed by the stream handler; the 512 B
-//! calls stay unary), and tonic (h2's 16 KiB DATA frames). grid's inbound and pending-response budgets are raised to 256 MiB here,
-//! tonic's message limits to 96 MiB: with the defaults (64 MiB budget; tonic's 4 MiB messages)
-//! three 64 MiB calls at once are refused.
+//! calls stay unary), and tonic (h2's 16 KiB DATA frames). grid's inbound and pending-response
+//! budgets are raised to 256 MiB here, tonic's message limits to 96 MiB: with the defaults
+//! (64 MiB budget; tonic's 4 MiB messages) three 64 MiB calls at once are refused.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -191,7 +191,7 @@ pub(crate) async fn run(opts: &Opts, failures: &Failures) -> Vec<(&'static str, 
     };
     let mut rows = Vec::new();
     for name in ["grid", "grid, unchunked", "grid, stream messages", "tonic"] {
-        // `--only grid` selects both grid rows.
+        // `--only grid` selects every grid row.
         let selected = opts.system(name) || (name.starts_with("grid") && opts.system("grid"));
         if !selected {
             continue;

@@ -143,7 +143,8 @@ trait Source {
     }
 }
 
-/// Byte messages, copied into the batch as they are.
+/// Byte messages, copied into the batch as they are; one that goes in parts is queued as it is
+/// ([`Source::take_large`]).
 struct BytesSource<I: Iterator<Item = Bytes>>(std::iter::Peekable<I>);
 
 impl<I: Iterator<Item = Bytes>> Source for BytesSource<I> {
@@ -575,6 +576,9 @@ impl RequestSender {
     /// Sends every message of `items`, in order, as many at a time as the windows and the
     /// socket's queue allow: one lock of the stream and of the queue per batch, each message
     /// encoded straight into the outgoing batch. The fast way to send many small messages.
+    /// A message too long for one part (over `Config::chunk_size` with its 14-byte frame head)
+    /// is queued as it is, without a copy, and goes in parts: the queue holds the message's
+    /// buffer (the whole allocation a slice is cut from) until its last part is written.
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`] for the first message over the limit (the ones before it are
@@ -800,6 +804,9 @@ impl ResponseSender {
     /// Sends every message of `items`, in order, as many at a time as the windows and the
     /// socket's queue allow: one lock of the stream and of the queue per batch, each message
     /// encoded straight into the outgoing batch. The fast way to send many small messages.
+    /// A message too long for one part (over `Config::chunk_size` with its 14-byte frame head)
+    /// is queued as it is, without a copy, and goes in parts: the queue holds the message's
+    /// buffer (the whole allocation a slice is cut from) until its last part is written.
     ///
     /// # Errors
     /// [`Error::PayloadTooLarge`] for the first message over the limit (the ones before it are

@@ -690,16 +690,12 @@ async fn stream_items_go_out_while_a_large_response_waits_for_its_acks() {
         .await;
 }
 
-/// A stream message that goes in parts is queued as it is: the queue shares the sender's bytes.
-/// Copied into the outgoing run instead, it held the lane's lock for the whole copy (every other
-/// producer of the link and its writer waited) and doubled the message's memory. The queue lets
-/// go of the bytes when the link goes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_message_in_parts_is_queued_without_a_copy() {
-    const SHARE: HandlerSpec = HandlerSpec::named("Chunking.share");
-    let c = cluster(base_config(), 1).await;
-    let item = pattern(5, 2 << 20);
-    let kept = item.clone();
+/// Registers `SHARE` on the node: sends the message `item` holds (once), reports to the test
+/// that it is queued (or why not), and waits for the call to end.
+fn register_share(
+    c: &Cluster,
+    item: Bytes,
+) -> tokio::sync::mpsc::UnboundedReceiver<Result<(), String>> {
     let item = Arc::new(std::sync::Mutex::new(Some(item)));
     let (queued_tx, queued) = tokio::sync::mpsc::unbounded_channel();
     c.node
@@ -715,13 +711,21 @@ async fn a_stream_message_in_parts_is_queued_without_a_copy() {
             }
         })
         .unwrap();
+    queued
+}
+
+/// Sends the message in parts to a scripted peer that reads nothing: returns the peer, the
+/// stream's mux and the test's own handle on the message's bytes.
+async fn share_with_a_silent_peer(c: &Cluster) -> (ScriptedPeer, MuxId, Bytes) {
+    let item = pattern(5, 2 << 20);
+    let kept = item.clone();
+    let mut queued = register_share(c, item);
     let mut peer = c.attacker_with(0, None, Features::CHUNKS).await;
     let mux = peer.mux();
     // The peer reads nothing and acks no part: the message stays queued.
     peer.send(&[scripted::open(mux, SHARE, 0, 4)])
         .await
         .unwrap();
-    let mut queued = queued;
     within("the message queued", queued.recv())
         .await
         .expect("the handler reports")
@@ -730,17 +734,173 @@ async fn a_stream_message_in_parts_is_queued_without_a_copy() {
         !kept.is_unique(),
         "the queue holds the sender's bytes, not a copy of them"
     );
-    peer.cut().await;
-    eventually("the queue lets go of the bytes", WAIT, || {
-        if kept.is_unique() {
-            Ok(())
-        } else {
-            Err("still shared")
-        }
-    })
+    (peer, mux, kept)
+}
+
+async fn let_go(kept: &Bytes, what: &str) {
+    eventually(
+        &format!("the queue lets go of the bytes {what}"),
+        WAIT,
+        || {
+            if kept.is_unique() {
+                Ok(())
+            } else {
+                Err("still shared")
+            }
+        },
+    )
     .await;
+}
+
+/// Runs until cancelled, after sending the one message the test gave it.
+const SHARE: HandlerSpec = HandlerSpec::named("Chunking.share");
+
+/// A stream message that goes in parts is queued as it is: the queue shares the sender's bytes.
+/// Copied into the outgoing run instead, it held the lane's lock for the whole copy (every other
+/// producer of the link and its writer waited) and doubled the message's memory. The queue lets
+/// go of the bytes when the link goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_message_in_parts_is_queued_without_a_copy() {
+    let c = cluster(base_config(), 1).await;
+    let (peer, _mux, kept) = share_with_a_silent_peer(&c).await;
+    peer.cut().await;
+    let_go(&kept, "when the link goes").await;
     c.assert_honest_works("after a link with a message in parts queued went")
         .await;
+}
+
+/// A cancel drops a queued stream message in parts at once: what was sent of it is aborted, and
+/// the sender's bytes are let go while the link carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_stream_drops_its_queued_message_in_parts() {
+    let c = cluster(base_config(), 1).await;
+    let (mut peer, mux, kept) = share_with_a_silent_peer(&c).await;
+    // Some of it goes out, then the caller gives up.
+    peer.allow_reads(4);
+    let mut got = 0usize;
+    while got == 0 {
+        match peer.recv().await {
+            Inbound::Frame(Frame::Chunk { mux: m, bytes }) if m == mux => got += bytes.len(),
+            Inbound::Frame(_) => {}
+            other => panic!("expected parts of the message, got {other:?}"),
+        }
+    }
+    peer.send(&[cancel(mux)]).await.unwrap();
+    peer.read_eagerly();
+    let mut aborted = false;
+    for f in peer.barrier().await {
+        match f {
+            Frame::Chunk { mux: m, bytes } if m == mux => {
+                assert!(!aborted, "a part after the abort");
+                got += bytes.len();
+            }
+            Frame::ChunkAbort { mux: m } if m == mux => aborted = true,
+            Frame::Data { mux: m, .. } if m == mux => panic!("the whole message came"),
+            _ => {}
+        }
+    }
+    assert!(aborted, "the node abandons the message with a ChunkAbort");
+    assert!(got < 2 << 20, "{got} bytes of it were sent after all");
+    let_go(&kept, "after the cancel").await;
+    c.assert_honest_works("after a stream with a message in parts was cancelled")
+        .await;
+}
+
+/// Stream messages at the edge of going in parts (a frame head of 14 bytes: a payload of
+/// `chunk - 14` fits in one part, one byte more does not), mixed with small and empty ones,
+/// arrive whole and in order both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_messages_at_the_edge_of_parts_arrive_whole_and_in_order() {
+    let c = cluster(base_config(), 0).await;
+    let chunk = Config::default().chunk_size as u64;
+    let lens = [
+        10,
+        chunk - 15,
+        chunk - 14,
+        chunk - 13,
+        5,
+        chunk,
+        chunk + 1,
+        0,
+        2 * chunk - 14,
+        2 * chunk - 13,
+        3,
+    ];
+    for (conn, dir) in conns(&c) {
+        let mut req = 41u64.to_le_bytes().to_vec();
+        for l in &lens {
+            req.extend_from_slice(&l.to_le_bytes());
+        }
+        let mut s = conn
+            .open_stream(ITEMS.id, Bytes::from(req), StreamOptions::default())
+            .await
+            .unwrap();
+        for (i, l) in lens.iter().enumerate() {
+            let what = format!("{dir}: message {i} of {l} bytes");
+            let item = within(&what, s.receiver.recv())
+                .await
+                .unwrap_or_else(|| panic!("{what}: ended early"))
+                .unwrap();
+            assert!(
+                item == pattern(41 + i as u64 + 1, *l as usize),
+                "{what}: the bytes differ ({} bytes)",
+                item.len()
+            );
+        }
+        assert!(within(&format!("{dir}: end"), s.receiver.recv())
+            .await
+            .is_none());
+    }
+}
+
+/// A message over the payload limit is refused whole (`PayloadTooLarge`) after the ones before
+/// it, a large one included, are queued; the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_message_over_the_limit_is_refused_and_the_stream_goes_on() {
+    const OVER: HandlerSpec = HandlerSpec::named("Chunking.over");
+    let c = cluster(base_config(), 0).await;
+    let limit = Config::default().max_payload;
+    let (refused_tx, mut refused) = tokio::sync::mpsc::unbounded_channel();
+    c.node
+        .register_stream(OVER, move |_ctx, _req, _input, mut out| {
+            let refused_tx = refused_tx.clone();
+            async move {
+                // Zeroed, so the pages of the one over the limit are never touched.
+                let over = Bytes::from(vec![0u8; limit + 1]);
+                let items = [pattern(1, 10), pattern(2, 200_000), over, pattern(3, 10)];
+                let r = out.send_all(items).await;
+                let _ = refused_tx.send(r.map_err(|e| e.to_string()));
+                out.send(pattern(4, 10))
+                    .await
+                    .map_err(|e| RemoteError::application(e.to_string()))
+            }
+        })
+        .unwrap();
+    let conn = c.honest.connection(c.node.name()).unwrap();
+    let mut s = conn
+        .open_stream(OVER.id, Bytes::new(), StreamOptions::default())
+        .await
+        .unwrap();
+    for (seed, len) in [(1, 10), (2, 200_000), (4, 10)] {
+        let what = format!("message {seed}");
+        let item = within(&what, s.receiver.recv())
+            .await
+            .unwrap_or_else(|| panic!("{what}: ended early"))
+            .unwrap();
+        assert!(item == pattern(seed, len), "{what}: the bytes differ");
+    }
+    assert!(within("the end", s.receiver.recv()).await.is_none());
+    let e = within("the refusal", refused.recv())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        e,
+        format!(
+            "payload of {} bytes exceeds the limit of {limit}",
+            limit + 1
+        )
+    );
 }
 
 /// A unary call lets go of its request once it is queued (copied into the outgoing batch, or, in
