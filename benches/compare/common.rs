@@ -16,6 +16,8 @@ pub(crate) const STREAM_MSG: usize = 64;
 /// One unary echo: send the bytes, get the peer's answer back.
 pub(crate) type EchoFn =
     Arc<dyn Fn(Bytes) -> BoxFuture<'static, Result<Bytes, String>> + Send + Sync>;
+/// Which echo function serves call `k` of a load (the mesh picks a node pair per call).
+pub(crate) type PickFn = Arc<dyn Fn(u64) -> EchoFn + Send + Sync>;
 
 /// Open a stream of `n` messages (server streaming) or send and receive `n` messages (two-way);
 /// checks every message's size and sequence number and returns how many arrived.
@@ -372,7 +374,8 @@ impl UnaryRound {
 impl UnaryStat {
     /// Median rate and spread of `rounds` (at least one), with latencies and CPU over all.
     pub(crate) fn of(rounds: Vec<UnaryRound>) -> UnaryStat {
-        let rates: Vec<f64> = rounds.iter().map(UnaryRound::per_sec).collect();
+        let (per_sec, min_per_sec, max_per_sec) =
+            median_and_range(rounds.iter().map(UnaryRound::per_sec).collect());
         let cpu: Duration = rounds.iter().map(|r| r.cpu).sum();
         let errors = rounds.iter().map(|r| r.errors).sum();
         let n = rounds.len();
@@ -395,9 +398,9 @@ impl UnaryStat {
         let calls = lat.len() as u64;
         UnaryStat {
             calls,
-            per_sec: median(rates.clone()),
-            min_per_sec: rates.iter().copied().fold(f64::INFINITY, f64::min),
-            max_per_sec: rates.iter().copied().fold(0.0, f64::max),
+            per_sec,
+            min_per_sec,
+            max_per_sec,
             p50: q(0.50),
             p99: q(0.99),
             cpu_per_call: Duration::from_secs_f64(cpu.as_secs_f64() / calls.max(1) as f64),
@@ -412,7 +415,7 @@ impl UnaryStat {
 /// must equal the request. `pick` chooses the echo function per call (the mesh uses it to
 /// choose nodes).
 pub(crate) async fn run_unary(
-    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
+    pick: PickFn,
     concurrency: usize,
     warmup: Duration,
     time: Duration,
@@ -422,22 +425,14 @@ pub(crate) async fn run_unary(
 }
 
 /// Runs unary load for `warmup`, measuring nothing.
-pub(crate) async fn warm_unary(
-    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
-    concurrency: usize,
-    warmup: Duration,
-) {
+pub(crate) async fn warm_unary(pick: PickFn, concurrency: usize, warmup: Duration) {
     if !warmup.is_zero() {
         let _ = load(pick, payloads(64), concurrency, warmup).await;
     }
 }
 
 /// One measured round of `concurrency` loops of `echo` for `time`.
-pub(crate) async fn unary_round(
-    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
-    concurrency: usize,
-    time: Duration,
-) -> UnaryRound {
+pub(crate) async fn unary_round(pick: PickFn, concurrency: usize, time: Duration) -> UnaryRound {
     let data = payloads(64);
     let cpu0 = cpu_time();
     let started = Instant::now();
@@ -464,12 +459,7 @@ impl Drop for AbortAll {
 
 type LoadOut = (Vec<u64>, u64, Option<String>);
 
-async fn load(
-    pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync>,
-    data: Arc<Vec<Bytes>>,
-    concurrency: usize,
-    time: Duration,
-) -> LoadOut {
+async fn load(pick: PickFn, data: Arc<Vec<Bytes>>, concurrency: usize, time: Duration) -> LoadOut {
     let end = Instant::now() + time;
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = (0..concurrency)
@@ -561,18 +551,25 @@ pub(crate) struct StreamStat {
 impl StreamStat {
     /// Medians and spread of `rounds` (at least one).
     pub(crate) fn of(rounds: &[StreamRound]) -> StreamStat {
-        let rates: Vec<f64> = rounds.iter().map(|r| r.per_sec).collect();
+        let (per_sec, min_per_sec, max_per_sec) =
+            median_and_range(rounds.iter().map(|r| r.per_sec).collect());
         let cpu: Vec<f64> = rounds.iter().map(|r| r.cpu_per_msg.as_secs_f64()).collect();
-        let per_sec = median(rates.clone());
         StreamStat {
             per_sec,
-            min_per_sec: rates.iter().copied().fold(f64::INFINITY, f64::min),
-            max_per_sec: rates.iter().copied().fold(0.0, f64::max),
+            min_per_sec,
+            max_per_sec,
             mb_per_sec: per_sec * STREAM_MSG as f64 / 1e6,
             cpu_per_msg: Duration::from_secs_f64(median(cpu)),
             rounds: rounds.len(),
         }
     }
+}
+
+/// The median of rates, the slowest and the fastest (one round each at least).
+fn median_and_range(rates: Vec<f64>) -> (f64, f64, f64) {
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    (median(rates), min, max)
 }
 
 /// The middle value; of an even count, the mean of the two middle values. 0 for none.

@@ -37,7 +37,7 @@ mod tarpc_sys;
 mod tonic_sys;
 
 use common::{
-    run_count, unary_round, warm_unary, CountFn, EchoFn, Failures, Opts, StreamRound, StreamStat,
+    run_count, unary_round, warm_unary, CountFn, Failures, Opts, PickFn, StreamRound, StreamStat,
     System, UnaryRound, UnaryStat, Wire,
 };
 use report::{Cell, Results, Rows};
@@ -320,8 +320,8 @@ fn turn(n: usize, round: usize) -> impl Iterator<Item = usize> {
 /// [`stream_rounds`]: each round runs every system once, in turn, for its share of
 /// `opts.unary_time`, so a burst of steal lands on one round of one system, not on a whole point.
 /// Each system warms up before its first round, and for a share of the warm-up before each
-/// later one. A system that fails a round is reported
-/// failed and not run again at this point. The wire counters cover every round and the warm-up.
+/// later one. A system that fails a round is reported failed and not run again at this point.
+/// The wire counters cover every round and the warm-up.
 async fn unary_rounds(
     opts: &Opts,
     systems: &[System],
@@ -332,11 +332,11 @@ async fn unary_rounds(
     let rounds = opts.rounds.max(1);
     let time = opts.unary_time / u32::try_from(rounds).unwrap_or(u32::MAX);
     let share = opts.warmup / u32::try_from(rounds).unwrap_or(u32::MAX);
-    let picks: Vec<Arc<dyn Fn(u64) -> EchoFn + Send + Sync>> = systems
+    let picks: Vec<PickFn> = systems
         .iter()
         .map(|s| {
             let echo = s.echo.clone();
-            Arc::new(move |_| echo.clone()) as Arc<dyn Fn(u64) -> EchoFn + Send + Sync>
+            Arc::new(move |_| echo.clone()) as PickFn
         })
         .collect();
     let w0: Vec<Option<Wire>> = systems
@@ -411,8 +411,9 @@ async fn unary_rounds(
 }
 
 /// Runs `opts.rounds` rounds of one streaming workload. Rounds are interleaved: each runs every
-/// system once, in turn (each round starting one system later), so a change in the machine's state (another process, a CPU's clock)
-/// lands on every system alike rather than on whichever ran during it. Every round is checked;
+/// system once, in turn (each round starting one system later), so a change in the machine's
+/// state (another process, a CPU's clock) lands on every system alike rather than on whichever
+/// ran during it. Every round is checked;
 /// a system that fails one is reported failed and not run again in this workload. The wire
 /// counters are taken over round 1 only.
 async fn stream_rounds(

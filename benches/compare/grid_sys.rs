@@ -11,7 +11,7 @@ use grid::{Config, Connection, HandlerSpec, Manager, RemoteError, StreamOptions}
 
 use crate::common::{
     bound_names, check_msg, rss_bytes, rss_per_item, run_unary, stream_msg, CountFn, EchoFn, Opts,
-    System, UnaryStat, Wire, WireFn,
+    PickFn, System, UnaryStat, Wire, WireFn,
 };
 
 const ECHO: HandlerSpec = HandlerSpec::named("Bench.echo");
@@ -339,8 +339,7 @@ pub(crate) async fn mesh(opts: &Opts, n: usize) -> Result<UnaryStat, String> {
         }
     }
     let pairs = Arc::new(pairs);
-    let pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync> =
-        Arc::new(move |_| pairs[fastrand::usize(..pairs.len())].clone());
+    let pick: PickFn = Arc::new(move |_| pairs[fastrand::usize(..pairs.len())].clone());
     let stat = tokio::time::timeout(
         opts.limit,
         run_unary(pick, opts.mesh_concurrency, opts.warmup, opts.unary_time),
@@ -405,7 +404,7 @@ pub(crate) async fn small_stream_beside_load(
         .map_err(|e| e.to_string())?;
     let alone = read_small_stream(&conn, opts.unary_time).await?;
     let echo = echo_fn(conn.clone());
-    let pick: Arc<dyn Fn(u64) -> EchoFn + Send + Sync> = Arc::new(move |_| echo.clone());
+    let pick: PickFn = Arc::new(move |_| echo.clone());
     let load = tokio::spawn(run_unary(pick, concurrency, opts.warmup, opts.unary_time));
     // The stream starts once the load is under way and stops before it ends.
     tokio::time::sleep(opts.warmup).await;

@@ -257,9 +257,9 @@ impl DataWriter<'_> {
         }
     }
 
-    /// Queues a frame of `mux` that goes in parts (see [`large_above`](Self::large_above)) as `head`
-    /// and `tail`, its payload, which is not copied (see `encode_split`): behind the frames of
-    /// `mux` in parts, as [`frame`](Self::frame) would queue it after copying it into the run.
+    /// Queues a frame of `mux` that goes in parts (see [`large_above`](Self::large_above)) as
+    /// `head` and `tail`, its payload, which is not copied (see `encode_split`): behind the frames
+    /// of `mux` in parts, as [`frame`](Self::frame) would queue it after copying it into the run.
     pub(crate) fn large(&mut self, mux: u32, (head, tail): (Bytes, Bytes)) {
         debug_assert!(
             self.queue.is_large(head.len() + tail.len()),
