@@ -289,11 +289,14 @@ pub(crate) fn payloads(n: usize) -> Arc<Vec<Bytes>> {
     )
 }
 
+/// What follows the sequence number in every stream message.
+const FILLER: [u8; STREAM_MSG - 8] = [0x5a; STREAM_MSG - 8];
+
 /// The `i`th message of a stream: its sequence number, then a fixed filler.
 pub(crate) fn stream_msg(i: u64) -> Bytes {
     let mut v = Vec::with_capacity(STREAM_MSG);
     v.extend_from_slice(&i.to_le_bytes());
-    v.resize(STREAM_MSG, 0x5a);
+    v.extend_from_slice(&FILLER);
     Bytes::from(v)
 }
 
@@ -305,11 +308,12 @@ pub(crate) fn check_msg(msg: &[u8], i: u64) -> Result<(), String> {
             msg.len()
         ));
     }
-    let got = u64::from_le_bytes(msg[..8].try_into().map_err(|_| "short message")?);
+    let (seq, filler) = msg.split_at(8);
+    let got = u64::from_le_bytes(seq.try_into().map_err(|_| "short message")?);
     if got != i {
         return Err(format!("message {i}: sequence number {got}"));
     }
-    if msg[8..].iter().any(|&b| b != 0x5a) {
+    if filler != FILLER {
         return Err(format!("message {i}: filler corrupted"));
     }
     Ok(())

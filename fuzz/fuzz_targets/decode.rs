@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
         max_payload: 256,
         max_batch: 4096,
         max_frames: 16,
+        items: true,
     };
     let msg = Bytes::copy_from_slice(data);
     let Ok(mut decoder) = BatchDecoder::new(msg.clone(), &limits) else {

@@ -27,7 +27,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 use crate::cancel::CancelSignal;
-use crate::conn::outq::{Bound, DataWriter, Refused};
+use crate::conn::outq::{Bound, DataWriter, Refused, ITEM_MAX};
 use crate::conn::session::Session;
 use crate::conn::slot::{Machine, Shared, Slot};
 use crate::error::Error;
@@ -141,6 +141,10 @@ trait Source {
     ) -> Result<Option<Bytes>, Self::Error> {
         Ok(None)
     }
+    /// The next message's length, when it is known before it is written.
+    fn next_len(&mut self) -> Option<usize> {
+        None
+    }
 }
 
 /// Byte messages, copied into the batch as they are; one that goes in parts is queued as it is
@@ -152,6 +156,10 @@ impl<I: Iterator<Item = Bytes>> Source for BytesSource<I> {
 
     fn has_next(&mut self) -> bool {
         self.0.peek().is_some()
+    }
+
+    fn next_len(&mut self) -> Option<usize> {
+        self.0.peek().map(Bytes::len)
     }
 
     fn write_next(&mut self, dst: &mut BytesMut, max_payload: usize) -> Result<(), Error> {
@@ -255,6 +263,7 @@ fn append<M: Machine, S: Source>(
     src: &mut S,
 ) -> Step<S::Error> {
     let (mux, max) = (slot.machine.mux(), session.max_payload());
+    let items = session.items();
     let machine = &mut slot.machine;
     let appended = session.append_data(Bound::Room, |w| {
         // Payloads longer than this go in parts.
@@ -278,9 +287,15 @@ fn append<M: Machine, S: Source>(
                 machine.spend(queue_large(w, mux, seq, item));
                 continue;
             }
-            let len = w.frame(|dst| {
-                frame::encode_data_with(mux, seq, false, dst, |d| src.write_next(d, max))
-            })?;
+            // Small ones go packed in `Items` frames to a peer that agreed; the rest (and an
+            // encoder's that turn out long) as `Data` frames.
+            let len = if items && src.next_len().is_none_or(|l| l <= ITEM_MAX) {
+                w.item(mux.0, seq, |dst| src.write_next(dst, max))?
+            } else {
+                w.frame(|dst| {
+                    frame::encode_data_with(mux, seq, false, dst, |d| src.write_next(d, max))
+                })?
+            };
             machine.spend(len);
             if w.run_full() {
                 return Ok(Step::More);

@@ -387,6 +387,15 @@ fn vectors() -> Vec<Vector> {
                 block: b(b"\xff\x01\x02\x04\0\0\0\x02\0\0\0#hello \x06\0\x04` hello"),
             }],
         ),
+        vector(
+            "items",
+            "Messages 7, 8 and 9 of stream 5, \"one\", an empty one and \"three\", packed in one frame.",
+            vec![Frame::Items {
+                mux: MuxId(5),
+                seq: 7,
+                items: vec![b(b"one"), Bytes::new(), b(b"three")],
+            }],
+        ),
     ]
 }
 
@@ -731,6 +740,20 @@ fn spec_frame<'a>(
             body.push((vec![be32(*bytes)], format!("bytes {bytes}")));
             (21, 0, 0)
         }
+        Frame::Items { mux, seq, items } => {
+            body.push((vec![be32(*seq)], format!("first seq {seq}")));
+            for item in items {
+                let len = u16::try_from(item.len()).unwrap();
+                let mut fields = vec![len.to_be_bytes().to_vec()];
+                let mut about = format!("message length {len}");
+                if !item.is_empty() {
+                    fields.push(item.to_vec());
+                    about = format!("{about}, {}", show(item));
+                }
+                body.push((fields, about));
+            }
+            (23, 0, mux.0)
+        }
     };
     (op, fl, mux, body)
 }
@@ -910,7 +933,11 @@ fn every_vector_decodes_to_its_frames() {
     let frames = vectors();
     for doc in doc_vectors() {
         let v = frames.iter().find(|v| v.name == doc.name).unwrap();
-        let decoded = decode_batch(Bytes::from(doc.bytes), &Limits::default());
+        let limits = Limits {
+            items: true,
+            ..Limits::default()
+        };
+        let decoded = decode_batch(Bytes::from(doc.bytes), &limits);
         assert_eq!(
             decoded.as_ref(),
             Ok(&v.frames),

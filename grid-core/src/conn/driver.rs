@@ -27,7 +27,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::watchdog::Watchdog;
 use super::Ws;
-use crate::frame::{BatchDecoder, Frame, Payload};
+use crate::frame::{BatchDecoder, Frame, Limits, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
 use crate::observe::in_span;
@@ -181,7 +181,10 @@ async fn read_loop(
 ) {
     let _close = CloseOnExit(&session);
     let cfg = session.config.clone();
-    let limits = cfg.limits();
+    let limits = Limits {
+        items: session.items(),
+        ..cfg.limits()
+    };
     let violation = |v| CloseReason::violation(v);
     // Allocated by the first data frame: an idle link holds no room for runs.
     let mut run: Vec<(u32, Payload)> = Vec::new();

@@ -38,7 +38,11 @@ use tokio::sync::Notify;
 use super::bulk::Bulk;
 use super::lock::{Mutex, MutexGuard};
 use super::stats::Padded;
-use crate::frame::{seal_batch, BATCH_HEADER_LEN, FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH};
+use crate::frame::{
+    self, seal_batch, Frame, BATCH_HEADER_LEN, FRAME_HEADER_LEN, ITEM_HEADER_LEN,
+    MAX_FRAMES_PER_BATCH,
+};
+use crate::ids::MuxId;
 
 /// A run smaller than this is copied into a batch with the frames around it rather than sent as
 /// a message of its own (a lone credit or response should not cost a write of its own).
@@ -56,6 +60,16 @@ const FRAME_BUF_MAX: usize = 4 << 10;
 
 /// The capacity a new run starts with when no spare buffer is at hand.
 const FIRST_RUN_CAPACITY: usize = 4 << 10;
+
+/// Longest stream message packed into an `Items` frame: past it the 14 bytes of a `Data`
+/// header are under a third of a percent of the message.
+pub(crate) const ITEM_MAX: usize = 4 << 10;
+
+/// An `Items` frame takes more messages while it is shorter than this.
+const ITEMS_FRAME_MAX: usize = 32 << 10;
+
+/// A `Data` frame's bytes before its payload: the header and the sequence number.
+const DATA_HEAD_LEN: usize = FRAME_HEADER_LEN + 4;
 
 /// Why [`OutQueue::append`] queued nothing.
 #[derive(Debug)]
@@ -100,8 +114,26 @@ pub(crate) enum Bound {
 enum Entry {
     /// A `Request`/`Open`, tagged with its mux so it can be taken back until it is written.
     Tagged(u32, Bytes),
-    /// Frames back to back after [`BATCH_HEADER_LEN`] bytes reserved for the batch header.
-    Run { buf: BytesMut, frames: usize },
+    /// Frames back to back after [`BATCH_HEADER_LEN`] bytes reserved for the batch header;
+    /// `open` when the last of them is an `Items` frame more messages may join. `msgs` counts
+    /// each frame, and each message packed in one: a run holds at most a batch's worth of
+    /// them, so packing changes how many bytes a batch takes, not how much it holds.
+    Run {
+        buf: BytesMut,
+        frames: usize,
+        msgs: usize,
+        open: Option<OpenItems>,
+    },
+}
+
+/// The `Items` frame a run ends with, while messages may still join it.
+#[derive(Debug, Clone, Copy)]
+struct OpenItems {
+    mux: u32,
+    /// The sequence number of the message that would come next.
+    next_seq: u32,
+    /// Where the frame starts in the run.
+    start: usize,
 }
 
 impl Entry {
@@ -240,8 +272,8 @@ impl DataWriter<'_> {
     /// so the writer can send that run while the producer fills the next one.
     pub(crate) fn run_full(&self) -> bool {
         match self.lanes.data.back() {
-            Some(Entry::Run { buf, frames }) => {
-                *frames >= MAX_FRAMES_PER_BATCH || buf.len() >= self.queue.max_batch_bytes
+            Some(Entry::Run { buf, msgs, .. }) => {
+                *msgs >= MAX_FRAMES_PER_BATCH || buf.len() >= self.queue.max_batch_bytes
             }
             _ => false,
         }
@@ -284,25 +316,12 @@ impl DataWriter<'_> {
         &mut self,
         encode: impl FnOnce(&mut BytesMut) -> Result<T, E>,
     ) -> Result<T, E> {
+        let lanes = &mut *self.lanes;
         let max_batch = self.queue.max_batch_bytes;
-        let fits = |e: &Entry| match e {
-            Entry::Run { buf, frames } => *frames < MAX_FRAMES_PER_BATCH && buf.len() < max_batch,
-            Entry::Tagged(..) => false,
-        };
-        if !self.lanes.data.back().is_some_and(fits) {
-            let buf = match self.lanes.spare.take() {
-                Some(buf) => buf,
-                None => BytesMut::with_capacity(self.lanes.run_hint.clamp(
-                    FIRST_RUN_CAPACITY,
-                    max_batch.saturating_add(FIRST_RUN_CAPACITY),
-                )),
-            };
-            let Batch { buf, .. } = Batch::new(buf);
-            self.lanes.data.push_back(Entry::Run { buf, frames: 0 });
-        }
-        let Some(Entry::Run { buf, frames }) = self.lanes.data.back_mut() else {
-            unreachable!("a run was just made the last entry");
-        };
+        let (buf, frames, open) =
+            last_run(&mut lanes.data, &mut lanes.spare, lanes.run_hint, max_batch);
+        // The run's `Items` frame, if it has one, is no longer its last.
+        *open = None;
         let before = buf.len();
         let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| encode(&mut *buf)));
         let encoded = match encoded {
@@ -320,7 +339,7 @@ impl DataWriter<'_> {
                 let chunk = self.queue.chunk;
                 let len = buf.len() - before;
                 let mux = frame_mux(&buf[before..]);
-                if chunk > 0 && (len > chunk || self.lanes.bulk.holds(mux)) {
+                if chunk > 0 && (len > chunk || lanes.bulk.holds(mux)) {
                     // Sent in parts, or behind this mux's frames that are: out of the run.
                     let frame = buf.split_off(before).freeze();
                     if *frames == 0 {
@@ -343,6 +362,187 @@ impl DataWriter<'_> {
                 Err(e)
             }
         }
+    }
+}
+
+impl DataWriter<'_> {
+    /// The last entry, a run (the one a message was just written into).
+    fn back_run(&mut self) -> (&mut BytesMut, &mut usize, &mut Option<OpenItems>) {
+        match self.lanes.data.back_mut() {
+            Some(Entry::Run {
+                buf, frames, open, ..
+            }) => (buf, frames, open),
+            _ => unreachable!("a message was just written into the last run"),
+        }
+    }
+
+    /// Queues message `seq` of the stream `mux`, whose payload `write` appends (exactly one
+    /// message, and nothing if it fails), packed: into the `Items` frame the run ends with when
+    /// it is of `mux`, `seq` comes next in it and it has room, or into a new one. A message
+    /// longer than [`ITEM_MAX`] (or than a frame that does not go in parts) becomes a `Data`
+    /// frame of its own once written: moved in place, or queued in parts as it is when large.
+    /// Returns the payload's length.
+    ///
+    /// Only for a link whose peer agreed to `Items` frames. A mux with frames in parts queued
+    /// gets `Data` frames, which queue behind them.
+    ///
+    /// # Errors
+    /// Whatever `write` returns; the lane is then as before.
+    ///
+    /// # Panics
+    /// Passes on a panic of `write`, after cutting off what it wrote, as [`frame`](Self::frame).
+    pub(crate) fn item<E>(
+        &mut self,
+        mux: u32,
+        seq: u32,
+        write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        if self.queue.chunk > 0 && self.lanes.bulk.holds(mux) {
+            return self.frame(|dst| frame::encode_data_with(MuxId(mux), seq, false, dst, write));
+        }
+        let item_max = ITEM_MAX.min(self.large_above().saturating_sub(DATA_HEAD_LEN));
+        let lanes = &mut *self.lanes;
+        let max_batch = self.queue.max_batch_bytes;
+        let (buf, frames, open) =
+            last_run(&mut lanes.data, &mut lanes.spare, lanes.run_hint, max_batch);
+        let joins = open
+            .filter(|o| o.mux == mux && o.next_seq == seq && buf.len() - o.start < ITEMS_FRAME_MAX);
+        let before = buf.len();
+        let start = match joins {
+            Some(o) => o.start,
+            None => {
+                frame::encode_items_head(MuxId(mux), seq, buf);
+                before
+            }
+        };
+        let at = buf.len() + ITEM_HEADER_LEN;
+        let written =
+            std::panic::catch_unwind(AssertUnwindSafe(|| frame::encode_item_with(buf, write)));
+        match written {
+            Ok(Ok(len)) if len <= item_max => {
+                let body = u32::try_from(buf.len() - start - FRAME_HEADER_LEN).unwrap_or(u32::MAX);
+                buf[start + 6..start + FRAME_HEADER_LEN].copy_from_slice(&body.to_be_bytes());
+                if joins.is_none() {
+                    *frames += 1;
+                }
+                *open = Some(OpenItems {
+                    mux,
+                    next_seq: seq.wrapping_add(1),
+                    start,
+                });
+                let added = buf.len() - before;
+                self.lanes.add_data(added);
+                self.appended += 1;
+                Ok(len)
+            }
+            Ok(Ok(_)) => Ok(self.unpack(mux, seq, before, at, joins.is_none())),
+            Ok(Err(e)) => {
+                self.cut(before, joins.is_none());
+                Err(e)
+            }
+            Err(panic) => {
+                self.cut(before, joins.is_none());
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+
+    /// Makes the message [`item`](Self::item) wrote at `at` (after its `Items` frame's head at
+    /// `before`, with `new_frame`, or its length) a `Data` frame of `mux` and `seq` of its own,
+    /// there or, if it goes in parts, among the large frames; returns its length.
+    #[cold]
+    #[inline(never)]
+    fn unpack(&mut self, mux: u32, seq: u32, before: usize, at: usize, new_frame: bool) -> usize {
+        let large = self
+            .queue
+            .is_large(DATA_HEAD_LEN + self.back_run().0.len() - at);
+        let (buf, frames, open) = self.back_run();
+        let len = buf.len() - at;
+        if large {
+            // As it is: the run lets go of the bytes after `at`.
+            let payload = Some(buf.split_off(at).freeze());
+            self.cut(before, new_frame);
+            let data = Frame::Data {
+                mux: MuxId(mux),
+                seq,
+                payload,
+            };
+            self.large(mux, frame::encode_split(&data));
+            return len;
+        }
+        // In place: the payload moves to just after a `Data` header written at `before`.
+        let to = before + DATA_HEAD_LEN;
+        if to > at {
+            buf.resize(buf.len() + (to - at), 0);
+        }
+        buf.copy_within(at..at + len, to);
+        buf.truncate(to + len);
+        let mut head = BytesMut::with_capacity(DATA_HEAD_LEN);
+        frame::encode_data_with(MuxId(mux), seq, false, &mut head, |_| Ok::<_, ()>(()))
+            .unwrap_or_default();
+        let body = u32::try_from(4 + len).unwrap_or(u32::MAX).to_be_bytes();
+        head[6..FRAME_HEADER_LEN].copy_from_slice(&body);
+        buf[before..to].copy_from_slice(&head);
+        *frames += 1;
+        *open = None;
+        self.lanes.add_data(DATA_HEAD_LEN + len);
+        self.appended += 1;
+        len
+    }
+
+    /// Cuts the last run back to `len` bytes after a message that was not packed; with
+    /// `new_frame`, the `Items` frame it had started goes too (and the run, if it is then empty).
+    fn cut(&mut self, len: usize, new_frame: bool) {
+        let (buf, frames, _) = self.back_run();
+        buf.truncate(len);
+        if new_frame && *frames == 0 {
+            self.lanes.data.pop_back();
+        }
+    }
+}
+
+/// The run frames are appended to: the last entry of `data`, or a new run (in `spare`, or of
+/// `hint` bytes) when that is not a run with room for another frame of a batch of at most
+/// `max_batch` bytes.
+fn last_run<'a>(
+    data: &'a mut VecDeque<Entry>,
+    spare: &mut Option<BytesMut>,
+    hint: usize,
+    max_batch: usize,
+) -> (&'a mut BytesMut, &'a mut usize, &'a mut Option<OpenItems>) {
+    let fits = |e: &Entry| match e {
+        Entry::Run { buf, msgs, .. } => *msgs < MAX_FRAMES_PER_BATCH && buf.len() < max_batch,
+        Entry::Tagged(..) => false,
+    };
+    if !data.back().is_some_and(fits) {
+        let buf = match spare.take() {
+            Some(buf) => buf,
+            None => BytesMut::with_capacity(hint.clamp(
+                FIRST_RUN_CAPACITY,
+                max_batch.saturating_add(FIRST_RUN_CAPACITY),
+            )),
+        };
+        let Batch { buf, .. } = Batch::new(buf);
+        data.push_back(Entry::Run {
+            buf,
+            frames: 0,
+            msgs: 0,
+            open: None,
+        });
+    }
+    match data.back_mut() {
+        Some(Entry::Run {
+            buf,
+            frames,
+            msgs,
+            open,
+        }) => {
+            // Counted now: a message that fails is cut off again, and a run's count may
+            // overstate what it holds, never understate it.
+            *msgs += 1;
+            (buf, frames, open)
+        }
+        _ => unreachable!("a run was just made the last entry"),
     }
 }
 
@@ -839,11 +1039,11 @@ impl OutQueue {
         lanes.bulk_turn = bulk_ready;
         let alone = lanes.data.len() == 1;
         let run_first = lanes.control.is_empty()
-            && matches!(lanes.data.front(), Some(Entry::Run { buf, frames })
+            && matches!(lanes.data.front(), Some(Entry::Run { buf, frames, .. })
                 if *frames > 0 && (alone || buf.len() > COPY_RUN_MAX));
         if run_first {
             // A whole run is a whole batch: sent as it is, without a copy.
-            if let Some(Entry::Run { buf, frames }) = lanes.data.pop_front() {
+            if let Some(Entry::Run { buf, frames, .. }) = lanes.data.pop_front() {
                 lanes.take_data(buf.len() - BATCH_HEADER_LEN);
                 lanes.run_hint = buf.len();
                 self.after_take(lanes, was_full, true);

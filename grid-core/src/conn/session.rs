@@ -87,6 +87,9 @@ pub(crate) struct Session {
     /// Requests and responses with a payload of at least this many bytes go compressed (0:
     /// never; the peer did not agree).
     compress_at: usize,
+    /// Both sides agreed to `Items` frames: a stream's small messages go packed in them, and
+    /// the peer's are accepted.
+    items: bool,
     /// The metadata a call to the peer may carry (the smaller of both sides' limits), or `None`
     /// when the peer announced no metadata limits: it cannot take any.
     metadata: Option<MetadataLimits>,
@@ -165,6 +168,7 @@ impl Session {
             checksum,
             max_payload,
             compress_at,
+            items: features.contains(Features::ITEMS),
             metadata,
             out: OutQueue::new(
                 config.max_queued_bytes,
@@ -524,6 +528,11 @@ impl Session {
     /// The largest payload this link carries: the smaller of our limit and the peer's.
     pub(crate) fn max_payload(&self) -> usize {
         self.max_payload
+    }
+
+    /// True when both sides agreed to `Items` frames (`PROTOCOL.md` section 12).
+    pub(crate) fn items(&self) -> bool {
+        self.items
     }
 
     pub(crate) fn is_closed(&self) -> bool {

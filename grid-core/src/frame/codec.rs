@@ -28,7 +28,9 @@ pub use decode::{decode_batch, decode_frame_bytes, BatchDecoder};
 pub use encode::{
     encode_batch, encode_checked_batch, encode_frame, encoded_len, seal_batch, BatchEncoder,
 };
-pub(crate) use encode::{encode_chunk_header, encode_data_with, encode_split};
+pub(crate) use encode::{
+    encode_chunk_header, encode_data_with, encode_item_with, encode_items_head, encode_split,
+};
 
 /// Bytes of the code in an error record.
 const ERROR_CODE_LEN: usize = 2;

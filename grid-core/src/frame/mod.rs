@@ -14,7 +14,9 @@ pub use codec::{
     decode_batch, decode_frame_bytes, encode_batch, encode_checked_batch, encode_frame,
     encoded_len, seal_batch, BatchDecoder, BatchEncoder,
 };
-pub(crate) use codec::{encode_chunk_header, encode_data_with, encode_split};
+pub(crate) use codec::{
+    encode_chunk_header, encode_data_with, encode_item_with, encode_items_head, encode_split,
+};
 
 pub(crate) use metadata::WireFault;
 pub use metadata::{
@@ -40,6 +42,12 @@ pub const CHECKSUM_LEN: usize = 4;
 /// Most frames in one batch. Bounds the work (and the `Vec` of frames) one message can demand.
 pub const MAX_FRAMES_PER_BATCH: usize = 1024;
 
+/// Bytes before each message of an `Items` frame: its length, a u16.
+pub const ITEM_HEADER_LEN: usize = 2;
+
+/// Longest message an `Items` frame can carry.
+pub const MAX_ITEM_LEN: usize = u16::MAX as usize;
+
 /// Longest subroute name in bytes; its length travels in one byte. Bounds per-call routing memory.
 pub const MAX_SUBROUTE_LEN: usize = 255;
 
@@ -57,6 +65,10 @@ pub struct Limits {
     pub max_batch: usize,
     /// Most frames in one batch. Stops a peer from making one message cost unbounded dispatch work.
     pub max_frames: usize,
+    /// `Items` frames are accepted (the connection agreed to them, `PROTOCOL.md` section 12).
+    /// Without it an `Items` frame is an [`FrameError::UnknownOp`], as it is to a node of the
+    /// version before items.
+    pub items: bool,
 }
 
 impl Default for Limits {
@@ -73,6 +85,7 @@ impl Limits {
             max_payload,
             max_batch: max_payload + (1 << 20),
             max_frames: MAX_FRAMES_PER_BATCH,
+            items: false,
         }
     }
 }
@@ -134,6 +147,10 @@ pub enum Op {
     /// A `Request` or `Response` of this mux, LZ4-compressed (`PROTOCOL.md` section 11). Only to
     /// a peer that agreed to compression in the handshake.
     Compressed = 22,
+    /// Messages of one stream direction packed back to back, numbered on from a first sequence
+    /// number (`PROTOCOL.md` section 12): what a run of small `Data` frames says, in fewer
+    /// bytes. Only to a peer that agreed to items in the handshake.
+    Items = 23,
 }
 
 impl Op {
@@ -162,6 +179,7 @@ impl Op {
             20 => Op::ChunkAbort,
             21 => Op::ChunkAck,
             22 => Op::Compressed,
+            23 => Op::Items,
             _ => return None,
         })
     }
@@ -474,6 +492,16 @@ pub enum Frame {
         /// The LZ4 block.
         block: Bytes,
     },
+    /// Messages `seq`, `seq + 1`, ... of one stream direction, each as a `Data` frame of it
+    /// with a payload would carry them (`PROTOCOL.md` section 12).
+    Items {
+        /// The stream.
+        mux: MuxId,
+        /// The first message's sequence number.
+        seq: u32,
+        /// The messages, at least one, each under 64 KiB.
+        items: Vec<Bytes>,
+    },
     /// A handshake message; the payload is a msgpack map defined in `PROTOCOL.md`.
     Handshake {
         /// One of `Hello`, `Welcome`, `Confirm`, `Ready`, `Reject`.
@@ -504,6 +532,7 @@ impl Frame {
             Frame::ChunkAbort { .. } => Op::ChunkAbort,
             Frame::ChunkAck { .. } => Op::ChunkAck,
             Frame::Compressed { .. } => Op::Compressed,
+            Frame::Items { .. } => Op::Items,
             Frame::Handshake { op, .. } => *op,
         }
     }
@@ -524,7 +553,8 @@ impl Frame {
             | Frame::Pong { mux, .. }
             | Frame::Chunk { mux, .. }
             | Frame::ChunkAbort { mux }
-            | Frame::Compressed { mux, .. } => *mux,
+            | Frame::Compressed { mux, .. }
+            | Frame::Items { mux, .. } => *mux,
             Frame::GoAway { .. }
             | Frame::Handlers { .. }
             | Frame::ChunkAck { .. }

@@ -119,6 +119,7 @@ pub const HANDSHAKE_LIMITS: Limits = Limits {
     max_payload: MAX_RECORD_LEN,
     max_batch: BATCH_HEADER_LEN + FRAME_HEADER_LEN + MAX_RECORD_LEN + CHECKSUM_LEN,
     max_frames: 1,
+    items: false,
 };
 
 /// Who is at the other end of a connection that completed its handshake.
@@ -162,6 +163,8 @@ impl Features {
     pub const CHUNKS: Features = Features(1);
     /// Unary requests and responses may travel LZ4-compressed (`PROTOCOL.md` section 11).
     pub const LZ4: Features = Features(2);
+    /// A stream's small messages may travel packed in `Items` frames (`PROTOCOL.md` section 12).
+    pub const ITEMS: Features = Features(4);
 
     /// The set with these wire bits (unknown bits are kept: they are dropped by intersection).
     pub const fn from_bits(bits: u64) -> Features {

@@ -143,5 +143,6 @@ pub(super) fn offered_features(config: &Config) -> Features {
     } else {
         Features::NONE
     };
-    chunks.union(lz4)
+    // Packed stream messages cost nothing to offer: no setting turns them off.
+    chunks.union(lz4).union(Features::ITEMS)
 }

@@ -384,7 +384,11 @@ async fn read_loop(
     tx: mpsc::UnboundedSender<Inbound>,
     mut allowed: watch::Receiver<u64>,
 ) {
-    let limits = Limits::for_payload(64 << 20);
+    // Items frames come only from a node this peer offered them to.
+    let limits = Limits {
+        items: true,
+        ..Limits::for_payload(64 << 20)
+    };
     let mut read = 0u64;
     loop {
         if allowed.wait_for(|a| *a > read).await.is_err() {

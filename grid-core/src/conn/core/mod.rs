@@ -93,6 +93,7 @@ fn carries_data(frame: &Frame) -> bool {
             | Frame::Response { .. }
             | Frame::Open { .. }
             | Frame::Data { .. }
+            | Frame::Items { .. }
             | Frame::End { .. }
             | Frame::Compressed { .. }
     )
@@ -407,6 +408,14 @@ impl<H: Handles> ConnCore<H> {
             return None;
         }
         let frame = match frame {
+            // The reader hands these on as runs (`handle_data_run`); taken here too, the same way.
+            Frame::Items { mux, seq, items } => {
+                let run = (0u32..)
+                    .zip(items)
+                    .map(|(i, item)| (seq.wrapping_add(i), Some(item)));
+                self.handle_data_run(mux, run, now);
+                return None;
+            }
             Frame::Chunk { mux, bytes } => return self.on_chunk(mux, bytes, now, router),
             Frame::ChunkAbort { mux } => {
                 let aborted = if self.limits.chunks {

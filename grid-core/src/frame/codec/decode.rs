@@ -8,7 +8,8 @@ use bytes::Bytes;
 use super::ERROR_CODE_LEN;
 use crate::frame::{
     flags, CancelReason, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Metadata, Op, Payload,
-    Route, WireFault, BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN, PROTOCOL_VERSION,
+    Route, WireFault, BATCH_HEADER_LEN, CHECKSUM_LEN, FRAME_HEADER_LEN, ITEM_HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 use crate::ids::{HandlerId, MuxId};
 
@@ -49,7 +50,8 @@ const fn mux_rule(op: Op) -> MuxRule {
         | Op::Cancel
         | Op::Chunk
         | Op::ChunkAbort
-        | Op::Compressed => MuxRule::Call,
+        | Op::Compressed
+        | Op::Items => MuxRule::Call,
         Op::Ping | Op::Pong => MuxRule::Any,
         Op::GoAway
         | Op::Hello
@@ -98,6 +100,8 @@ const fn body_shape(op: Op, fl: u8) -> (usize, bool) {
         Op::ChunkAck => (4, true),
         // The decompressed length, then at least one byte of block.
         Op::Compressed => (5, false),
+        // The first sequence number, then at least one message's length.
+        Op::Items => (4 + ITEM_HEADER_LEN, false),
     }
 }
 
@@ -248,13 +252,23 @@ impl BatchDecoder {
         mut on_data: impl FnMut(MuxId, u32, Payload),
     ) -> Option<Result<Frame, FrameError>> {
         while !self.done && self.remaining > 0 {
-            let header = match decode_header(&self.msg, self.pos) {
+            let header = match decode_header(&self.msg, self.pos, &self.limits) {
                 Ok(h) => h,
                 Err(e) => {
                     self.done = true;
                     return Some(Err(e));
                 }
             };
+            if header.op == Op::Items {
+                let body = header.body(&self.msg, self.pos, &self.limits);
+                if let Err(e) = body.items(|seq, item| on_data(header.mux, seq, Some(item))) {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                self.pos += header.frame_len;
+                self.remaining -= 1;
+                continue;
+            }
             if header.op != Op::Data {
                 break;
             }
@@ -313,7 +327,7 @@ pub fn decode_frame_bytes(msg: Bytes, limits: &Limits) -> Result<Frame, FrameErr
 /// Decodes the frame at `msg[pos..]`, returning it and its length on the wire.
 #[inline]
 fn decode_frame(msg: &Bytes, pos: usize, limits: &Limits) -> Result<(Frame, usize), FrameError> {
-    let header = decode_header(msg, pos)?;
+    let header = decode_header(msg, pos, limits)?;
     let mut body = header.body(msg, pos, limits);
     let frame = decode_body(header.op, header.flags, header.mux, &mut body)?;
     body.finish()?;
@@ -347,7 +361,7 @@ impl Header {
 
 /// Checks the header of the frame at `msg[pos..]` and, when flagged, its checksum.
 #[inline(always)]
-fn decode_header(msg: &Bytes, pos: usize) -> Result<Header, FrameError> {
+fn decode_header(msg: &Bytes, pos: usize, limits: &Limits) -> Result<Header, FrameError> {
     let input = msg.get(pos..).unwrap_or_default();
     let Some(header) = input.first_chunk::<FRAME_HEADER_LEN>() else {
         return Err(FrameError::Truncated {
@@ -359,7 +373,10 @@ fn decode_header(msg: &Bytes, pos: usize) -> Result<Header, FrameError> {
     let mux = u32::from_be_bytes([m0, m1, m2, m3]);
     let body_len = usize::try_from(u32::from_be_bytes([l0, l1, l2, l3])).unwrap_or(usize::MAX);
 
-    let op = Op::from_u8(op_byte).ok_or(FrameError::UnknownOp(op_byte))?;
+    // `Items` is an op only on a connection that agreed to it.
+    let op = Op::from_u8(op_byte)
+        .filter(|&op| op != Op::Items || limits.items)
+        .ok_or(FrameError::UnknownOp(op_byte))?;
 
     let both = flags::PAYLOAD | flags::ERROR;
     if fl & !allowed_flags(op) != 0 || (op == Op::Response && fl & both == both) {
@@ -481,6 +498,29 @@ impl Body<'_> {
         let bytes = self.msg.slice(self.pos..self.end);
         self.pos = self.end;
         Ok(bytes)
+    }
+
+    /// The body of an `Items` frame: hands each message to `each` with its sequence number, in
+    /// order, as it is read, and returns the first one's. On an error the messages before the
+    /// bad one were handed on, as the frames before a bad one of a batch are.
+    #[inline]
+    fn items(mut self, mut each: impl FnMut(u32, Bytes)) -> Result<u32, FrameError> {
+        let first = self.u32()?;
+        let mut seq = first;
+        let max = self.limits.max_payload;
+        while self.pos < self.end {
+            let len = usize::from(self.u16()?);
+            if len > max {
+                return Err(FrameError::PayloadTooLarge { len, limit: max });
+            }
+            if self.end - self.pos < len {
+                return Err(self.bad_length());
+            }
+            each(seq, self.msg.slice(self.pos..self.pos + len));
+            self.pos += len;
+            seq = seq.wrapping_add(1);
+        }
+        Ok(first)
     }
 
     /// The payload when `PAYLOAD` is set; otherwise absent (and the body must end here).
@@ -676,6 +716,12 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             0 => return Err(b.bad_field("bytes")),
             bytes => Frame::ChunkAck { bytes },
         },
+        Op::Items => {
+            let mut items = Vec::new();
+            let seq = Body { ..*b }.items(|_, item| items.push(item))?;
+            b.pos = b.end;
+            Frame::Items { mux, seq, items }
+        }
         Op::Hello | Op::Welcome | Op::Confirm | Op::Ready | Op::Reject => Frame::Handshake {
             op,
             payload: b.rest()?,

@@ -5,7 +5,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::ERROR_CODE_LEN;
 use crate::frame::{
     flags, ErrorRecord, Frame, Metadata, Op, Payload, Route, BATCH_HEADER_LEN, CHECKSUM_LEN,
-    FRAME_HEADER_LEN, MAX_FRAMES_PER_BATCH, MAX_SUBROUTE_LEN, PROTOCOL_VERSION,
+    FRAME_HEADER_LEN, ITEM_HEADER_LEN, MAX_FRAMES_PER_BATCH, MAX_ITEM_LEN, MAX_SUBROUTE_LEN,
+    PROTOCOL_VERSION,
 };
 use crate::ids::MuxId;
 
@@ -50,6 +51,15 @@ fn wire_op(frame: &Frame) -> u8 {
             );
             if op.is_handshake() {
                 *op as u8
+            } else {
+                0
+            }
+        }
+        Frame::Items { items, .. } => {
+            let fits = items.iter().all(|i| i.len() <= MAX_ITEM_LEN);
+            debug_assert!(fits, "an Items message over {MAX_ITEM_LEN} bytes");
+            if fits {
+                Op::Items as u8
             } else {
                 0
             }
@@ -120,6 +130,7 @@ fn frame_flags(frame: &Frame) -> u8 {
         | Frame::ChunkAbort { .. }
         | Frame::ChunkAck { .. }
         | Frame::Compressed { .. }
+        | Frame::Items { .. }
         | Frame::Handshake { .. } => 0,
     }
 }
@@ -152,6 +163,7 @@ fn body_len(frame: &Frame) -> usize {
         Frame::ChunkAbort { .. } => 0,
         Frame::ChunkAck { .. } => 4,
         Frame::Compressed { block, .. } => 4 + block.len(),
+        Frame::Items { items, .. } => 4 + items.iter().map(|i| ITEM_HEADER_LEN + i.len()).sum::<usize>(),
         Frame::Handshake { payload, .. } => payload.len(),
     }
 }
@@ -169,7 +181,8 @@ pub fn encoded_len(frame: &Frame, checksum: bool) -> usize {
 /// peer. Three things the wire cannot represent are caller bugs, asserted in debug builds; release
 /// builds write them so that every receiver rejects the frame instead of misreading it:
 /// - a subroute over 255 bytes is written as subroute length 0 (rejected as a bad field);
-/// - a [`Frame::Handshake`] with a non-handshake op is written with op 0 (rejected as unknown);
+/// - a [`Frame::Handshake`] with a non-handshake op, or a [`Frame::Items`] with a message over
+///   [`MAX_ITEM_LEN`] bytes, is written with op 0 (rejected as unknown);
 /// - a body over `u32::MAX` bytes is written with body length `u32::MAX` (no receiver admits it).
 pub fn encode_frame(frame: &Frame, checksum: bool, dst: &mut BytesMut) {
     let body = body_len(frame);
@@ -344,8 +357,53 @@ fn encode_body(frame: &Frame, dst: &mut BytesMut, tail: bool) {
                 dst.put_slice(block);
             }
         }
+        Frame::Items { seq, items, .. } => {
+            dst.put_u32(*seq);
+            for item in items {
+                // One too long makes the op 0 (see `wire_op`): the length is then never read.
+                dst.put_u16(u16::try_from(item.len()).unwrap_or(u16::MAX));
+                dst.put_slice(item);
+            }
+        }
         Frame::Handshake { payload, .. } => dst.put_slice(payload),
     }
+}
+
+/// Appends the head of an `Items` frame of `mux` whose first message is `seq`, with no message
+/// yet: [`encode_item_with`] adds them.
+pub(crate) fn encode_items_head(mux: MuxId, seq: u32, dst: &mut BytesMut) {
+    dst.reserve(ITEMS_HEAD_LEN + ITEM_HEADER_LEN);
+    dst.put_u8(Op::Items as u8);
+    dst.put_u8(0);
+    dst.put_u32(mux.0);
+    dst.put_u32(4); // body length: the sequence number so far
+    dst.put_u32(seq);
+}
+
+/// Bytes of an `Items` frame before its first message: the header and the first sequence
+/// number.
+pub(crate) const ITEMS_HEAD_LEN: usize = FRAME_HEADER_LEN + 4;
+
+/// Appends one message of an `Items` frame to `dst`: its length, then what `payload` writes.
+/// Returns the payload's length; the caller patches the frame's body length once it keeps the
+/// message. A payload over [`MAX_ITEM_LEN`] keeps the length 0: the caller must not keep it
+/// in the frame.
+///
+/// # Errors
+/// Whatever `payload` returns; `dst` may then hold part of the message, which the caller cuts
+/// off.
+pub(crate) fn encode_item_with<E>(
+    dst: &mut BytesMut,
+    payload: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<usize, E> {
+    let at = dst.len();
+    dst.put_u16(0); // the message's length, patched below
+    payload(dst)?;
+    let len = dst.len() - at - ITEM_HEADER_LEN;
+    if let Ok(wire_len) = u16::try_from(len) {
+        dst[at..at + ITEM_HEADER_LEN].copy_from_slice(&wire_len.to_be_bytes());
+    }
+    Ok(len)
 }
 
 /// Appends the header of a `Chunk` frame of `mux` whose body (`len` bytes of a larger encoded
