@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::join_all;
-use grid_core::frame::{encode_frame, Frame, FRAME_HEADER_LEN};
+use grid_core::frame::{encode_frame, Frame, Op, FRAME_HEADER_LEN};
 use grid_core::handshake::Features;
 use grid_core::{
     ChunkViolation, CloseKind, Config, Connection, Error, HandlerSpec, Manager, MuxId,
     ProtocolViolation, RemoteError, RequestReceiver, ResponseSender, StreamOptions,
 };
 use scripted::{
-    base_config, cancel, eventually, register_blocking_unary, request, Cluster, Gauge, Inbound,
-    ScriptedPeer, TrackedBytes, WAIT,
+    base_config, cancel, data, eventually, register_blocking_unary, request, Cluster, Gauge,
+    Inbound, ScriptedPeer, TrackedBytes, WAIT,
 };
 
 /// Returns its payload.
@@ -472,6 +472,31 @@ async fn peers_that_break_the_rules_of_parts_are_closed_and_others_carry_on() {
                 ]
             },
             expect: |v| matches!(v, ChunkViolation::Interleaved { .. }),
+        },
+        Attack {
+            name: "a stream message in the middle of its mux's parts",
+            features: Features::CHUNKS,
+            frames: |mux| {
+                let whole = request_bytes(mux, MIRROR, 100_000);
+                vec![
+                    chunk(mux, whole.slice(..50_000)),
+                    data(mux, 0, Bytes::new()),
+                ]
+            },
+            expect: |v| matches!(v, ChunkViolation::Interleaved { op: Op::Data, .. }),
+        },
+        Attack {
+            name: "packed stream messages in the middle of their mux's parts",
+            features: Features::CHUNKS.union(Features::ITEMS),
+            frames: |mux| {
+                let whole = request_bytes(mux, MIRROR, 100_000);
+                let items = vec![Bytes::from_static(b"a"), Bytes::new()];
+                vec![
+                    chunk(mux, whole.slice(..50_000)),
+                    Frame::Items { mux, seq: 0, items },
+                ]
+            },
+            expect: |v| matches!(v, ChunkViolation::Interleaved { op: Op::Items, .. }),
         },
         Attack {
             name: "an abort for a mux with nothing in parts",

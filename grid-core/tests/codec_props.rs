@@ -401,7 +401,7 @@ fn split_decode(msg: &[u8]) -> Option<Vec<Result<Frame, FrameError>>> {
     let mut out = Vec::new();
     loop {
         let mut data = Vec::new();
-        let next = dec.next_non_data(|mux, seq, payload| {
+        let next = dec.next_non_data(|_, mux, seq, payload| {
             data.push(Ok(Frame::Data { mux, seq, payload }));
         });
         out.extend(data);

@@ -8,7 +8,7 @@ mod scripted;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use grid_core::frame::{
-    decode_frame_bytes, encode_frame, Frame, FrameError, Limits, FRAME_HEADER_LEN,
+    decode_frame_bytes, encode_frame, ErrorCode, Frame, FrameError, Limits, FRAME_HEADER_LEN,
 };
 use grid_core::handshake::Features;
 use grid_core::{
@@ -230,7 +230,7 @@ async fn a_peers_mix_of_items_and_data_frames_is_read_in_order() {
 }
 
 /// One batch of one frame: `frame` encoded, then `patch` applied to its bytes.
-fn raw_batch(frame: &Frame, patch: impl FnOnce(&mut [u8])) -> Bytes {
+fn raw_batch(frame: &Frame, patch: impl FnOnce(&mut BytesMut)) -> Bytes {
     let mut f = BytesMut::new();
     encode_frame(frame, false, &mut f);
     patch(&mut f);
@@ -239,39 +239,82 @@ fn raw_batch(frame: &Frame, patch: impl FnOnce(&mut [u8])) -> Bytes {
     batch.freeze()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn items_frames_that_break_the_rules_close_the_link() {
-    let c = cluster(base_config(), 2).await;
-    let frame = |mux| Frame::Items {
+/// An `Items` frame of `mux` carrying `n` empty messages from 0.
+fn empties(mux: MuxId, n: usize) -> Frame {
+    Frame::Items {
+        mux,
+        seq: 0,
+        items: vec![Bytes::new(); n],
+    }
+}
+
+/// An `Items` frame of `mux` carrying one 3-byte message.
+fn abc(mux: MuxId) -> Frame {
+    Frame::Items {
         mux,
         seq: 0,
         items: vec![Bytes::from_static(b"abc")],
-    };
-    type Case = (&'static str, Features, fn(&mut [u8]), FrameError);
-    let cases: [Case; 2] = [
-        (
-            "from a peer that did not agree",
-            Features::NONE,
-            |_| {},
-            FrameError::UnknownOp(23),
-        ),
-        (
-            "a message running past the body",
-            Features::ITEMS,
+    }
+}
+
+/// One way to break the rules: the peer's features, the frame and how its bytes are patched,
+/// and the error the node must close with.
+struct Case {
+    what: &'static str,
+    features: Features,
+    frame: fn(MuxId) -> Frame,
+    patch: fn(&mut BytesMut),
+    error: FrameError,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_frames_that_break_the_rules_close_the_link() {
+    let items = grid_core::frame::Op::Items;
+    let cases = [
+        Case {
+            what: "from a peer that did not agree",
+            features: Features::NONE,
+            frame: abc,
+            patch: |_| {},
+            error: FrameError::UnknownOp(23),
+        },
+        Case {
+            what: "a message running past the body",
+            features: Features::ITEMS,
+            frame: abc,
             // The length of the one message, 3, claims 4.
-            |f| f[15] = 4,
-            FrameError::BadLength {
-                op: grid_core::frame::Op::Items,
-                len: 9,
+            patch: |f| f[15] = 4,
+            error: FrameError::BadLength { op: items, len: 9 },
+        },
+        Case {
+            what: "a length cut short by the end of the body",
+            features: Features::ITEMS,
+            frame: abc,
+            // One byte more in the body: half of a second message's length.
+            patch: |f| {
+                f[9] += 1;
+                f.put_u8(0);
             },
-        ),
+            error: FrameError::BadLength { op: items, len: 10 },
+        },
+        Case {
+            what: "more messages than a batch may hold",
+            features: Features::ITEMS,
+            frame: |mux| empties(mux, 1025),
+            patch: |_| {},
+            error: FrameError::TooManyMessages { limit: 1024 },
+        },
     ];
-    for (i, (what, features, patch, error)) in cases.into_iter().enumerate() {
-        let mut peer = c.attacker_with(i, None, features).await;
+    let c = cluster(base_config(), cases.len()).await;
+    for (i, case) in cases.iter().enumerate() {
+        let what = case.what;
+        let mut peer = c.attacker_with(i, None, case.features).await;
         peer.read_eagerly();
         let mux = peer.mux();
         peer.send(&[open(mux, ECHO, 8, 8)]).await.unwrap();
-        let _ = peer.send_raw(raw_batch(&frame(mux), patch)).await;
+        let _ = peer
+            .send_raw(raw_batch(&(case.frame)(mux), case.patch))
+            .await;
         peer.expect_closed(what).await;
         c.expect_node_disconnected(&c.attackers[i], what).await;
         let reason = c
@@ -281,7 +324,7 @@ async fn items_frames_that_break_the_rules_close_the_link() {
             .last_close_reason()
             .unwrap();
         match &reason.kind {
-            CloseKind::Violation(ProtocolViolation::Frame(e)) if *e == error => {}
+            CloseKind::Violation(ProtocolViolation::Frame(e)) if *e == case.error => {}
             other => panic!("{what}: closed with {other:?}"),
         }
         c.assert_honest_works(what).await;
@@ -303,15 +346,15 @@ async fn an_items_frame_out_of_sequence_or_credit_ends_only_its_stream() {
         peer.send(&[open(mux, ECHO, 2, 8), Frame::Items { mux, seq, items }])
             .await
             .unwrap();
-        // The stream fails; the link carries on.
-        let ended = loop {
+        // The stream fails as a protocol error; the link carries on.
+        let error = loop {
             match peer.frame().await {
-                Frame::Error { mux: m, .. }
+                Frame::Error { mux: m, error }
                 | Frame::End {
                     mux: m,
-                    error: Some(_),
+                    error: Some(error),
                     ..
-                } if m == mux => break true,
+                } if m == mux => break error,
                 Frame::Ack { .. }
                 | Frame::Credit { .. }
                 | Frame::Data { .. }
@@ -319,7 +362,7 @@ async fn an_items_frame_out_of_sequence_or_credit_ends_only_its_stream() {
                 other => panic!("{what}: unexpected {other:?}"),
             }
         };
-        assert!(ended, "{what}");
+        assert_eq!(error.code, ErrorCode::Protocol, "{what}: {error:?}");
         peer.barrier().await;
     }
     c.assert_honest_works("after the bad streams").await;

@@ -27,7 +27,7 @@ use super::session::Session;
 use super::stats::ConnStats;
 use super::watchdog::Watchdog;
 use super::Ws;
-use crate::frame::{BatchDecoder, Frame, Limits, Payload};
+use crate::frame::{BatchDecoder, Frame, Limits, Op, Payload};
 use crate::handler::Registry;
 use crate::ids::MuxId;
 use crate::observe::in_span;
@@ -189,6 +189,8 @@ async fn read_loop(
     // Allocated by the first data frame: an idle link holds no room for runs.
     let mut run: Vec<(u32, Payload)> = Vec::new();
     let mut run_mux = MuxId::CONNECTION;
+    // The op of the run's first frame (`Data` or `Items`), for an error it may cause.
+    let mut run_op = Op::Data;
     // The responses of one message, handled together (one lock of the core for all).
     let mut responses: Vec<Frame> = Vec::new();
     let mut replies = Vec::new();
@@ -222,20 +224,23 @@ async fn read_loop(
         let mut handed_data = false;
         loop {
             // A stream's data frames that arrived back to back go to it as one run.
-            let next = decoder.next_non_data(|mux, seq, payload| {
+            let next = decoder.next_non_data(|op, mux, seq, payload| {
                 handed_data = true;
                 if mux != run_mux && !run.is_empty() {
-                    session.dispatch_run(run_mux, &mut run, now);
+                    session.dispatch_run(run_op, run_mux, &mut run, now);
+                }
+                if run.is_empty() {
+                    run_op = op;
                 }
                 run_mux = mux;
                 run.push((seq, payload));
                 // The consumer may start on the first part while the rest is decoded.
                 if run.len() >= RUN_MAX {
-                    session.dispatch_run(run_mux, &mut run, now);
+                    session.dispatch_run(run_op, run_mux, &mut run, now);
                 }
             });
             if !run.is_empty() {
-                session.dispatch_run(run_mux, &mut run, now);
+                session.dispatch_run(run_op, run_mux, &mut run, now);
             }
             let frame = match next {
                 None => break,

@@ -144,6 +144,14 @@ impl Entry {
         }
     }
 
+    /// Messages it holds: its frames, with each message of an `Items` frame counted.
+    fn msgs(&self) -> usize {
+        match self {
+            Entry::Tagged(..) => 1,
+            Entry::Run { msgs, .. } => *msgs,
+        }
+    }
+
     /// Bytes of frames (without a run's reserved header).
     fn len(&self) -> usize {
         match self {
@@ -229,13 +237,20 @@ pub(crate) struct Batch {
     buf: BytesMut,
     /// Frames in `buf`.
     pub(crate) frames: usize,
+    /// Messages in `buf`: each frame, and each message packed in an `Items` frame. The
+    /// receiver takes at most [`MAX_FRAMES_PER_BATCH`] in a batch (`PROTOCOL.md` section 12).
+    msgs: usize,
 }
 
 impl Batch {
     fn new(mut buf: BytesMut) -> Batch {
         buf.clear();
         buf.put_bytes(0, BATCH_HEADER_LEN);
-        Batch { buf, frames: 0 }
+        Batch {
+            buf,
+            frames: 0,
+            msgs: 0,
+        }
     }
 
     /// Bytes of the finished message.
@@ -401,12 +416,15 @@ impl DataWriter<'_> {
             return self.frame(|dst| frame::encode_data_with(MuxId(mux), seq, false, dst, write));
         }
         let item_max = ITEM_MAX.min(self.large_above().saturating_sub(DATA_HEAD_LEN));
+        // Under the chunk size too: a packed frame is no longer than a message sent whole, by
+        // more than one message.
+        let frame_max = ITEMS_FRAME_MAX.min(self.large_above());
         let lanes = &mut *self.lanes;
         let max_batch = self.queue.max_batch_bytes;
         let (buf, frames, open) =
             last_run(&mut lanes.data, &mut lanes.spare, lanes.run_hint, max_batch);
-        let joins = open
-            .filter(|o| o.mux == mux && o.next_seq == seq && buf.len() - o.start < ITEMS_FRAME_MAX);
+        let joins =
+            open.filter(|o| o.mux == mux && o.next_seq == seq && buf.len() - o.start < frame_max);
         let before = buf.len();
         let start = match joins {
             Some(o) => o.start,
@@ -993,6 +1011,7 @@ impl OutQueue {
                 let mut b = Batch::new(BytesMut::with_capacity(BATCH_HEADER_LEN + f.len()));
                 b.buf.extend_from_slice(&f);
                 b.frames = 1;
+                b.msgs = 1;
                 b
             }));
         }
@@ -1033,6 +1052,8 @@ impl OutQueue {
                 &mut window,
             );
             lanes.in_flight = PARTS_IN_FLIGHT - window;
+            // Control frames and parts are one message each.
+            batch.msgs = batch.frames;
             self.after_take(lanes, was_full, sent > 0);
             return Some(Some(batch));
         }
@@ -1043,11 +1064,14 @@ impl OutQueue {
                 if *frames > 0 && (alone || buf.len() > COPY_RUN_MAX));
         if run_first {
             // A whole run is a whole batch: sent as it is, without a copy.
-            if let Some(Entry::Run { buf, frames, .. }) = lanes.data.pop_front() {
+            if let Some(Entry::Run {
+                buf, frames, msgs, ..
+            }) = lanes.data.pop_front()
+            {
                 lanes.take_data(buf.len() - BATCH_HEADER_LEN);
                 lanes.run_hint = buf.len();
                 self.after_take(lanes, was_full, true);
-                return Some(Some(Batch { buf, frames }));
+                return Some(Some(Batch { buf, frames, msgs }));
             }
         }
         let buf = lanes
@@ -1067,8 +1091,8 @@ impl OutQueue {
         Self::fill_control(lanes, batch);
         let mut took_data = false;
         while let Some(next) = lanes.data.front() {
-            let (len, frames) = (next.len(), next.frames());
-            let fits = batch.frames + frames <= MAX_FRAMES_PER_BATCH
+            let (len, frames, msgs) = (next.len(), next.frames(), next.msgs());
+            let fits = batch.msgs + msgs <= MAX_FRAMES_PER_BATCH
                 && batch.buf.len() + len <= max_bytes.saturating_add(BATCH_HEADER_LEN);
             let big = len > COPY_RUN_MAX && matches!(next, Entry::Run { .. });
             if batch.frames > 0 && (!fits || big) {
@@ -1090,6 +1114,7 @@ impl OutQueue {
                 }
             }
             batch.frames += frames;
+            batch.msgs += msgs;
         }
         took_data
     }
@@ -1108,12 +1133,13 @@ impl OutQueue {
 
     /// Copies the queued control frames into `batch`, within [`MAX_FRAMES_PER_BATCH`].
     fn fill_control(lanes: &mut Lanes, batch: &mut Batch) {
-        while batch.frames < MAX_FRAMES_PER_BATCH {
+        while batch.msgs < MAX_FRAMES_PER_BATCH {
             let Some(f) = lanes.control.pop_front() else {
                 break;
             };
             batch.buf.extend_from_slice(&f);
             batch.frames += 1;
+            batch.msgs += 1;
         }
     }
 

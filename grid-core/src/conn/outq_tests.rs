@@ -504,3 +504,206 @@ async fn requests_encoded_in_reused_buffers_go_out_whole_and_in_order() {
     assert!(matches!(refused, Err(Refused::Full)), "{refused:?}");
     assert!(!encoded_now);
 }
+
+// ---- packed stream messages (`DataWriter::item`) ---------------------------------------------
+
+/// The limits of a receiver that agreed to `Items` frames.
+fn items_limits() -> Limits {
+    Limits {
+        items: true,
+        ..Limits::default()
+    }
+}
+
+/// Queues message `seq` of mux 1, `len` bytes of `seq as u8`, as an encoder would write it.
+fn item(q: &OutQueue, seq: u32, len: usize) {
+    q.append(Bound::None, |w| {
+        w.item(1, seq, |dst| {
+            dst.put_bytes(seq as u8, len);
+            Ok::<_, ()>(())
+        })
+    })
+    .expect("open");
+}
+
+/// Drains every batch queued, checking each against a receiver's limits, and returns the
+/// messages of mux 1 as `(seq, payload, came packed)` with the frames of each batch.
+async fn drain_messages(q: &OutQueue, max_bytes: usize) -> (Vec<(u32, Bytes, bool)>, Vec<Frame>) {
+    let (mut msgs, mut all) = (Vec::new(), Vec::new());
+    while !q.is_empty() {
+        let batch = q.drain(max_bytes).await.expect("open");
+        let frames = decode_batch(batch.finish(false), &items_limits()).expect("a valid batch");
+        for f in &frames {
+            match f {
+                Frame::Items { seq, items, .. } => msgs.extend(
+                    (0u32..)
+                        .zip(items)
+                        .map(|(i, m)| (seq.wrapping_add(i), m.clone(), true)),
+                ),
+                Frame::Data {
+                    seq,
+                    payload: Some(p),
+                    ..
+                } => msgs.push((*seq, p.clone(), false)),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        all.extend(frames);
+    }
+    (msgs, all)
+}
+
+/// Checks that `msgs` are messages 0.. of the lengths `lens`, as [`item`] wrote them.
+fn check_messages(msgs: &[(u32, Bytes, bool)], lens: &[usize]) {
+    assert_eq!(msgs.len(), lens.len(), "how many");
+    for (i, ((seq, m, _), len)) in msgs.iter().zip(lens).enumerate() {
+        assert_eq!(*seq as usize, i, "message {i}'s number");
+        assert_eq!(m.len(), *len, "message {i}'s length");
+        assert!(m.iter().all(|&b| b == i as u8), "message {i}'s bytes");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_packed_messages_holds_at_most_a_batchs_worth_of_them() {
+    // Runs of empty messages are a few KiB each: several fit in a batch's bytes, but a batch
+    // takes at most `MAX_FRAMES_PER_BATCH` messages, or the receiver refuses it.
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10, 0);
+    let lens = vec![0; 5000];
+    for seq in 0..5000 {
+        item(&q, seq, 0);
+    }
+    let mut msgs = Vec::new();
+    let mut batches = 0;
+    while !q.is_empty() {
+        let batch = q.drain(1 << 20).await.expect("open");
+        let frames = decode_batch(batch.finish(false), &items_limits()).expect("a valid batch");
+        let n: usize = frames
+            .iter()
+            .map(|f| match f {
+                Frame::Items { items, .. } => items.len(),
+                _ => 1,
+            })
+            .sum();
+        assert!(n <= MAX_FRAMES_PER_BATCH, "a batch of {n} messages");
+        batches += 1;
+        for f in frames {
+            if let Frame::Items { seq, items, .. } = f {
+                msgs.extend((0u32..).zip(items).map(|(i, m)| (seq + i, m, true)));
+            }
+        }
+    }
+    assert_eq!(batches, 5, "5,000 messages in batches of 1,024");
+    check_messages(&msgs, &lens);
+}
+
+#[tokio::test]
+async fn a_packed_frame_stops_taking_messages_at_its_size_bound() {
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10, 0);
+    let lens = vec![1000; 70];
+    for (seq, &len) in (0..).zip(&lens) {
+        item(&q, seq, len);
+    }
+    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    check_messages(&msgs, &lens);
+    let sizes: Vec<usize> = frames
+        .iter()
+        .map(|f| match f {
+            Frame::Items { items, .. } => items.len(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    // A frame takes another message while under 32 KiB: 33 of 1,002 bytes after its head.
+    assert_eq!(sizes, vec![33, 33, 4]);
+}
+
+#[tokio::test]
+async fn a_packed_frame_stays_near_a_small_chunk_size() {
+    // With parts of 1 KiB, a packed frame takes messages while under 1 KiB, so it ends under
+    // 1 KiB and one message. (A message over 1 KiB less a Data frame's head would go in parts.)
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10, 1024);
+    let lens = [400, 400, 400, 400, 1010, 5];
+    for (seq, &len) in (0..).zip(&lens) {
+        item(&q, seq, len);
+    }
+    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    check_messages(&msgs, &lens);
+    assert!(msgs.iter().all(|m| m.2), "all packed");
+    let sizes: Vec<usize> = frames
+        .iter()
+        .map(|f| match f {
+            Frame::Items { items, .. } => items.len(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(sizes, vec![3, 2, 1]);
+    for f in &frames {
+        let mut buf = BytesMut::new();
+        encode_frame(f, false, &mut buf);
+        assert!(
+            buf.len() <= 1024 + 1010 + 2,
+            "a frame of {} bytes",
+            buf.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_encoded_message_too_long_to_pack_becomes_a_data_frame_in_its_place() {
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10, 0);
+    // Too long first in a run (the frame it would have opened goes), after a packed one (it
+    // leaves the frame), then between two packed ones, then two long ones in a row.
+    let lens = [5000, 10, 4097, 4096, 7, 6000, 6000, 0];
+    for (seq, &len) in (0..).zip(&lens) {
+        item(&q, seq, len);
+    }
+    let queued = q.data_bytes();
+    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    check_messages(&msgs, &lens);
+    let packed: Vec<bool> = msgs.iter().map(|m| m.2).collect();
+    assert_eq!(packed, [false, true, false, true, true, false, false, true]);
+    assert_eq!(frames.len(), 7, "{frames:?}");
+    let wire: usize = frames
+        .iter()
+        .map(|f| {
+            let mut buf = BytesMut::new();
+            encode_frame(f, false, &mut buf);
+            buf.len()
+        })
+        .sum();
+    assert_eq!(queued, wire, "the lane counted the bytes it held");
+}
+
+#[tokio::test]
+async fn a_failed_or_panicking_encoder_of_a_packed_message_leaves_the_lane_as_it_was() {
+    let q = OutQueue::new(usize::MAX, 1 << 20, 10, 0);
+    let fail = |q: &OutQueue, seq| {
+        let r = q.append(Bound::None, |w| {
+            w.item(1, seq, |dst| {
+                dst.put_bytes(0xee, 30);
+                Err::<(), _>("refused")
+            })
+        });
+        assert!(matches!(r, Err(Refused::By("refused"))));
+    };
+    // In a new frame, then in a frame it would have joined.
+    fail(&q, 0);
+    assert_eq!((q.lens(), q.data_bytes()), ((0, 0), 0));
+    item(&q, 0, 3);
+    let before = q.data_bytes();
+    fail(&q, 1);
+    assert_eq!(q.data_bytes(), before);
+    let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let _ = q.append(Bound::None, |w| {
+            w.item(1, 1, |dst| -> Result<(), ()> {
+                dst.put_bytes(0xee, 30);
+                panic!("an encoder's bug")
+            })
+        });
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(q.data_bytes(), before);
+    item(&q, 1, 2);
+    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    check_messages(&msgs, &[3, 2]);
+    assert_eq!(frames.len(), 1, "both in one frame: {frames:?}");
+}

@@ -32,7 +32,7 @@ use super::slot::{Machine, Shared};
 use super::stats::{ConnStats, Padded};
 use crate::cancel::CancelSignal;
 use crate::config::Config;
-use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Payload, Route};
+use crate::frame::{self, ErrorCode, ErrorRecord, Frame, MetadataLimits, Op, Payload, Route};
 use crate::handshake::Features;
 use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
@@ -721,11 +721,17 @@ impl Session {
         }
     }
 
-    /// Handles a run of `Data` frames of stream `mux` (sequence number, payload), as the reader
-    /// found them back to back: one lookup, one lock of the stream, one wake. Leaves `run`
-    /// empty.
-    pub(crate) fn dispatch_run(&self, mux: MuxId, run: &mut Vec<(u32, Payload)>, now: Instant) {
-        self.with_core(|core| core.handle_data_run(mux, run.drain(..), now));
+    /// Handles a run of messages of stream `mux` (sequence number, payload), in `Data` or
+    /// `Items` frames (`op`: the first one's) as the reader found them back to back: one
+    /// lookup, one lock of the stream, one wake. Leaves `run` empty.
+    pub(crate) fn dispatch_run(
+        &self,
+        op: Op,
+        mux: MuxId,
+        run: &mut Vec<(u32, Payload)>,
+        now: Instant,
+    ) {
+        self.with_core(|core| core.handle_data_run(op, mux, run.drain(..), now));
     }
 
     // ---- served calls -----------------------------------------------------------------------

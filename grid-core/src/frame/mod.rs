@@ -590,6 +590,13 @@ pub enum FrameError {
         /// The limit.
         limit: usize,
     },
+    /// A batch holding more messages than its limit of frames, each message of an `Items`
+    /// frame counting as one frame would (`PROTOCOL.md` section 12).
+    #[error("more than {limit} messages in one batch")]
+    TooManyMessages {
+        /// The limit (`Limits::max_frames`).
+        limit: usize,
+    },
     /// Bytes left over after the declared frames.
     #[error("{0} trailing bytes after the last frame")]
     TrailingBytes(usize),

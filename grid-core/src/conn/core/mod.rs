@@ -413,7 +413,7 @@ impl<H: Handles> ConnCore<H> {
                 let run = (0u32..)
                     .zip(items)
                     .map(|(i, item)| (seq.wrapping_add(i), Some(item)));
-                self.handle_data_run(mux, run, now);
+                self.handle_data_run(Op::Items, mux, run, now);
                 return None;
             }
             Frame::Chunk { mux, bytes } => return self.on_chunk(mux, bytes, now, router),
@@ -670,12 +670,14 @@ impl<H: Handles> ConnCore<H> {
         }
     }
 
-    /// Takes a run of `Data` frames of `mux` that arrived back to back, as (sequence number,
-    /// payload): one table lookup, one lock of the stream's slot and one wake for the whole run,
-    /// with the same rules as [`handle_frame`](Self::handle_frame) applied to each frame (data
-    /// never starts a call, and data for a mux we do not know is ignored).
+    /// Takes a run of messages of `mux` that arrived back to back in `Data` or `Items` frames
+    /// (`op`: the first one's), as (sequence number, payload): one table lookup, one lock of the
+    /// stream's slot and one wake for the whole run, with the same rules as
+    /// [`handle_frame`](Self::handle_frame) applied to each frame (data never starts a call,
+    /// and data for a mux we do not know is ignored).
     pub(crate) fn handle_data_run(
         &mut self,
+        op: Op,
         mux: MuxId,
         run: impl Iterator<Item = (u32, Payload)>,
         now: Instant,
@@ -686,7 +688,7 @@ impl<H: Handles> ConnCore<H> {
         if self.reasm.holds(mux) {
             self.violate(ProtocolViolation::Chunk(ChunkViolation::Interleaved {
                 mux,
-                op: crate::frame::Op::Data,
+                op,
             }));
             return;
         }

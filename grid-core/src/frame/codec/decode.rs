@@ -119,6 +119,10 @@ pub struct BatchDecoder {
     pos: usize,
     /// Frames declared but not yet decoded.
     remaining: usize,
+    /// Messages the batch may still hold beyond one per declared frame: a batch holds at most
+    /// `limits.max_frames` messages, each frame counting one and each message of an `Items`
+    /// frame one (`PROTOCOL.md` section 12), so packing bounds dispatch work as frames do.
+    spare_msgs: usize,
     /// Set after an error or after the end was checked: nothing more is yielded.
     done: bool,
 }
@@ -187,6 +191,7 @@ impl BatchDecoder {
             limits: *limits,
             pos: BATCH_HEADER_LEN,
             remaining: count,
+            spare_msgs: limits.max_frames - count,
             done: false,
         })
     }
@@ -218,6 +223,12 @@ impl Iterator for BatchDecoder {
         }
         match decode_frame(&self.msg, self.pos, &self.limits) {
             Ok((frame, len)) => {
+                if let Frame::Items { items, .. } = &frame {
+                    if let Err(e) = self.charge(items.len()) {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
                 self.pos += len;
                 self.remaining -= 1;
                 Some(Ok(frame))
@@ -242,14 +253,29 @@ impl Iterator for BatchDecoder {
 impl FusedIterator for BatchDecoder {}
 
 impl BatchDecoder {
-    /// Like [`next`](Iterator::next), but hands every `Data` frame to `on_data` (mux, sequence
-    /// number, payload) as it goes, without building a [`Frame`] for it, and returns the next
-    /// frame of any other op, the error, or the end. The same checks run in the same order; a
-    /// reader uses it to move a stream's messages in runs.
+    /// Takes the messages of an `Items` frame of `n` (its own count, one, is already taken by
+    /// the header's frame count) from the batch's spare messages.
+    fn charge(&mut self, n: usize) -> Result<(), FrameError> {
+        match self.spare_msgs.checked_sub(n.saturating_sub(1)) {
+            Some(left) => {
+                self.spare_msgs = left;
+                Ok(())
+            }
+            None => Err(FrameError::TooManyMessages {
+                limit: self.limits.max_frames,
+            }),
+        }
+    }
+
+    /// Like [`next`](Iterator::next), but hands every `Data` frame, and each message of an
+    /// `Items` frame, to `on_data` (the frame's op, mux, sequence number, payload) as it goes,
+    /// without building a [`Frame`] for it, and returns the next frame of any other op, the
+    /// error, or the end. The same checks run in the same order; a reader uses it to move a
+    /// stream's messages in runs.
     #[inline]
     pub fn next_non_data(
         &mut self,
-        mut on_data: impl FnMut(MuxId, u32, Payload),
+        mut on_data: impl FnMut(Op, MuxId, u32, Payload),
     ) -> Option<Result<Frame, FrameError>> {
         while !self.done && self.remaining > 0 {
             let header = match decode_header(&self.msg, self.pos, &self.limits) {
@@ -261,7 +287,11 @@ impl BatchDecoder {
             };
             if header.op == Op::Items {
                 let body = header.body(&self.msg, self.pos, &self.limits);
-                if let Err(e) = body.items(|seq, item| on_data(header.mux, seq, Some(item))) {
+                let most = self.spare_msgs + 1;
+                let items = body
+                    .items(most, |seq, item| on_data(Op::Items, header.mux, seq, Some(item)))
+                    .and_then(|(_, n)| self.charge(n));
+                if let Err(e) = items {
                     self.done = true;
                     return Some(Err(e));
                 }
@@ -282,7 +312,7 @@ impl BatchDecoder {
                 Ok((seq, payload)) => {
                     self.pos += header.frame_len;
                     self.remaining -= 1;
-                    on_data(header.mux, seq, payload);
+                    on_data(Op::Data, header.mux, seq, payload);
                 }
                 Err(e) => {
                     self.done = true;
@@ -501,14 +531,23 @@ impl Body<'_> {
     }
 
     /// The body of an `Items` frame: hands each message to `each` with its sequence number, in
-    /// order, as it is read, and returns the first one's. On an error the messages before the
-    /// bad one were handed on, as the frames before a bad one of a batch are.
+    /// order, as it is read, and returns the first one's and how many there were. On an error
+    /// the messages before the bad one were handed on, as the frames before a bad one of a
+    /// batch are. More than `most` messages is [`FrameError::TooManyMessages`], found before
+    /// the one past `most` is handed on.
     #[inline]
-    fn items(mut self, mut each: impl FnMut(u32, Bytes)) -> Result<u32, FrameError> {
+    fn items(mut self, most: usize, mut each: impl FnMut(u32, Bytes)) -> Result<(u32, usize), FrameError> {
         let first = self.u32()?;
         let mut seq = first;
+        let mut n = 0;
         let max = self.limits.max_payload;
         while self.pos < self.end {
+            if n == most {
+                return Err(FrameError::TooManyMessages {
+                    limit: self.limits.max_frames,
+                });
+            }
+            n += 1;
             let len = usize::from(self.u16()?);
             if len > max {
                 return Err(FrameError::PayloadTooLarge { len, limit: max });
@@ -520,7 +559,7 @@ impl Body<'_> {
             self.pos += len;
             seq = seq.wrapping_add(1);
         }
-        Ok(first)
+        Ok((first, n))
     }
 
     /// The payload when `PAYLOAD` is set; otherwise absent (and the body must end here).
@@ -717,8 +756,10 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             bytes => Frame::ChunkAck { bytes },
         },
         Op::Items => {
+            // At most a batch's worth: a frame alone cannot hold more (`BatchDecoder` then
+            // counts them against the rest of its batch).
             let mut items = Vec::new();
-            let seq = Body { ..*b }.items(|_, item| items.push(item))?;
+            let (seq, _) = Body { ..*b }.items(b.limits.max_frames, |_, item| items.push(item))?;
             b.pos = b.end;
             Frame::Items { mux, seq, items }
         }

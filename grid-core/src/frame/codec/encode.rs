@@ -56,8 +56,8 @@ fn wire_op(frame: &Frame) -> u8 {
             }
         }
         Frame::Items { items, .. } => {
-            let fits = items.iter().all(|i| i.len() <= MAX_ITEM_LEN);
-            debug_assert!(fits, "an Items message over {MAX_ITEM_LEN} bytes");
+            let fits = !items.is_empty() && items.iter().all(|i| i.len() <= MAX_ITEM_LEN);
+            debug_assert!(fits, "an Items frame empty or with a message over {MAX_ITEM_LEN} bytes");
             if fits {
                 Op::Items as u8
             } else {
@@ -181,8 +181,8 @@ pub fn encoded_len(frame: &Frame, checksum: bool) -> usize {
 /// peer. Three things the wire cannot represent are caller bugs, asserted in debug builds; release
 /// builds write them so that every receiver rejects the frame instead of misreading it:
 /// - a subroute over 255 bytes is written as subroute length 0 (rejected as a bad field);
-/// - a [`Frame::Handshake`] with a non-handshake op, or a [`Frame::Items`] with a message over
-///   [`MAX_ITEM_LEN`] bytes, is written with op 0 (rejected as unknown);
+/// - a [`Frame::Handshake`] with a non-handshake op, or a [`Frame::Items`] with no message or
+///   one over [`MAX_ITEM_LEN`] bytes, is written with op 0 (rejected as unknown);
 /// - a body over `u32::MAX` bytes is written with body length `u32::MAX` (no receiver admits it).
 pub fn encode_frame(frame: &Frame, checksum: bool, dst: &mut BytesMut) {
     let body = body_len(frame);

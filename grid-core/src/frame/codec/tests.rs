@@ -891,3 +891,62 @@ fn a_split_encoding_is_the_whole_encoding_with_the_payload_shared() {
         }
     }
 }
+
+/// An `Items` frame of mux 1 with `n` empty messages from sequence number 0.
+fn empty_items(n: usize) -> Vec<u8> {
+    let mut body = 0u32.to_be_bytes().to_vec();
+    body.resize(4 + 2 * n, 0);
+    raw(Op::Items as u8, 0, 1, &body)
+}
+
+/// What each way of decoding `batch` makes of it: the messages the fast path handed on before
+/// its end or error, and its error; the iterator's error.
+fn decode_items_both_ways(batch: &Bytes, limits: &Limits) -> (usize, Option<FrameError>, Option<FrameError>) {
+    let mut dec = BatchDecoder::new(batch.clone(), limits).unwrap();
+    let mut handed = 0;
+    // Only `Items` frames here: one call takes the whole batch, to its end or its error.
+    let fast = match dec.next_non_data(|op, _, _, _| {
+        assert_eq!(op, Op::Items);
+        handed += 1;
+    }) {
+        None => None,
+        Some(Ok(f)) => panic!("unexpected {f:?}"),
+        Some(Err(e)) => Some(e),
+    };
+    let iterated = decode_batch(batch.clone(), limits).err();
+    (handed, fast, iterated)
+}
+
+#[test]
+fn a_batch_holds_at_most_max_frames_messages_counting_packed_ones() {
+    let limits = Limits {
+        max_frames: 8,
+        items: true,
+        ..LIMITS
+    };
+    let too_many = Some(FrameError::TooManyMessages { limit: 8 });
+    // One frame of 8, two of 4 and 4, a ping and 7: at the limit.
+    for frames in [vec![empty_items(8)], vec![empty_items(4), empty_items(4)]] {
+        let batch = batch_of(frames.len() as u16, &frames.concat());
+        assert_eq!(decode_items_both_ways(&batch, &limits), (8, None, None));
+    }
+    let mut at_limit = ping(0);
+    at_limit.extend(empty_items(7));
+    assert!(decode_batch(batch_of(2, &at_limit), &limits).is_ok());
+    // One past it, whichever frame holds the ninth: the fast path hands on the eight before.
+    for frames in [vec![empty_items(9)], vec![empty_items(5), empty_items(4), empty_items(1)]] {
+        let batch = batch_of(frames.len() as u16, &frames.concat());
+        let (handed, fast, iterated) = decode_items_both_ways(&batch, &limits);
+        assert!(handed <= 8, "{handed} handed on");
+        assert_eq!((fast, iterated), (too_many.clone(), too_many.clone()));
+    }
+    let mut past = ping(0);
+    past.extend(empty_items(8));
+    assert_eq!(decode_batch(batch_of(2, &past), &limits).err(), too_many);
+    // A frame decoded alone holds at most `max_frames` messages.
+    let lone = empty_items(9);
+    assert_eq!(
+        super::decode_frame_bytes(Bytes::from(lone), &limits).err(),
+        too_many
+    );
+}
