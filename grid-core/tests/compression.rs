@@ -167,15 +167,7 @@ async fn compressed_frames_that_break_the_rules_close_the_link() {
                 block,
             }])
             .await;
-        peer.expect_closed(what).await;
-        c.expect_node_disconnected(&c.attackers[i], what).await;
-        let reason = c
-            .node
-            .connection(&c.attackers[i])
-            .unwrap()
-            .last_close_reason()
-            .unwrap();
-        match &reason.kind {
+        match &c.closed_by_node(&mut peer, i, what).await {
             CloseKind::Violation(ProtocolViolation::Compressed(v)) if expect(v) => {}
             other => panic!("{what}: closed with {other:?}"),
         }

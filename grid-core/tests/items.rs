@@ -12,8 +12,8 @@ use grid_core::frame::{
 };
 use grid_core::handshake::Features;
 use grid_core::{
-    CloseKind, Config, HandlerSpec, Manager, MuxId, ProtocolViolation, RemoteError,
-    RequestReceiver, ResponseSender,
+    CloseKind, CompressViolation, Config, HandlerSpec, Manager, MuxId, ProtocolViolation,
+    RemoteError, RequestReceiver, ResponseSender,
 };
 use scripted::{base_config, open, Cluster, ScriptedPeer};
 
@@ -258,13 +258,13 @@ fn abc(mux: MuxId) -> Frame {
 }
 
 /// One way to break the rules: the peer's features, the frame and how its bytes are patched,
-/// and the error the node must close with.
+/// and the violation the node must close with.
 struct Case {
     what: &'static str,
     features: Features,
     frame: fn(MuxId) -> Frame,
     patch: fn(&mut BytesMut),
-    error: FrameError,
+    error: ProtocolViolation,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +276,7 @@ async fn items_frames_that_break_the_rules_close_the_link() {
             features: Features::NONE,
             frame: abc,
             patch: |_| {},
-            error: FrameError::UnknownOp(23),
+            error: ProtocolViolation::Frame(FrameError::UnknownOp(23)),
         },
         Case {
             what: "a message running past the body",
@@ -284,7 +284,7 @@ async fn items_frames_that_break_the_rules_close_the_link() {
             frame: abc,
             // The length of the one message, 3, claims 4.
             patch: |f| f[15] = 4,
-            error: FrameError::BadLength { op: items, len: 9 },
+            error: ProtocolViolation::Frame(FrameError::BadLength { op: items, len: 9 }),
         },
         Case {
             what: "a length cut short by the end of the body",
@@ -295,17 +295,38 @@ async fn items_frames_that_break_the_rules_close_the_link() {
                 f[9] += 1;
                 f.put_u8(0);
             },
-            error: FrameError::BadLength { op: items, len: 10 },
+            error: ProtocolViolation::Frame(FrameError::BadLength { op: items, len: 10 }),
+        },
+        Case {
+            what: "an Items frame inside a compressed one",
+            features: Features::ITEMS.union(Features::LZ4),
+            frame: |mux| {
+                let mut inner = BytesMut::new();
+                encode_frame(&abc(mux), false, &mut inner);
+                Frame::Compressed {
+                    mux,
+                    raw_len: inner.len() as u32,
+                    block: lz4_flex::block::compress(&inner).into(),
+                }
+            },
+            patch: |_| {},
+            // Only a call's request or response goes compressed.
+            error: ProtocolViolation::Compressed(CompressViolation::BadInner { mux: MuxId(1) }),
         },
         Case {
             what: "more messages than a batch may hold",
             features: Features::ITEMS,
             frame: |mux| empties(mux, 1025),
             patch: |_| {},
-            error: FrameError::TooManyMessages { limit: 1024 },
+            error: ProtocolViolation::Frame(FrameError::TooManyMessages { limit: 1024 }),
         },
     ];
-    let c = cluster(base_config(), cases.len()).await;
+    // Compression on, for the case that needs it: the others offer no `lz4`.
+    let config = Config {
+        compress_threshold: 1024,
+        ..base_config()
+    };
+    let c = cluster(config, cases.len()).await;
     for (i, case) in cases.iter().enumerate() {
         let what = case.what;
         let mut peer = c.attacker_with(i, None, case.features).await;
@@ -315,16 +336,8 @@ async fn items_frames_that_break_the_rules_close_the_link() {
         let _ = peer
             .send_raw(raw_batch(&(case.frame)(mux), case.patch))
             .await;
-        peer.expect_closed(what).await;
-        c.expect_node_disconnected(&c.attackers[i], what).await;
-        let reason = c
-            .node
-            .connection(&c.attackers[i])
-            .unwrap()
-            .last_close_reason()
-            .unwrap();
-        match &reason.kind {
-            CloseKind::Violation(ProtocolViolation::Frame(e)) if *e == case.error => {}
+        match &c.closed_by_node(&mut peer, i, what).await {
+            CloseKind::Violation(v) if *v == case.error => {}
             other => panic!("{what}: closed with {other:?}"),
         }
         c.assert_honest_works(what).await;

@@ -596,6 +596,17 @@ async fn a_batch_of_packed_messages_holds_at_most_a_batchs_worth_of_them() {
     check_messages(&msgs, &lens);
 }
 
+/// How many messages each of `frames`, all `Items` frames, carries.
+fn items_per_frame(frames: &[Frame]) -> Vec<usize> {
+    frames
+        .iter()
+        .map(|f| match f {
+            Frame::Items { items, .. } => items.len(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn a_packed_frame_stops_taking_messages_at_its_size_bound() {
     let q = OutQueue::new(usize::MAX, 1 << 20, 10, 0);
@@ -605,15 +616,8 @@ async fn a_packed_frame_stops_taking_messages_at_its_size_bound() {
     }
     let (msgs, frames) = drain_messages(&q, 1 << 20).await;
     check_messages(&msgs, &lens);
-    let sizes: Vec<usize> = frames
-        .iter()
-        .map(|f| match f {
-            Frame::Items { items, .. } => items.len(),
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
     // A frame takes another message while under 32 KiB: 33 of 1,002 bytes after its head.
-    assert_eq!(sizes, vec![33, 33, 4]);
+    assert_eq!(items_per_frame(&frames), vec![33, 33, 4]);
 }
 
 #[tokio::test]
@@ -628,14 +632,7 @@ async fn a_packed_frame_stays_near_a_small_chunk_size() {
     let (msgs, frames) = drain_messages(&q, 1 << 20).await;
     check_messages(&msgs, &lens);
     assert!(msgs.iter().all(|m| m.2), "all packed");
-    let sizes: Vec<usize> = frames
-        .iter()
-        .map(|f| match f {
-            Frame::Items { items, .. } => items.len(),
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect();
-    assert_eq!(sizes, vec![3, 2, 1]);
+    assert_eq!(items_per_frame(&frames), vec![3, 2, 1]);
     for f in &frames {
         let mut buf = BytesMut::new();
         encode_frame(f, false, &mut buf);

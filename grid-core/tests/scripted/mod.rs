@@ -40,7 +40,7 @@ use grid_core::dialer_of;
 use grid_core::frame::{CancelReason, Frame, Metadata, Route};
 use grid_core::handshake::Features;
 use grid_core::{
-    BoxedTransport, Config, ConnState, DialFn, HandlerSpec, Manager, MuxId, RemoteError,
+    BoxedTransport, CloseKind, Config, ConnState, DialFn, HandlerSpec, Manager, MuxId, RemoteError,
 };
 
 // Each test binary uses a part of the harness.
@@ -308,6 +308,20 @@ impl Cluster {
             let want = format!("{} <- honest call {when}", to.name());
             assert_eq!(String::from_utf8_lossy(&got), want, "{when}");
         }
+    }
+
+    /// After attacker `i` broke a rule: waits until its peer end sees the link closed and the
+    /// node lets go of it, and returns why the node closed it.
+    pub async fn closed_by_node(&self, peer: &mut ScriptedPeer, i: usize, what: &str) -> CloseKind {
+        peer.expect_closed(what).await;
+        self.expect_node_disconnected(&self.attackers[i], what)
+            .await;
+        self.node
+            .connection(&self.attackers[i])
+            .expect("known peer")
+            .last_close_reason()
+            .unwrap_or_else(|| panic!("{what}: no close reason"))
+            .kind
     }
 
     /// Waits until the node no longer has a live connection to `peer`. Polled: the link's

@@ -950,3 +950,34 @@ fn a_batch_holds_at_most_max_frames_messages_counting_packed_ones() {
         too_many
     );
 }
+
+#[test]
+fn packed_messages_are_numbered_on_past_u32_max() {
+    let limits = Limits {
+        items: true,
+        ..LIMITS
+    };
+    let mut body = (u32::MAX - 1).to_be_bytes().to_vec();
+    for m in [&b"x"[..], b"", b"yz"] {
+        body.extend_from_slice(&u16::try_from(m.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(m);
+    }
+    let batch = batch_of(1, &raw(Op::Items as u8, 0, 1, &body));
+    let mut got = Vec::new();
+    let mut dec = BatchDecoder::new(batch.clone(), &limits).unwrap();
+    assert!(dec
+        .next_non_data(|_, _, seq, p| got.push((seq, p.unwrap())))
+        .is_none());
+    let want = [(u32::MAX - 1, "x"), (u32::MAX, ""), (0, "yz")]
+        .map(|(s, m)| (s, Bytes::from_static(m.as_bytes())));
+    assert_eq!(got, want);
+    let frames = decode_batch(batch, &limits).unwrap();
+    assert_eq!(
+        frames,
+        [Frame::Items {
+            mux: MuxId(1),
+            seq: u32::MAX - 1,
+            items: want.map(|(_, m)| m).to_vec(),
+        }]
+    );
+}
