@@ -20,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
         max_batch: 4096,
         max_frames: 16,
         items: true,
+        // Both ways of keeping payloads: sliced from the message, or copied out of it.
+        copy_payloads: data.len() % 2 == 1,
     };
     let msg = Bytes::copy_from_slice(data);
     let Ok(mut decoder) = BatchDecoder::new(msg.clone(), &limits) else {

@@ -354,6 +354,54 @@ async fn unread_inbound_streams_hold_bounded_bytes() {
     assert_held_bytes_within_budget("two unread inbound streams", held, inbound_budget(&config));
 }
 
+/// One-byte stream messages, each in a batch of its own beside 1 MiB of `Data` for a stream that
+/// is not open (ignored): the budget counts one byte for each, but a slice keeps its whole
+/// batch alive. The node must keep at most its inbound bound of such batches (and the one that
+/// crosses it), copying out of later ones what it keeps; the messages are all kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_messages_in_large_batches_keep_bounded_batches_alive() {
+    const JUNK: usize = 1 << 20;
+    const BATCHES: u32 = 48;
+    let config = Config {
+        max_inbound_bytes: 8 << 20,
+        ..base_config()
+    };
+    let cluster = Cluster::start(config.clone(), 1).await;
+    let gauge = Gauge::new();
+    register_blocking_stream(&cluster.node, HOLD, &gauge);
+    let mut peer = cluster.attacker(0).await;
+    peer.read_eagerly();
+    let (mux, unopened) = (peer.mux(), peer.mux());
+    peer.send(&[open(mux, HOLD, BATCHES, 8)]).await.unwrap();
+    let junk = Bytes::from(vec![0x5a; JUNK]);
+    for seq in 0..BATCHES {
+        let tiny = data(mux, seq, Bytes::from_static(b"x"));
+        peer.send(&[tiny, data(unopened, 0, junk.clone())])
+            .await
+            .unwrap();
+    }
+    peer.barrier().await;
+    let held = cluster.node.connection(&peer.name).unwrap().stats().held;
+    assert_eq!(
+        held.inbound, BATCHES as usize,
+        "one byte a message, all kept"
+    );
+    assert_eq!(served(&cluster, &peer), 1, "the stream is still served");
+    let bound = config.max_inbound_bytes + JUNK + 4096;
+    assert!(
+        held.received <= bound,
+        "{} bytes of received batches kept alive by {} bytes of messages (bound {bound})",
+        held.received,
+        held.inbound
+    );
+    peer.cut().await;
+    gauge
+        .expect("the handler is cancelled when the socket is cut", |c| {
+            c.running == 0
+        })
+        .await;
+}
+
 /// A frame only the *callee* sends, on an id of the caller's own parity, or a caller's frame on an
 /// id of the node's parity: a connection-level violation, answered with a `Protocol` go-away and a
 /// closed socket. The honest peer keeps working after each.

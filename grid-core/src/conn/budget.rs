@@ -5,13 +5,21 @@
 //! - **inbound**: request payloads of calls still running and stream messages received but not
 //!   yet consumed — what a peer makes us hold by sending;
 //! - **pending responses**: responses a finished handler holds while it waits for room in the
-//!   data lane — what a peer makes us hold by not reading.
+//!   data lane — what a peer makes us hold by not reading;
+//! - **received**: received messages (batches) still alive because something sliced out of them
+//!   is: a payload of a few bytes, charged as a few bytes above, keeps its whole message. Past
+//!   the inbound bound, the reader copies what it keeps out of each new message instead
+//!   ([`Received`]), so what a peer makes us hold this way stays within that bound plus one
+//!   message, however small the pieces it leaves in each.
 //!
 //! The connection core consults them to admit calls; stream machines consult the inbound one to
 //! hold back credit. Releases saturate at zero, so a double release can only under-count, never
 //! wrap.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 /// Byte counters of one connection, with their bounds.
 #[derive(Debug)]
@@ -20,6 +28,7 @@ pub(crate) struct Budget {
     pending: AtomicUsize,
     peak_inbound: AtomicUsize,
     peak_pending: AtomicUsize,
+    received: AtomicUsize,
     max_inbound: usize,
     max_pending: usize,
 }
@@ -38,6 +47,8 @@ pub struct HeldBytes {
     pub peak_pending_responses: usize,
     /// Data frames queued for the socket.
     pub queued: usize,
+    /// Received messages kept alive by what was sliced out of them (see the module docs).
+    pub received: usize,
 }
 
 impl Budget {
@@ -47,6 +58,7 @@ impl Budget {
             pending: AtomicUsize::new(0),
             peak_inbound: AtomicUsize::new(0),
             peak_pending: AtomicUsize::new(0),
+            received: AtomicUsize::new(0),
             max_inbound,
             max_pending,
         }
@@ -102,7 +114,44 @@ impl Budget {
             pending_responses: self.pending.load(Ordering::Relaxed),
             peak_pending_responses: self.peak_pending.load(Ordering::Relaxed),
             queued,
+            received: self.received.load(Ordering::Relaxed),
         }
+    }
+
+    /// True while the received messages kept alive are over the inbound bound: the reader then
+    /// copies out of each new message what it keeps.
+    pub(crate) fn received_full(&self) -> bool {
+        self.received.load(Ordering::Relaxed) > self.max_inbound
+    }
+}
+
+/// A received message counted in its connection's [`Budget`] while anything sliced out of it
+/// is alive.
+pub(crate) struct Received {
+    bytes: Bytes,
+    budget: Arc<Budget>,
+}
+
+impl Received {
+    /// `bytes`, counted until the last slice of it is dropped.
+    pub(crate) fn track(bytes: Bytes, budget: &Arc<Budget>) -> Bytes {
+        budget.received.fetch_add(bytes.len(), Ordering::Relaxed);
+        Bytes::from_owner(Received {
+            bytes,
+            budget: budget.clone(),
+        })
+    }
+}
+
+impl AsRef<[u8]> for Received {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for Received {
+    fn drop(&mut self) {
+        release(&self.budget.received, self.bytes.len());
     }
 }
 

@@ -215,6 +215,11 @@ async fn read_loop(
             Message::Text(_) => return session.close(violation(ProtocolViolation::TextMessage)),
         };
         ConnStats::add(&session.stats.inbound.bytes, data.len());
+        let (data, copy_payloads) = session.received(data);
+        let limits = Limits {
+            copy_payloads,
+            ..limits
+        };
         let mut decoder = match BatchDecoder::new(data, &limits) {
             Ok(d) => d,
             Err(e) => return session.close(violation(ProtocolViolation::Frame(e))),

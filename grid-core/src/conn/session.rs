@@ -20,7 +20,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::budget::{Budget, HeldBytes};
+use super::budget::{Budget, HeldBytes, Received};
 use super::core::{
     compress, worth_compressing, CallKey, CloseKind, CloseReason, ConnCore, CoreLimits, Event,
     Handles, InFlight, Lane, Router, Start,
@@ -254,6 +254,17 @@ impl Session {
         let mut buf = BytesMut::with_capacity(frame::encoded_len(frame, false));
         frame::encode_frame(frame, false, &mut buf);
         buf.freeze()
+    }
+
+    /// A received message to decode, and whether what is kept of it must be copied out: while
+    /// the received messages kept alive by their slices are within the inbound bound, it is
+    /// counted among them until its last slice goes; past it, it is not kept at all.
+    pub(crate) fn received(&self, msg: Bytes) -> (Bytes, bool) {
+        if self.budget.received_full() {
+            (msg, true)
+        } else {
+            (Received::track(msg, &self.budget), false)
+        }
     }
 
     /// Whether this socket's batches carry a checksum (agreed in the handshake).

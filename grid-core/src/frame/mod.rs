@@ -69,6 +69,11 @@ pub struct Limits {
     /// Without it an `Items` frame is an [`FrameError::UnknownOp`], as it is to a node of the
     /// version before items.
     pub items: bool,
+    /// Payloads, error messages, subroutes, metadata and packed messages are copied out of the
+    /// received message instead of sliced from it. A slice keeps the whole message alive: a
+    /// reader sets this while the messages its slices keep alive are over its bound, so that a
+    /// few bytes a peer makes it hold cannot keep a batch of up to `max_batch` bytes.
+    pub copy_payloads: bool,
 }
 
 impl Default for Limits {
@@ -86,6 +91,7 @@ impl Limits {
             max_batch: max_payload + (1 << 20),
             max_frames: MAX_FRAMES_PER_BATCH,
             items: false,
+            copy_payloads: false,
         }
     }
 }

@@ -120,6 +120,7 @@ pub const HANDSHAKE_LIMITS: Limits = Limits {
     max_batch: BATCH_HEADER_LEN + FRAME_HEADER_LEN + MAX_RECORD_LEN + CHECKSUM_LEN,
     max_frames: 1,
     items: false,
+    copy_payloads: false,
 };
 
 /// Who is at the other end of a connection that completed its handshake.

@@ -515,7 +515,18 @@ impl Body<'_> {
         bytes
     }
 
-    /// The rest of the body, as a slice of the message, within the payload limit.
+    /// `range` of the message, kept: a slice of it, or with `copy_payloads` a copy.
+    #[inline]
+    fn cut(&self, range: std::ops::Range<usize>) -> Bytes {
+        if self.limits.copy_payloads {
+            copy_out(self.msg, range)
+        } else {
+            self.msg.slice(range)
+        }
+    }
+
+    /// The rest of the body, as a slice of the message (see [`cut`](Self::cut)), within the
+    /// payload limit.
     #[inline]
     fn rest(&mut self) -> Result<Bytes, FrameError> {
         let len = self.end - self.pos;
@@ -525,7 +536,7 @@ impl Body<'_> {
                 limit: self.limits.max_payload,
             });
         }
-        let bytes = self.msg.slice(self.pos..self.end);
+        let bytes = self.cut(self.pos..self.end);
         self.pos = self.end;
         Ok(bytes)
     }
@@ -555,7 +566,7 @@ impl Body<'_> {
             if self.end - self.pos < len {
                 return Err(self.bad_length());
             }
-            each(seq, self.msg.slice(self.pos..self.pos + len));
+            each(seq, self.cut(self.pos..self.pos + len));
             self.pos += len;
             seq = seq.wrapping_add(1);
         }
@@ -597,7 +608,7 @@ impl Body<'_> {
         if self.end - self.pos < len {
             return Err(self.bad_length());
         }
-        let name = self.msg.slice(self.pos..self.pos + len);
+        let name = self.cut(self.pos..self.pos + len);
         self.pos += len;
         Ok(Some(name))
     }
@@ -617,6 +628,13 @@ impl Body<'_> {
                     });
                 }
                 self.pos += used;
+                if self.limits.copy_payloads {
+                    // The block kept is the metadata alone, copied: read again, it is the same.
+                    let copied = copy_out(&block, 0..used);
+                    return Metadata::split_wire(&copied)
+                        .map(|(m, _)| m)
+                        .map_err(|_| self.bad_field("metadata"));
+                }
                 Ok(metadata)
             }
             Err(WireFault::Length) => Err(self.bad_length()),
@@ -635,6 +653,15 @@ impl Body<'_> {
         } else {
             Err(self.bad_length())
         }
+    }
+}
+
+/// `range` of `msg` as bytes of their own, which keep nothing else alive; empty ones hold none.
+#[cold]
+fn copy_out(msg: &Bytes, range: std::ops::Range<usize>) -> Bytes {
+    match msg.get(range) {
+        Some([]) | None => Bytes::new(),
+        Some(bytes) => Bytes::copy_from_slice(bytes),
     }
 }
 

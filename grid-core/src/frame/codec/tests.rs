@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{decode_batch, encode_batch, encode_frame, encoded_len, BatchDecoder, BatchEncoder};
 use crate::frame::{
-    flags, ErrorCode, Frame, FrameError, Limits, Metadata, Op, Route, BATCH_HEADER_LEN,
+    flags, ErrorCode, ErrorRecord, Frame, FrameError, Limits, Metadata, Op, Route, BATCH_HEADER_LEN,
     PROTOCOL_VERSION,
 };
 use crate::ids::{HandlerId, MuxId};
@@ -980,4 +980,72 @@ fn packed_messages_are_numbered_on_past_u32_max() {
             items: want.map(|(_, m)| m).to_vec(),
         }]
     );
+}
+
+#[test]
+fn payloads_copied_out_equal_the_slices_and_keep_nothing_else_alive() {
+    let frames = vec![
+        Frame::Request {
+            mux: MuxId(1),
+            route: Route {
+                handler: HandlerId(7),
+                subroute: Some(Bytes::from_static(b"bucket/a")),
+            },
+            deadline_ms: 9,
+            metadata: Metadata::new().with("trace", b"abc").unwrap(),
+            payload: Some(Bytes::from_static(b"request")),
+        },
+        Frame::Response {
+            mux: MuxId(3),
+            result: Err(ErrorRecord::text(ErrorCode::Application, "no such key")),
+        },
+        Frame::Data {
+            mux: MuxId(5),
+            seq: 2,
+            payload: Some(Bytes::from_static(b"message")),
+        },
+        Frame::Items {
+            mux: MuxId(5),
+            seq: 3,
+            items: vec![Bytes::from_static(b"x"), Bytes::new(), Bytes::from_static(b"yz")],
+        },
+    ];
+    let msg = encode_batch(&frames, false);
+    let sliced = Limits {
+        items: true,
+        ..Limits::default()
+    };
+    let copied = Limits {
+        copy_payloads: true,
+        ..sliced
+    };
+    assert_eq!(decode_batch(msg.clone(), &sliced).unwrap(), frames);
+    let got = decode_batch(msg.clone(), &copied).unwrap();
+    assert_eq!(got, frames);
+    // `msg` is still held here: a slice of it would not be the only owner of its bytes.
+    let mut kept: Vec<Bytes> = Vec::new();
+    for f in got {
+        match f {
+            Frame::Request {
+                route,
+                metadata,
+                payload,
+                ..
+            } => {
+                kept.extend(route.subroute);
+                kept.push(metadata.wire().clone());
+                kept.extend(payload);
+            }
+            Frame::Response { result: Err(e), .. } => kept.push(e.message),
+            Frame::Data { payload, .. } => kept.extend(payload),
+            Frame::Items { items, .. } => kept.extend(items),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(kept.len(), 8);
+    for (i, mut b) in kept.into_iter().enumerate() {
+        assert!(b.is_empty() || b.is_unique(), "piece {i} shares the message");
+        b.clear();
+    }
+    assert!(msg.is_unique(), "nothing decoded keeps the message");
 }
