@@ -424,6 +424,27 @@ proptest! {
     }
 
     #[test]
+    fn decoding_data_apart_fails_as_iterating_does_with_items_on(msg in mutated_batch()) {
+        // With `Items` frames accepted (a mutated op may become 23), the two ways of decoding
+        // stop at the same error, or at none.
+        let limits = Limits {
+            items: true,
+            ..limits()
+        };
+        let iterated = BatchDecoder::new(Bytes::from(msg.clone()), &limits)
+            .ok()
+            .map(|mut dec| dec.find_map(Result::err));
+        let apart = BatchDecoder::new(Bytes::from(msg), &limits).ok().map(|mut dec| loop {
+            match dec.next_non_data(|_, _, _, _| {}) {
+                None => break None,
+                Some(Err(e)) => break Some(e),
+                Some(Ok(_)) => {}
+            }
+        });
+        prop_assert_eq!(apart, iterated);
+    }
+
+    #[test]
     fn decoding_valid_batches_data_apart_yields_every_frame(frames in batch(40)) {
         let msg = encode_mixed(&frames);
         let expected: Vec<Result<Frame, FrameError>> =

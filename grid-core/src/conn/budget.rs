@@ -7,10 +7,13 @@
 //! - **pending responses**: responses a finished handler holds while it waits for room in the
 //!   data lane — what a peer makes us hold by not reading;
 //! - **received**: received messages (batches) still alive because something sliced out of them
-//!   is: a payload of a few bytes, charged as a few bytes above, keeps its whole message. Past
-//!   the inbound bound, the reader copies what it keeps out of each new message instead
-//!   ([`Received`]), so what a peer makes us hold this way stays within that bound plus one
-//!   message, however small the pieces it leaves in each.
+//!   is: a payload of a few bytes, charged as a few bytes above, keeps its whole message
+//!   ([`Received`]). Past the inbound bound, the reader copies what it keeps out of each new
+//!   message instead, so what a peer makes us hold this way stays near that bound, however
+//!   small the pieces it leaves in each. The socket reads messages into shared buffers; one
+//!   under 32 KiB is copied into a buffer of its own first, so the count is its real size. A
+//!   longer one is counted at its length, though it can share its read buffer with what came
+//!   before it (see ARCHITECTURE.md, "Received messages kept alive").
 //!
 //! The connection core consults them to admit calls; stream machines consult the inbound one to
 //! hold back credit. Releases saturate at zero, so a double release can only under-count, never

@@ -38,6 +38,10 @@ use crate::ids::MuxId;
 use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
 
+/// Received messages shorter than this are copied into a buffer of their own before they are
+/// decoded ([`Session::received`]); longer ones are most of the buffer they were read into.
+pub(crate) const OWN_BUFFER_BELOW: usize = 32 << 10;
+
 /// The smallest chunk size a session uses, whatever the configuration says: a first part holds
 /// at least a whole frame header, and parts far smaller than a batch only cost headers.
 const MIN_CHUNK_SIZE: usize = 1024;
@@ -256,15 +260,19 @@ impl Session {
         buf.freeze()
     }
 
-    /// A received message to decode, and whether what is kept of it must be copied out: while
-    /// the received messages kept alive by their slices are within the inbound bound, it is
-    /// counted among them until its last slice goes; past it, it is not kept at all.
+    /// A received message to decode, counted among the received messages kept alive until its
+    /// last slice goes, and whether what is kept of it must be copied out (past the inbound
+    /// bound of those). A message under [`OWN_BUFFER_BELOW`] is first copied into a buffer of
+    /// its own: the socket reads messages into shared buffers of 16 KiB and more, and a slice
+    /// of a small message would keep all of its buffer alive, uncounted.
     pub(crate) fn received(&self, msg: Bytes) -> (Bytes, bool) {
-        if self.budget.received_full() {
-            (msg, true)
+        let copy_payloads = self.budget.received_full();
+        let msg = if msg.len() < OWN_BUFFER_BELOW {
+            Bytes::copy_from_slice(&msg)
         } else {
-            (Received::track(msg, &self.budget), false)
-        }
+            msg
+        };
+        (Received::track(msg, &self.budget), copy_payloads)
     }
 
     /// Whether this socket's batches carry a checksum (agreed in the handshake).

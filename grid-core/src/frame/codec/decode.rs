@@ -221,7 +221,19 @@ impl Iterator for BatchDecoder {
             let trailing = self.msg.len().saturating_sub(self.pos);
             return (trailing > 0).then_some(Err(FrameError::TrailingBytes(trailing)));
         }
-        match decode_frame(&self.msg, self.pos, &self.limits) {
+        // An `Items` frame may hold what the batch has left (checked message by message, as
+        // `next_non_data` does, so both report the same error for the same input).
+        let limits = Limits {
+            max_frames: self.spare_msgs + 1,
+            ..self.limits
+        };
+        let decoded = decode_frame(&self.msg, self.pos, &limits).map_err(|e| match e {
+            FrameError::TooManyMessages { .. } => FrameError::TooManyMessages {
+                limit: self.limits.max_frames,
+            },
+            e => e,
+        });
+        match decoded {
             Ok((frame, len)) => {
                 if let Frame::Items { items, .. } = &frame {
                     if let Err(e) = self.charge(items.len()) {
@@ -508,11 +520,25 @@ impl Body<'_> {
         self.take().map(u64::from_be_bytes)
     }
 
-    /// The rest of the body, as a slice of the message, bounded only by the message.
+    /// The rest of the body, as a slice of the message (never copied: its taker lets go of it
+    /// at once), bounded only by the message.
     fn part(&mut self) -> Bytes {
         let bytes = self.msg.slice(self.pos..self.end);
         self.pos = self.end;
         bytes
+    }
+
+    /// The rest of the body, within the payload limit, as a slice of the message even with
+    /// `copy_payloads`: for what its taker reads and lets go of at once.
+    fn transient(&mut self) -> Result<Bytes, FrameError> {
+        let len = self.end - self.pos;
+        if len > self.limits.max_payload {
+            return Err(FrameError::PayloadTooLarge {
+                len,
+                limit: self.limits.max_payload,
+            });
+        }
+        Ok(self.part())
     }
 
     /// `range` of the message, kept: a slice of it, or with `copy_payloads` a copy.
@@ -762,7 +788,10 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
             nonce: b.u64()?,
         },
         Op::GoAway => Frame::GoAway { error: b.record()? },
-        Op::Handlers => Frame::Handlers { update: b.rest()? },
+        // Read and dropped at once: a slice, even with `copy_payloads`.
+        Op::Handlers => Frame::Handlers {
+            update: b.transient()?,
+        },
         // A part is bounded by the batch it came in; the whole frame's length is checked
         // against the payload limit when its first part arrives.
         Op::Chunk => Frame::Chunk {
@@ -772,10 +801,11 @@ fn decode_body(op: Op, fl: u8, mux: MuxId, b: &mut Body<'_>) -> Result<Frame, Fr
         Op::ChunkAbort => Frame::ChunkAbort { mux },
         Op::Compressed => match b.u32()? {
             0 => return Err(b.bad_field("raw_len")),
+            // Decompressed and dropped at once: a slice, even with `copy_payloads`.
             raw_len => Frame::Compressed {
                 mux,
                 raw_len,
-                block: b.rest()?,
+                block: b.transient()?,
             },
         },
         Op::ChunkAck => match b.u32()? {

@@ -423,9 +423,10 @@ pub(crate) fn encode_chunk_header(mux: MuxId, len: usize, dst: &mut BytesMut) {
 /// [`push_encoded`](Self::push_encoded); [`push`](Self::push) encodes in place.
 ///
 /// The caller keeps the batch within the peer's limits: at most [`MAX_FRAMES_PER_BATCH`] frames
-/// (asserted in debug builds) and at most `max_batch` bytes ([`len`](Self::len) tells). A batch of
-/// more than 65535 frames, which the `u16` count cannot carry, is finished with count 0, and an
-/// empty batch also has count 0: every receiver rejects both.
+/// (asserted in debug builds), and as many messages, each message of an `Items` frame counting
+/// one (`PROTOCOL.md` section 12), and at most `max_batch` bytes ([`len`](Self::len) tells). A
+/// batch of more than 65535 frames, which the `u16` count cannot carry, is finished with count
+/// 0, and an empty batch also has count 0: every receiver rejects both.
 #[derive(Debug, Clone)]
 pub struct BatchEncoder {
     buf: BytesMut,

@@ -933,13 +933,28 @@ fn a_batch_holds_at_most_max_frames_messages_counting_packed_ones() {
     let mut at_limit = ping(0);
     at_limit.extend(empty_items(7));
     assert!(decode_batch(batch_of(2, &at_limit), &limits).is_ok());
-    // One past it, whichever frame holds the ninth: the fast path hands on the eight before.
-    for frames in [vec![empty_items(9)], vec![empty_items(5), empty_items(4), empty_items(1)]] {
+    // One past it, whichever frame holds the one too many: the fast path hands on the messages
+    // before it (8 in one frame; 5, then 2 of the second frame, whose third would leave no
+    // message for the third frame's one), and both ways give the same error.
+    for (frames, before) in [
+        (vec![empty_items(9)], 8),
+        (vec![empty_items(5), empty_items(4), empty_items(1)], 7),
+    ] {
         let batch = batch_of(frames.len() as u16, &frames.concat());
         let (handed, fast, iterated) = decode_items_both_ways(&batch, &limits);
-        assert!(handed <= 8, "{handed} handed on");
+        assert_eq!(handed, before, "messages handed on");
         assert_eq!((fast, iterated), (too_many.clone(), too_many.clone()));
     }
+    // The same error both ways when a later frame would also be bad: the count is checked
+    // before each message, so the one too many is found before the bad length after it.
+    let mut bad_after = empty_items(7);
+    let mut second = empty_items(2);
+    second[9] += 1; // one byte more in the body: a length cut short after the second message
+    second.push(0);
+    bad_after.extend(second);
+    let batch = batch_of(2, &bad_after);
+    let (_, fast, iterated) = decode_items_both_ways(&batch, &limits);
+    assert_eq!((fast, iterated), (too_many.clone(), too_many.clone()));
     let mut past = ping(0);
     past.extend(empty_items(8));
     assert_eq!(decode_batch(batch_of(2, &past), &limits).err(), too_many);
