@@ -39,8 +39,9 @@ use crate::mux::{MuxError, Role, StreamCaller};
 use crate::table::{HandlerTable, LocalTable, Supported};
 
 /// Received messages shorter than this are copied into a buffer of their own before they are
-/// decoded ([`Session::received`]); longer ones are most of the buffer they were read into.
-pub(crate) const OWN_BUFFER_BELOW: usize = 32 << 10;
+/// decoded ([`Session::received`]), cheaply at that size; longer ones are decoded in place (what
+/// that leaves: ARCHITECTURE.md, "Received messages kept alive").
+const OWN_BUFFER_BELOW: usize = 32 << 10;
 
 /// The smallest chunk size a session uses, whatever the configuration says: a first part holds
 /// at least a whole frame header, and parts far smaller than a batch only cost headers.
