@@ -11,7 +11,7 @@ mod common;
 mod scripted;
 
 use bytes::Bytes;
-use common::{bound, quiet_config, WAIT};
+use common::{bound, eventually, quiet_config, WAIT};
 use futures::StreamExt;
 use grid_core::frame::{ErrorCode, ErrorRecord, Frame};
 use grid_core::table::HandlerTable;
@@ -153,6 +153,17 @@ async fn a_call_to_a_handler_a_complete_peer_lacks_fails_at_once_with_no_frame_s
         }
         assert_eq!(items, 3);
         assert!(conn.stats().frames_out > sent);
+        // The feed's handler may still be finishing on the peer when its `End` has arrived; the
+        // next round starts by checking that nothing is in flight, so both ends settle first.
+        for end in [&conn, &back] {
+            eventually("the feed leaves both ends' tables", WAIT, || {
+                match end.stats().in_flight {
+                    f if f == InFlight::default() => Ok(()),
+                    f => Err(f),
+                }
+            })
+            .await;
+        }
     }
     a.shutdown().await;
     b.shutdown().await;
