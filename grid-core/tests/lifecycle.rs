@@ -380,6 +380,10 @@ async fn members_added_and_removed_under_load_leave_other_links_untouched() {
         Bytes::from_static(b"hi c")
     );
     let mut c_events = mc.connection(a.name()).unwrap().events();
+    // b's link to c is up before a removes c (c saw its own side up; b's may come a moment
+    // later), so what the end checks is that the removal left it alone.
+    let b_to_c = b.connection(&c).unwrap();
+    b_to_c.wait_for_connect(WAIT).await.unwrap();
     // a removes c: its link is drained and closed, and c can no longer be called through a.
     a.remove_peer(&c, Duration::from_secs(2)).await.unwrap();
     assert!(!a.peers().contains(&c));
@@ -394,7 +398,7 @@ async fn members_added_and_removed_under_load_leave_other_links_untouched() {
     .await;
     // b's link to c is untouched, and the a-b load never saw an error.
     assert_eq!(
-        echo(&b.connection(&c).unwrap(), "b-c").await.unwrap(),
+        echo(&b_to_c, "b-c").await.unwrap(),
         Bytes::from_static(b"b-c")
     );
     stop.cancel();
