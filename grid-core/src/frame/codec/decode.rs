@@ -531,14 +531,20 @@ impl Body<'_> {
     /// The rest of the body, within the payload limit, as a slice of the message even with
     /// `copy_payloads`: for what its taker reads and lets go of at once.
     fn transient(&mut self) -> Result<Bytes, FrameError> {
-        let len = self.end - self.pos;
-        if len > self.limits.max_payload {
-            return Err(FrameError::PayloadTooLarge {
+        self.rest_within_limit()?;
+        Ok(self.part())
+    }
+
+    /// Checks that the rest of the body is within the payload limit.
+    #[inline]
+    fn rest_within_limit(&self) -> Result<(), FrameError> {
+        match self.end - self.pos {
+            len if len > self.limits.max_payload => Err(FrameError::PayloadTooLarge {
                 len,
                 limit: self.limits.max_payload,
-            });
+            }),
+            _ => Ok(()),
         }
-        Ok(self.part())
     }
 
     /// `range` of the message, kept: a slice of it, or with `copy_payloads` a copy.
@@ -555,13 +561,7 @@ impl Body<'_> {
     /// payload limit.
     #[inline]
     fn rest(&mut self) -> Result<Bytes, FrameError> {
-        let len = self.end - self.pos;
-        if len > self.limits.max_payload {
-            return Err(FrameError::PayloadTooLarge {
-                len,
-                limit: self.limits.max_payload,
-            });
-        }
+        self.rest_within_limit()?;
         let bytes = self.cut(self.pos..self.end);
         self.pos = self.end;
         Ok(bytes)
