@@ -527,9 +527,12 @@ fn item(q: &OutQueue, seq: u32, len: usize) {
 }
 
 /// Drains every batch queued, checking each against a receiver's limits, and returns the
-/// messages of mux 1 as `(seq, payload, came packed)` with the frames of each batch.
-async fn drain_messages(q: &OutQueue, max_bytes: usize) -> (Vec<(u32, Bytes, bool)>, Vec<Frame>) {
-    let (mut msgs, mut all) = (Vec::new(), Vec::new());
+/// messages of mux 1 as `(seq, payload, came packed)` with the frames, batch by batch.
+async fn drain_messages(
+    q: &OutQueue,
+    max_bytes: usize,
+) -> (Vec<(u32, Bytes, bool)>, Vec<Vec<Frame>>) {
+    let (mut msgs, mut batches) = (Vec::new(), Vec::new());
     while !q.is_empty() {
         let batch = q.drain(max_bytes).await.expect("open");
         let frames = decode_batch(batch.finish(false), &items_limits()).expect("a valid batch");
@@ -548,9 +551,9 @@ async fn drain_messages(q: &OutQueue, max_bytes: usize) -> (Vec<(u32, Bytes, boo
                 other => panic!("unexpected {other:?}"),
             }
         }
-        all.extend(frames);
+        batches.push(frames);
     }
-    (msgs, all)
+    (msgs, batches)
 }
 
 /// Checks that `msgs` are messages 0.. of the lengths `lens`, as [`item`] wrote them.
@@ -572,27 +575,12 @@ async fn a_batch_of_packed_messages_holds_at_most_a_batchs_worth_of_them() {
     for seq in 0..5000 {
         item(&q, seq, 0);
     }
-    let mut msgs = Vec::new();
-    let mut batches = 0;
-    while !q.is_empty() {
-        let batch = q.drain(1 << 20).await.expect("open");
-        let frames = decode_batch(batch.finish(false), &items_limits()).expect("a valid batch");
-        let n: usize = frames
-            .iter()
-            .map(|f| match f {
-                Frame::Items { items, .. } => items.len(),
-                _ => 1,
-            })
-            .sum();
+    let (msgs, batches) = drain_messages(&q, 1 << 20).await;
+    for frames in &batches {
+        let n: usize = items_per_frame(frames).iter().sum();
         assert!(n <= MAX_FRAMES_PER_BATCH, "a batch of {n} messages");
-        batches += 1;
-        for f in frames {
-            if let Frame::Items { seq, items, .. } = f {
-                msgs.extend((0u32..).zip(items).map(|(i, m)| (seq + i, m, true)));
-            }
-        }
     }
-    assert_eq!(batches, 5, "5,000 messages in batches of 1,024");
+    assert_eq!(batches.len(), 5, "5,000 messages in batches of 1,024");
     check_messages(&msgs, &lens);
 }
 
@@ -614,7 +602,8 @@ async fn a_packed_frame_stops_taking_messages_at_its_size_bound() {
     for (seq, &len) in (0..).zip(&lens) {
         item(&q, seq, len);
     }
-    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    let (msgs, batches) = drain_messages(&q, 1 << 20).await;
+    let frames = batches.concat();
     check_messages(&msgs, &lens);
     // A frame takes another message while under 32 KiB: 33 of 1,002 bytes after its head.
     assert_eq!(items_per_frame(&frames), vec![33, 33, 4]);
@@ -629,7 +618,8 @@ async fn a_packed_frame_stays_near_a_small_chunk_size() {
     for (seq, &len) in (0..).zip(&lens) {
         item(&q, seq, len);
     }
-    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    let (msgs, batches) = drain_messages(&q, 1 << 20).await;
+    let frames = batches.concat();
     check_messages(&msgs, &lens);
     assert!(msgs.iter().all(|m| m.2), "all packed");
     assert_eq!(items_per_frame(&frames), vec![3, 2, 1]);
@@ -654,7 +644,8 @@ async fn an_encoded_message_too_long_to_pack_becomes_a_data_frame_in_its_place()
         item(&q, seq, len);
     }
     let queued = q.data_bytes();
-    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    let (msgs, batches) = drain_messages(&q, 1 << 20).await;
+    let frames = batches.concat();
     check_messages(&msgs, &lens);
     let packed: Vec<bool> = msgs.iter().map(|m| m.2).collect();
     assert_eq!(packed, [false, true, false, true, true, false, false, true]);
@@ -700,7 +691,8 @@ async fn a_failed_or_panicking_encoder_of_a_packed_message_leaves_the_lane_as_it
     assert!(panicked.is_err());
     assert_eq!(q.data_bytes(), before);
     item(&q, 1, 2);
-    let (msgs, frames) = drain_messages(&q, 1 << 20).await;
+    let (msgs, batches) = drain_messages(&q, 1 << 20).await;
+    let frames = batches.concat();
     check_messages(&msgs, &[3, 2]);
     assert_eq!(frames.len(), 1, "both in one frame: {frames:?}");
 }

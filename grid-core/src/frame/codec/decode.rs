@@ -573,7 +573,11 @@ impl Body<'_> {
     /// batch are. More than `most` messages is [`FrameError::TooManyMessages`], found before
     /// the one past `most` is handed on.
     #[inline]
-    fn items(mut self, most: usize, mut each: impl FnMut(u32, Bytes)) -> Result<(u32, usize), FrameError> {
+    fn items(
+        mut self,
+        most: usize,
+        mut each: impl FnMut(u32, Bytes),
+    ) -> Result<(u32, usize), FrameError> {
         let first = self.u32()?;
         let mut seq = first;
         let mut n = 0;

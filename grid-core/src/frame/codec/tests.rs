@@ -901,7 +901,10 @@ fn empty_items(n: usize) -> Vec<u8> {
 
 /// What each way of decoding `batch` makes of it: the messages the fast path handed on before
 /// its end or error, and its error; the iterator's error.
-fn decode_items_both_ways(batch: &Bytes, limits: &Limits) -> (usize, Option<FrameError>, Option<FrameError>) {
+fn decode_items_both_ways(
+    batch: &Bytes,
+    limits: &Limits,
+) -> (usize, Option<FrameError>, Option<FrameError>) {
     let mut dec = BatchDecoder::new(batch.clone(), limits).unwrap();
     let mut handed = 0;
     // Only `Items` frames here: one call takes the whole batch, to its end or its error.
