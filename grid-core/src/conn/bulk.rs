@@ -110,6 +110,7 @@ impl Bulk {
     }
 
     /// True when `mux` has frames here: its next data frames must queue behind them.
+    #[inline]
     pub(super) fn holds(&self, mux: u32) -> bool {
         self.muxes.contains_key(&mux)
     }
