@@ -238,11 +238,9 @@ async fn read_loop(
                     run_op = op;
                 }
                 run_mux = mux;
+                // The whole run, however long (a batch holds at most `MAX_FRAMES_PER_BATCH`
+                // messages): one lock and one wake of its consumer per stream and batch.
                 run.push((seq, payload));
-                // The consumer may start on the first part while the rest is decoded.
-                if run.len() >= RUN_MAX {
-                    session.dispatch_run(run_op, run_mux, &mut run, now);
-                }
             });
             if !run.is_empty() {
                 session.dispatch_run(run_op, run_mux, &mut run, now);
@@ -286,9 +284,6 @@ async fn read_loop(
 
 /// Frames of room the reader keeps for a run between messages.
 const RUN_KEPT: usize = 16;
-
-/// Most frames the reader hands a stream at once.
-const RUN_MAX: usize = 256;
 
 async fn timer_loop(session: Arc<Session>) {
     let _close = CloseOnExit(&session);
