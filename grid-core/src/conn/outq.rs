@@ -690,9 +690,9 @@ impl OutQueue {
     /// appended before failing stay queued). A producer that holds a stream's lock can take a
     /// credit, number the frame and queue it in one step, so a numbered frame is never lost to a
     /// dropped future and frames are queued in sequence order.
-    // Inlined, with `DataWriter::item` and `last_run`: a stream producer's loop runs in `write`,
-    // and compiled into its caller it keeps the source's state in registers (BENCHMARKS.md,
-    // "tenth session": +15-19 % on the server stream).
+    // Inlined, with `DataWriter::item`, `last_run` and `Bulk::holds`: a stream producer's loop
+    // runs in `write`, and compiled into its caller it read 7-19 % faster on the server stream
+    // (BENCHMARKS.md, "tenth session"); `append` alone slowed the typed two-way stream.
     #[inline]
     pub(crate) fn append<T, E>(
         &self,
