@@ -122,85 +122,113 @@ fn poll_many<M: Machine>(
 }
 
 /// Messages to send, each written straight into its frame in the outgoing batch.
+///
+/// The sender takes a message out ([`take`](Self::take)) and writes it from where it is, and
+/// gives back ([`keep`](Self::keep)) one it could not queue yet. Taken rather than looked at in
+/// place: a message moved into a look-ahead slot was copied there with one wide load over the
+/// narrower stores that had just built it, which the CPU could not forward (BENCHMARKS.md,
+/// "eleventh session").
 trait Source {
+    /// A message.
+    type Item;
     /// Why a message could not be written.
-    type Error;
-    /// True while a message is left.
-    fn has_next(&mut self) -> bool;
-    /// Writes the next message's payload at the end of `dst` (what it wrote on error is cut off
-    /// again), within `max_payload` bytes.
-    fn write_next(&mut self, dst: &mut BytesMut, max_payload: usize) -> Result<(), Self::Error>;
-    /// Takes the next message as it is, when the source holds it as bytes and it is longer
-    /// than `large_above` (its frame goes in parts): it is then queued without a copy. Checked
-    /// against `max_payload` as in [`write_next`](Self::write_next). `None`: write it with
-    /// `write_next`.
-    fn take_large(
+    type Error: From<Error>;
+    /// The next message, taken out of the source.
+    fn take(&mut self) -> Option<Self::Item>;
+    /// Gives back `item`, taken and not queued: it comes next again.
+    fn keep(&mut self, item: Self::Item);
+    /// Writes `item`'s payload at the end of `dst` (what it wrote on error is cut off again),
+    /// within `max_payload` bytes.
+    fn write(
         &mut self,
-        _max_payload: usize,
-        _large_above: usize,
-    ) -> Result<Option<Bytes>, Self::Error> {
-        Ok(None)
-    }
-    /// The next message's length, when it is known before it is written.
-    fn next_len(&mut self) -> Option<usize> {
+        item: &Self::Item,
+        dst: &mut BytesMut,
+        max_payload: usize,
+    ) -> Result<(), Self::Error>;
+    /// `item`'s payload length, when it is known before it is written.
+    fn len(_item: &Self::Item) -> Option<usize> {
         None
+    }
+    /// `item` as it is, when it is held as bytes longer than `large_above` (its frame goes in
+    /// parts): it is then queued without a copy. Otherwise `item` back, to be written.
+    fn large(item: Self::Item, _large_above: usize) -> Result<Bytes, Self::Item> {
+        Err(item)
     }
 }
 
 /// Byte messages, copied into the batch as they are; one that goes in parts is queued as it is
-/// ([`Source::take_large`]).
-struct BytesSource<I: Iterator<Item = Bytes>>(std::iter::Peekable<I>);
+/// ([`Source::large`]).
+struct BytesSource<I: Iterator<Item = Bytes>> {
+    items: I,
+    /// A message given back.
+    kept: Option<Bytes>,
+}
+
+impl<I: Iterator<Item = Bytes>> BytesSource<I> {
+    fn new(items: I) -> Self {
+        BytesSource { items, kept: None }
+    }
+}
 
 impl<I: Iterator<Item = Bytes>> Source for BytesSource<I> {
+    type Item = Bytes;
     type Error = Error;
 
-    fn has_next(&mut self) -> bool {
-        self.0.peek().is_some()
+    #[inline]
+    fn take(&mut self) -> Option<Bytes> {
+        match self.kept.take() {
+            Some(item) => Some(item),
+            None => self.items.next(),
+        }
     }
 
-    fn next_len(&mut self) -> Option<usize> {
-        self.0.peek().map(Bytes::len)
+    fn keep(&mut self, item: Bytes) {
+        self.kept = Some(item);
     }
 
-    fn write_next(&mut self, dst: &mut BytesMut, max_payload: usize) -> Result<(), Error> {
-        let Some(item) = self.0.peek() else {
-            return Ok(());
-        };
+    #[inline]
+    fn write(&mut self, item: &Bytes, dst: &mut BytesMut, max_payload: usize) -> Result<(), Error> {
         if item.len() > max_payload {
-            return Err(Error::PayloadTooLarge {
-                len: item.len(),
-                limit: max_payload,
-            });
+            return Err(too_large(item.len(), max_payload));
         }
         dst.extend_from_slice(item);
-        self.0.next();
         Ok(())
     }
 
-    fn take_large(
-        &mut self,
-        max_payload: usize,
-        large_above: usize,
-    ) -> Result<Option<Bytes>, Error> {
-        match self.0.peek() {
-            Some(item) if item.len() > large_above => {
-                if item.len() > max_payload {
-                    return Err(Error::PayloadTooLarge {
-                        len: item.len(),
-                        limit: max_payload,
-                    });
-                }
-                Ok(self.0.next())
-            }
-            _ => Ok(None),
+    fn len(item: &Bytes) -> Option<usize> {
+        Some(item.len())
+    }
+
+    fn large(item: Bytes, large_above: usize) -> Result<Bytes, Bytes> {
+        if item.len() > large_above {
+            Ok(item)
+        } else {
+            Err(item)
         }
     }
 }
 
+#[cold]
+fn too_large(len: usize, limit: usize) -> Error {
+    Error::PayloadTooLarge { len, limit }
+}
+
 /// Messages an encoder writes, one call per message (the typed layer's serializer).
 struct EncodeSource<I: Iterator, F> {
-    items: std::iter::Peekable<I>,
+    items: I,
+    /// An item given back.
+    kept: Option<I::Item>,
     encode: F,
+}
+
+impl<I: Iterator, F> EncodeSource<I, F> {
+    fn new(items: I, encode: F) -> Self {
+        EncodeSource {
+            items,
+            kept: None,
+            encode,
+        }
+    }
 }
 
 impl<T, I, F, E> Source for EncodeSource<I, F>
@@ -209,27 +237,28 @@ where
     F: FnMut(&T, &mut BytesMut) -> Result<(), E>,
     E: From<Error>,
 {
+    type Item = T;
     type Error = E;
 
-    fn has_next(&mut self) -> bool {
-        self.items.peek().is_some()
+    #[inline]
+    fn take(&mut self) -> Option<T> {
+        match self.kept.take() {
+            Some(item) => Some(item),
+            None => self.items.next(),
+        }
     }
 
-    fn write_next(&mut self, dst: &mut BytesMut, max_payload: usize) -> Result<(), E> {
-        let Some(item) = self.items.peek() else {
-            return Ok(());
-        };
+    fn keep(&mut self, item: T) {
+        self.kept = Some(item);
+    }
+
+    fn write(&mut self, item: &T, dst: &mut BytesMut, max_payload: usize) -> Result<(), E> {
         let start = dst.len();
         (self.encode)(item, dst)?;
         let len = dst.len() - start;
         if len > max_payload {
-            return Err(Error::PayloadTooLarge {
-                len,
-                limit: max_payload,
-            }
-            .into());
+            return Err(too_large(len, max_payload).into());
         }
-        self.items.next();
         Ok(())
     }
 }
@@ -269,33 +298,43 @@ fn append<M: Machine, S: Source>(
         // Payloads longer than this go in parts.
         let large_above = w.large_above().saturating_sub(DATA_HEAD_LEN);
         loop {
-            if !src.has_next() {
+            let Some(item) = src.take() else {
                 return Ok(Step::Done);
-            }
-            if !w.has_room() {
-                return Ok(Step::Full);
-            }
-            match machine.send_ready() {
-                Ok(()) => {}
-                Err(SendRefusal::NoCredit) => return Ok(Step::NoCredit),
-                Err(SendRefusal::Closed) => return Ok(Step::Closed),
+            };
+            let stop = if w.has_room() {
+                match machine.send_ready() {
+                    Ok(()) => None,
+                    Err(SendRefusal::NoCredit) => Some(Step::NoCredit),
+                    Err(SendRefusal::Closed) => Some(Step::Closed),
+                }
+            } else {
+                Some(Step::Full)
+            };
+            if let Some(step) = stop {
+                src.keep(item);
+                return Ok(step);
             }
             let seq = machine.next_seq();
             // A message that goes in parts is queued as it is: copied into the run, it would hold
             // the lane's lock (and every producer and the writer of the link) for the whole copy.
-            if let Some(item) = src.take_large(max, large_above)? {
-                machine.spend(queue_large(w, mux, seq, item));
-                continue;
-            }
+            let item = match S::large(item, large_above) {
+                Ok(bytes) if bytes.len() > max => return Err(too_large(bytes.len(), max).into()),
+                Ok(bytes) => {
+                    machine.spend(queue_large(w, mux, seq, bytes));
+                    continue;
+                }
+                Err(item) => item,
+            };
             // Small ones go packed in `Items` frames to a peer that agreed; the rest (and an
             // encoder's that turn out long) as `Data` frames.
-            let len = if items && src.next_len().is_none_or(|l| l <= ITEM_MAX) {
-                w.item(mux.0, seq, |dst| src.write_next(dst, max))?
+            let len = if items && S::len(&item).is_none_or(|l| l <= ITEM_MAX) {
+                w.item(mux.0, seq, |dst| src.write(&item, dst, max))?
             } else {
                 w.frame(|dst| {
-                    frame::encode_data_with(mux, seq, false, dst, |d| src.write_next(d, max))
+                    frame::encode_data_with(mux, seq, false, dst, |d| src.write(&item, d, max))
                 })?
             };
+            drop(item);
             machine.spend(len);
             if w.run_full() {
                 return Ok(Step::More);
@@ -395,7 +434,7 @@ where
                 None => break,
             }
         }
-        let mut src = BytesSource(batch.drain(..).peekable());
+        let mut src = BytesSource::new(batch.drain(..));
         send_from(session, shared, &mut src).await?;
         if ended {
             break;
@@ -606,7 +645,7 @@ impl RequestSender {
     where
         I: IntoIterator<Item = Bytes>,
     {
-        let mut src = BytesSource(items.into_iter().peekable());
+        let mut src = BytesSource::new(items.into_iter());
         send_from(&self.session, &self.shared, &mut src)
             .await
             .map_err(caller_send_error)
@@ -647,10 +686,7 @@ impl RequestSender {
         F: FnMut(&T, &mut BytesMut) -> Result<(), E>,
         E: From<Error>,
     {
-        let mut src = EncodeSource {
-            items: items.into_iter().peekable(),
-            encode,
-        };
+        let mut src = EncodeSource::new(items.into_iter(), encode);
         send_from(&self.session, &self.shared, &mut src)
             .await
             .map_err(|f| match f {
@@ -834,7 +870,7 @@ impl ResponseSender {
     where
         I: IntoIterator<Item = Bytes>,
     {
-        let mut src = BytesSource(items.into_iter().peekable());
+        let mut src = BytesSource::new(items.into_iter());
         match send_from(&self.session, &self.shared, &mut src).await {
             Ok(()) => Ok(()),
             Err(SendFail::Closed) => Err(self.over()),
@@ -880,10 +916,7 @@ impl ResponseSender {
         F: FnMut(&T, &mut BytesMut) -> Result<(), E>,
         E: From<Error>,
     {
-        let mut src = EncodeSource {
-            items: items.into_iter().peekable(),
-            encode,
-        };
+        let mut src = EncodeSource::new(items.into_iter(), encode);
         match send_from(&self.session, &self.shared, &mut src).await {
             Ok(()) => Ok(()),
             Err(SendFail::Closed) => Err(E::from(self.over())),
