@@ -751,7 +751,7 @@ impl Session {
         run: &mut Vec<(u32, Payload)>,
         now: Instant,
     ) {
-        self.with_core(|core| core.handle_data_run(op, mux, run.drain(..), now));
+        self.with_core(|core| core.handle_data_run(op, mux, run, now));
     }
 
     // ---- served calls -----------------------------------------------------------------------

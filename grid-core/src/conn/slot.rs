@@ -32,7 +32,7 @@ pub(crate) trait Machine: Send + 'static {
     fn buffered_bytes(&self) -> usize;
     fn hold_credit(&mut self, hold: bool);
     fn handle_frame(&mut self, frame: Frame, now: Instant);
-    fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant);
+    fn handle_data_run(&mut self, run: &mut Vec<(u32, Payload)>, now: Instant);
     fn fail_budget(&mut self);
     fn handle_timeout(&mut self, now: Instant);
 }
@@ -71,8 +71,8 @@ macro_rules! impl_machine {
                 <$t>::handle_frame(self, frame, now)
             }
             #[inline]
-            fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant) {
-                <$t>::handle_data(self, seq, payload, now)
+            fn handle_data_run(&mut self, run: &mut Vec<(u32, Payload)>, now: Instant) {
+                <$t>::handle_data_run(self, run, now)
             }
             fn fail_budget(&mut self) {
                 <$t>::fail_budget(self)

@@ -228,6 +228,20 @@ impl StreamCaller {
         }
     }
 
+    /// Takes a run of `Data` frames' sequence numbers and payloads from the start of `run`, as
+    /// [`handle_data`](Self::handle_data) takes each, up to one that breaks a rule; the rest is
+    /// left in `run`, not taken.
+    #[inline]
+    pub fn handle_data_run(&mut self, run: &mut Vec<(u32, Payload)>, now: Instant) {
+        if self.is_terminal() || run.is_empty() {
+            return;
+        }
+        self.last_heard = now;
+        if let Err(v) = self.recv.on_data_run(run) {
+            self.violated(v);
+        }
+    }
+
     fn violated(&mut self, v: Violation) {
         self.fail(MuxError::Protocol(v));
         self.outbox.push_back(Frame::Cancel {
@@ -613,6 +627,24 @@ impl StreamCallee {
         self.last_heard = now;
         let outcome = match self.recv.as_deref_mut() {
             Some(recv) => recv.on_data(seq, payload),
+            None => Err(Violation::Unexpected("input on a stream without input")),
+        };
+        if let Err(v) = outcome {
+            self.violated(v);
+        }
+    }
+
+    /// Takes a run of `Data` frames' sequence numbers and payloads from the start of `run`, as
+    /// [`handle_data`](Self::handle_data) takes each, up to one that breaks a rule; the rest is
+    /// left in `run`, not taken.
+    #[inline]
+    pub fn handle_data_run(&mut self, run: &mut Vec<(u32, Payload)>, now: Instant) {
+        if self.is_terminal() || run.is_empty() {
+            return;
+        }
+        self.last_heard = now;
+        let outcome = match self.recv.as_deref_mut() {
+            Some(recv) => recv.on_data_run(run),
             None => Err(Violation::Unexpected("input on a stream without input")),
         };
         if let Err(v) = outcome {

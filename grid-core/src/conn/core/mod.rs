@@ -117,16 +117,11 @@ enum ServedKind<H: Handles> {
 
 /// What a stream machine is handed: one frame, a run of `Data` frames of its mux, or the news
 /// that a message of it in parts overran the budget.
-enum Inbound<I> {
+enum Inbound<'a> {
     One(Frame),
-    Data(I),
+    /// A run of data messages (sequence number, payload), taken from the start.
+    Data(&'a mut Vec<(u32, Payload)>),
     OverBudget,
-}
-
-impl Inbound<std::iter::Empty<(u32, Payload)>> {
-    fn one(frame: Frame) -> Self {
-        Inbound::One(frame)
-    }
 }
 
 /// Hashes a call generation with one multiply (Fibonacci hashing, so the high bits the table's
@@ -410,10 +405,11 @@ impl<H: Handles> ConnCore<H> {
         let frame = match frame {
             // The reader hands these on as runs (`handle_data_run`); taken here too, the same way.
             Frame::Items { mux, seq, items } => {
-                let run = (0u32..)
+                let mut run = (0u32..)
                     .zip(items)
-                    .map(|(i, item)| (seq.wrapping_add(i), Some(item)));
-                self.handle_data_run(Op::Items, mux, run, now);
+                    .map(|(i, item)| (seq.wrapping_add(i), Some(item)))
+                    .collect();
+                self.handle_data_run(Op::Items, mux, &mut run, now);
                 return None;
             }
             Frame::Chunk { mux, bytes } => return self.on_chunk(mux, bytes, now, router),
@@ -539,7 +535,7 @@ impl<H: Handles> ConnCore<H> {
         match part {
             Ok(Part::Pending) => None,
             Ok(Part::OverBudget) => {
-                self.deliver_to_stream(mux, Inbound::<std::iter::Empty<_>>::OverBudget, now);
+                self.deliver_to_stream(mux, Inbound::OverBudget, now);
                 None
             }
             Ok(Part::Whole(whole)) => {
@@ -648,7 +644,7 @@ impl<H: Handles> ConnCore<H> {
             }
             Some(Outgoing::Stream(shared)) => {
                 let shared = shared.clone();
-                self.deliver_to_caller(mux, &shared, Inbound::one(frame), now);
+                self.deliver_to_caller(mux, &shared, Inbound::One(frame), now);
             }
         }
     }
@@ -658,7 +654,7 @@ impl<H: Handles> ConnCore<H> {
         &mut self,
         mux: MuxId,
         shared: &Shared<StreamCaller>,
-        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
+        frames: Inbound<'_>,
         now: Instant,
     ) {
         let mut slot = shared.lock();
@@ -674,34 +670,28 @@ impl<H: Handles> ConnCore<H> {
     /// (`op`: the first one's), as (sequence number, payload): one table lookup, one lock of the
     /// stream's slot and one wake for the whole run, with the same rules as
     /// [`handle_frame`](Self::handle_frame) applied to each frame (data never starts a call,
-    /// and data for a mux we do not know is ignored).
+    /// and data for a mux we do not know is ignored). `run` is left empty: what was not taken
+    /// is dropped.
     pub(crate) fn handle_data_run(
         &mut self,
         op: Op,
         mux: MuxId,
-        run: impl Iterator<Item = (u32, Payload)>,
+        run: &mut Vec<(u32, Payload)>,
         now: Instant,
     ) {
-        if !self.is_open() {
-            return;
-        }
-        if self.reasm.holds(mux) {
+        if self.is_open() && self.reasm.holds(mux) {
             self.violate(ProtocolViolation::Chunk(ChunkViolation::Interleaved {
                 mux,
                 op,
             }));
-            return;
+        } else if self.is_open() {
+            self.deliver_to_stream(mux, Inbound::Data(run), now);
         }
-        self.deliver_to_stream(mux, Inbound::Data(run), now);
+        run.clear();
     }
 
     /// Hands `frames` to the stream of `mux`, in whichever table it is; nothing if none.
-    fn deliver_to_stream(
-        &mut self,
-        mux: MuxId,
-        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
-        now: Instant,
-    ) {
+    fn deliver_to_stream(&mut self, mux: MuxId, frames: Inbound<'_>, now: Instant) {
         if self.role.allocated(mux) {
             if let Some(Outgoing::Stream(shared)) = self.calls.get(&mux) {
                 let shared = shared.clone();
@@ -902,7 +892,7 @@ impl<H: Handles> ConnCore<H> {
             }
             ServedKind::Stream(shared, cancel) => {
                 let (shared, cancel) = (shared.clone(), cancel.clone());
-                self.deliver_to_callee(mux, &shared, cancel, Inbound::one(frame), now);
+                self.deliver_to_callee(mux, &shared, cancel, Inbound::One(frame), now);
             }
         }
     }
@@ -913,7 +903,7 @@ impl<H: Handles> ConnCore<H> {
         mux: MuxId,
         shared: &Shared<StreamCallee>,
         cancel: H::Cancel,
-        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
+        frames: Inbound<'_>,
         now: Instant,
     ) {
         let mut slot = shared.lock();
@@ -936,12 +926,7 @@ impl<H: Handles> ConnCore<H> {
 
     /// Hands frames to a stream machine, within the inbound budget, and queues what it says;
     /// wakes the directions the frames concern once at the end.
-    fn deliver<M: Machine>(
-        &mut self,
-        slot: &mut Slot<M>,
-        frames: Inbound<impl Iterator<Item = (u32, Payload)>>,
-        now: Instant,
-    ) {
+    fn deliver<M: Machine>(&mut self, slot: &mut Slot<M>, frames: Inbound<'_>, now: Instant) {
         let was_terminal = slot.machine.is_terminal();
         let mut wake = Wake::default();
         match frames {
@@ -962,14 +947,17 @@ impl<H: Handles> ConnCore<H> {
                 // The budget is read once for the run: what the run adds counts against it.
                 let room = slot.overrun_room();
                 let mut taken = 0usize;
-                for (seq, payload) in run {
+                let within = run.iter().position(|(_, payload)| {
                     let len = payload.as_ref().map_or(0, Bytes::len);
                     taken += len;
-                    if len > 0 && taken > room {
-                        slot.machine.fail_budget();
-                        break;
-                    }
-                    slot.machine.handle_data(seq, payload, now);
+                    len > 0 && taken > room
+                });
+                if let Some(over) = within {
+                    run.truncate(over);
+                }
+                slot.machine.handle_data_run(run, now);
+                if within.is_some() {
+                    slot.machine.fail_budget();
                 }
             }
         }
