@@ -392,6 +392,7 @@ pub(crate) const ITEMS_HEAD_LEN: usize = FRAME_HEADER_LEN + 4;
 /// # Errors
 /// Whatever `payload` returns; `dst` may then hold part of the message, which the caller cuts
 /// off.
+#[inline(always)]
 pub(crate) fn encode_item_with<E>(
     dst: &mut BytesMut,
     payload: impl FnOnce(&mut BytesMut) -> Result<(), E>,
