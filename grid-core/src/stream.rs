@@ -158,15 +158,35 @@ trait Source {
 
 /// Byte messages, copied into the batch as they are; one that goes in parts is queued as it is
 /// ([`Source::large`]).
-struct BytesSource<I: Iterator<Item = Bytes>> {
-    items: I,
-    /// A message given back.
-    kept: Option<Bytes>,
-}
+struct BytesSource<I: Iterator<Item = Bytes>>(Pending<I>);
 
 impl<I: Iterator<Item = Bytes>> BytesSource<I> {
     fn new(items: I) -> Self {
-        BytesSource { items, kept: None }
+        BytesSource(Pending::new(items))
+    }
+}
+
+/// An iterator's items, and the one given back, which comes next.
+struct Pending<I: Iterator> {
+    items: I,
+    kept: Option<I::Item>,
+}
+
+impl<I: Iterator> Pending<I> {
+    fn new(items: I) -> Self {
+        Pending { items, kept: None }
+    }
+
+    #[inline]
+    fn take(&mut self) -> Option<I::Item> {
+        match self.kept.take() {
+            Some(item) => Some(item),
+            None => self.items.next(),
+        }
+    }
+
+    fn keep(&mut self, item: I::Item) {
+        self.kept = Some(item);
     }
 }
 
@@ -176,14 +196,11 @@ impl<I: Iterator<Item = Bytes>> Source for BytesSource<I> {
 
     #[inline]
     fn take(&mut self) -> Option<Bytes> {
-        match self.kept.take() {
-            Some(item) => Some(item),
-            None => self.items.next(),
-        }
+        self.0.take()
     }
 
     fn keep(&mut self, item: Bytes) {
-        self.kept = Some(item);
+        self.0.keep(item);
     }
 
     #[inline]
@@ -215,17 +232,14 @@ fn too_large(len: usize, limit: usize) -> Error {
 
 /// Messages an encoder writes, one call per message (the typed layer's serializer).
 struct EncodeSource<I: Iterator, F> {
-    items: I,
-    /// An item given back.
-    kept: Option<I::Item>,
+    items: Pending<I>,
     encode: F,
 }
 
 impl<I: Iterator, F> EncodeSource<I, F> {
     fn new(items: I, encode: F) -> Self {
         EncodeSource {
-            items,
-            kept: None,
+            items: Pending::new(items),
             encode,
         }
     }
@@ -242,14 +256,11 @@ where
 
     #[inline]
     fn take(&mut self) -> Option<T> {
-        match self.kept.take() {
-            Some(item) => Some(item),
-            None => self.items.next(),
-        }
+        self.items.take()
     }
 
     fn keep(&mut self, item: T) {
-        self.kept = Some(item);
+        self.items.keep(item);
     }
 
     fn write(&mut self, item: &T, dst: &mut BytesMut, max_payload: usize) -> Result<(), E> {
