@@ -214,22 +214,9 @@ impl StreamCaller {
         self.send.is_ended()
     }
 
-    /// Takes one `Data` frame's sequence number and payload: what
-    /// [`handle_frame`](Self::handle_frame) does with a `Data` frame, for a reader that hands a
-    /// run of them over without building each frame.
-    #[inline]
-    pub fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant) {
-        if self.is_terminal() {
-            return;
-        }
-        self.last_heard = now;
-        if let Err(v) = self.recv.on_data(seq, payload) {
-            self.violated(v);
-        }
-    }
-
     /// Takes a run of `Data` frames' sequence numbers and payloads from the start of `run`, as
-    /// [`handle_data`](Self::handle_data) takes each, up to one that breaks a rule; the rest is
+    /// [`handle_frame`](Self::handle_frame) takes each `Data` frame (for a reader that hands a
+    /// run of them over without building each frame), up to one that breaks a rule; the rest is
     /// left in `run`, not taken.
     #[inline]
     pub fn handle_data_run(&mut self, run: &mut Vec<(u32, Payload)>, now: Instant) {
@@ -616,26 +603,9 @@ impl StreamCallee {
         self.send.is_ended()
     }
 
-    /// Takes one `Data` frame's sequence number and payload: what
-    /// [`handle_frame`](Self::handle_frame) does with a `Data` frame, for a reader that hands a
-    /// run of them over without building each frame.
-    #[inline]
-    pub fn handle_data(&mut self, seq: u32, payload: Payload, now: Instant) {
-        if self.is_terminal() {
-            return;
-        }
-        self.last_heard = now;
-        let outcome = match self.recv.as_deref_mut() {
-            Some(recv) => recv.on_data(seq, payload),
-            None => Err(Violation::Unexpected("input on a stream without input")),
-        };
-        if let Err(v) = outcome {
-            self.violated(v);
-        }
-    }
-
     /// Takes a run of `Data` frames' sequence numbers and payloads from the start of `run`, as
-    /// [`handle_data`](Self::handle_data) takes each, up to one that breaks a rule; the rest is
+    /// [`handle_frame`](Self::handle_frame) takes each `Data` frame (for a reader that hands a
+    /// run of them over without building each frame), up to one that breaks a rule; the rest is
     /// left in `run`, not taken.
     #[inline]
     pub fn handle_data_run(&mut self, run: &mut Vec<(u32, Payload)>, now: Instant) {
