@@ -679,13 +679,15 @@ impl<H: Handles> ConnCore<H> {
         run: &mut Vec<(u32, Payload)>,
         now: Instant,
     ) {
-        if self.is_open() && self.reasm.holds(mux) {
-            self.violate(ProtocolViolation::Chunk(ChunkViolation::Interleaved {
-                mux,
-                op,
-            }));
-        } else if self.is_open() {
-            self.deliver_to_stream(mux, Inbound::Data(run), now);
+        if self.is_open() {
+            if self.reasm.holds(mux) {
+                self.violate(ProtocolViolation::Chunk(ChunkViolation::Interleaved {
+                    mux,
+                    op,
+                }));
+            } else {
+                self.deliver_to_stream(mux, Inbound::Data(run), now);
+            }
         }
         run.clear();
     }
